@@ -1,0 +1,43 @@
+# Every target bootstraps uv with pip when it is missing, then lets uv install
+# exactly what uv.lock says.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint format typecheck check bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+
+install: | $(UV)  ## install the project and its dev tools into .venv
+	$(UV) sync --frozen --quiet
+
+run: install  ## migrate a SQLite database and serve the API with demo data on :8080
+	@echo "Starting keyautomat on http://127.0.0.1:8080 (Ctrl+C stops it)."
+	@echo "In another terminal, call it with:  uv run keyautomat call GET /automats"
+	@$(UV) run --frozen keyautomat serve --demo --host 127.0.0.1 --port 8080
+
+test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable)
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff lint and format check
+	$(UV) run --frozen ruff check src tests bench migrations
+	$(UV) run --frozen ruff format --check src tests bench migrations
+
+format: install  ## apply ruff formatting and safe fixes
+	$(UV) run --frozen ruff check --fix src tests bench migrations
+	$(UV) run --frozen ruff format src tests bench migrations
+
+typecheck: install  ## mypy in strict mode
+	$(UV) run --frozen mypy
+
+check: lint typecheck test  ## everything CI runs
+
+bench: install  ## signed GET throughput versus an unauthenticated route
+	$(UV) run --frozen python bench/signed_get.py
+
+clean:  ## remove local databases and caches
+	rm -rf .pytest_cache .mypy_cache .ruff_cache keyautomat.db* var/

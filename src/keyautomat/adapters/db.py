@@ -1,0 +1,95 @@
+"""Engines, and the one place where database work is scheduled.
+
+SQLite allows one writer at a time; connections in many threads only queue on
+its lock and the latency tail explodes (DESIGN.md, "Measured on this machine").
+So on SQLite every unit of work runs on one dedicated thread owning one
+connection, and the event loop never waits on a lock. PostgreSQL gets a small
+thread pool with a connection pool of the same size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool, StaticPool
+
+from keyautomat.adapters.orm import start_mappers
+
+T = TypeVar("T")
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """An engine configured for our access pattern on either backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Python's sqlite3 opens transactions lazily and commits behind our
+            # back; autocommit off at the driver and BEGIN IMMEDIATE on our side
+            # gives real transactions that take the write lock up front.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        url,
+        poolclass=QueuePool,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+    )
+
+
+class Database:
+    """Owns the engine, the session factory and the threads that run database work."""
+
+    def __init__(self, url: str, *, threads: int = 8) -> None:
+        start_mappers()
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        workers = 1 if self.is_sqlite else threads
+        self.engine = make_engine(url, pool_size=workers)
+        self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyautomat-db")
+
+    def session(self) -> Session:
+        return self.session_factory()
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on the calling thread: commit, or roll back on error."""
+        with self.session_factory() as session, session.begin():
+            return work(session)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on a database thread and await its result."""
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, self.transaction, work)
+        return await loop.run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,200 @@
+"""Tables, and the imperative mapping of the domain classes onto them.
+
+The schema itself is owned by Alembic (``migrations/``); ``metadata`` here must
+match it, which ``tests/integration/test_migrations.py`` checks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import registry, relationship
+
+from keyautomat.domain import model
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=naming_convention)
+
+organization_units = Table(
+    "organization_units",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("customer_id", Text),
+    Column("type", Integer, nullable=False),
+    Column("parent_id", String(24), ForeignKey("organization_units.id")),
+    Column("path", Text, nullable=False),
+    Column("iloq_username", Text),
+    Column("iloq_password_encrypted", Text),
+    Column("iloq_customer_code", Text),
+    Column("iloq_service_address", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_organization_units_path", "path"),
+)
+
+service_accounts = Table(
+    "service_accounts",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(32), nullable=False),
+    Column(
+        "organization_unit_id",
+        String(24),
+        ForeignKey("organization_units.id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("public_key_pem", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+id_counters = Table(
+    "id_counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+automats = Table(
+    "automats",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column(
+        "organization_unit_id",
+        String(24),
+        ForeignKey("organization_units.id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", Text, nullable=False),
+    Column("label", Text),
+    Column("address", Text),
+    Column("postal_code", Text),
+    Column("postal_office", Text),
+    Column("timezone", Text, nullable=False),
+    Column("product", String(16), nullable=False),
+    Column("hw_id", Text, unique=True),
+    Column("installation_pincode", String(16), unique=True),
+    Column("lifecycle_state", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime),
+    Index("ix_automats_created_at_id", "created_at", "id"),
+)
+
+lockers = Table(
+    "lockers",
+    metadata,
+    Column("automat_id", String(16), ForeignKey("automats.id"), primary_key=True),
+    Column("locker_index", Integer, primary_key=True),
+    Column("is_key_inside", Boolean, nullable=False, default=False),
+    Column("key_id", Text),
+    Column("key_name", Text),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column(
+        "organization_unit_id",
+        String(24),
+        ForeignKey("organization_units.id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", Text, nullable=False),
+    Column("customer_id", Text),
+    Column("type", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_groups_created_at_id", "created_at", "id"),
+)
+
+automat_groups = Table(
+    "automat_groups",
+    metadata,
+    Column("automat_id", String(16), ForeignKey("automats.id"), primary_key=True),
+    Column("group_id", String(24), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_automat_groups_group_id", "group_id"),
+)
+
+mapper_registry = registry(metadata=metadata)
+_mapped = False
+
+
+def start_mappers() -> None:
+    """Map the domain classes once per process."""
+    global _mapped
+    if _mapped:
+        return
+    mapper_registry.map_imperatively(model.OrganizationUnit, organization_units)
+    mapper_registry.map_imperatively(model.ServiceAccount, service_accounts)
+    mapper_registry.map_imperatively(
+        model.Locker,
+        lockers,
+    )
+    group_mapper = mapper_registry.map_imperatively(model.Group, groups)
+    mapper_registry.map_imperatively(
+        model.Automat,
+        automats,
+        properties={
+            "lockers": relationship(
+                model.Locker,
+                order_by=lockers.c.locker_index,
+                cascade="all, delete-orphan",
+                lazy="selectin",
+            ),
+            "groups": relationship(
+                group_mapper,
+                secondary=automat_groups,
+                order_by=groups.c.name,
+                lazy="selectin",
+            ),
+        },
+    )
+    _mapped = True

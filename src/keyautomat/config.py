@@ -1,0 +1,116 @@
+"""One typed settings object, read from the environment (prefix ``KEYAUTOMAT_``).
+
+Every setting can also be given as ``KEYAUTOMAT_<NAME>_FILE`` pointing at a file
+that holds the value, so secrets can come from a container secret mount.
+Invalid settings stop the process at start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite:///keyautomat.db"
+
+
+class SettingsError(Exception):
+    """Raised when the environment holds an invalid setting."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYAUTOMAT_", extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_SQLITE_URL,
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "External base URL(s) that clients sign, e.g. https://keys.example.com/v2; "
+            "several may be given separated by commas. Unset: derived from each request."
+        ),
+    )
+    trust_forwarded_headers: bool = Field(
+        default=False,
+        description="Honour X-Forwarded-Proto/Host when deriving the signed URL (trusted proxy).",
+    )
+    signature_window_ms: int = Field(
+        default=300_000, ge=1_000, le=3_600_000, description="Accepted clock skew of x-timestamp."
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that encrypts stored secrets (Fernet, urlsafe base64 of 32 bytes).",
+    )
+    secret_key_file: Path = Field(
+        default=Path("keyautomat-secret.key"),
+        description="Where the secret key is kept when KEYAUTOMAT_SECRET_KEY is unset; "
+        "created on first use.",
+    )
+    db_threads: int = Field(
+        default=8, ge=1, le=64, description="Database worker threads (PostgreSQL only)."
+    )
+    rate_limit_per_second: float = Field(default=10.0, ge=0)
+    rate_limit_burst: int = Field(default=20, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in {"sqlite", "postgresql+psycopg", "postgresql"}:
+            raise ValueError(
+                "must start with sqlite:/// or postgresql+psycopg:// (got scheme "
+                f"{scheme or 'none'!r})"
+            )
+        if scheme == "postgresql":
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for base in value.split(","):
+            parts = urlsplit(base.strip())
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                raise ValueError(f"{base.strip()!r} is not an absolute http(s) URL")
+            if parts.query or parts.fragment:
+                raise ValueError(f"{base.strip()!r} must not carry a query or fragment")
+        return value
+
+    @cached_property
+    def public_bases(self) -> tuple[str, ...]:
+        if self.public_url is None:
+            return ()
+        return tuple(b.strip().rstrip("/") for b in self.public_url.split(","))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _apply_file_variables() -> None:
+    """Copy ``KEYAUTOMAT_X_FILE`` contents into ``KEYAUTOMAT_X`` (the secret key has its own)."""
+    for name in ("DATABASE_URL",):
+        file_var = f"KEYAUTOMAT_{name}_FILE"
+        if file_var in os.environ and f"KEYAUTOMAT_{name}" not in os.environ:
+            os.environ[f"KEYAUTOMAT_{name}"] = Path(os.environ[file_var]).read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise SettingsError with a readable message."""
+    _apply_file_variables()
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"KEYAUTOMAT_{field.upper()}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,1 @@
+"""Rules only: no I/O, no framework; ``now`` is always an argument."""

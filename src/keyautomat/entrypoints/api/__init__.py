@@ -1,0 +1,1 @@
+"""The HTTP API: LivionKey V2 under /v2."""

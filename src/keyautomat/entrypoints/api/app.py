@@ -1,0 +1,96 @@
+"""The FastAPI application: V2 under /v2, signed by the middleware, errors in one shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
+from keyautomat.entrypoints.api.errors import install_error_handlers
+from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
+from keyautomat.service_layer.accounts import AccountKey, load_account
+
+API_PREFIX = "/v2"
+OPENAPI_URL = f"{API_PREFIX}/openapi.json"
+DOCS_URL = f"{API_PREFIX}/docs"
+
+SECURITY_SCHEMES = {
+    "serviceAccountId": {"type": "apiKey", "in": "header", "name": "x-service-account-id"},
+    "timestamp": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-timestamp",
+        "description": "Unix time in milliseconds",
+    },
+    "signature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-signature",
+        "description": "Base64 RSA-SHA256 (PKCS#1 v1.5) signature of serviceAccountId + "
+        "timestamp + hex(sha256(METHOD + URL + body)); see docs/auth.md",
+    },
+}
+
+
+def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    app = FastAPI(
+        title="keyautomat — LivionKey API V2",
+        version="2.0.0",
+        openapi_url=OPENAPI_URL,
+        docs_url=DOCS_URL,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    install_error_handlers(app)
+    for module in (root, organization, automats, groups):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    async def lookup(account_id: str) -> AccountKey | None:
+        return await container.db.run(lambda s: load_account(s, account_id))
+
+    settings = container.settings
+
+    def clock_ms() -> int:
+        return int(container.clock.now().timestamp() * 1000)
+
+    verifier = SignatureVerifier(
+        lookup=lookup,
+        window_ms=settings.signature_window_ms,
+        public_bases=settings.public_bases,
+        trust_forwarded=settings.trust_forwarded_headers,
+        clock_ms=clock_ms,
+        rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+    )
+    app.add_middleware(
+        SignedRequestMiddleware,
+        verifier=verifier,
+        public_paths=frozenset({OPENAPI_URL, DOCS_URL, f"{DOCS_URL}/oauth2-redirect"}),
+    )
+    app.state.verifier = verifier
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, servers=[{"url": "/"}]
+            )
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            schema["security"] = [{name: [] for name in SECURITY_SCHEMES}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

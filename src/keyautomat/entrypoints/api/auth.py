@@ -1,0 +1,277 @@
+"""Signed-request authentication (spec/auth.md §3), as one lean ASGI middleware.
+
+It runs before routing and body validation: it reads the raw body once,
+verifies the signature, and hands the same bytes on to the application, so
+nothing is read or parsed twice. The caller's principal is left in the request
+state for the ``Caller`` dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import Depends, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
+from keyautomat.entrypoints.api.errors import error_body
+from keyautomat.service_layer.accounts import AccountKey
+from keyautomat.service_layer.principal import Principal
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+MISSING_HEADERS = "Missing authentication headers"
+BAD_TIMESTAMP = "Request timestamp is invalid or expired"
+UNKNOWN_ACCOUNT = "Unknown service account"
+BAD_SIGNATURE = "Invalid signature"
+REPLAYED = "Replayed request"
+
+AccountLookup = Callable[[str], Awaitable[AccountKey | None]]
+
+
+class ReplayCache:
+    """Signatures accepted within the last ``ttl_ms``; a second sighting is a replay.
+
+    Entries are kept in insertion order, which is also expiry order, so pruning
+    only ever looks at the oldest end.
+    """
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def check_and_remember(self, account_id: str, signature: str, now_ms: int) -> bool:
+        """True when the pair is new (and now remembered); False for a replay."""
+        while self._seen:
+            key, expires = next(iter(self._seen.items()))
+            if expires > now_ms:
+                break
+            del self._seen[key]
+        pair = (account_id, signature)
+        if pair in self._seen:
+            return False
+        self._seen[pair] = now_ms + self.ttl_ms
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class RateLimiter:
+    """A token bucket per service account (spec/gaps.md B7); rate 0 disables it."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def retry_after(self, account_id: str, now: float) -> int | None:
+        """None when the request may go ahead, else whole seconds until a token is free."""
+        if self.rate <= 0:
+            return None
+        tokens, last = self._buckets.get(account_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._buckets[account_id] = (tokens - 1, now)
+            return None
+        self._buckets[account_id] = (tokens, now)
+        return max(1, math.ceil((1 - tokens) / self.rate))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    status: int
+    message: str
+    reason: str  # logged only: callers get the short message
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _origin_of(scope: Scope, headers: dict[bytes, bytes], trust_forwarded: bool) -> str:
+    scheme = str(scope.get("scheme", "http"))
+    host = headers.get(b"host", b"").decode("latin-1")
+    if trust_forwarded:
+        scheme = headers.get(b"x-forwarded-proto", scheme.encode()).decode("latin-1")
+        host = headers.get(b"x-forwarded-host", host.encode()).decode("latin-1")
+    scheme = scheme.split(",")[0].strip().lower()
+    host = host.split(",")[0].strip().lower()
+    default_port = {"http": ":80", "https": ":443"}.get(scheme)
+    if default_port and host.endswith(default_port):
+        host = host[: -len(default_port)]
+    return f"{scheme}://{host}"
+
+
+def external_roots(public_bases: tuple[str, ...]) -> tuple[str, ...]:
+    """Map API bases (``https://h/v2``) to the external root that server paths hang off."""
+    roots = []
+    for base in public_bases:
+        roots.append(base[: -len("/v2")] if base.endswith("/v2") else base)
+    return tuple(roots)
+
+
+def signed_url_candidates(
+    scope: Scope, headers: dict[bytes, bytes], roots: tuple[str, ...], trust_forwarded: bool
+) -> Iterator[str]:
+    """The URLs the client may have signed: raw target first, then its percent-decoded form."""
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    decoded = unquote(target)
+    for root in roots or (_origin_of(scope, headers, trust_forwarded),):
+        yield root + target
+        if decoded != target:
+            yield root + decoded
+
+
+class SignatureVerifier:
+    def __init__(
+        self,
+        *,
+        lookup: AccountLookup,
+        window_ms: int,
+        public_bases: tuple[str, ...],
+        trust_forwarded: bool = False,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.lookup = lookup
+        self.window_ms = window_ms
+        self.roots = external_roots(public_bases)
+        self.trust_forwarded = trust_forwarded
+        self.clock_ms = clock_ms
+        self.replays = ReplayCache(ttl_ms=2 * window_ms)
+        self.rate_limiter = rate_limiter or RateLimiter(0, 1)
+
+    async def verify(
+        self, scope: Scope, headers: dict[bytes, bytes], body: bytes
+    ) -> Principal | Rejection:
+        account_id = headers.get(b"x-service-account-id", b"").decode("latin-1")
+        timestamp = headers.get(b"x-timestamp", b"").decode("latin-1")
+        signature = headers.get(b"x-signature", b"").decode("latin-1")
+        if not account_id or not timestamp or not signature:
+            return Rejection(401, MISSING_HEADERS, "a signing header is missing")
+        now_ms = self.clock_ms()
+        if not timestamp.isdigit() or abs(now_ms - int(timestamp)) > self.window_ms:
+            return Rejection(401, BAD_TIMESTAMP, f"timestamp {timestamp!r} vs now {now_ms}")
+        account = await self.lookup(account_id)
+        if account is None:
+            return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
+        method = str(scope["method"]).upper()
+        tried = []
+        for url in signed_url_candidates(scope, headers, self.roots, self.trust_forwarded):
+            digest = request_hash(method, url, body)
+            message = string_to_sign(account_id, timestamp, digest)
+            if verify_signature(account.public_key_pem, signature, message):
+                break
+            tried.append(f"{url} -> {digest}")
+        else:
+            return Rejection(
+                401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried)
+            )
+        if not self.replays.check_and_remember(account_id, signature, now_ms):
+            return Rejection(401, REPLAYED, f"signature already used by {account_id}")
+        wait = self.rate_limiter.retry_after(account_id, now_ms / 1000)
+        if wait is not None:
+            return Rejection(
+                429, "Too Many Requests", "rate limit", ((b"retry-after", str(wait).encode()),)
+            )
+        return account.principal
+
+
+class SignedRequestMiddleware:
+    """Verifies every request under the protected prefixes before the app sees it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: SignatureVerifier,
+        protected_prefixes: tuple[str, ...] = ("/v2", "/admin"),
+        public_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.protected_prefixes = protected_prefixes
+        self.public_paths = public_paths
+
+    def _is_protected(self, path: str) -> bool:
+        if path in self.public_paths:
+            return False
+        return any(path == p or path.startswith(p + "/") for p in self.protected_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        body, too_large = await _read_body(receive)
+        if too_large:
+            await _send_json(send, 413, error_body(413, "Request body is too large"))
+            return
+        headers = dict(scope["headers"])
+        outcome = await self.verifier.verify(scope, headers, body)
+        if isinstance(outcome, Rejection):
+            log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
+            await _send_json(
+                send, outcome.status, error_body(outcome.status, outcome.message), outcome.headers
+            )
+            return
+        scope.setdefault("state", {})["principal"] = outcome
+        if body and b"content-type" not in headers:
+            # Bodies of this API are always JSON; a client that forgot the header
+            # (the Go example sends it on POST only) still gets its body parsed.
+            scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
+        delivered = False
+
+        async def replay_body() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay_body, send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"", True
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks), False
+
+
+async def _send_json(
+    send: Send, status: int, payload: Any, extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_principal)]

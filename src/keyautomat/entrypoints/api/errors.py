@@ -1,0 +1,91 @@
+"""Every error leaves the API in one shape (spec/gaps.md A1), mapped here and nowhere else.
+
+``{"statusCode": 400, "message": "<text>" | ["<text>", ...], "error": "Bad Request"}``;
+``message`` is a list for field-validation failures and names each offending field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keyautomat.domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+}
+
+
+def error_body(status: int, message: str | list[str]) -> dict[str, Any]:
+    return {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase}
+
+
+def error_response(
+    status: int, message: str | list[str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> list[str]:
+    messages: list[str] = []
+    for err in errors:
+        field = _field_path(err.get("loc", ()))
+        kind = err.get("type", "")
+        if kind == "missing":
+            messages.append(f"{field}: is required")
+        elif kind == "json_invalid":
+            messages.append("body: is not valid JSON")
+        else:
+            messages.append(f"{field}: {err.get('msg', 'is invalid')}")
+    return messages
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+        message: str | list[str] = [exc.message] if isinstance(exc, InvalidInput) else exc.message
+        return error_response(status, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, describe_validation_errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "Cannot find the requested resource"
+        return error_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "Internal server error")

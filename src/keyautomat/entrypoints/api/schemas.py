@@ -1,0 +1,73 @@
+"""Pieces shared by every API schema: camelCase names, strict types, UTC timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+from pydantic.alias_generators import to_camel
+
+from keyautomat.service_layer.pagination import Page
+
+T = TypeVar("T")
+
+
+def format_utc(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:mm:ss.sssZ``, the one timestamp format of every response."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _require_offset(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+InputDatetime = Annotated[datetime, AfterValidator(_require_offset)]
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+__all__ = [
+    "ApiModel",
+    "InputDatetime",
+    "NonEmptyStr",
+    "Paginated",
+    "StrictBool",
+    "StrictInt",
+    "StrictStr",
+    "UtcDatetime",
+]
+
+
+class ApiModel(BaseModel):
+    """Base of request and response bodies: camelCase on the wire, unknown properties ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+
+class Paginated(ApiModel, Generic[T]):
+    """``{after, limit, hasNext, data}`` at the top level (spec endpoints §2.5, gaps A2)."""
+
+    after: str
+    limit: int
+    has_next: bool
+    data: list[T]
+
+    @classmethod
+    def of(cls, page: Page[Any], data: list[T]) -> Paginated[T]:
+        return cls(after=str(page.next_offset), limit=page.limit, has_next=page.has_next, data=data)

@@ -1,0 +1,1 @@
+"""The LivionKey API V2 routers."""

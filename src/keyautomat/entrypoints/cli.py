@@ -1,0 +1,218 @@
+"""The ``keyautomat`` command: init, migrate, serve, call."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.config import SettingsError, load_settings
+
+DEMO_KEY_FILE = Path("demo-service-account.pem")
+DEMO_INFO_FILE = Path("demo-service-account.json")
+
+
+def _write_private_key(path: Path, pem: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pem)
+
+
+def _fingerprint_of_key_file(path: Path) -> str | None:
+    """SHA-256 of the public half of a stored private key (matches the accounts table)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload, separators=(",", ":")), flush=True)
+
+
+def _container() -> Container:
+    from keyautomat.adapters.migrate import upgrade
+
+    container = bootstrap()
+    upgrade(container.settings.database_url)
+    return container
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from keyautomat.adapters.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    print(f"database at head: {settings.database_url.split('@')[-1]}", file=sys.stderr)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from keyautomat.domain.model import OrgUnitType, Role
+    from keyautomat.service_layer import accounts
+
+    container = _container()
+    now = container.clock.now()
+
+    def work(session: Any) -> tuple[str, str, str]:
+        unit = accounts.create_organization_unit(
+            session,
+            None,
+            name=args.org_name,
+            customer_id=args.customer_id,
+            type=OrgUnitType.ORGANIZATION,
+            parent_id=None,
+            iloq_api_user=None,
+            secrets=container.secrets,
+            now=now,
+        )
+        created = accounts.create_service_account(
+            session, None, organization_unit_id=unit.id, name="admin", role=Role.ADMIN, now=now
+        )
+        return unit.id, created.account.id, created.private_key_pem
+
+    unit_id, account_id, pem = container.db.transaction(work)
+    key_out = Path(args.key_out)
+    _write_private_key(key_out, pem)
+    container.close()
+    _print_json(
+        {
+            "organizationUnitId": unit_id,
+            "serviceAccountId": account_id,
+            "privateKeyFile": str(key_out.resolve()),
+        }
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from keyautomat.entrypoints.api.app import create_app
+    from keyautomat.service_layer.demo import seed_demo
+
+    container = _container()
+    base_url = (
+        container.settings.public_bases[0]
+        if container.settings.public_bases
+        else f"http://{args.host}:{args.port}/v2"
+    )
+    if args.demo:
+        access = container.db.transaction(
+            lambda s: seed_demo(
+                s,
+                secrets=container.secrets,
+                now=container.clock.now(),
+                known_fingerprint=_fingerprint_of_key_file(DEMO_KEY_FILE),
+            )
+        )
+        if access.private_key_pem is not None:
+            _write_private_key(DEMO_KEY_FILE, access.private_key_pem)
+        info = {
+            "serviceAccountId": access.service_account_id,
+            "organizationUnitId": access.organization_unit_id,
+            "privateKeyFile": str(DEMO_KEY_FILE.resolve()),
+            "baseUrl": base_url,
+        }
+        DEMO_INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
+        _print_json(info)
+    app = create_app(container)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        proxy_headers=container.settings.trust_forwarded_headers,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Sign and send one request, printing the response; defaults come from the demo files."""
+    from keyautomat.client import Client
+
+    info: dict[str, str] = {}
+    if DEMO_INFO_FILE.exists():
+        info = json.loads(DEMO_INFO_FILE.read_text())
+    base_url = args.base_url or info.get("baseUrl")
+    account = args.account or info.get("serviceAccountId")
+    key_file = args.key_file or info.get("privateKeyFile")
+    if not (base_url and account and key_file):
+        print(
+            "need --base-url, --account and --key-file (or run serve --demo first)", file=sys.stderr
+        )
+        return 2
+    client = Client.from_key_file(base_url, account, key_file)
+    body = json.loads(args.data) if args.data else None
+    response = client.request(args.method.upper(), args.path, body)
+    print(f"HTTP {response.status_code}", file=sys.stderr)
+    if response.content:
+        try:
+            print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+        except ValueError:
+            print(response.text)
+    return 0 if response.status_code < 400 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyautomat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("init", help="create the root organization and its admin service account")
+    p.add_argument("--org-name", required=True)
+    p.add_argument("--customer-id", default=None)
+    p.add_argument("--key-out", required=True, help="file for the PKCS#1 private key (mode 600)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="run the API server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--demo", action="store_true", help="seed and print a demo organization")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
+    p.add_argument("method")
+    p.add_argument("path", help="path below the base URL, with its query string")
+    p.add_argument("--data", help="JSON body")
+    p.add_argument("--base-url")
+    p.add_argument("--account")
+    p.add_argument("--key-file")
+    p.set_defaults(func=cmd_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

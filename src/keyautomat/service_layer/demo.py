@@ -1,0 +1,96 @@
+"""Demo data for ``keyautomat serve --demo``: seeded once per database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters import orm
+from keyautomat.adapters.crypto import SecretBox
+from keyautomat.domain.model import OrganizationUnit, OrgUnitType, Role, ServiceAccount
+from keyautomat.service_layer import accounts, automats, groups
+from keyautomat.service_layer.automats import Location
+from keyautomat.service_layer.principal import Principal
+
+DEMO_CUSTOMER_ID = "keyautomat-demo"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAccess:
+    organization_unit_id: str
+    service_account_id: str
+    private_key_pem: str | None  # None: the existing account's key file is still valid
+
+
+def _principal_for(unit: OrganizationUnit, account: ServiceAccount) -> Principal:
+    return Principal(account.id, unit.id, unit.path, unit.type, account.role)
+
+
+def seed_demo(
+    session: Session, *, secrets: SecretBox, now: datetime, known_fingerprint: str | None
+) -> DemoAccess:
+    """Create the demo organization on first use; hand out an admin key when none is valid."""
+    unit = session.scalars(
+        select(OrganizationUnit).where(
+            orm.organization_units.c.customer_id == DEMO_CUSTOMER_ID,
+            orm.organization_units.c.parent_id.is_(None),
+        )
+    ).first()
+    if unit is None:
+        unit = accounts.create_organization_unit(
+            session,
+            None,
+            name="Demo Housing Ltd",
+            customer_id=DEMO_CUSTOMER_ID,
+            type=OrgUnitType.ORGANIZATION,
+            parent_id=None,
+            iloq_api_user=None,
+            secrets=secrets,
+            now=now,
+        )
+        created = accounts.create_service_account(
+            session, None, organization_unit_id=unit.id, name="demo admin", role=Role.ADMIN, now=now
+        )
+        _seed_automats(session, _principal_for(unit, created.account), now)
+        return DemoAccess(unit.id, created.account.id, created.private_key_pem)
+    if known_fingerprint is not None:
+        account = session.scalars(
+            select(ServiceAccount).where(
+                orm.service_accounts.c.organization_unit_id == unit.id,
+                orm.service_accounts.c.fingerprint == known_fingerprint,
+            )
+        ).first()
+        if account is not None:
+            return DemoAccess(unit.id, account.id, None)
+    created = accounts.create_service_account(
+        session, None, organization_unit_id=unit.id, name="demo admin", role=Role.ADMIN, now=now
+    )
+    return DemoAccess(unit.id, created.account.id, created.private_key_pem)
+
+
+def _seed_automats(session: Session, admin: Principal, now: datetime) -> None:
+    center = groups.create_group(
+        session, admin, name="Helsinki center", customer_id="hki-center", type=1, now=now
+    )
+    groups.create_group(session, admin, name="Master keys", customer_id="masters", type=2, now=now)
+    sites = [
+        ("Mainstreet 1", "A", "Mannerheimintie 1", "00100", "Helsinki", "key20", center.id),
+        ("Mainstreet 1", "B", "Mannerheimintie 1", "00100", "Helsinki", "key20", center.id),
+        ("Harbour office", None, "Satamakatu 3", "00160", "Helsinki", "key30", None),
+    ]
+    for name, label, address, postal_code, office, product, group_id in sites:
+        automats.install_automat(
+            session,
+            admin,
+            name=name,
+            organization_unit_id=None,
+            label=label,
+            group_id=group_id,
+            location=Location(address, postal_code, office),
+            timezone="Europe/Helsinki",
+            product=product,
+            now=now,
+        )

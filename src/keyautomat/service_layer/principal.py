@@ -1,0 +1,60 @@
+"""The authenticated caller and the organization-subtree rules that scope everything it does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters import orm
+from keyautomat.domain.errors import Forbidden, InvalidInput, NotFound
+from keyautomat.domain.model import OrganizationUnit, Role
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    service_account_id: str
+    organization_unit_id: str
+    organization_unit_path: str
+    organization_unit_type: int
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def is_platform_operator(self) -> bool:
+        """An admin of a root unit (made by ``keyautomat init``): may create type-0 units and
+        admin accounts inside its tree. Units created through the API always get a parent,
+        so no API caller can make itself a root."""
+        return self.is_admin and self.organization_unit_path.count("/") == 2
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden()
+
+    def sees(self, unit_path: str) -> bool:
+        return unit_path.startswith(self.organization_unit_path)
+
+    def scoped_unit(self, session: Session, unit_id: str, field: str) -> OrganizationUnit:
+        """Resolve a unit id given in a request body: unknown or out of scope is a 400."""
+        unit = session.get(OrganizationUnit, unit_id)
+        if unit is None or not self.sees(unit.path):
+            raise InvalidInput(field, "does not name an organization unit you can use")
+        return unit
+
+    def own_unit(self, session: Session) -> OrganizationUnit:
+        unit = session.get(OrganizationUnit, self.organization_unit_id)
+        if unit is None:  # the unit of a live account cannot vanish; keep the message clear
+            raise NotFound("Organization unit")
+        return unit
+
+
+def in_scope(column: ColumnElement[str], principal: Principal) -> ColumnElement[bool]:
+    """``column`` (an organization_unit_id) lies in the caller's subtree."""
+    subtree = select(orm.organization_units.c.id).where(
+        orm.organization_units.c.path.startswith(principal.organization_unit_path, autoescape=True)
+    )
+    return column.in_(subtree)

@@ -1,0 +1,170 @@
+"""Fixtures shared by every level of the suite.
+
+Every database test runs twice, on SQLite and on PostgreSQL. The schema is
+migrated once per session and engine; between tests SQLite gets a fresh copy of
+a migrated template file and PostgreSQL has its tables truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
+
+from keyautomat.adapters.migrate import upgrade
+from keyautomat.adapters.orm import metadata
+from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.client import Client
+from keyautomat.config import Settings
+from keyautomat.domain.model import OrgUnitType, Role
+from keyautomat.entrypoints.api.app import create_app
+from keyautomat.service_layer import accounts
+from keyautomat.service_layer.clock import SystemClock
+from tests.services import POSTGRES_ADMIN_URL, need
+
+TEST_BASE = "http://testserver/v2"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    url = make_url(POSTGRES_ADMIN_URL)
+    need("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
+    name = f"keyautomat_test_{os.getpid()}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    test_url = url.set(database=name).render_as_string(hide_password=False)
+    upgrade(test_url)
+    yield test_url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of each engine."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "keyautomat.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    _truncate_all(url)
+
+
+def _truncate_all(url: str) -> None:
+    from keyautomat.adapters.db import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name != "id_counters")
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        conn.execute(text("UPDATE id_counters SET value = 0"))
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_key=Fernet.generate_key().decode(),
+        secret_key_file=tmp_path / "unused.key",
+        rate_limit_per_second=0,
+        db_threads=4,
+    )
+
+
+@pytest.fixture
+def container(settings: Settings) -> Iterator[Container]:
+    c = bootstrap(settings, clock=SystemClock())
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def http(container: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container), base_url="http://testserver") as client:
+        yield client
+
+
+@dataclass
+class Tenant:
+    """An organization unit with a service account that can call the API."""
+
+    unit_id: str
+    account_id: str
+    private_key: str
+    api: Client
+
+
+def make_tenant(
+    container: Container,
+    http: TestClient,
+    *,
+    name: str = "Acme Housing",
+    parent_id: str | None = None,
+    unit_type: OrgUnitType = OrgUnitType.ORGANIZATION,
+    role: Role = Role.ADMIN,
+) -> Tenant:
+    """Create a unit (a new root by default) and a service account, bypassing the API."""
+    now = container.clock.now()
+
+    def work(session: object) -> Tenant:
+        unit = accounts.create_organization_unit(
+            session,  # type: ignore[arg-type]
+            None,
+            name=name,
+            customer_id=name.lower().replace(" ", "-"),
+            type=unit_type,
+            parent_id=parent_id,
+            iloq_api_user=None,
+            secrets=container.secrets,
+            now=now,
+        )
+        created = accounts.create_service_account(
+            session,  # type: ignore[arg-type]
+            None,
+            organization_unit_id=unit.id,
+            name=f"{name} account",
+            role=role,
+            now=now,
+        )
+        return Tenant(
+            unit.id,
+            created.account.id,
+            created.private_key_pem,
+            Client(TEST_BASE, created.account.id, created.private_key_pem, http=http),
+        )
+
+    return container.db.transaction(work)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def operator(container: Container, http: TestClient) -> Tenant:
+    """The platform operator: admin of a root organization (type 0)."""
+    return make_tenant(container, http, name="Platform")
+
+
+@pytest.fixture
+def acme(container: Container, http: TestClient) -> Tenant:
+    """An admin of a customer organization."""
+    return make_tenant(container, http, name="Acme Housing")

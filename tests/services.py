@@ -1,0 +1,41 @@
+"""Where the external services of the test suite are, and what to do when one is missing.
+
+Tests that need PostgreSQL or MQTT skip with a clear reason on a laptop without
+them, and fail instead under KEYAUTOMAT_REQUIRE_SERVICES=1 (which CI sets), so
+CI always runs the full matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "KEYAUTOMAT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MQTT_HOST = os.environ.get("KEYAUTOMAT_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("KEYAUTOMAT_TEST_MQTT_PORT", "1883"))
+
+
+def services_required() -> bool:
+    return os.environ.get("KEYAUTOMAT_REQUIRE_SERVICES") == "1"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need(service: str, host: str, port: int) -> None:
+    """Skip (or, when services are required, fail) unless ``host:port`` answers."""
+    if reachable(host, port):
+        return
+    message = f"{service} is not reachable at {host}:{port}"
+    if services_required():
+        pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
+    pytest.skip(message + " (start it, or see README: Running the tests)")
