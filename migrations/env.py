@@ -6,10 +6,11 @@ from alembic import context
 from sqlalchemy import Connection
 
 from keyautomat.adapters.db import make_engine
-from keyautomat.adapters.orm import metadata
+from keyautomat.adapters.orm import load_all_tables
 from keyautomat.config import load_settings
 
 config = context.config
+metadata = load_all_tables()
 
 
 def run(connection: Connection) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.migrate import upgrade
-from keyautomat.adapters.orm import metadata
+from keyautomat.adapters.orm import load_all_tables
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import Client
 from keyautomat.config import Settings
@@ -75,7 +75,7 @@ def _truncate_all(url: str) -> None:
     from keyautomat.adapters.db import make_engine
 
     engine = make_engine(url, pool_size=1)
-    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name != "id_counters")
+    tables = ", ".join(f'"{t.name}"' for t in load_all_tables().sorted_tables if t.name != "id_counters")
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
         conn.execute(text("UPDATE id_counters SET value = 0"))

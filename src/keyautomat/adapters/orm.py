@@ -6,6 +6,7 @@ match it, which ``tests/integration/test_migrations.py`` checks.
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -166,12 +167,25 @@ automat_groups = Table(
 mapper_registry = registry(metadata=metadata)
 _mapped = False
 
+# Each feature keeps its tables in a module of its own next to this one. The
+# module defines its tables on ``metadata`` and a ``map_tables()`` function that
+# maps its domain classes; listing it here is all it takes to join the schema.
+FEATURE_TABLE_MODULES: tuple[str, ...] = ()
+
+
+def load_all_tables() -> MetaData:
+    """Import every feature's table module so ``metadata`` describes the whole schema."""
+    for name in FEATURE_TABLE_MODULES:
+        importlib.import_module(name)
+    return metadata
+
 
 def start_mappers() -> None:
     """Map the domain classes once per process."""
     global _mapped
     if _mapped:
         return
+    load_all_tables()
     mapper_registry.map_imperatively(model.OrganizationUnit, organization_units)
     mapper_registry.map_imperatively(model.ServiceAccount, service_accounts)
     mapper_registry.map_imperatively(
@@ -197,4 +211,6 @@ def start_mappers() -> None:
             ),
         },
     )
+    for name in FEATURE_TABLE_MODULES:
+        importlib.import_module(name).map_tables()
     _mapped = True
