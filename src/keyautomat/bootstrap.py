@@ -8,6 +8,7 @@ from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.config import Settings, load_settings
 from keyautomat.service_layer.clock import Clock, SystemClock
+from keyautomat.service_layer.delivery import Dispatcher
 
 
 @dataclass
@@ -16,6 +17,8 @@ class Container:
     db: Database
     secrets: SecretBox
     clock: Clock = field(default_factory=SystemClock)
+    # Outbox handlers by kind; each feature registers its own in ``bootstrap``.
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
 
     def close(self) -> None:
         self.db.close()

@@ -164,6 +164,41 @@ automat_groups = Table(
     Index("ix_automat_groups_group_id", "group_id"),
 )
 
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    # Rows of one lane are delivered strictly one after another, in id order.
+    Column("lane", Text),
+    # What the row is about (e.g. "contract:<id>"), so pending work can be cancelled.
+    Column("ref", Text),
+    Column("idempotency_key", Text, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", Text),
+    Column("claimed_until", UtcDateTime),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Index("ix_outbox_status_due_at", "status", "due_at"),
+    Index("ix_outbox_lane_id", "lane", "id"),
+    Index("ix_outbox_ref", "ref"),
+)
+
+# One row per lane; enqueueing locks it first, so rows of one lane get their ids
+# in commit order even when several transactions write to the lane at once.
+outbox_lanes = Table(
+    "outbox_lanes",
+    metadata,
+    Column("lane", Text, primary_key=True),
+    Column("last_enqueued_at", UtcDateTime, nullable=False),
+)
+
 mapper_registry = registry(metadata=metadata)
 _mapped = False
 

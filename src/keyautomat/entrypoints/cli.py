@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         }
         DEMO_INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
         _print_json(info)
-    app = create_app(container)
+    app = create_app(container, run_worker=not args.no_worker)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -141,6 +141,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         uvicorn.Server(config).run()
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from keyautomat.entrypoints.worker import OutboxWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    container = _container()
+    worker = OutboxWorker(
+        container.db, container.dispatcher, container.clock, batch_size=args.batch_size
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"worker {worker.worker_id} delivering {container.dispatcher.kinds}", file=sys.stderr)
+        await worker.run(stop)
+
+    try:
+        asyncio.run(main())
     finally:
         container.close()
     return 0
@@ -191,7 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--demo", action="store_true", help="seed and print a demo organization")
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--no-worker", action="store_true", help="leave the outbox to separate worker processes"
+    )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="deliver outbox messages (run any number on PostgreSQL)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")

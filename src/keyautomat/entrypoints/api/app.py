@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
+from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
 API_PREFIX = "/v2"
@@ -37,10 +39,21 @@ SECURITY_SCHEMES = {
 }
 
 
-def create_app(container: Container) -> FastAPI:
+def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
+    """The API. With ``run_worker`` the outbox worker runs in-process (``keyautomat serve``)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if run_worker:
+            worker = OutboxWorker(container.db, container.dispatcher, container.clock)
+            tasks.append(asyncio.create_task(worker.run(stop), name="outbox-worker"))
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",

@@ -1,0 +1,67 @@
+"""What a worker does with a claimed outbox row: route it by kind, and judge the outcome.
+
+Handlers raise :class:`RetryLater` for a transient failure (a broker down, a
+receiver answering 503) and :class:`GiveUp` for a permanent one (an invalid
+address). Anything else unexpected counts as transient: losing a message to a
+bug would be worse than trying it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from keyautomat.service_layer.outbox import OutboxMessage
+
+
+class RetryLater(Exception):
+    def __init__(self, reason: str, *, delay: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class GiveUp(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Handler = Callable[[OutboxMessage], Awaitable[None]]
+
+DEFAULT_RETRY_DELAYS: tuple[timedelta, ...] = tuple(
+    timedelta(seconds=s) for s in (5, 30, 120, 600, 1800)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    # Waits before attempts 2, 3, ...; when they run out the row is failed.
+    retry_delays: Sequence[timedelta] = DEFAULT_RETRY_DELAYS
+
+    def delay_after(self, attempts: int) -> timedelta | None:
+        """The wait before the next attempt after ``attempts`` tries, or None to give up."""
+        if attempts - 1 < len(self.retry_delays):
+            return self.retry_delays[attempts - 1]
+        return None
+
+
+@dataclass
+class Dispatcher:
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    def register(
+        self,
+        kind: str,
+        handler: Handler,
+        retry_delays: Sequence[timedelta] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
+        if kind in self.routes:
+            raise ValueError(f"a handler for {kind!r} is already registered")
+        self.routes[kind] = Route(handler, retry_delays)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self.routes)

@@ -1,0 +1,241 @@
+"""The outbox and its worker on both engines: nothing lost, nothing sent twice, lanes in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import outbox
+from keyautomat.service_layer.clock import ManualClock
+from keyautomat.service_layer.delivery import Dispatcher, GiveUp, RetryLater
+from keyautomat.service_layer.outbox import OutboxMessage
+
+
+class Recorder:
+    """A handler that records deliveries and fails on demand."""
+
+    def __init__(self) -> None:
+        self.delivered: list[OutboxMessage] = []
+        self.failures: Counter[str] = Counter()  # name -> how many more times to fail
+        self.permanent: set[str] = set()
+
+    async def __call__(self, message: OutboxMessage) -> None:
+        name = message.payload["name"]
+        if name in self.permanent:
+            raise GiveUp("address is invalid")
+        if self.failures[name] > 0:
+            self.failures[name] -= 1
+            raise RetryLater("receiver is down")
+        self.delivered.append(message)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.payload["name"] for m in self.delivered]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def worker(container: Container, clock: ManualClock, recorder: Recorder) -> OutboxWorker:
+    dispatcher = Dispatcher()
+    dispatcher.register(
+        "test", recorder, retry_delays=[timedelta(seconds=5), timedelta(seconds=15)]
+    )
+    return OutboxWorker(container.db, dispatcher, clock, worker_id="w1", batch_size=10)
+
+
+def put(container: Container, clock: ManualClock, name: str, **kw: object) -> int | None:
+    return container.db.transaction(
+        lambda s: outbox.enqueue(s, "test", {"name": name}, now=clock.now(), **kw)  # type: ignore[arg-type]
+    )
+
+
+def rows(container: Container) -> list[outbox.OutboxRow]:
+    return container.db.transaction(lambda s: outbox.read(s, kinds=["test"]))
+
+
+def test_a_message_enqueued_in_a_rolled_back_transaction_never_exists(
+    container: Container, clock: ManualClock
+) -> None:
+    def change_that_fails(session: Session) -> None:
+        outbox.enqueue(session, "test", {"name": "ghost"}, now=clock.now())
+        raise RuntimeError("the change itself failed")
+
+    with pytest.raises(RuntimeError):
+        container.db.transaction(change_that_fails)
+    assert rows(container) == []
+
+
+def test_the_worker_delivers_each_due_message_once_and_marks_it_done(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    put(container, clock, "a")
+    put(container, clock, "b")
+    assert asyncio.run(worker.drain()) == 2
+    assert asyncio.run(worker.drain()) == 0
+    assert sorted(recorder.names) == ["a", "b"]
+    assert {r.status for r in rows(container)} == {"done"}
+
+
+def test_a_message_due_later_waits_for_its_time(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    put(container, clock, "reminder", due_at=clock.now() + timedelta(hours=24))
+    assert asyncio.run(worker.drain()) == 0
+    clock.advance(timedelta(hours=24) - timedelta(seconds=1))
+    assert asyncio.run(worker.drain()) == 0
+    clock.advance(timedelta(seconds=1))
+    assert asyncio.run(worker.drain()) == 1
+    assert recorder.names == ["reminder"]
+
+
+def test_a_transient_failure_is_retried_on_the_schedule_then_delivered(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.failures["flaky"] = 2
+    put(container, clock, "flaky")
+    asyncio.run(worker.drain())
+    [row] = rows(container)
+    assert (row.status, row.attempts, row.due_at) == (
+        "pending",
+        1,
+        clock.now() + timedelta(seconds=5),
+    )
+    clock.advance(timedelta(seconds=5))
+    asyncio.run(worker.drain())
+    [row] = rows(container)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 2, "receiver is down")
+    assert row.due_at == clock.now() + timedelta(seconds=15)
+    clock.advance(timedelta(seconds=15))
+    asyncio.run(worker.drain())
+    [row] = rows(container)
+    assert (row.status, row.attempts) == ("done", 3)
+    assert recorder.names == ["flaky"]
+
+
+def test_a_message_that_keeps_failing_is_marked_failed_with_its_reason(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.failures["doomed"] = 99
+    put(container, clock, "doomed")
+    for _ in range(3):
+        asyncio.run(worker.drain())
+        clock.advance(timedelta(minutes=1))
+    [row] = rows(container)
+    assert row.status == "failed"
+    assert row.attempts == 3
+    assert row.last_error == "gave up after 3 attempts: receiver is down"
+    assert recorder.names == []
+
+
+def test_a_permanent_failure_is_not_retried(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.permanent.add("bad")
+    put(container, clock, "bad")
+    asyncio.run(worker.drain())
+    [row] = rows(container)
+    assert (row.status, row.attempts, row.last_error) == ("failed", 1, "address is invalid")
+
+
+def test_a_retrying_message_holds_back_its_lane_while_other_lanes_flow(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.failures["a1"] = 1
+    put(container, clock, "a1", lane="device-a")
+    put(container, clock, "a2", lane="device-a")
+    put(container, clock, "b1", lane="device-b")
+    put(container, clock, "b2", lane="device-b")
+    asyncio.run(worker.drain())
+    assert recorder.names == ["b1", "b2"]
+    clock.advance(timedelta(seconds=5))
+    asyncio.run(worker.drain())
+    assert recorder.names == ["b1", "b2", "a1", "a2"]
+
+
+def test_a_failed_message_releases_its_lane(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.permanent.add("head")
+    put(container, clock, "head", lane="l")
+    put(container, clock, "next", lane="l")
+    asyncio.run(worker.drain())
+    assert recorder.names == ["next"]
+
+
+def test_an_idempotency_key_stores_a_message_only_once(
+    container: Container, clock: ManualClock
+) -> None:
+    first = put(container, clock, "x", idempotency_key="contract:1:fetched")
+    again = put(container, clock, "x", idempotency_key="contract:1:fetched")
+    assert first is not None
+    assert again is None
+    assert len(rows(container)) == 1
+
+
+def test_pending_messages_can_be_cancelled_by_what_they_are_about(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    later = clock.now() + timedelta(hours=1)
+    put(container, clock, "start-reminder", due_at=later, ref="contract:7")
+    put(container, clock, "other", due_at=later, ref="contract:8")
+    cancelled = container.db.transaction(lambda s: outbox.cancel(s, ref="contract:7"))
+    assert cancelled == 1
+    clock.advance(timedelta(hours=2))
+    asyncio.run(worker.drain())
+    assert recorder.names == ["other"]
+
+
+def test_a_row_of_a_worker_that_died_is_delivered_by_the_next_after_the_lease(
+    container: Container, clock: ManualClock, recorder: Recorder
+) -> None:
+    put(container, clock, "orphan")
+    lease = timedelta(seconds=60)
+    # The first worker claims the row and dies before it can deliver or record it.
+    taken = container.db.transaction(
+        lambda s: outbox.claim(s, worker_id="dead", now=clock.now(), lease=lease, limit=10)
+    )
+    assert [m.payload["name"] for m in taken] == ["orphan"]
+    dispatcher = Dispatcher()
+    dispatcher.register("test", recorder)
+    survivor = OutboxWorker(container.db, dispatcher, clock, worker_id="alive", lease=lease)
+    assert asyncio.run(survivor.drain()) == 0  # still leased to the dead worker
+    clock.advance(lease + timedelta(seconds=1))
+    assert asyncio.run(survivor.drain()) == 1
+    [row] = rows(container)
+    assert (row.status, row.attempts) == ("done", 2)
+    # The dead worker's late report changes nothing.
+    assert not container.db.transaction(lambda s: outbox.mark_done(s, row.id, "dead", clock.now()))
+
+
+def test_the_run_loop_delivers_until_stopped(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.to_thread(put, container, clock, "live")
+        worker.wake()
+        for _ in range(200):
+            if recorder.names:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(scenario())
+    assert recorder.names == ["live"]
