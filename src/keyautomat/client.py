@@ -73,8 +73,20 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.service_account_id = service_account_id
         self.private_key_pem = private_key_pem
-        self.http: Transport = http or httpx.Client(timeout=30)
+        self._owned = httpx.Client(timeout=30) if http is None else None
+        self.http: Transport = http if http is not None else self._owned  # type: ignore[assignment]
         self._last_timestamp = 0
+
+    def close(self) -> None:
+        """Close the HTTP connection pool this client opened (not one it was given)."""
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @classmethod
     def from_key_file(

@@ -71,13 +71,20 @@ def verify_signature(public_pem: str, signature_b64: str, message: bytes) -> boo
     return True
 
 
+@lru_cache(maxsize=64)
+def _load_private_key(private_pem: bytes) -> rsa.RSAPrivateKey:
+    # Loading checks the key's consistency, which costs far more than signing.
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError("not an RSA private key")
+    return key
+
+
 def sign(private_pem: str | bytes, message: bytes) -> str:
     """Base64 RSASSA-PKCS1-v1_5/SHA-256 signature, as the clients send in ``x-signature``."""
     data = private_pem.encode() if isinstance(private_pem, str) else private_pem
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise TypeError("not an RSA private key")
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
+    signature = _load_private_key(data).sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode()
 
 
 class SecretBox:

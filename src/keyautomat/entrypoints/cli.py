@@ -189,9 +189,9 @@ def cmd_call(args: argparse.Namespace) -> int:
             "need --base-url, --account and --key-file (or run serve --demo first)", file=sys.stderr
         )
         return 2
-    client = Client.from_key_file(base_url, account, key_file)
     body = json.loads(args.data) if args.data else None
-    response = client.request(args.method.upper(), args.path, body)
+    with Client.from_key_file(base_url, account, key_file) as client:
+        response = client.request(args.method.upper(), args.path, body)
     print(f"HTTP {response.status_code}", file=sys.stderr)
     if response.content:
         try:

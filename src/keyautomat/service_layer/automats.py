@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
@@ -14,7 +15,7 @@ from keyautomat.adapters import orm
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import format_automat_id, new_pincode
 from keyautomat.domain.model import Automat, Group, GroupType, Product
-from keyautomat.service_layer.pagination import Page, PageRequest, fetch_page
+from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
 
 # Later features (contracts) register checks that refuse an uninstall while the
@@ -43,13 +44,99 @@ def get_automat(session: Session, principal: Principal, automat_id: str) -> Auto
     return automat
 
 
-def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[Automat]:
-    stmt = (
-        select(Automat)
-        .where(in_scope(orm.automats.c.organization_unit_id, principal))
-        .order_by(orm.automats.c.created_at, orm.automats.c.id)
-    )
-    return fetch_page(session, stmt, page)
+@dataclass(frozen=True, slots=True)
+class LockerView:
+    locker_index: int
+    is_key_inside: bool
+    key_id: str | None
+    key_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AutomatView:
+    """An automat as readers see it, loaded with plain SQL (lists are the hot read path)."""
+
+    id: str
+    name: str
+    label: str | None
+    address: str | None
+    postal_code: str | None
+    postal_office: str | None
+    timezone: str
+    hw_id: str | None
+    installation_pincode: str | None
+    lifecycle_state: str
+    groups: list[tuple[str, str]]
+    lockers: list[LockerView]
+
+
+_VIEW_COLUMNS = (
+    orm.automats.c.id,
+    orm.automats.c.name,
+    orm.automats.c.label,
+    orm.automats.c.address,
+    orm.automats.c.postal_code,
+    orm.automats.c.postal_office,
+    orm.automats.c.timezone,
+    orm.automats.c.hw_id,
+    orm.automats.c.installation_pincode,
+    orm.automats.c.lifecycle_state,
+)
+
+
+def _views(session: Session, rows: Sequence[Any]) -> list[AutomatView]:
+    """Attach lockers and groups to automat rows with one query each (no per-row queries)."""
+    ids = [r.id for r in rows]
+    lockers: dict[str, list[LockerView]] = {i: [] for i in ids}
+    groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
+    if ids:
+        lk = orm.lockers
+        for locker in session.execute(
+            select(
+                lk.c.automat_id, lk.c.locker_index, lk.c.is_key_inside, lk.c.key_id, lk.c.key_name
+            )
+            .where(lk.c.automat_id.in_(ids))
+            .order_by(lk.c.automat_id, lk.c.locker_index)
+        ):
+            lockers[locker.automat_id].append(
+                LockerView(
+                    locker.locker_index, locker.is_key_inside, locker.key_id, locker.key_name
+                )
+            )
+        ag, g = orm.automat_groups, orm.groups
+        for member in session.execute(
+            select(ag.c.automat_id, g.c.id, g.c.name)
+            .join(g, g.c.id == ag.c.group_id)
+            .where(ag.c.automat_id.in_(ids))
+            .order_by(g.c.name, g.c.id)
+        ):
+            groups[member.automat_id].append((member.id, member.name))
+    return [AutomatView(*(*r, groups[r[0]], lockers[r[0]])) for r in rows]
+
+
+def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[AutomatView]:
+    a = orm.automats
+    rows = session.execute(
+        select(*_VIEW_COLUMNS)
+        .where(in_scope(a.c.organization_unit_id, principal))
+        .order_by(a.c.created_at, a.c.id)
+        .offset(page.offset)
+        .limit(page.limit + 1)
+    ).all()
+    views = _views(session, rows[: page.limit])
+    return Page(views, page.offset + len(views), page.limit, len(rows) > page.limit)
+
+
+def view_automat(session: Session, principal: Principal, automat_id: str) -> AutomatView:
+    a = orm.automats
+    rows = session.execute(
+        select(*_VIEW_COLUMNS).where(
+            a.c.id == automat_id, in_scope(a.c.organization_unit_id, principal)
+        )
+    ).all()
+    if not rows:
+        raise NotFound("Automat")
+    return _views(session, rows)[0]
 
 
 def _next_automat_id(session: Session) -> str:

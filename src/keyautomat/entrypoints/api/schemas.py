@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -16,6 +17,7 @@ from pydantic import (
     StrictStr,
 )
 from pydantic.alias_generators import to_camel
+from starlette.responses import Response
 
 from keyautomat.service_layer.pagination import Page
 
@@ -48,6 +50,26 @@ __all__ = [
     "StrictStr",
     "UtcDatetime",
 ]
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    """Serialise an already wire-shaped payload once, skipping response-model validation.
+
+    Hot read paths build their JSON from plain rows; the route still declares its
+    ``response_model`` so the OpenAPI document describes the shape.
+    """
+    return Response(
+        content=orjson.dumps(payload), status_code=status_code, media_type="application/json"
+    )
+
+
+def page_payload(page: Page[Any], data: list[Any]) -> dict[str, Any]:
+    return {
+        "after": str(page.next_offset),
+        "limit": page.limit,
+        "hasNext": page.has_next,
+        "data": data,
+    }
 
 
 class ApiModel(BaseModel):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from keyautomat.domain import model
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import ApiModel, NonEmptyStr, Paginated, StrictStr
+from keyautomat.entrypoints.api.schemas import (
+    ApiModel,
+    NonEmptyStr,
+    Paginated,
+    StrictStr,
+    json_response,
+    page_payload,
+)
 from keyautomat.service_layer import automats
-from keyautomat.service_layer.automats import Location
+from keyautomat.service_layer.automats import AutomatView, Location
 from keyautomat.service_layer.pagination import PageRequest
 
 router = APIRouter(prefix="/automats", tags=["automats"])
@@ -52,35 +58,36 @@ class Automat(ApiModel):
     lockers: list[AutomatLocker]
     lifecycle_state: str | None
 
-    @classmethod
-    def of(cls, automat: model.Automat) -> Automat:
-        return cls(
-            id=automat.id,
-            name=automat.name,
-            location=AutomatLocation(
-                address=automat.address,
-                postal_code=automat.postal_code,
-                postal_office=automat.postal_office,
-            ),
-            label=automat.label,
-            groups=[AutomatGroup(id=g.id, name=g.name) for g in automat.groups],
-            hw_id=automat.hw_id,
-            timezone=automat.timezone,
-            installation_pincode=automat.installation_pincode,
-            lockers=[
-                AutomatLocker(
-                    locker_index=str(locker.locker_index),
-                    is_key_inside=locker.is_key_inside,
-                    key=(
-                        AutomatLockerAssignedKey(id=locker.key_id, name=locker.key_name)
-                        if locker.key_id is not None
-                        else None
-                    ),
-                )
-                for locker in automat.lockers
-            ],
-            lifecycle_state=automat.lifecycle_state,
-        )
+
+def wire(view: AutomatView) -> dict[str, Any]:
+    """The ``Automat`` schema as JSON-ready data."""
+    return {
+        "id": view.id,
+        "name": view.name,
+        "location": {
+            "address": view.address,
+            "postalCode": view.postal_code,
+            "postalOffice": view.postal_office,
+        },
+        "label": view.label,
+        "groups": [{"id": gid, "name": name} for gid, name in view.groups],
+        "hwId": view.hw_id,
+        "timezone": view.timezone,
+        "installationPincode": view.installation_pincode,
+        "lockers": [
+            {
+                "lockerIndex": str(locker.locker_index),
+                "isKeyInside": locker.is_key_inside,
+                "key": (
+                    {"id": locker.key_id, "name": locker.key_name}
+                    if locker.key_id is not None
+                    else None
+                ),
+            }
+            for locker in view.lockers
+        ],
+        "lifecycleState": view.lifecycle_state,
+    }
 
 
 class AutomatLocationDto(ApiModel):
@@ -109,22 +116,27 @@ class InstallAutomatDto(ApiModel):
     product: Literal["key20", "key30"]
 
 
-@router.get("", operation_id="AutomatsController_getAutomats")
+@router.get("", operation_id="AutomatsController_getAutomats", response_model=Paginated[Automat])
 async def list_automats(
     caller: Caller, services: Services, after: str | None = None, limit: str | None = None
-) -> Paginated[Automat]:
+) -> Response:
     page = PageRequest.parse(after, limit)
 
-    def work(session: Session) -> Paginated[Automat]:
+    def work(session: Session) -> dict[str, Any]:
         result = automats.list_automats(session, caller, page)
-        return Paginated[Automat].of(result, [Automat.of(a) for a in result.items])
+        return page_payload(result, [wire(v) for v in result.items])
 
-    return await services.db.run(work)
+    return json_response(await services.db.run(work))
 
 
-@router.post("/install", status_code=201, operation_id="AutomatsController_installAutomat")
-async def install_automat(body: InstallAutomatDto, caller: Caller, services: Services) -> Automat:
-    def work(session: Session) -> Automat:
+@router.post(
+    "/install",
+    status_code=201,
+    operation_id="AutomatsController_installAutomat",
+    response_model=Automat,
+)
+async def install_automat(body: InstallAutomatDto, caller: Caller, services: Services) -> Response:
+    def work(session: Session) -> dict[str, Any]:
         automat = automats.install_automat(
             session,
             caller,
@@ -137,31 +149,33 @@ async def install_automat(body: InstallAutomatDto, caller: Caller, services: Ser
             product=body.product,
             now=services.clock.now(),
         )
-        return Automat.of(automat)
+        return wire(automats.view_automat(session, caller, automat.id))
 
-    return await services.db.run(work)
-
-
-@router.get("/{id}", operation_id="AutomatsController_getAutomatById")
-async def get_automat(id: str, caller: Caller, services: Services) -> Automat:  # noqa: A002
-    return await services.db.run(lambda s: Automat.of(automats.get_automat(s, caller, id)))
+    return json_response(await services.db.run(work), 201)
 
 
-@router.patch("/{id}", operation_id="AutomatsController_updateAutomat")
+@router.get("/{id}", operation_id="AutomatsController_getAutomatById", response_model=Automat)
+async def get_automat(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
+    return json_response(
+        await services.db.run(lambda s: wire(automats.view_automat(s, caller, id)))
+    )
+
+
+@router.patch("/{id}", operation_id="AutomatsController_updateAutomat", response_model=Automat)
 async def update_automat(
     id: str,  # noqa: A002
     body: UpdateAutomatDto,
     caller: Caller,
     services: Services,
-) -> Automat:
+) -> Response:
     location = None
     if body.location is not None:
         location = Location(
             body.location.address, body.location.postal_code, body.location.postal_office
         )
 
-    def work(session: Session) -> Automat:
-        automat = automats.update_automat(
+    def work(session: Session) -> dict[str, Any]:
+        automats.update_automat(
             session,
             caller,
             id,
@@ -171,9 +185,9 @@ async def update_automat(
             timezone=body.timezone,
             location=location,
         )
-        return Automat.of(automat)
+        return wire(automats.view_automat(session, caller, id))
 
-    return await services.db.run(work)
+    return json_response(await services.db.run(work))
 
 
 @router.post(
@@ -187,6 +201,12 @@ async def uninstall_automat(id: str, caller: Caller, services: Services) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/{id}/replace", operation_id="AutomatsController_replaceAutomat")
-async def replace_automat(id: str, caller: Caller, services: Services) -> Automat:  # noqa: A002
-    return await services.db.run(lambda s: Automat.of(automats.replace_automat(s, caller, id)))
+@router.post(
+    "/{id}/replace", operation_id="AutomatsController_replaceAutomat", response_model=Automat
+)
+async def replace_automat(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
+    def work(session: Session) -> dict[str, Any]:
+        automats.replace_automat(session, caller, id)
+        return wire(automats.view_automat(session, caller, id))
+
+    return json_response(await services.db.run(work))

@@ -1,0 +1,141 @@
+"""The ``keyautomat`` command as a newcomer runs it: init, serve --demo, call, bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyautomat.client import Client
+
+CLI = [sys.executable, "-m", "keyautomat.entrypoints.cli"]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
+    return {**clean, "KEYAUTOMAT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_init_creates_the_root_organization_and_an_admin_key(
+    tmp_path: Path, env: dict[str, str], database_url: str
+) -> None:
+    env = {**env, "KEYAUTOMAT_DATABASE_URL": database_url}
+    result = run_cli(["init", "--org-name", "Acme", "--key-out", "keys/admin.pem"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    info = json.loads(lines[0])
+    assert set(info) == {"organizationUnitId", "serviceAccountId", "privateKeyFile"}
+    key_file = Path(info["privateKeyFile"])
+    assert key_file == (tmp_path / "keys" / "admin.pem").resolve()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+
+
+def test_invalid_settings_stop_the_command_with_a_message_naming_the_setting(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    bad = {**env, "KEYAUTOMAT_DATABASE_URL": "mysql://nope", "KEYAUTOMAT_PUBLIC_URL": "keys"}
+    result = run_cli(["migrate"], tmp_path, bad)
+    assert result.returncode == 2
+    assert "KEYAUTOMAT_DATABASE_URL" in result.stderr
+    assert "KEYAUTOMAT_PUBLIC_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[dict[str, str], Path]]:
+    port = free_port()
+    with subprocess.Popen(
+        [*CLI, "serve", "--demo", "--port", str(port), "--log-level", "warning"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            info = json.loads(proc.stdout.readline())
+            wait_until_serving(port)
+            yield info, tmp_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def wait_until_serving(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing serves on port {port}")
+
+
+def test_serve_demo_prints_how_to_call_it_and_the_printed_call_works(
+    demo_server: tuple[dict[str, str], Path], env: dict[str, str]
+) -> None:
+    info, cwd = demo_server
+    assert set(info) == {"serviceAccountId", "organizationUnitId", "privateKeyFile", "baseUrl"}
+    assert info["baseUrl"].startswith("http://127.0.0.1:")
+    assert info["baseUrl"].endswith("/v2")
+    with Client.from_key_file(
+        info["baseUrl"], info["serviceAccountId"], info["privateKeyFile"]
+    ) as client:
+        automats = client.get("/automats")["data"]
+        groups = client.get("/groups?search=helsinki")["data"]
+    assert [a["name"] for a in automats][:2] == ["Mainstreet 1", "Mainstreet 1"]
+    assert [g["name"] for g in groups] == ["Helsinki center"]
+    # The README's example call, from the same folder.
+    result = run_cli(["call", "GET", "/automats"], cwd, env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["data"][0]["id"] == automats[0]["id"]
+
+
+def test_serving_the_demo_again_keeps_the_data_and_the_key(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    infos = []
+    for _ in range(2):
+        port = free_port()
+        with subprocess.Popen(
+            [*CLI, "serve", "--demo", "--port", str(port), "--log-level", "warning"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None
+            infos.append(json.loads(proc.stdout.readline()))
+            wait_until_serving(port)
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert infos[0]["serviceAccountId"] == infos[1]["serviceAccountId"]
+    assert infos[0]["organizationUnitId"] == infos[1]["organizationUnitId"]
