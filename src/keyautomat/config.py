@@ -57,6 +57,26 @@ class Settings(BaseSettings):
     )
     rate_limit_per_second: float = Field(default=10.0, ge=0)
     rate_limit_burst: int = Field(default=20, ge=1)
+    smtp_url: str | None = Field(
+        default=None,
+        description="Outgoing mail: smtp://[user:pass@]host:port, smtps:// for TLS, "
+        "?starttls=true to require STARTTLS. Unset: email goes to the notification sink.",
+    )
+    email_from: str = Field(
+        default="keyautomat@localhost", description="Envelope and From address of emails."
+    )
+    sms_gateway_url: str | None = Field(
+        default=None,
+        description="HTTP SMS gateway (JSON POST {to, text}); unset: SMS go to the sink.",
+    )
+    sms_gateway_token: str | None = Field(
+        default=None, description="Bearer token sent to the SMS gateway."
+    )
+    notify_sink_dir: Path = Field(
+        default=Path("var/notifications"),
+        description="Where the development sink writes messages (notifications.jsonl) "
+        "when SMTP or the SMS gateway is not configured.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -70,6 +90,26 @@ class Settings(BaseSettings):
         if scheme == "postgresql":
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError("must look like smtp://[user:pass@]host:port or smtps://host:port")
+        return value.strip()
+
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _check_sms_gateway_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.strip()
 
     @field_validator("public_url")
     @classmethod
@@ -97,7 +137,7 @@ class Settings(BaseSettings):
 
 def _apply_file_variables() -> None:
     """Copy ``KEYAUTOMAT_X_FILE`` contents into ``KEYAUTOMAT_X`` (the secret key has its own)."""
-    for name in ("DATABASE_URL",):
+    for name in ("DATABASE_URL", "SMTP_URL", "SMS_GATEWAY_TOKEN"):
         file_var = f"KEYAUTOMAT_{name}_FILE"
         if file_var in os.environ and f"KEYAUTOMAT_{name}" not in os.environ:
             os.environ[f"KEYAUTOMAT_{name}"] = Path(os.environ[file_var]).read_text().strip()

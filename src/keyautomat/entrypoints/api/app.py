@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
@@ -18,6 +19,7 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
 API_PREFIX = "/v2"
+ADMIN_PREFIX = "/admin"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
 
@@ -67,6 +69,7 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
     install_error_handlers(app)
     for module in (root, organization, automats, groups):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

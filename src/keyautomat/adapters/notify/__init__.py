@@ -1,0 +1,1 @@
+"""Notification adapters: message content (Jinja2 + Babel) and transports (SMTP, SMS, sink)."""

@@ -1,0 +1,368 @@
+"""The words of every message, per language and notification type.
+
+Each (language, type) entry has a ``subject`` (email), a ``lead`` (the first
+sentence of the email) and an ``sms`` opening. ``labels`` are the words the
+layouts share. A missing entry or label falls back to English (notifications.md
+§5). The layouts that arrange them live in ``templates/``.
+
+SMS openings are kept short: the layout adds the pincode right after them,
+then the place and the period, and the whole must fit two SMS segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+Entry = Mapping[str, str]
+
+MESSAGES: Mapping[str, Mapping[str, Entry]] = {
+    "en": {
+        "contractCreated": {
+            "subject": "Your key is ready",
+            "lead": "A key has been reserved for you. Use the pincode below at the key automat.",
+            "sms": "Your key is ready.",
+        },
+        "contractUpdated": {
+            "subject": "Your key reservation has changed",
+            "lead": "Your key reservation has been updated. These are the current details.",
+            "sms": "Your key reservation changed.",
+        },
+        "contractKeyFetched": {
+            "subject": "Key picked up",
+            "lead": "The key has been picked up.",
+            "sms": "Key picked up:",
+        },
+        "contractKeyReturned": {
+            "subject": "Key returned",
+            "lead": "The key has been returned. Thank you!",
+            "sms": "Key returned, thank you:",
+        },
+        "contractStartReminder": {
+            "subject": "Reminder: your key is available soon",
+            "lead": "A reminder: your key will be available soon.",
+            "sms": "Reminder: your key is available soon.",
+        },
+        "contractEndReminder": {
+            "subject": "Reminder: please return the key",
+            "lead": "A reminder: your key reservation ends soon. Please return the key in time.",
+            "sms": "Reminder: please return the key by",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Keys not returned",
+            "lead": "Your key reservation has ended, but these keys have not been returned. "
+            "Please return them as soon as possible.",
+            "sms": "Keys not returned, please return them now:",
+        },
+        "contractSignatureRequested": {
+            "subject": "Please sign to get your key",
+            "lead": "Before you can pick up your key, please confirm your identity and sign "
+            "using the link below.",
+            "sms": "Please sign before picking up your key:",
+        },
+    },
+    "fi": {
+        "contractCreated": {
+            "subject": "Avaimesi on valmiina",
+            "lead": "Sinulle on varattu avain. Käytä alla olevaa PIN-koodia avainautomaatilla.",
+            "sms": "Avaimesi on valmiina.",
+        },
+        "contractUpdated": {
+            "subject": "Avainvarauksesi on muuttunut",
+            "lead": "Avainvaraustasi on muutettu. Alla ovat voimassa olevat tiedot.",
+            "sms": "Avainvarauksesi muuttui.",
+        },
+        "contractKeyFetched": {
+            "subject": "Avain noudettu",
+            "lead": "Avain on noudettu.",
+            "sms": "Avain noudettu:",
+        },
+        "contractKeyReturned": {
+            "subject": "Avain palautettu",
+            "lead": "Avain on palautettu. Kiitos!",
+            "sms": "Avain palautettu, kiitos:",
+        },
+        "contractStartReminder": {
+            "subject": "Muistutus: avaimesi on pian noudettavissa",
+            "lead": "Muistutus: avaimesi on pian noudettavissa.",
+            "sms": "Muistutus: avaimesi on pian noudettavissa.",
+        },
+        "contractEndReminder": {
+            "subject": "Muistutus: palauta avain",
+            "lead": "Muistutus: avainvarauksesi päättyy pian. Palautathan avaimen ajoissa.",
+            "sms": "Muistutus: palauta avain viimeistään",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Avaimia ei ole palautettu",
+            "lead": "Avainvarauksesi on päättynyt, mutta näitä avaimia ei ole palautettu. "
+            "Palauta ne mahdollisimman pian.",
+            "sms": "Avaimia ei ole palautettu, palauta ne heti:",
+        },
+        "contractSignatureRequested": {
+            "subject": "Allekirjoita noutaaksesi avaimen",
+            "lead": "Ennen avaimen noutoa vahvista henkilöllisyytesi ja allekirjoita alla "
+            "olevasta linkistä.",
+            "sms": "Allekirjoita ennen avaimen noutoa:",
+        },
+    },
+    "sv": {
+        "contractCreated": {
+            "subject": "Din nyckel är klar",
+            "lead": "En nyckel har reserverats för dig. Använd pinkoden nedan vid nyckelautomaten.",
+            "sms": "Din nyckel är klar.",
+        },
+        "contractUpdated": {
+            "subject": "Din nyckelbokning har ändrats",
+            "lead": "Din nyckelbokning har uppdaterats. Här är de aktuella uppgifterna.",
+            "sms": "Din nyckelbokning har ändrats.",
+        },
+        "contractKeyFetched": {
+            "subject": "Nyckeln har hämtats",
+            "lead": "Nyckeln har hämtats.",
+            "sms": "Nyckeln hämtad:",
+        },
+        "contractKeyReturned": {
+            "subject": "Nyckeln har återlämnats",
+            "lead": "Nyckeln har återlämnats. Tack!",
+            "sms": "Nyckeln återlämnad, tack:",
+        },
+        "contractStartReminder": {
+            "subject": "Påminnelse: din nyckel finns snart att hämta",
+            "lead": "En påminnelse: din nyckel finns snart att hämta.",
+            "sms": "Påminnelse: din nyckel finns snart att hämta.",
+        },
+        "contractEndReminder": {
+            "subject": "Påminnelse: lämna tillbaka nyckeln",
+            "lead": "En påminnelse: din nyckelbokning upphör snart. Lämna tillbaka nyckeln i tid.",
+            "sms": "Påminnelse: lämna tillbaka nyckeln senast",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Nycklar har inte återlämnats",
+            "lead": "Din nyckelbokning har upphört, men dessa nycklar har inte återlämnats. "
+            "Lämna tillbaka dem så snart som möjligt.",
+            "sms": "Nycklar ej återlämnade, lämna tillbaka dem nu:",
+        },
+        "contractSignatureRequested": {
+            "subject": "Signera för att hämta din nyckel",
+            "lead": "Innan du hämtar nyckeln, bekräfta din identitet och signera via länken nedan.",
+            "sms": "Signera innan du hämtar nyckeln:",
+        },
+    },
+    "de": {
+        "contractCreated": {
+            "subject": "Ihr Schlüssel ist bereit",
+            "lead": "Für Sie wurde ein Schlüssel reserviert. Verwenden Sie den PIN-Code unten "
+            "am Schlüsselautomaten.",
+            "sms": "Ihr Schlüssel ist bereit.",
+        },
+        "contractUpdated": {
+            "subject": "Ihre Schlüsselreservierung wurde geändert",
+            "lead": "Ihre Schlüsselreservierung wurde geändert. Dies sind die aktuellen Angaben.",
+            "sms": "Ihre Schlüsselreservierung wurde geändert.",
+        },
+        "contractKeyFetched": {
+            "subject": "Schlüssel abgeholt",
+            "lead": "Der Schlüssel wurde abgeholt.",
+            "sms": "Schlüssel abgeholt:",
+        },
+        "contractKeyReturned": {
+            "subject": "Schlüssel zurückgegeben",
+            "lead": "Der Schlüssel wurde zurückgegeben. Vielen Dank!",
+            "sms": "Schlüssel zurückgegeben, danke:",
+        },
+        "contractStartReminder": {
+            "subject": "Erinnerung: Ihr Schlüssel ist bald abholbereit",
+            "lead": "Eine Erinnerung: Ihr Schlüssel ist bald abholbereit.",
+            "sms": "Erinnerung: Ihr Schlüssel ist bald abholbereit.",
+        },
+        "contractEndReminder": {
+            "subject": "Erinnerung: Bitte geben Sie den Schlüssel zurück",
+            "lead": "Eine Erinnerung: Ihre Reservierung endet bald. Bitte geben Sie den "
+            "Schlüssel rechtzeitig zurück.",
+            "sms": "Erinnerung: Schlüssel bitte zurückgeben bis",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Schlüssel nicht zurückgegeben",
+            "lead": "Ihre Reservierung ist beendet, aber diese Schlüssel wurden nicht "
+            "zurückgegeben. Bitte geben Sie sie so bald wie möglich zurück.",
+            "sms": "Schlüssel nicht zurückgegeben, bitte sofort zurückgeben:",
+        },
+        "contractSignatureRequested": {
+            "subject": "Bitte unterschreiben Sie, um Ihren Schlüssel abzuholen",
+            "lead": "Bevor Sie den Schlüssel abholen, bestätigen Sie bitte Ihre Identität und "
+            "unterschreiben Sie über den Link unten.",
+            "sms": "Bitte vor der Abholung unterschreiben:",
+        },
+    },
+    "no": {
+        "contractCreated": {
+            "subject": "Nøkkelen din er klar",
+            "lead": "En nøkkel er reservert for deg. Bruk PIN-koden nedenfor på nøkkelautomaten.",
+            "sms": "Nøkkelen din er klar.",
+        },
+        "contractUpdated": {
+            "subject": "Nøkkelreservasjonen din er endret",
+            "lead": "Nøkkelreservasjonen din er oppdatert. Her er de gjeldende opplysningene.",
+            "sms": "Nøkkelreservasjonen din er endret.",
+        },
+        "contractKeyFetched": {
+            "subject": "Nøkkelen er hentet",
+            "lead": "Nøkkelen er hentet.",
+            "sms": "Nøkkel hentet:",
+        },
+        "contractKeyReturned": {
+            "subject": "Nøkkelen er levert tilbake",
+            "lead": "Nøkkelen er levert tilbake. Takk!",
+            "sms": "Nøkkel levert, takk:",
+        },
+        "contractStartReminder": {
+            "subject": "Påminnelse: nøkkelen din kan snart hentes",
+            "lead": "En påminnelse: nøkkelen din kan snart hentes.",
+            "sms": "Påminnelse: nøkkelen din kan snart hentes.",
+        },
+        "contractEndReminder": {
+            "subject": "Påminnelse: lever tilbake nøkkelen",
+            "lead": "En påminnelse: reservasjonen din slutter snart. "
+            "Lever nøkkelen tilbake i tide.",
+            "sms": "Påminnelse: lever nøkkelen innen",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Nøkler er ikke levert tilbake",
+            "lead": "Reservasjonen din er avsluttet, men disse nøklene er ikke levert tilbake. "
+            "Lever dem så snart som mulig.",
+            "sms": "Nøkler ikke levert, lever dem nå:",
+        },
+        "contractSignatureRequested": {
+            "subject": "Signer for å hente nøkkelen",
+            "lead": "Før du henter nøkkelen, bekreft identiteten din og signer via lenken "
+            "nedenfor.",
+            "sms": "Signer før du henter nøkkelen:",
+        },
+    },
+    "fr": {
+        "contractCreated": {
+            "subject": "Votre clé est prête",
+            "lead": "Une clé vous a été réservée. Utilisez le code PIN ci-dessous sur la borne "
+            "à clés.",
+            "sms": "Votre clé est prête.",
+        },
+        "contractUpdated": {
+            "subject": "Votre réservation de clé a changé",
+            "lead": "Votre réservation de clé a été modifiée. Voici les informations à jour.",
+            "sms": "Votre réservation de clé a changé.",
+        },
+        "contractKeyFetched": {
+            "subject": "Clé retirée",
+            "lead": "La clé a été retirée.",
+            "sms": "Clé retirée :",
+        },
+        "contractKeyReturned": {
+            "subject": "Clé rendue",
+            "lead": "La clé a été rendue. Merci !",
+            "sms": "Clé rendue, merci :",
+        },
+        "contractStartReminder": {
+            "subject": "Rappel : votre clé sera bientôt disponible",
+            "lead": "Un rappel : votre clé sera bientôt disponible.",
+            "sms": "Rappel : votre clé sera bientôt disponible.",
+        },
+        "contractEndReminder": {
+            "subject": "Rappel : merci de rendre la clé",
+            "lead": "Un rappel : votre réservation se termine bientôt. Merci de rendre la clé "
+            "à temps.",
+            "sms": "Rappel : rendez la clé avant le",
+        },
+        "contractKeysNotReturned": {
+            "subject": "Clés non rendues",
+            "lead": "Votre réservation est terminée, mais ces clés n'ont pas été rendues. "
+            "Merci de les rendre au plus vite.",
+            "sms": "Clés non rendues, merci de les rendre :",
+        },
+        "contractSignatureRequested": {
+            "subject": "Signez pour retirer votre clé",
+            "lead": "Avant de retirer votre clé, confirmez votre identité et signez via le lien "
+            "ci-dessous.",
+            "sms": "Signez avant de retirer votre clé :",
+        },
+    },
+}
+
+LABELS: Mapping[str, Mapping[str, str]] = {
+    "en": {
+        "hello": "Hello",
+        "pincode": "PIN",
+        "key": "Key",
+        "place": "Where",
+        "valid": "Valid",
+        "since": "from {start}",
+        "return_by": "Return by",
+        "pick_up_info": "Pick-up info",
+        "missing": "Keys not returned",
+        "sign": "Sign here",
+        "footer": "This is an automated message from {sender}.",
+    },
+    "fi": {
+        "hello": "Hei",
+        "pincode": "PIN",
+        "key": "Avain",
+        "place": "Paikka",
+        "valid": "Voimassa",
+        "since": "{start} alkaen",
+        "return_by": "Palautus viimeistään",
+        "pick_up_info": "Nouto-ohje",
+        "missing": "Palauttamatta",
+        "sign": "Allekirjoita",
+        "footer": "Tämä on automaattinen viesti lähettäjältä {sender}.",
+    },
+    "sv": {
+        "hello": "Hej",
+        "pincode": "PIN",
+        "key": "Nyckel",
+        "place": "Plats",
+        "valid": "Giltig",
+        "since": "från {start}",
+        "return_by": "Lämnas senast",
+        "pick_up_info": "Hämtningsinfo",
+        "missing": "Ej återlämnade",
+        "sign": "Signera här",
+        "footer": "Detta är ett automatiskt meddelande från {sender}.",
+    },
+    "de": {
+        "hello": "Hallo",
+        "pincode": "PIN",
+        "key": "Schlüssel",
+        "place": "Ort",
+        "valid": "Gültig",
+        "since": "ab {start}",
+        "return_by": "Rückgabe bis",
+        "pick_up_info": "Abholhinweis",
+        "missing": "Nicht zurückgegeben",
+        "sign": "Hier unterschreiben",
+        "footer": "Dies ist eine automatische Nachricht von {sender}.",
+    },
+    "no": {
+        "hello": "Hei",
+        "pincode": "PIN",
+        "key": "Nøkkel",
+        "place": "Sted",
+        "valid": "Gyldig",
+        "since": "fra {start}",
+        "return_by": "Leveres innen",
+        "pick_up_info": "Henteinfo",
+        "missing": "Ikke levert",
+        "sign": "Signer her",
+        "footer": "Dette er en automatisk melding fra {sender}.",
+    },
+    "fr": {
+        "hello": "Bonjour",
+        "pincode": "PIN",
+        "key": "Clé",
+        "place": "Lieu",
+        "valid": "Valable",
+        "since": "à partir du {start}",
+        "return_by": "À rendre avant le",
+        "pick_up_info": "Retrait",
+        "missing": "Non rendues",
+        "sign": "Signer ici",
+        "footer": "Ceci est un message automatique de {sender}.",
+    },
+}
