@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     )
     rate_limit_per_second: float = Field(default=10.0, ge=0)
     rate_limit_burst: int = Field(default=20, ge=1)
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs over plain http and to private, loopback and "
+        "link-local addresses (on-premises installs and tests); off by default (gaps.md G8).",
+    )
+    webhooks_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Whole webhook attempt: connect and response."
+    )
+    webhooks_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Connecting to a webhook receiver."
+    )
 
     @field_validator("database_url")
     @classmethod

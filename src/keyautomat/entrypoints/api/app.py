@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.api import admin_webhooks
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
@@ -54,6 +55,7 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await container.webhooks.aclose()
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
@@ -67,6 +69,7 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
     install_error_handlers(app)
     for module in (root, organization, automats, groups):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(admin_webhooks.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
