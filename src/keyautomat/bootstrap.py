@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
+from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
+from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
+from keyautomat.service_layer.webhook_delivery import WebhookService
 
 
 @dataclass
@@ -16,6 +19,7 @@ class Container:
     settings: Settings
     db: Database
     secrets: SecretBox
+    webhooks: WebhookService
     clock: Clock = field(default_factory=SystemClock)
     # Outbox handlers by kind; each feature registers its own in ``bootstrap``.
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
@@ -24,13 +28,30 @@ class Container:
         self.db.close()
 
 
-def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    webhook_sender: WebhookSender | None = None,
+) -> Container:
     settings = settings or load_settings()
+    clock = clock or SystemClock()
+    db = Database(settings.database_url, threads=settings.db_threads)
+    secrets = SecretBox.from_settings(settings.secret_key, settings.secret_key_file)
+    sender = webhook_sender or HttpWebhookSender(
+        allow_private=settings.webhooks_allow_private,
+        timeout=settings.webhooks_timeout_seconds,
+        connect_timeout=settings.webhooks_connect_timeout_seconds,
+    )
     container = Container(
         settings=settings,
-        db=Database(settings.database_url, threads=settings.db_threads),
-        secrets=SecretBox.from_settings(settings.secret_key, settings.secret_key_file),
-        clock=clock or SystemClock(),
+        db=db,
+        secrets=secrets,
+        webhooks=WebhookService(db, sender, secrets, clock),
+        clock=clock,
+    )
+    container.dispatcher.register(
+        webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
     )
     _register_notifications(container)
     return container

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
         description="Where the development sink writes messages (notifications.jsonl) "
         "when SMTP or the SMS gateway is not configured.",
     )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs over plain http and to private, loopback and "
+        "link-local addresses (on-premises installs and tests); off by default (gaps.md G8).",
+    )
+    webhooks_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Whole webhook attempt: connect and response."
+    )
+    webhooks_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Connecting to a webhook receiver."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -205,7 +205,10 @@ _mapped = False
 # Each feature keeps its tables in a module of its own next to this one. The
 # module defines its tables on ``metadata`` and a ``map_tables()`` function that
 # maps its domain classes; listing it here is all it takes to join the schema.
-FEATURE_TABLE_MODULES: tuple[str, ...] = ("keyautomat.adapters.orm_notify",)
+FEATURE_TABLE_MODULES: tuple[str, ...] = (
+    "keyautomat.adapters.orm_notify",
+    "keyautomat.adapters.orm_webhooks",
+)
 
 
 def load_all_tables() -> MetaData:

@@ -165,7 +165,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"worker {worker.worker_id} delivering {container.dispatcher.kinds}", file=sys.stderr)
-        await worker.run(stop)
+        try:
+            await worker.run(stop)
+        finally:
+            await container.webhooks.aclose()
 
     try:
         asyncio.run(main())

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.api import admin_webhooks
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
@@ -56,6 +57,7 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await container.webhooks.aclose()
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
@@ -70,6 +72,7 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
     for module in (root, organization, automats, groups):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
+    app.include_router(admin_webhooks.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

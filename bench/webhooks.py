@@ -1,0 +1,318 @@
+"""Webhook delivery throughput and event-to-delivery latency on PostgreSQL.
+
+    uv run python bench/webhooks.py [--events 3000] [--lanes 50] [--rate 200] [--seconds 10]
+
+For one and then two worker processes (each `keyautomat worker` as in
+production: OutboxWorker.run with its default batch and idle interval) it
+measures
+
+* throughput: N events committed in one transaction, time until the receiver
+  has all of them -> deliveries per second;
+* latency: events published one per transaction at a steady rate; the receiver
+  computes (arrival - envelope createdAt) -> p50 / p99.
+
+The receiver is a bare ASGI app under uvicorn in its own process on
+127.0.0.1; it verifies nothing (verification is the receiver's cost, not ours).
+Needs PostgreSQL at KEYAUTOMAT_TEST_POSTGRES_URL (default as in tests/services.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.services import POSTGRES_ADMIN_URL
+
+from keyautomat.adapters.migrate import upgrade
+from keyautomat.bootstrap import bootstrap
+from keyautomat.config import Settings
+from keyautomat.domain import webhooks as wh
+from keyautomat.domain.model import OrgUnitType, Role
+from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import accounts, webhooks
+
+DB_NAME = "keyautomat_bench_webhooks"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- receiver process ------------------------------------------------------------
+
+
+def receiver_main(port: int) -> None:
+    import uvicorn
+
+    latencies: list[float] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["method"] == "POST" and scope["path"] == "/hook":
+            arrived = time.time()
+            created = datetime.fromisoformat(json.loads(body)["createdAt"].replace("Z", "+00:00"))
+            latencies.append((arrived - created.timestamp()) * 1000)
+            payload = b"ok"
+        elif scope["path"] == "/stats":
+            payload = json.dumps({"count": len(latencies), "latencies": latencies}).encode()
+        elif scope["path"] == "/reset":
+            latencies.clear()
+            payload = b"ok"
+        else:
+            payload = b"?"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": payload})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- worker processes ----------------------------------------------------------------
+
+
+def worker_main(settings_json: str, ready: Any, stop: Any) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    container = bootstrap(settings)
+    worker = OutboxWorker(container.db, container.dispatcher, container.clock)
+
+    async def main() -> None:
+        halt = asyncio.Event()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            halt.set()
+
+        watcher = asyncio.create_task(watch())
+        ready.set()
+        try:
+            await worker.run(halt)
+        finally:
+            await container.webhooks.aclose()
+            await watcher
+
+    asyncio.run(main())
+    container.close()
+
+
+# -- driver --------------------------------------------------------------------------
+
+
+def fresh_database() -> str:
+    url = make_url(POSTGRES_ADMIN_URL)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    bench_url = url.set(database=DB_NAME).render_as_string(hide_password=False)
+    upgrade(bench_url)
+    return bench_url
+
+
+def setup(settings: Settings, receiver_url: str) -> str:
+    container = bootstrap(settings)
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> str:
+        unit = accounts.create_organization_unit(
+            session,
+            None,
+            name="Bench",
+            customer_id="bench",
+            type=OrgUnitType.ORGANIZATION,
+            parent_id=None,
+            iloq_api_user=None,
+            secrets=container.secrets,
+            now=now,
+        )
+        accounts.create_service_account(
+            session, None, organization_unit_id=unit.id, name="b", role=Role.ADMIN, now=now
+        )
+        return str(unit.id)
+
+    unit_id = container.db.transaction(work)
+    # Straight to active: the admin API's test step is not what is measured here.
+    from keyautomat.service_layer.principal import Principal
+
+    principal = Principal("bench", unit_id, f"/{unit_id}/", 0, "admin")
+    sub, _secret = container.db.transaction(
+        lambda s: webhooks.create_subscription(
+            s,
+            principal,
+            name="bench",
+            url=receiver_url,
+            organization_unit_id=unit_id,
+            event_types=["key-status"],
+            secrets=container.secrets,
+            now=now,
+        )
+    )
+    container.db.transaction(lambda s: webhooks.activate(s, sub.id, now))
+    container.close()
+    return unit_id
+
+
+def event(i: int, lanes: int) -> dict[str, Any]:
+    return wh.key_status_data(
+        state="key-fetched",
+        device_id=f"{i % lanes:06d}",
+        locker_index=i // lanes,
+        key_id=f"k-{i}",
+        contract_id=f"c-{i}",
+        contract_object_id=f"c-{i}",
+    )
+
+
+def wait_for(stats_url: str, count: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats: dict[str, Any] = httpx.get(stats_url).json()
+        if stats["count"] >= count or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.02)
+
+
+def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -> dict[str, Any]:
+    container = bootstrap(settings)
+    with container.db.engine.begin() as conn:
+        conn.execute(text("TRUNCATE outbox, outbox_lanes, webhook_attempts"))
+    httpx.post(base + "/reset")
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    readies = [ctx.Event() for _ in range(workers)]
+    procs = [
+        ctx.Process(target=worker_main, args=(settings.model_dump_json(), r, stop), daemon=True)
+        for r in readies
+    ]
+    for p in procs:
+        p.start()
+    for r in readies:
+        r.wait(60)
+    unit_id = args.unit_id
+
+    # Throughput: everything committed at once.
+    def publish_all(session: Any) -> None:
+        now = datetime.now(UTC)
+        for i in range(args.events):
+            webhooks.publish(
+                session,
+                organization_unit_id=unit_id,
+                event_type="key-status",
+                data=event(i, args.lanes),
+                occurred_at=now,
+                now=now,
+            )
+
+    container.db.transaction(publish_all)
+    started = time.perf_counter()
+    stats = wait_for(base + "/stats", args.events, 300)
+    elapsed = time.perf_counter() - started
+    throughput = stats["count"] / elapsed
+
+    # Latency: a steady stream, one event per transaction.
+    httpx.post(base + "/reset")
+    total = int(args.rate * args.seconds)
+    interval = 1 / args.rate
+    t0 = time.perf_counter()
+    for i in range(total):
+        now = datetime.now(UTC)
+        container.db.transaction(
+            lambda s, i=i, now=now: webhooks.publish(
+                s,
+                organization_unit_id=unit_id,
+                event_type="key-status",
+                data=event(i, args.lanes),
+                occurred_at=now,
+                now=now,
+            )
+        )
+        delay = t0 + (i + 1) * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    stats = wait_for(base + "/stats", total, 120)
+    latencies = sorted(stats["latencies"])
+    stop.set()
+    for p in procs:
+        p.join(30)
+    container.close()
+    return {
+        "workers": workers,
+        "events": args.events,
+        "throughput": throughput,
+        "delivered": len(latencies),
+        "p50": statistics.median(latencies),
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--lanes", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s in the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    port = free_port()
+    receiver = mp.get_context("spawn").Process(target=receiver_main, args=(port,), daemon=True)
+    receiver.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(base + "/stats")
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+
+    url = fresh_database()
+    settings = Settings(
+        database_url=url,
+        secret_key=Fernet.generate_key().decode(),
+        webhooks_allow_private=True,
+        rate_limit_per_second=0,
+        db_threads=4,
+    )
+    args.unit_id = setup(settings, base + "/hook")
+    print(
+        f"PostgreSQL, {args.lanes} lanes, {os.cpu_count()} CPUs; "
+        f"throughput over {args.events} events; latency at {args.rate:g}/s for {args.seconds:g} s"
+    )
+    print(f"{'workers':>7} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}")
+    for workers in (1, 2):
+        result = run(workers, args, settings, base)
+        print(
+            f"{result['workers']:>7} {result['throughput']:>13.0f} "
+            f"{result['p50']:>8.1f} {result['p99']:>8.1f}"
+        )
+    receiver.terminate()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""The parts of webhooks that talk to receivers: test deliveries, URL changes, the outbox handler.
+
+No database transaction is held open while a receiver is being called: each
+step reads or writes in a short transaction of its own, and the HTTP request
+happens in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.db import Database
+from keyautomat.adapters.webhook_sender import (
+    AttemptResult,
+    UnsafeTarget,
+    WebhookSender,
+    delivery_headers,
+)
+from keyautomat.domain import webhooks as wh
+from keyautomat.domain.errors import InvalidInput
+from keyautomat.service_layer import webhooks
+from keyautomat.service_layer.clock import Clock, SystemClock
+from keyautomat.service_layer.delivery import GiveUp, RetryLater
+from keyautomat.service_layer.outbox import OutboxMessage
+from keyautomat.service_layer.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    event_type: str
+    webhook_id: str
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+    @property
+    def success(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class TestReport:
+    subscription: webhooks.Subscription
+    results: list[TestResult]
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+
+class WebhookService:
+    """Use cases of webhooks that involve a receiver, and the handler of ``webhook`` rows.
+
+    ``sign_clock`` stamps ``webhook-timestamp``: receivers compare it with their
+    own wall clock, so it is the system clock even when a simulation drives the
+    rest of the platform with a manual one.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        sender: WebhookSender,
+        secrets: SecretBox,
+        clock: Clock,
+        *,
+        sign_clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.sender = sender
+        self.secrets = secrets
+        self.clock = clock
+        self.sign_clock = sign_clock or SystemClock()
+
+    async def _vet(self, url: str) -> None:
+        try:
+            await self.sender.vet(url)
+        except UnsafeTarget as exc:
+            raise InvalidInput("url", exc.reason) from exc
+
+    # -- admin use cases ----------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        url: str,
+        organization_unit_id: str,
+        event_types: list[str],
+    ) -> tuple[webhooks.Subscription, str]:
+        wh.validate_event_types(event_types)
+        await self._vet(url)
+        now = self.clock.now()
+        return await self.db.run(
+            lambda s: webhooks.create_subscription(
+                s,
+                principal,
+                name=name,
+                url=url,
+                organization_unit_id=organization_unit_id,
+                event_types=event_types,
+                secrets=self.secrets,
+                now=now,
+            )
+        )
+
+    async def update(
+        self,
+        principal: Principal,
+        subscription_id: str,
+        *,
+        name: str | None = None,
+        event_types: list[str] | None = None,
+        url: str | None = None,
+    ) -> webhooks.Subscription:
+        """Event types change at once; a new URL only after every test delivery to it got a 2xx."""
+        types = None if event_types is None else wh.validate_event_types(event_types)
+        if url is not None:
+            now = self.clock.now()
+            target = await self.db.run(
+                lambda s: webhooks.scoped_target(s, principal, subscription_id, now)
+            )
+            if url == target.url:
+                url = None
+            else:
+                await self._vet(url)
+                results = await self._send_tests(target, url, types or target.event_types)
+                failed = [r for r in results if not r.success]
+                if failed:
+                    reasons = "; ".join(f"{r.event_type}: {r.error}" for r in failed)
+                    raise InvalidInput(
+                        "url",
+                        f"test delivery to the new URL failed ({reasons}); the old URL stays",
+                    )
+        now = self.clock.now()
+        return await self.db.run(
+            lambda s: webhooks.update_subscription(
+                s, principal, subscription_id, now=now, name=name, event_types=types, url=url
+            )
+        )
+
+    async def test(self, principal: Principal, subscription_id: str) -> TestReport:
+        """One signed sample per subscribed type; all 2xx activates a pending subscription."""
+        now = self.clock.now()
+        target = await self.db.run(
+            lambda s: webhooks.scoped_target(s, principal, subscription_id, now)
+        )
+        results = await self._send_tests(target, target.url, target.event_types)
+        success = all(r.success for r in results)
+
+        def finish(session: Session) -> webhooks.Subscription:
+            if success:
+                webhooks.activate(session, subscription_id, self.clock.now())
+            return webhooks.get_subscription(session, principal, subscription_id)
+
+        return TestReport(await self.db.run(finish), results)
+
+    async def rotate_secret(
+        self, principal: Principal, subscription_id: str
+    ) -> tuple[webhooks.Subscription, str]:
+        now = self.clock.now()
+        return await self.db.run(
+            lambda s: webhooks.rotate_secret(
+                s, principal, subscription_id, secrets=self.secrets, now=now
+            )
+        )
+
+    async def _send_tests(
+        self, target: webhooks.Target, url: str, event_types: Sequence[str]
+    ) -> list[TestResult]:
+        secrets = [self.secrets.decrypt(k) for k in target.secrets_encrypted]
+        now = self.clock.now()
+
+        async def one(event_type: str) -> tuple[str, str, AttemptResult]:
+            body = wh.serialise(
+                wh.envelope(
+                    event_type=event_type,
+                    organization_unit_id=target.organization_unit_id,
+                    data=wh.sample_data(event_type, now),
+                    occurred_at=now,
+                    created_at=now,
+                )
+            )
+            webhook_id = wh.new_webhook_id(now)
+            headers = delivery_headers(
+                webhook_id=webhook_id,
+                event_type=event_type,
+                body=body,
+                secrets=secrets,
+                at=self.sign_clock.now(),
+            )
+            result = await self.sender.post(url, headers, body.encode(), keep_alive=False)
+            return event_type, webhook_id, result
+
+        outcomes = await asyncio.gather(*(one(t) for t in event_types))
+
+        def log(session: Session) -> None:
+            for event_type, webhook_id, result in outcomes:
+                webhooks.record_attempt(
+                    session,
+                    subscription_id=target.subscription_id,
+                    delivery_id=None,
+                    webhook_id=webhook_id,
+                    event_type=event_type,
+                    url=url,
+                    attempt=1,
+                    attempted_at=now,
+                    status_code=result.status_code,
+                    latency_ms=result.latency_ms,
+                    error=result.error,
+                )
+
+        await self.db.run(log)
+        return [TestResult(t, i, r.status_code, r.latency_ms, r.error) for t, i, r in outcomes]
+
+    # -- the outbox handler -----------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close kept-alive receiver connections of the running loop (worker shutdown)."""
+        await self.sender.aclose()
+
+    async def handle(self, message: OutboxMessage) -> None:
+        """Deliver one ``webhook`` row: current URL and secrets, fresh timestamp, same id."""
+        payload = message.payload
+        subscription_id: str = payload["subscriptionId"]
+        event_type: str = payload["eventType"]
+        webhook_id: str = payload["webhookId"]
+        body: str = payload["body"]
+        started = self.clock.now()
+        target = await self.db.run(lambda s: webhooks.load_target(s, subscription_id, started))
+        if target is None:
+            raise GiveUp("the subscription was deleted")
+        if event_type not in target.event_types:
+            raise GiveUp(f"the subscription no longer wants {event_type}")
+        headers = delivery_headers(
+            webhook_id=webhook_id,
+            event_type=event_type,
+            body=body,
+            secrets=[self.secrets.decrypt(k) for k in target.secrets_encrypted],
+            at=self.sign_clock.now(),
+        )
+        result = await self.sender.post(target.url, headers, body.encode())
+        await self.db.run(
+            lambda s: webhooks.record_attempt(
+                s,
+                subscription_id=subscription_id,
+                delivery_id=message.id,
+                webhook_id=webhook_id,
+                event_type=event_type,
+                url=target.url,
+                attempt=message.attempts,
+                attempted_at=started,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                error=result.error,
+            )
+        )
+        if not result.success:
+            raise RetryLater(result.error or "delivery failed")
