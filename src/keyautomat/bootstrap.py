@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
+from keyautomat.adapters.device_links import Link, link_from_url
 from keyautomat.config import Settings, load_settings
+from keyautomat.entrypoints.device_gateway import DeviceGateway
 from keyautomat.service_layer.clock import Clock, SystemClock
 
 
@@ -16,6 +18,17 @@ class Container:
     db: Database
     secrets: SecretBox
     clock: Clock = field(default_factory=SystemClock)
+    # MQTT when KEYAUTOMAT_MQTT_URL is set, else an in-process link that simulated
+    # automats of this process (serve --demo, tests) connect to.
+    device_link: Link | None = None
+    devices: DeviceGateway = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.device_link is None:
+            self.device_link = link_from_url(self.settings.mqtt_url)
+        self.devices = DeviceGateway(
+            db=self.db, link=self.device_link, clock=self.clock, settings=self.settings
+        )
 
     def close(self) -> None:
         self.db.close()

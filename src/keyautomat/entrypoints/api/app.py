@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
+from keyautomat.entrypoints.api.admin import devices as admin_devices
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
-from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
+from keyautomat.entrypoints.api.v2 import automats, devices, groups, organization, root
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
 API_PREFIX = "/v2"
@@ -37,10 +40,25 @@ SECURITY_SCHEMES = {
 }
 
 
-def create_app(container: Container) -> FastAPI:
+def create_app(
+    container: Container, *, background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+) -> FastAPI:
+    """The app; ``background`` coroutines (e.g. simulated automats of ``serve --demo``)
+    run for the app's lifetime, next to the device gateway."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+        await container.devices.start()
+        tasks = [asyncio.create_task(run()) for run in background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await container.devices.stop()
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
@@ -52,8 +70,9 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (root, organization, automats, groups):
+    for module in (root, organization, automats, groups, devices):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(admin_devices.router, prefix="/admin", include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
