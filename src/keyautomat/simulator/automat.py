@@ -293,12 +293,14 @@ class SimulatedAutomat:
                         asyncio.create_task(self._tick_loop()),
                         asyncio.create_task(self._disconnect.wait()),
                     ]
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    for task in tasks:
-                        task.cancel()
-                    for task in tasks:
-                        with contextlib.suppress(asyncio.CancelledError, LinkError):
-                            await task
+                    try:
+                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+                        for task in tasks:
+                            with contextlib.suppress(asyncio.CancelledError, LinkError):
+                                await task
                     for task in done:
                         error = None if task.cancelled() else task.exception()
                         if error is not None:
