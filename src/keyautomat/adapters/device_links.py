@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -255,6 +256,9 @@ class MqttLink:
             keepalive=self.keepalive,
             timeout=self.timeout,
             clean_start=MQTT_CLEAN_START_FIRST_ONLY,
+            # Without TCP_NODELAY, Nagle's algorithm meets the broker's delayed ACK and
+            # every QoS 1 publish waits ~40 ms for its PUBACK (measured on loopback).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         try:
             async with client:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -121,6 +122,9 @@ class DeviceGateway:
         self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
         self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
         self._sessions: dict[str, _PincodeSession] = {}
+        # Called with (automat id, message) after a device event has been applied
+        # and acknowledged; for metrics and benchmarks. Must not block.
+        self.observers: list[Callable[[str, Message], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -306,6 +310,8 @@ class DeviceGateway:
         # this ack resends, and the inbox makes the resend a no-op.
         with contextlib.suppress(LinkError):
             await self._send(hw_id, "ack", Ack(ref=message.id))
+        for observer in self.observers:
+            observer(automat_id, message)
         data = message.data
         if isinstance(data, PromptEnded) or (
             isinstance(data, CodeEntered) and data.source == "remote"
