@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format typecheck check bench clean
+.PHONY: help install run test lint format typecheck check bench bench-devices clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,5 +39,8 @@ check: lint typecheck test  ## everything CI runs
 bench: install  ## signed GET throughput versus an unauthenticated route
 	$(UV) run --frozen python bench/signed_get.py
 
+bench-devices: install  ## sendPincode latency and a 1,000-automat fleet over Mosquitto
+	$(UV) run --frozen python bench/device_latency.py
+
 clean:  ## remove local databases and caches
-	rm -rf .pytest_cache .mypy_cache .ruff_cache keyautomat.db* var/
+	rm -rf .pytest_cache .mypy_cache .ruff_cache keyautomat.db* var/ demo-automats/

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
+from keyautomat.adapters.device_links import Link, link_from_url
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
+from keyautomat.entrypoints.device_gateway import DeviceGateway
 from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
@@ -23,6 +25,17 @@ class Container:
     clock: Clock = field(default_factory=SystemClock)
     # Outbox handlers by kind; each feature registers its own in ``bootstrap``.
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    # MQTT when KEYAUTOMAT_MQTT_URL is set, else an in-process link that simulated
+    # automats of this process (serve --demo, tests) connect to.
+    device_link: Link | None = None
+    devices: DeviceGateway = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.device_link is None:
+            self.device_link = link_from_url(self.settings.mqtt_url)
+        self.devices = DeviceGateway(
+            db=self.db, link=self.device_link, clock=self.clock, settings=self.settings
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -89,6 +89,34 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=60, description="Connecting to a webhook receiver."
     )
 
+    # Device link (docs/device-protocol.md).
+    mqtt_url: str | None = Field(
+        default=None,
+        description="MQTT broker of the device link, mqtt://[user:password@]host[:port]; "
+        "unset: only the in-process link (simulated automats in this process).",
+    )
+    mqtt_topic_prefix: str = Field(
+        default="keyautomat/v1", description="Prefix of every device topic on the broker."
+    )
+    mqtt_client_id: str | None = Field(
+        default=None, description="MQTT client id of the gateway (default: derived from the pid)."
+    )
+    device_ack_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long sendPincode waits for the device's ack (D6)."
+    )
+    device_proximity_seconds: float = Field(
+        default=60.0, gt=0, description="How long an automat waits for # after sendPincode (D7)."
+    )
+    device_heartbeat_seconds: float = Field(
+        default=30.0, gt=0, description="Heartbeat interval the gateway asks devices to keep."
+    )
+    device_offline_after_seconds: float = Field(
+        default=90.0, gt=0, description="A device silent for this long counts as offline."
+    )
+    device_sync_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the gateway looks for devices behind on sync."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -120,6 +148,16 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
+        return value.strip()
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
+            raise ValueError(f"{value!r} is not an mqtt://host[:port] URL")
         return value.strip()
 
     @field_validator("public_url")

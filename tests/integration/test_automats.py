@@ -161,9 +161,10 @@ def test_replace_unbinds_the_hardware_and_issues_a_new_pincode(
     acme: Tenant, container: Container
 ) -> None:
     automat = install(acme)
+    principal = principal_of(container, acme)
 
     def bind(session: Any) -> None:
-        a = automat_cases.get_automat(session, principal_of(container, acme), automat["id"])
+        a = automat_cases.get_automat(session, principal, automat["id"])
         assert a.bind("hw-123", automat["installationPincode"])
         a.lockers.append(
             Locker(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -74,13 +75,21 @@ class Database:
         self.engine = make_engine(url, pool_size=workers)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyautomat-db")
+        # SQLite has one connection (StaticPool). ``run`` only ever uses it from the
+        # one database thread, but ``transaction`` may be called from any thread (the
+        # CLI, tests, a background job), so on SQLite every unit of work also holds
+        # this lock; uncontended, it costs well under a microsecond.
+        self._sqlite_lock = threading.Lock() if self.is_sqlite else None
 
     def session(self) -> Session:
         return self.session_factory()
 
     def transaction(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on the calling thread: commit, or roll back on error."""
-        with self.session_factory() as session, session.begin():
+        if self._sqlite_lock is None:
+            with self.session_factory() as session, session.begin():
+                return work(session)
+        with self._sqlite_lock, self.session_factory() as session, session.begin():
             return work(session)
 
     async def run(self, work: Callable[[Session], T]) -> T:

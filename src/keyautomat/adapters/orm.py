@@ -208,6 +208,7 @@ _mapped = False
 FEATURE_TABLE_MODULES: tuple[str, ...] = (
     "keyautomat.adapters.orm_notify",
     "keyautomat.adapters.orm_webhooks",
+    "keyautomat.adapters.orm_devices",
 )
 
 

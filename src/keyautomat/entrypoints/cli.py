@@ -1,4 +1,4 @@
-"""The ``keyautomat`` command: init, migrate, serve, call."""
+"""The ``keyautomat`` command: init, migrate, serve, call, simulate."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from keyautomat.config import SettingsError, load_settings
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
 DEMO_INFO_FILE = Path("demo-service-account.json")
+DEMO_SIMULATOR_DIR = Path("demo-automats")
 
 
 def _write_private_key(path: Path, pem: str) -> None:
@@ -130,7 +132,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         }
         DEMO_INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
         _print_json(info)
-    app = create_app(container, run_worker=not args.no_worker)
+    background = []
+    if args.demo:
+        background.append(_demo_automats(container, access.organization_unit_id))
+    app = create_app(container, run_worker=not args.no_worker, background=background)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -175,6 +180,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         container.close()
     return 0
+
+
+def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Simulated automats for the demo organization, on the gateway's own link."""
+    from keyautomat.service_layer.demo import demo_automats
+    from keyautomat.simulator.cli import run_demo_automats
+
+    automats = container.db.transaction(lambda s: demo_automats(s, unit_id))
+    link = container.device_link
+    assert link is not None
+
+    async def run() -> None:
+        await run_demo_automats(
+            link,
+            container.settings.mqtt_topic_prefix,
+            [(a.id, a.product, a.installation_pincode) for a in automats],
+            DEMO_SIMULATOR_DIR,
+        )
+
+    return run
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from keyautomat.simulator.cli import main_simulate
+
+    return main_simulate(args)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -230,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="deliver outbox messages (run any number on PostgreSQL)")
     p.add_argument("--batch-size", type=int, default=50)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("simulate", help="run one simulated automat against an MQTT broker")
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
+    p.add_argument("--automat", help="automat id it is meant for (its hwId defaults to SIM-<id>)")
+    p.add_argument("--installation-pincode", help="binds the automat on first connection")
+    p.add_argument("--lockers", type=int, default=30)
+    p.add_argument("--product", choices=["key20", "key30"], default="key20")
+    p.add_argument("--hw-id", help="hardware id (default SIM-<automat>)")
+    p.add_argument("--keys", type=int, help="keys to stock (default: half the lockers)")
+    p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
+    p.add_argument("--state-file", help="keeps the device credential across restarts")
+    p.add_argument("--resend-seconds", type=float, default=5.0)
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")

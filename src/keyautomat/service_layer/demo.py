@@ -94,3 +94,29 @@ def _seed_automats(session: Session, admin: Principal, now: datetime) -> None:
             product=product,
             now=now,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAutomat:
+    id: str
+    product: str
+    installation_pincode: str | None
+    hw_id: str | None
+
+
+def demo_automats(session: Session, organization_unit_id: str) -> list[DemoAutomat]:
+    """The demo organization's installed automats, for ``serve --demo`` to simulate."""
+    rows = session.execute(
+        select(
+            orm.automats.c.id,
+            orm.automats.c.product,
+            orm.automats.c.installation_pincode,
+            orm.automats.c.hw_id,
+        )
+        .where(
+            orm.automats.c.organization_unit_id == organization_unit_id,
+            orm.automats.c.lifecycle_state != "deactivated",
+        )
+        .order_by(orm.automats.c.id)
+    ).all()
+    return [DemoAutomat(r.id, r.product, r.installation_pincode, r.hw_id) for r in rows]

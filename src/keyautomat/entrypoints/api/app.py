@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,10 +13,11 @@ from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.api import admin_webhooks
+from keyautomat.entrypoints.api.admin import devices as admin_devices
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
-from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
+from keyautomat.entrypoints.api.v2 import automats, devices, groups, organization, root
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
@@ -42,21 +44,39 @@ SECURITY_SCHEMES = {
 }
 
 
-def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
-    """The API. With ``run_worker`` the outbox worker runs in-process (``keyautomat serve``)."""
+def create_app(
+    container: Container,
+    *,
+    run_worker: bool = False,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+) -> FastAPI:
+    """The API and, for its lifetime, the device gateway.
+
+    With ``run_worker`` the outbox worker runs in-process (``keyautomat serve``);
+    ``background`` coroutines (e.g. the simulated automats of ``serve --demo``)
+    run next to them.
+    """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await container.devices.start()
         stop = asyncio.Event()
-        tasks: list[asyncio.Task[None]] = []
+        workers: list[asyncio.Task[None]] = []
         if run_worker:
             worker = OutboxWorker(container.db, container.dispatcher, container.clock)
-            tasks.append(asyncio.create_task(worker.run(stop), name="outbox-worker"))
+            workers.append(asyncio.create_task(worker.run(stop), name="outbox-worker"))
+        tasks = [asyncio.create_task(run()) for run in background]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
+            await container.devices.stop()
             await container.webhooks.aclose()
 
     app = FastAPI(
@@ -69,10 +89,11 @@ def create_app(container: Container, *, run_worker: bool = False) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (root, organization, automats, groups):
+    for module in (root, organization, automats, groups, devices):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
     app.include_router(admin_webhooks.router)
+    app.include_router(admin_devices.router, prefix=ADMIN_PREFIX, include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

@@ -1,1 +1,1 @@
-"""Our own admin API under ``/admin`` (outside the V2 wire format, signed the same way)."""
+"""The admin API outside ``/v2`` (gaps.md B8): what the vendor's web UI does. Signed like V2."""

@@ -1,0 +1,66 @@
+"""Rules of the device link that need no I/O: device credentials, pincode purposes,
+domain events derived from device events."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class PincodePurpose(enum.StrEnum):
+    """What a pincode opens its locker for; the device uses it to know what to expect."""
+
+    DEFAULT = "default"  # key out and back again with the same code (gaps.md C9)
+    FETCH = "fetch"  # the key is taken; the code is spent once it is
+    RETURN = "return"  # a key is put in; the code is spent once it is
+
+
+def code_type_for(purpose: str) -> str:
+    """The ``codeType`` of a correct code (webhooks.md §5.3)."""
+    return "right-return-code" if purpose == PincodePurpose.RETURN else "right-pincode"
+
+
+class AutomatEventType(enum.StrEnum):
+    """Domain events recorded from device events, for contracts, webhooks and notifications."""
+
+    CODE_ENTERED = "code-entered"
+    KEY_REMOVED = "key-removed"
+    KEY_INSERTED = "key-inserted"
+    DEVICE_ALARM = "device-alarm"
+
+
+@dataclass(frozen=True, slots=True)
+class AutomatEvent:
+    id: int
+    automat_id: str
+    type: str
+    occurred_at: datetime
+    locker_index: int | None = None
+    key_id: str | None = None
+    code: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def new_device_token() -> str:
+    """The credential a device receives at bind; only its hash is stored."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def secret_matches(value: str | None, stored_hash: str | None) -> bool:
+    if value is None or stored_hash is None:
+        return False
+    return hmac.compare_digest(secret_hash(value), stored_hash)
+
+
+def is_valid_at(valid_from: datetime, valid_until: datetime | None, now: datetime) -> bool:
+    """A pincode opens only inside its window: ``valid_from <= now < valid_until``."""
+    return valid_from <= now and (valid_until is None or now < valid_until)

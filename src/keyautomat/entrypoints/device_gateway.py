@@ -1,0 +1,433 @@
+"""The device gateway: the server end of the device protocol (docs/device-protocol.md).
+
+It listens on every device's ``up`` topic, applies what devices report through
+the use cases in ``service_layer/devices.py`` (one transaction per message),
+acknowledges device events after they have committed, pushes pincode syncs,
+and carries commands such as sendPincode to devices, waiting for their ack.
+
+Messages of one device are handled in order by one worker; different devices
+are spread over several workers (one on SQLite, which has one writer anyway).
+Nothing a device sends can crash the gateway: malformed and unauthenticated
+messages are logged, counted and dropped without touching the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters.db import Database
+from keyautomat.adapters.device_links import Connection, Link, LinkError
+from keyautomat.adapters.device_protocol import (
+    DEVICE_EVENTS,
+    Ack,
+    CancelPrompt,
+    CodeEntered,
+    Data,
+    Hello,
+    Message,
+    PromptEnded,
+    ProtocolError,
+    ProximityPrompt,
+    Rejected,
+    RemoteCode,
+    Sync,
+    Welcome,
+    decode_from_device,
+    down_topic,
+    encode,
+    hw_id_of_up_topic,
+    new_message_id,
+    up_pattern,
+)
+from keyautomat.config import Settings
+from keyautomat.service_layer import devices
+from keyautomat.service_layer.clock import Clock
+from keyautomat.service_layer.principal import Principal
+
+log = logging.getLogger(__name__)
+
+
+class SendFailure(StrEnum):
+    """``reason`` of an unsuccessful sendPincode (gaps.md D6)."""
+
+    AUTOMAT_BUSY = "AUTOMAT_BUSY"
+    AUTOMAT_OFFLINE = "AUTOMAT_OFFLINE"
+    TIMEOUT = "TIMEOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    success: bool
+    reason: SendFailure | None = None
+
+
+@dataclass(slots=True)
+class _PincodeSession:
+    """A sendPincode in progress: in flight to the device, or a proximity prompt waiting
+    for ``#``. While one exists the automat is busy for other sendPincode calls."""
+
+    code: str
+    proximity: bool
+    deadline: float
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    rejected: int = 0
+    sent: int = 0
+    errors: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class DeviceGateway:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        link: Link,
+        clock: Clock,
+        settings: Settings,
+        client_id: str | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.db = db
+        self.link = link
+        self.clock = clock
+        self.prefix = settings.mqtt_topic_prefix
+        self.client_id = client_id or settings.mqtt_client_id or f"keyautomat-gw-{os.getpid()}"
+        self.ack_timeout = settings.device_ack_timeout_seconds
+        self.proximity_seconds = settings.device_proximity_seconds
+        self.heartbeat_seconds = settings.device_heartbeat_seconds
+        self.offline_after = settings.device_offline_after_seconds
+        self.sync_interval = settings.device_sync_interval_seconds
+        self.worker_count = workers or (1 if db.is_sqlite else max(2, settings.db_threads))
+        self.stats = GatewayStats()
+        self._connection: Connection | None = None
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queues: list[asyncio.Queue[tuple[str, str, bytes]]] = []
+        self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
+        self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
+        self._sessions: dict[str, _PincodeSession] = {}
+        # Called with (automat id, message) after a device event has been applied
+        # and acknowledged; for metrics and benchmarks. Must not block.
+        self.observers: list[Callable[[str, Message], None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, *, wait: float = 5.0) -> None:
+        """Start listening; waits up to ``wait`` seconds for the first connection, then
+        carries on reconnecting in the background if the broker is not there yet."""
+        self._ready = asyncio.Event()
+        self._queues = [asyncio.Queue() for _ in range(self.worker_count)]
+        self._tasks = [asyncio.create_task(self._worker(q)) for q in self._queues]
+        self._tasks.append(asyncio.create_task(self._listen()))
+        self._tasks.append(asyncio.create_task(self._maintain()))
+        try:
+            await asyncio.wait_for(self._ready.wait(), wait)
+        except TimeoutError:
+            log.warning("device link not connected yet; the gateway keeps trying")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self._connection = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _listen(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                async with self.link.connect(self.client_id) as connection:
+                    await connection.subscribe(up_pattern(self.prefix))
+                    self._connection = connection
+                    self._ready.set()
+                    backoff = 0.2
+                    log.info("device gateway listening on %s", up_pattern(self.prefix))
+                    async for topic, payload in connection.messages():
+                        self._dispatch(topic, payload)
+            except LinkError as exc:
+                log.warning("device link lost: %s; reconnecting in %.1fs", exc, backoff)
+            finally:
+                self._connection = None
+                self._ready.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        self.stats.received += 1
+        hw_id = hw_id_of_up_topic(self.prefix, topic)
+        if hw_id is None:
+            self.stats.malformed += 1
+            log.warning("dropped a message on unexpected topic %r", topic)
+            return
+        # One device always lands on the same worker, so its messages keep their order.
+        queue = self._queues[zlib.crc32(hw_id.encode()) % len(self._queues)]
+        queue.put_nowait((hw_id, topic, payload))
+
+    async def _worker(self, queue: asyncio.Queue[tuple[str, str, bytes]]) -> None:
+        while True:
+            hw_id, _topic, payload = await queue.get()
+            try:
+                await self._handle(hw_id, payload)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("failed to handle a message from %s", hw_id)
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("device maintenance failed")
+
+    async def sweep(self) -> None:
+        """Mark silent devices offline and push syncs that devices have not acknowledged."""
+        now = self.clock.now()
+        offline = await self.db.run(
+            lambda s: devices.mark_silent_devices_offline(s, now, self.offline_after)
+        )
+        for automat_id in offline:
+            log.info("automat %s went offline", automat_id)
+        self._expire_sessions()
+        loop_now = asyncio.get_running_loop().time()
+        for message_id, (_automat, _version, sent) in list(self._syncs_in_flight.items()):
+            if loop_now - sent > max(60.0, 4 * self.ack_timeout):
+                del self._syncs_in_flight[message_id]
+        await self.push_syncs()
+
+    async def push_syncs(self, automat_ids: list[str] | None = None) -> int:
+        """Send each connected device behind on its pincodes what it is missing."""
+        if self._connection is None:
+            return 0
+        pending = await self.db.run(lambda s: devices.pending_syncs(s, automat_ids))
+        loop_now = asyncio.get_running_loop().time()
+        recent = {
+            automat: version
+            for automat, version, sent in self._syncs_in_flight.values()
+            if loop_now - sent < self.ack_timeout
+        }
+        sent = 0
+        for item in pending:
+            if recent.get(item.automat_id, -1) >= item.sync.version:
+                continue  # the same sync is on its way; give the device time to ack it
+            with contextlib.suppress(LinkError):
+                await self._send_sync(item.hw_id, item.automat_id, item.sync)
+                sent += 1
+        return sent
+
+    # --- incoming -----------------------------------------------------------------------
+
+    async def _handle(self, hw_id: str, payload: bytes) -> None:
+        try:
+            message = decode_from_device(payload)
+        except ProtocolError as exc:
+            self.stats.malformed += 1
+            log.warning("dropped a malformed message from %s: %s", hw_id, exc)
+            return
+        if message.hw_id != hw_id:
+            self.stats.malformed += 1
+            log.warning("dropped a message for %s sent on the topic of %s", message.hw_id, hw_id)
+            return
+        self.stats.by_type[message.type] = self.stats.by_type.get(message.type, 0) + 1
+        token = message.envelope.token
+        now = self.clock.now()
+        try:
+            if message.type == "hello":
+                assert isinstance(message.data, Hello)
+                hello = message.data
+                welcomed = await self.db.run(
+                    lambda s: devices.hello(s, hw_id=hw_id, token=token, data=hello, now=now)
+                )
+                await self._send(
+                    hw_id,
+                    "welcome",
+                    Welcome(
+                        automat_id=welcomed.automat_id,
+                        device_token=welcomed.token,
+                        heartbeat_seconds=self.heartbeat_seconds,
+                        server_time=now,
+                    ),
+                )
+                await self._send_sync(hw_id, welcomed.automat_id, welcomed.sync)
+            elif message.type == "heartbeat":
+                await self.db.run(
+                    lambda s: devices.touch(s, devices.authenticate(s, hw_id, token), now)
+                )
+            elif message.type == "goodbye":
+                await self.db.run(
+                    lambda s: devices.disconnected(s, devices.authenticate(s, hw_id, token))
+                )
+            elif message.type == "ack":
+                automat_id = await self.db.run(lambda s: devices.authenticate(s, hw_id, token))
+                assert isinstance(message.data, Ack)
+                await self._on_ack(hw_id, automat_id, message.data)
+            elif message.type in DEVICE_EVENTS:
+                await self._on_event(hw_id, token, message)
+        except devices.DeviceRejected as exc:
+            self.stats.rejected += 1
+            log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
+            with contextlib.suppress(LinkError):
+                await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
+
+    async def _on_event(self, hw_id: str, token: str | None, message: Message) -> None:
+        received = self.clock.now()
+
+        def work(session: Session) -> tuple[str, bool]:
+            automat_id = devices.authenticate(session, hw_id, token)
+            return automat_id, devices.apply_event(session, automat_id, message, received)
+
+        automat_id, fresh = await self.db.run(work)
+        if fresh:
+            self.stats.applied += 1
+        else:
+            self.stats.duplicates += 1
+        # Acknowledged only now that the effect has committed: a device that misses
+        # this ack resends, and the inbox makes the resend a no-op.
+        with contextlib.suppress(LinkError):
+            await self._send(hw_id, "ack", Ack(ref=message.id))
+        for observer in self.observers:
+            observer(automat_id, message)
+        data = message.data
+        if isinstance(data, PromptEnded) or (
+            isinstance(data, CodeEntered) and data.source == "remote"
+        ):
+            session = self._sessions.get(automat_id)
+            if session is not None and session.code == data.code:
+                del self._sessions[automat_id]
+
+    async def _on_ack(self, hw_id: str, automat_id: str, ack: Ack) -> None:
+        waiting = self._acks.get(ack.ref)
+        if waiting is not None:
+            target, future = waiting
+            if target == hw_id and not future.done():
+                future.set_result(ack)
+            return
+        in_flight = self._syncs_in_flight.pop(ack.ref, None)
+        if in_flight is not None and in_flight[0] == automat_id and ack.ok:
+            version = in_flight[1]
+            await self.db.run(lambda s: devices.record_synced(s, automat_id, version))
+
+    # --- outgoing -----------------------------------------------------------------------
+
+    async def _send(
+        self, hw_id: str, type_: str, data: Data, *, message_id: str | None = None
+    ) -> str:
+        connection = self._connection
+        if connection is None:
+            raise LinkError("device link is not connected")
+        message_id = message_id or new_message_id()
+        payload = encode(
+            type_, data, hw_id=hw_id, occurred_at=self.clock.now(), message_id=message_id
+        )
+        await connection.publish(down_topic(self.prefix, hw_id), payload)
+        self.stats.sent += 1
+        return message_id
+
+    async def _send_sync(self, hw_id: str, automat_id: str, sync: Sync) -> None:
+        message_id = new_message_id()
+        loop_now = asyncio.get_running_loop().time()
+        self._syncs_in_flight[message_id] = (automat_id, sync.version, loop_now)
+        await self._send(hw_id, "sync", sync, message_id=message_id)
+
+    async def command(self, hw_id: str, type_: str, data: Data) -> Ack | None:
+        """Send a command and wait for the device's ack; None when none came in time."""
+        message_id = new_message_id()
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._acks[message_id] = (hw_id, future)
+        try:
+            await self._send(hw_id, type_, data, message_id=message_id)
+            return await asyncio.wait_for(future, self.ack_timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._acks.pop(message_id, None)
+
+    def _expire_sessions(self) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        for automat_id, session in list(self._sessions.items()):
+            if session.deadline <= loop_now:
+                del self._sessions[automat_id]
+
+    async def send_pincode(
+        self, principal: Principal, automat_id: str, code: str, *, proximity_check: bool
+    ) -> SendResult:
+        """sendPincode (endpoints.md §4.8, gaps.md D6-D7)."""
+        now = self.clock.now()
+        target = await self.db.run(
+            lambda s: devices.command_target(s, principal, automat_id, now, self.offline_after)
+        )
+        if not target.online or target.hw_id is None or self._connection is None:
+            return SendResult(False, SendFailure.AUTOMAT_OFFLINE)
+        self._expire_sessions()
+        if automat_id in self._sessions:
+            return SendResult(False, SendFailure.AUTOMAT_BUSY)
+        loop = asyncio.get_running_loop()
+        # Reserved before the first await, so two concurrent calls cannot both pass.
+        session = _PincodeSession(code, proximity_check, loop.time() + self.ack_timeout + 1)
+        self._sessions[automat_id] = session
+        data: Data = (
+            ProximityPrompt(code=code, timeout_seconds=self.proximity_seconds)
+            if proximity_check
+            else RemoteCode(code=code)
+        )
+        try:
+            ack = await self.command(
+                target.hw_id, "proximity-prompt" if proximity_check else "remote-code", data
+            )
+        except LinkError:
+            self._end_session(automat_id, session)
+            return SendResult(False, SendFailure.AUTOMAT_OFFLINE)
+        if ack is None:
+            self._end_session(automat_id, session)
+            return SendResult(False, SendFailure.TIMEOUT)
+        if not ack.ok:
+            self._end_session(automat_id, session)
+            return SendResult(False, SendFailure.AUTOMAT_BUSY)
+        if proximity_check:
+            session.deadline = loop.time() + self.proximity_seconds
+        else:
+            self._end_session(automat_id, session)
+        return SendResult(True)
+
+    def _end_session(self, automat_id: str, session: _PincodeSession) -> None:
+        if self._sessions.get(automat_id) is session:
+            del self._sessions[automat_id]
+
+    async def cancel_send_pincode(self, principal: Principal, automat_id: str, code: str) -> None:
+        """cancelSendPincode: ends a pending proximity prompt; a no-op when none is (D7)."""
+        now = self.clock.now()
+        target = await self.db.run(
+            lambda s: devices.command_target(s, principal, automat_id, now, self.offline_after)
+        )
+        self._expire_sessions()
+        session = self._sessions.get(automat_id)
+        if session is None or session.code != code or target.hw_id is None:
+            return
+        del self._sessions[automat_id]
+        with contextlib.suppress(LinkError):
+            await self._send(target.hw_id, "cancel-prompt", CancelPrompt(code=code))

@@ -1,0 +1,787 @@
+"""Use cases of the device link: binding, applying device events once, syncing
+pincodes, alarms and online status (docs/device-protocol.md, gaps.md D1-D3, D6-D8).
+
+Every function takes a ``Session`` and flushes; the gateway runs each in one
+transaction, and acknowledges a device event only after that transaction has
+committed, so an event is never lost and, with the inbox's unique constraint,
+never applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters import orm
+from keyautomat.adapters.device_protocol import (
+    AlarmEvent,
+    CodeEntered,
+    Hello,
+    KeyEvent,
+    LockerInventory,
+    Message,
+    PincodeEntry,
+    Sync,
+)
+from keyautomat.adapters.orm_devices import (
+    automat_events,
+    device_alarms,
+    device_inbox,
+    device_links,
+    device_pincodes,
+)
+from keyautomat.domain.devices import (
+    AutomatEvent,
+    AutomatEventType,
+    PincodePurpose,
+    new_device_token,
+    secret_hash,
+    secret_matches,
+)
+from keyautomat.domain.errors import InvalidInput, NotFound
+from keyautomat.domain.ids import new_object_id
+from keyautomat.domain.model import Automat, LifecycleState
+from keyautomat.service_layer.automats import get_automat
+from keyautomat.service_layer.principal import Principal
+
+log = logging.getLogger(__name__)
+
+# Later features subscribe here: contracts turn code-entered / key-removed /
+# key-inserted into progress, webhooks and notifications turn them into
+# deliveries. Each handler runs inside the transaction that applies the device
+# event, so what it writes (an outbox row, a contract update) commits with it.
+AutomatEventHandler = Callable[[Session, AutomatEvent], None]
+event_handlers: list[AutomatEventHandler] = []
+
+DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
+
+
+class DeviceRejected(Exception):
+    """A device message that fails authentication or binding; it changes nothing."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- binding ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    automat_id: str
+    token: str | None  # a fresh credential, sent to the device once
+    sync: Sync
+
+
+def _ensure_link(session: Session, automat_id: str) -> None:
+    dialect = session.get_bind().dialect.name
+    values = {"automat_id": automat_id, "connected": False, "desired_version": 0}
+    values["synced_version"] = 0
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(device_links).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(device_links).values(values).on_conflict_do_nothing()
+    session.execute(stmt)
+
+
+def hello(
+    session: Session, *, hw_id: str, token: str | None, data: Hello, now: datetime
+) -> Welcomed:
+    """A device (re)connects: authenticate it by its credential, or bind it by the
+    installation pincode (gaps.md D1-D2). Answers with a full sync."""
+    if token is not None:
+        automat_id = _authenticated(session, hw_id, token)
+        if automat_id is not None:
+            _connected(session, automat_id, now, data)
+            return Welcomed(automat_id, None, full_sync(session, automat_id, now))
+    if data.installation_pincode is None:
+        raise DeviceRejected("unknown device: present the installation pincode")
+    return _bind(session, hw_id, data, now)
+
+
+def _bind(session: Session, hw_id: str, data: Hello, now: datetime) -> Welcomed:
+    code = data.installation_pincode
+    assert code is not None
+    automat = session.scalars(
+        select(Automat).where(
+            orm.automats.c.installation_pincode == code,
+            orm.automats.c.lifecycle_state == LifecycleState.WAITING_FOR_INSTALL,
+        )
+    ).first()
+    if automat is None:
+        return _rebind_after_lost_welcome(session, hw_id, code, data, now)
+    if automat.product != data.product:
+        raise DeviceRejected(f"automat {automat.id} is a {automat.product}, not a {data.product}")
+    holder = session.scalar(select(orm.automats.c.id).where(orm.automats.c.hw_id == hw_id))
+    if holder is not None:
+        raise DeviceRejected(f"hardware {hw_id} is bound to another automat; replace it there")
+    if not automat.bind(hw_id, code):
+        raise DeviceRejected("wrong installation pincode")
+    token = new_device_token()
+    _ensure_link(session, automat.id)
+    session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == automat.id)
+        .values(
+            hw_id=hw_id,
+            token_hash=secret_hash(token),
+            bind_pincode_hash=secret_hash(code),
+            bound_at=now,
+            # New hardware holds nothing yet: everything must be synced again.
+            synced_version=0,
+        )
+    )
+    _connected(session, automat.id, now, data)
+    log.info("hardware %s bound to automat %s", hw_id, automat.id)
+    return Welcomed(automat.id, token, full_sync(session, automat.id, now))
+
+
+def _rebind_after_lost_welcome(
+    session: Session, hw_id: str, code: str, data: Hello, now: datetime
+) -> Welcomed:
+    # The device bound but never received its welcome (the link dropped): it
+    # presents the same pincode again. Only the same hardware with the same code
+    # gets a new credential; anyone else is refused.
+    row = session.execute(
+        select(device_links.c.automat_id, device_links.c.bind_pincode_hash)
+        .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
+        .where(
+            orm.automats.c.hw_id == hw_id,
+            device_links.c.hw_id == hw_id,
+            orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
+        )
+    ).first()
+    if row is None or not secret_matches(code, row.bind_pincode_hash):
+        raise DeviceRejected("wrong installation pincode")
+    token = new_device_token()
+    session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == row.automat_id)
+        .values(token_hash=secret_hash(token))
+    )
+    _connected(session, row.automat_id, now, data)
+    return Welcomed(row.automat_id, token, full_sync(session, row.automat_id, now))
+
+
+def _connected(session: Session, automat_id: str, now: datetime, data: Hello) -> None:
+    session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == automat_id)
+        .values(firmware=data.firmware, locker_count=data.locker_count)
+    )
+    touch(session, automat_id, now)
+
+
+def _authenticated(session: Session, hw_id: str, token: str | None) -> str | None:
+    row = session.execute(
+        select(device_links.c.automat_id, device_links.c.token_hash)
+        .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
+        .where(
+            device_links.c.hw_id == hw_id,
+            orm.automats.c.hw_id == hw_id,
+            orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
+        )
+    ).first()
+    if row is None or not secret_matches(token, row.token_hash):
+        return None
+    return str(row.automat_id)
+
+
+def authenticate(session: Session, hw_id: str, token: str | None) -> str:
+    """The automat a bound device speaks for; rejects an unknown, unbound or replaced device,
+    a wrong credential and a deactivated automat alike."""
+    automat_id = _authenticated(session, hw_id, token)
+    if automat_id is None:
+        raise DeviceRejected("not authenticated: unknown device, wrong token or not bound")
+    return automat_id
+
+
+# --- presence ---------------------------------------------------------------------------
+
+
+def touch(session: Session, automat_id: str, now: datetime) -> None:
+    """The device was heard from: it is online, and a disconnection alarm ends."""
+    session.execute(
+        update(orm.automats).where(orm.automats.c.id == automat_id).values(last_seen_at=now)
+    )
+    result = session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == automat_id, device_links.c.connected.is_(False))
+        .values(connected=True)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        _clear_alarm(session, automat_id, DISCONNECTED_ALARM, now, now, source_message_id=None)
+
+
+def disconnected(session: Session, automat_id: str) -> None:
+    """The device said goodbye: offline, but no alarm (it left on purpose)."""
+    session.execute(
+        update(device_links).where(device_links.c.automat_id == automat_id).values(connected=False)
+    )
+
+
+def mark_silent_devices_offline(session: Session, now: datetime, offline_after: float) -> list[str]:
+    """Devices not heard from for ``offline_after`` seconds go offline with an alarm."""
+    cutoff = now - timedelta(seconds=offline_after)
+    rows = session.execute(
+        select(device_links.c.automat_id, orm.automats.c.last_seen_at)
+        .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
+        .where(
+            device_links.c.connected.is_(True),
+            (orm.automats.c.last_seen_at < cutoff) | orm.automats.c.last_seen_at.is_(None),
+        )
+    ).all()
+    for row in rows:
+        session.execute(
+            update(device_links)
+            .where(device_links.c.automat_id == row.automat_id)
+            .values(connected=False)
+        )
+        _raise_alarm(
+            session, row.automat_id, DISCONNECTED_ALARM, row.last_seen_at or now, now, None
+        )
+    return [str(r.automat_id) for r in rows]
+
+
+def is_online(
+    link: Row[Any] | None, last_seen_at: datetime | None, now: datetime, offline_after: float
+) -> bool:
+    if link is None or not link.connected or last_seen_at is None:
+        return False
+    return now - last_seen_at < timedelta(seconds=offline_after)
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> bool:
+    """Insert unless the unique key exists already; True when a row was written."""
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
+    # RETURNING rather than rowcount: psycopg reports a rowcount of 1 for an
+    # INSERT ... ON CONFLICT DO NOTHING that SQLAlchemy rendered with RETURNING.
+    key = next(iter(table.primary_key.columns))
+    return session.execute(stmt.returning(key)).first() is not None
+
+
+def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
+    """Apply one device event exactly once; False when it was applied before (a resend)."""
+    fresh = _insert_ignoring_duplicates(
+        session,
+        device_inbox,
+        {
+            "automat_id": automat_id,
+            "message_id": message.id,
+            "type": message.type,
+            "occurred_at": message.occurred_at,
+            "received_at": now,
+        },
+    )
+    touch(session, automat_id, now)
+    if not fresh:
+        return False
+    data = message.data
+    at = message.occurred_at
+    if isinstance(data, LockerInventory):
+        _apply_inventory(session, automat_id, data)
+    elif isinstance(data, CodeEntered):
+        record_event(
+            session,
+            automat_id,
+            AutomatEventType.CODE_ENTERED,
+            at,
+            now,
+            locker_index=data.locker_index,
+            key_id=data.key_id,
+            code=data.code,
+            source_message_id=message.id,
+            data=data.model_dump(mode="json", by_alias=True),
+        )
+    elif isinstance(data, KeyEvent):
+        inside = message.type == "key-inserted"
+        _set_locker(session, automat_id, data, inside)
+        record_event(
+            session,
+            automat_id,
+            AutomatEventType.KEY_INSERTED if inside else AutomatEventType.KEY_REMOVED,
+            at,
+            now,
+            locker_index=data.locker_index,
+            key_id=data.key_id,
+            source_message_id=message.id,
+            data=data.model_dump(mode="json", by_alias=True),
+        )
+    elif isinstance(data, AlarmEvent):
+        if message.type == "alarm-raised":
+            _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+        else:
+            _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+    return True
+
+
+def record_event(
+    session: Session,
+    automat_id: str,
+    type_: str,
+    occurred_at: datetime,
+    now: datetime,
+    *,
+    locker_index: int | None = None,
+    key_id: str | None = None,
+    code: str | None = None,
+    source_message_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AutomatEvent:
+    payload = data or {}
+    event_id = session.execute(
+        insert(automat_events)
+        .values(
+            automat_id=automat_id,
+            type=str(type_),
+            occurred_at=occurred_at,
+            recorded_at=now,
+            locker_index=locker_index,
+            key_id=key_id,
+            code=code,
+            source_message_id=source_message_id,
+            data=json.dumps(payload, separators=(",", ":")),
+        )
+        .returning(automat_events.c.id)
+    ).scalar_one()
+    event = AutomatEvent(
+        id=int(event_id),
+        automat_id=automat_id,
+        type=str(type_),
+        occurred_at=occurred_at,
+        locker_index=locker_index,
+        key_id=key_id,
+        code=code,
+        data=payload,
+    )
+    for handler in event_handlers:
+        handler(session, event)
+    return event
+
+
+def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -> None:
+    reported = {locker.locker_index: locker for locker in data.lockers}
+    existing = set(
+        session.scalars(
+            select(orm.lockers.c.locker_index).where(orm.lockers.c.automat_id == automat_id)
+        )
+    )
+    for index, locker in reported.items():
+        values = {
+            "is_key_inside": locker.key_inside,
+            "key_id": locker.key_id,
+            "key_name": locker.key_name,
+        }
+        if index in existing:
+            session.execute(
+                update(orm.lockers)
+                .where(orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index == index)
+                .values(values)
+            )
+        else:
+            session.execute(
+                insert(orm.lockers).values(automat_id=automat_id, locker_index=index, **values)
+            )
+    gone = existing - set(reported)
+    if gone:
+        session.execute(
+            delete(orm.lockers).where(
+                orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index.in_(gone)
+            )
+        )
+
+
+def _set_locker(session: Session, automat_id: str, data: KeyEvent, inside: bool) -> None:
+    # A removed key stays assigned to its locker (``key``) with ``isKeyInside``
+    # false; what happens to the assignment is the contracts' business.
+    values: dict[str, Any] = {"is_key_inside": inside}
+    if data.key_id is not None:
+        values["key_id"] = data.key_id
+        if data.key_name is not None:
+            values["key_name"] = data.key_name
+    result = session.execute(
+        update(orm.lockers)
+        .where(
+            orm.lockers.c.automat_id == automat_id,
+            orm.lockers.c.locker_index == data.locker_index,
+        )
+        .values(values)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        session.execute(
+            insert(orm.lockers).values(
+                automat_id=automat_id, locker_index=data.locker_index, **values
+            )
+        )
+
+
+# --- alarms -----------------------------------------------------------------------------
+
+
+def _open_alarm(session: Session, automat_id: str, alarm_type: str) -> Row[Any] | None:
+    return session.execute(
+        select(device_alarms).where(
+            device_alarms.c.automat_id == automat_id,
+            device_alarms.c.alarm_type == alarm_type,
+            device_alarms.c.ended_at.is_(None),
+        )
+    ).first()
+
+
+def _alarm_data(row: Row[Any] | dict[str, Any], state: str) -> dict[str, Any]:
+    values = dict(row._mapping) if isinstance(row, Row) else row
+    return {
+        "alarmId": values["id"],
+        "alarmType": values["alarm_type"],
+        "state": state,
+        "deviceId": values["automat_id"],
+        "start": values["started_at"].isoformat(),
+        "end": values["ended_at"].isoformat() if values.get("ended_at") else None,
+        "acknowledged": values.get("acknowledged_at") is not None,
+    }
+
+
+def _raise_alarm(
+    session: Session,
+    automat_id: str,
+    alarm_type: str,
+    at: datetime,
+    now: datetime,
+    source_message_id: str | None,
+) -> None:
+    if _open_alarm(session, automat_id, alarm_type) is not None:
+        return  # already active: raising it again changes nothing
+    values = {
+        "id": new_object_id(now.timestamp()),
+        "automat_id": automat_id,
+        "alarm_type": alarm_type,
+        "started_at": at,
+        "ended_at": None,
+        "acknowledged_at": None,
+    }
+    session.execute(insert(device_alarms).values(values))
+    record_event(
+        session,
+        automat_id,
+        AutomatEventType.DEVICE_ALARM,
+        at,
+        now,
+        source_message_id=source_message_id,
+        data=_alarm_data(values, "activated"),
+    )
+
+
+def _clear_alarm(
+    session: Session,
+    automat_id: str,
+    alarm_type: str,
+    at: datetime,
+    now: datetime,
+    source_message_id: str | None,
+) -> None:
+    row = _open_alarm(session, automat_id, alarm_type)
+    if row is None:
+        return
+    session.execute(update(device_alarms).where(device_alarms.c.id == row.id).values(ended_at=at))
+    values = {**row._mapping, "ended_at": at}
+    record_event(
+        session,
+        automat_id,
+        AutomatEventType.DEVICE_ALARM,
+        at,
+        now,
+        source_message_id=source_message_id,
+        data=_alarm_data(values, "deactivated"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmView:
+    id: str
+    alarm_type: str
+    started_at: datetime
+    ended_at: datetime | None
+    acknowledged_at: datetime | None
+
+
+def list_alarms(session: Session, principal: Principal, automat_id: str) -> list[AlarmView]:
+    get_automat(session, principal, automat_id)
+    rows = session.execute(
+        select(device_alarms)
+        .where(device_alarms.c.automat_id == automat_id)
+        .order_by(device_alarms.c.started_at.desc(), device_alarms.c.id)
+    ).all()
+    return [
+        AlarmView(r.id, r.alarm_type, r.started_at, r.ended_at, r.acknowledged_at) for r in rows
+    ]
+
+
+def acknowledge_alarm(
+    session: Session, principal: Principal, automat_id: str, alarm_id: str, now: datetime
+) -> AlarmView:
+    principal.require_admin()
+    get_automat(session, principal, automat_id)
+    row = session.execute(
+        select(device_alarms).where(
+            device_alarms.c.id == alarm_id, device_alarms.c.automat_id == automat_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Alarm")
+    if row.acknowledged_at is None:
+        session.execute(
+            update(device_alarms)
+            .where(device_alarms.c.id == alarm_id)
+            .values(acknowledged_at=now, acknowledged_by=principal.service_account_id)
+        )
+        values = {**row._mapping, "acknowledged_at": now}
+        state = "activated" if row.ended_at is None else "deactivated"
+        record_event(
+            session,
+            automat_id,
+            AutomatEventType.DEVICE_ALARM,
+            now,
+            now,
+            data=_alarm_data(values, state),
+        )
+        row = session.execute(select(device_alarms).where(device_alarms.c.id == alarm_id)).one()
+    return AlarmView(row.id, row.alarm_type, row.started_at, row.ended_at, row.acknowledged_at)
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    automat_id: str
+    hw_id: str | None
+    lifecycle_state: str
+    online: bool
+    last_seen_at: datetime | None
+    firmware: str | None
+    locker_count: int | None
+    desired_version: int
+    synced_version: int
+
+
+def device_status(
+    session: Session, principal: Principal, automat_id: str, now: datetime, offline_after: float
+) -> DeviceStatus:
+    automat = get_automat(session, principal, automat_id)
+    link = session.execute(
+        select(device_links).where(device_links.c.automat_id == automat_id)
+    ).first()
+    bound = link is not None and link.hw_id == automat.hw_id and automat.hw_id is not None
+    return DeviceStatus(
+        automat_id=automat.id,
+        hw_id=automat.hw_id,
+        lifecycle_state=automat.lifecycle_state,
+        online=bound and is_online(link, automat.last_seen_at, now, offline_after),
+        last_seen_at=automat.last_seen_at,
+        firmware=link.firmware if link is not None else None,
+        locker_count=link.locker_count if link is not None else None,
+        desired_version=int(link.desired_version) if link is not None else 0,
+        synced_version=int(link.synced_version) if link is not None else 0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTarget:
+    automat_id: str
+    hw_id: str | None
+    online: bool
+
+
+def command_target(
+    session: Session, principal: Principal, automat_id: str, now: datetime, offline_after: float
+) -> CommandTarget:
+    """Where a command for the automat goes: 404 out of scope, 400 unless active (D6)."""
+    automat = get_automat(session, principal, automat_id)
+    if not automat.is_active:
+        raise InvalidInput(
+            "id", f"automat is not active (lifecycleState {automat.lifecycle_state})"
+        )
+    link = session.execute(
+        select(device_links).where(device_links.c.automat_id == automat_id)
+    ).first()
+    online = (
+        link is not None
+        and link.hw_id == automat.hw_id
+        and is_online(link, automat.last_seen_at, now, offline_after)
+    )
+    return CommandTarget(automat.id, automat.hw_id, online)
+
+
+# --- pincode store and sync -------------------------------------------------------------
+
+
+def _bump_version(session: Session, automat_id: str) -> int:
+    _ensure_link(session, automat_id)
+    version = session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == automat_id)
+        .values(desired_version=device_links.c.desired_version + 1)
+        .returning(device_links.c.desired_version)
+    ).scalar_one()
+    return int(version)
+
+
+def add_pincode(
+    session: Session,
+    automat_id: str,
+    *,
+    code: str,
+    locker_index: int,
+    valid_from: datetime,
+    valid_until: datetime | None,
+    purpose: PincodePurpose | str,
+    key_id: str | None = None,
+    reference: str | None = None,
+) -> str:
+    """Make the automat honour ``code`` for ``locker_index`` inside the window.
+
+    The gateway pushes the change to the device (the sync outbox); the contract
+    feature calls this in the transaction that creates the contract.
+    """
+    if not code.isdigit() or not 4 <= len(code) <= 10:
+        raise InvalidInput("pincode", "must be 4 to 10 digits")
+    if valid_until is not None and valid_until <= valid_from:
+        raise InvalidInput("end", "must be after start")
+    purpose = PincodePurpose(purpose)
+    clashes = session.execute(
+        select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
+            device_pincodes.c.automat_id == automat_id,
+            device_pincodes.c.code == code,
+            device_pincodes.c.removed.is_(False),
+        )
+    ).all()
+    for other_from, other_until in clashes:
+        if (valid_until is None or other_from < valid_until) and (
+            other_until is None or valid_from < other_until
+        ):
+            raise InvalidInput("pincode", "Pincode already in use")
+    version = _bump_version(session, automat_id)
+    pincode_id = new_object_id()
+    session.execute(
+        insert(device_pincodes).values(
+            id=pincode_id,
+            automat_id=automat_id,
+            code=code,
+            locker_index=locker_index,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            purpose=str(purpose),
+            key_id=key_id,
+            reference=reference,
+            version=version,
+            removed=False,
+        )
+    )
+    return pincode_id
+
+
+def remove_pincode(session: Session, automat_id: str, pincode_id: str) -> None:
+    version = _bump_version(session, automat_id)
+    session.execute(
+        update(device_pincodes)
+        .where(device_pincodes.c.id == pincode_id, device_pincodes.c.automat_id == automat_id)
+        .values(removed=True, version=version)
+    )
+
+
+def _entry(row: Row[Any]) -> PincodeEntry:
+    return PincodeEntry(
+        id=row.id,
+        code=row.code,
+        locker_index=row.locker_index,
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        purpose=row.purpose,
+        key_id=row.key_id,
+    )
+
+
+def full_sync(session: Session, automat_id: str, now: datetime) -> Sync:
+    version = session.scalar(
+        select(device_links.c.desired_version).where(device_links.c.automat_id == automat_id)
+    )
+    rows = session.execute(
+        select(device_pincodes).where(
+            device_pincodes.c.automat_id == automat_id,
+            device_pincodes.c.removed.is_(False),
+            device_pincodes.c.valid_until.is_(None) | (device_pincodes.c.valid_until > now),
+        )
+    ).all()
+    return Sync(full=True, version=int(version or 0), pincodes=[_entry(r) for r in rows])
+
+
+def incremental_sync(session: Session, automat_id: str, since: int) -> Sync:
+    version = session.scalar(
+        select(device_links.c.desired_version).where(device_links.c.automat_id == automat_id)
+    )
+    rows = session.execute(
+        select(device_pincodes).where(
+            device_pincodes.c.automat_id == automat_id, device_pincodes.c.version > since
+        )
+    ).all()
+    return Sync(
+        full=False,
+        version=int(version or 0),
+        pincodes=[_entry(r) for r in rows if not r.removed],
+        removed=[r.id for r in rows if r.removed],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSync:
+    automat_id: str
+    hw_id: str
+    sync: Sync
+
+
+def pending_syncs(session: Session, automat_ids: list[str] | None = None) -> list[PendingSync]:
+    """Connected, bound devices behind on their pincodes, with what brings each up to date."""
+    stmt = (
+        select(device_links.c.automat_id, device_links.c.hw_id, device_links.c.synced_version)
+        .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
+        .where(
+            device_links.c.connected.is_(True),
+            device_links.c.desired_version > device_links.c.synced_version,
+            orm.automats.c.hw_id == device_links.c.hw_id,
+            orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
+        )
+    )
+    if automat_ids is not None:
+        stmt = stmt.where(device_links.c.automat_id.in_(automat_ids))
+    return [
+        PendingSync(
+            r.automat_id, r.hw_id, incremental_sync(session, r.automat_id, r.synced_version)
+        )
+        for r in session.execute(stmt).all()
+    ]
+
+
+def record_synced(session: Session, automat_id: str, version: int) -> None:
+    session.execute(
+        update(device_links)
+        .where(device_links.c.automat_id == automat_id, device_links.c.synced_version < version)
+        .values(synced_version=version)
+    )

@@ -1,0 +1,643 @@
+"""A key automat in software. It speaks only the device protocol, over any link.
+
+What it models: a keypad (with a lockout after repeated wrong codes), lockers
+with doors and key sensors, a local store of synced pincodes with validity
+windows (so it keeps working offline), an outbox of events that survives
+disconnection and is flushed in order with the original times, alarms, and an
+autopilot person who takes and returns keys when a locker opens.
+
+Timers (heartbeats, resends, prompt windows, lockouts) run on the event loop's
+monotonic time; what the device reports as ``occurredAt`` and checks pincode
+validity against comes from its injectable ``clock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, cast
+
+from keyautomat.adapters.device_links import Connection, Link, LinkError
+from keyautomat.adapters.device_protocol import (
+    Ack,
+    AlarmEvent,
+    AlarmType,
+    CancelPrompt,
+    CodeEntered,
+    CodeType,
+    Data,
+    Empty,
+    Hello,
+    KeyEvent,
+    KeypadLocked,
+    KeyProgrammed,
+    LockerEvent,
+    LockerInventory,
+    LockerState,
+    Message,
+    OpenLocker,
+    PincodeEntry,
+    ProgramKey,
+    PromptEnded,
+    ProtocolError,
+    ProximityPrompt,
+    Rejected,
+    RemoteCode,
+    Sync,
+    Welcome,
+    decode_from_server,
+    down_topic,
+    encode,
+    new_message_id,
+    up_topic,
+)
+from keyautomat.domain.devices import code_type_for, is_valid_at
+from keyautomat.service_layer.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SimKey:
+    id: str
+    name: str
+    rfid: str | None = None
+
+
+def blank_iloq_keys(count: int) -> list[SimKey]:
+    """Blank iLOQ S5 keys as a key20 reports them: a UUID and the short id printed on the key."""
+    keys = []
+    for _ in range(count):
+        serial = secrets.token_hex(4).upper()[:7]
+        keys.append(SimKey(str(uuid.uuid4()), serial, rfid=serial))
+    return keys
+
+
+def mechanical_keys(count: int, prefix: str) -> list[SimKey]:
+    """Mechanical keys on RFID tags, as a key30 reports them."""
+    return [
+        SimKey(f"{prefix}-{i + 1:03d}", f"Mechanical key {i + 1}", rfid=secrets.token_hex(4))
+        for i in range(count)
+    ]
+
+
+@dataclass(slots=True)
+class SimLocker:
+    index: int
+    door_open: bool = False
+    key: SimKey | None = None
+    # Why the door is open: the pincode that opened it, for the autopilot person.
+    opened_by: StoredPincode | None = None
+
+
+@dataclass(slots=True)
+class StoredPincode:
+    id: str
+    code: str
+    locker_index: int
+    valid_from: datetime
+    valid_until: datetime | None
+    purpose: str
+    key_id: str | None
+    spent: bool = False
+
+    @classmethod
+    def of(cls, entry: PincodeEntry) -> StoredPincode:
+        return cls(
+            entry.id,
+            entry.code,
+            entry.locker_index,
+            entry.valid_from,
+            entry.valid_until,
+            entry.purpose,
+            entry.key_id,
+        )
+
+
+@dataclass(slots=True)
+class _Queued:
+    id: str
+    type: str
+    data: Data
+    occurred_at: datetime
+    sent_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Prompt:
+    code: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class Person:
+    """The autopilot: someone standing at the automat who does the obvious thing."""
+
+    pocket: dict[str, SimKey] = field(default_factory=dict)
+
+    def on_locker_opened(self, automat: SimulatedAutomat, locker: SimLocker) -> None:
+        pincode = locker.opened_by
+        if pincode is None:
+            return  # a service opening: nobody touches anything
+        wants_key = pincode.purpose == "fetch" or (
+            pincode.purpose == "default" and locker.key is not None
+        )
+        if wants_key and locker.key is not None:
+            key = automat.take_key(locker.index)
+            if key is not None:
+                self.pocket[key.id] = key
+        elif not wants_key and locker.key is None:
+            key = self.pocket.pop(pincode.key_id, None) if pincode.key_id else None
+            if key is None and self.pocket and pincode.key_id is None:
+                key = self.pocket.pop(next(iter(self.pocket)))
+            if key is None:  # a key we never held (a return of an unknown key)
+                key = SimKey(pincode.key_id or str(uuid.uuid4()), pincode.key_id or "returned key")
+            automat.insert_key(locker.index, key)
+        automat.close_door(locker.index)
+
+
+class SimulatedAutomat:
+    def __init__(
+        self,
+        *,
+        link: Link,
+        hw_id: str,
+        product: str = "key20",
+        locker_count: int = 20,
+        installation_pincode: str | None = None,
+        token: str | None = None,
+        prefix: str = "keyautomat/v1",
+        clock: Clock | None = None,
+        autopilot: bool = True,
+        max_failures: int = 5,
+        lockout_seconds: float = 60.0,
+        resend_seconds: float = 5.0,
+        tick_seconds: float = 0.1,
+        state_file: Path | None = None,
+        firmware: str = "keyautomat-sim/1",
+    ) -> None:
+        self.link = link
+        self.hw_id = hw_id
+        self.product = product
+        self.installation_pincode = installation_pincode
+        self.token = token
+        self.prefix = prefix
+        self.clock = clock or SystemClock()
+        self.person: Person | None = Person() if autopilot else None
+        self.max_failures = max_failures
+        self.lockout_seconds = lockout_seconds
+        self.resend_seconds = resend_seconds
+        self.tick_seconds = tick_seconds
+        self.state_file = state_file
+        self.firmware = firmware
+        self.lockers = [SimLocker(i) for i in range(locker_count)]
+        self.pincodes: dict[str, StoredPincode] = {}
+        self.sync_version: int | None = None
+        self.automat_id: str | None = None
+        self.heartbeat_seconds = 30.0
+        self.active_alarms: set[str] = set()
+        self.failures = 0
+        self.locked_until = 0.0
+        self.prompt: _Prompt | None = None
+        self.mute = False  # when set, commands get no ack (to provoke TIMEOUT)
+        self.outbox: OrderedDict[str, _Queued] = OrderedDict()
+        self.last_rejection: str | None = None
+        self.welcomed = asyncio.Event()
+        self._buffer = ""
+        self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        self._connection_wanted = asyncio.Event()
+        self._connection_wanted.set()
+        self._disconnect = asyncio.Event()
+        self._publish: _Publisher | None = None
+        self._last_heartbeat = 0.0
+        self._stopped = False
+        self._load_state()
+
+    # --- state file ---------------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        if state.get("hwId") == self.hw_id:
+            self.token = self.token or state.get("token")
+            self.automat_id = state.get("automatId")
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        state = {"hwId": self.hw_id, "token": self.token, "automatId": self.automat_id}
+        self.state_file.write_text(json.dumps(state) + "\n")
+
+    # --- stocking -----------------------------------------------------------------------
+
+    def stock(self, keys: list[SimKey], *, start: int = 0) -> None:
+        """Put keys into lockers ``start, start+1, ...`` (before or after connecting)."""
+        for offset, key in enumerate(keys):
+            locker = self.lockers[start + offset]
+            locker.key = key
+        if self.welcomed.is_set():
+            self._emit("locker-inventory", self._inventory())
+
+    def _inventory(self) -> LockerInventory:
+        return LockerInventory(
+            lockers=[
+                LockerState(
+                    locker_index=locker.index,
+                    door_open=locker.door_open,
+                    key_inside=locker.key is not None,
+                    key_id=locker.key.id if locker.key else None,
+                    key_name=locker.key.name if locker.key else None,
+                )
+                for locker in self.lockers
+            ]
+        )
+
+    # --- connection ---------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._publish is not None
+
+    async def run(self) -> None:
+        """Stay connected until ``stop()``; reconnect with back-off when the link drops."""
+        backoff = 0.2
+        while not self._stopped:
+            await self._connection_wanted.wait()
+            if self._stopped:
+                break
+            self._disconnect = asyncio.Event()
+            try:
+                async with self.link.connect(f"sim-{self.hw_id}") as connection:
+                    await connection.subscribe(down_topic(self.prefix, self.hw_id))
+                    self._publish = _Publisher(connection, up_topic(self.prefix, self.hw_id))
+                    backoff = 0.2
+                    for queued in self.outbox.values():
+                        queued.sent_at = None  # resend everything unacknowledged, in order
+                    await self._hello()
+                    tasks: list[asyncio.Task[object]] = [
+                        asyncio.create_task(self._read(connection.messages())),
+                        asyncio.create_task(self._tick_loop()),
+                        asyncio.create_task(self._disconnect.wait()),
+                    ]
+                    try:
+                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+                        for task in tasks:
+                            with contextlib.suppress(asyncio.CancelledError, LinkError):
+                                await task
+                    for task in done:
+                        error = None if task.cancelled() else task.exception()
+                        if error is not None:
+                            raise error
+            except LinkError as exc:
+                log.info("simulator %s lost its link: %s", self.hw_id, exc)
+            finally:
+                self._publish = None
+                self.welcomed.clear()
+            if not self._stopped and self._connection_wanted.is_set():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def go_offline(self) -> None:
+        """Cut the link, as a network failure would (no goodbye)."""
+        self._connection_wanted.clear()
+        self._disconnect.set()
+        while self._publish is not None:
+            await asyncio.sleep(0.01)
+
+    def go_online(self) -> None:
+        self._connection_wanted.set()
+
+    async def stop(self) -> None:
+        """Leave politely: say goodbye, then disconnect."""
+        if self._publish is not None and self.welcomed.is_set():
+            with contextlib.suppress(LinkError):
+                await self._send("goodbye", Empty())
+        self._stopped = True
+        self._connection_wanted.set()
+        self._disconnect.set()
+
+    async def _send(
+        self,
+        type_: str,
+        data: Data,
+        *,
+        message_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        publish = self._publish
+        if publish is None:
+            raise LinkError("offline")
+        message_id = message_id or new_message_id()
+        payload = encode(
+            type_,
+            data,
+            hw_id=self.hw_id,
+            occurred_at=at or self.clock.now(),
+            token=self.token,
+            message_id=message_id,
+        )
+        if message_id not in self._sent_ids:
+            self._sent_ids[message_id] = None
+            while len(self._sent_ids) > 1000:
+                self._sent_ids.popitem(last=False)
+        await publish(payload)
+
+    async def _hello(self) -> None:
+        hello = Hello(
+            installation_pincode=self.installation_pincode if self.token is None else None,
+            product=cast("Literal['key20', 'key30']", self.product),
+            locker_count=len(self.lockers),
+            firmware=self.firmware,
+            sync_version=self.sync_version,
+        )
+        if self.token is not None and self.installation_pincode is not None:
+            # A token the server may have revoked (replace): offer the pincode as well.
+            hello.installation_pincode = self.installation_pincode
+        await self._send("hello", hello)
+
+    async def _read(self, messages: AsyncIterator[tuple[str, bytes]]) -> None:
+        async for _topic, payload in messages:
+            try:
+                message = decode_from_server(payload)
+            except ProtocolError as exc:
+                log.warning("simulator %s dropped a malformed message: %s", self.hw_id, exc)
+                continue
+            if message.hw_id != self.hw_id:
+                continue
+            await self._on_message(message)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self.welcomed.is_set() and now - self._last_heartbeat >= self.heartbeat_seconds:
+                self._last_heartbeat = now
+                await self._send("heartbeat", Empty())
+            if self.prompt is not None and self.prompt.deadline <= now:
+                code = self.prompt.code
+                self.prompt = None
+                self._emit("prompt-ended", PromptEnded(code=code, outcome="expired"))
+            await self._flush()
+            await asyncio.sleep(self.tick_seconds)
+
+    async def _flush(self) -> None:
+        if not self.welcomed.is_set() or self._publish is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for queued in list(self.outbox.values()):
+            if queued.sent_at is not None and now - queued.sent_at < self.resend_seconds:
+                continue
+            queued.sent_at = now
+            await self._send(queued.type, queued.data, message_id=queued.id, at=queued.occurred_at)
+
+    def _emit(self, type_: str, data: Data) -> None:
+        """Queue an event with the time it happened; it is sent when the link allows."""
+        message_id = new_message_id()
+        self.outbox[message_id] = _Queued(message_id, type_, data, self.clock.now())
+        if self._publish is not None and self.welcomed.is_set():
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        with contextlib.suppress(LinkError):
+            await self._flush()
+
+    # --- messages from the server ------------------------------------------------------
+
+    async def _ack(self, ref: str, ok: bool = True, reason: str | None = None) -> None:
+        with contextlib.suppress(LinkError):
+            await self._send("ack", Ack(ref=ref, ok=ok, reason=reason))
+
+    async def _on_message(self, message: Message) -> None:
+        data = message.data
+        if isinstance(data, Welcome):
+            self.automat_id = data.automat_id
+            if data.device_token is not None:
+                self.token = data.device_token
+                self.installation_pincode = None
+            self.heartbeat_seconds = data.heartbeat_seconds
+            self.last_rejection = None
+            self._last_heartbeat = asyncio.get_running_loop().time()
+            self._save_state()
+            self.welcomed.set()
+            self._emit("locker-inventory", self._inventory())
+            await self._flush()
+        elif isinstance(data, Rejected):
+            if data.ref not in self._sent_ids:
+                return  # a refusal of a message we never sent: someone else on our topic
+            self.last_rejection = data.reason
+            log.warning("simulator %s rejected: %s", self.hw_id, data.reason)
+            if self.welcomed.is_set():
+                # Our credential stopped working (replaced or uninstalled): start over.
+                self.welcomed.clear()
+                self.token = None
+                self._save_state()
+        elif isinstance(data, Ack):
+            self.outbox.pop(data.ref, None)
+        elif isinstance(data, Sync):
+            self._apply_sync(data)
+            await self._ack(message.id)
+        elif not self.mute:
+            await self._on_command(message)
+
+    async def _on_command(self, message: Message) -> None:
+        data = message.data
+        if isinstance(data, RemoteCode):
+            if self.prompt is not None:
+                await self._ack(message.id, ok=False, reason="busy")
+                return
+            await self._ack(message.id)
+            self.evaluate(data.code, source="remote")
+        elif isinstance(data, ProximityPrompt):
+            if self.prompt is not None:
+                await self._ack(message.id, ok=False, reason="busy")
+                return
+            deadline = asyncio.get_running_loop().time() + data.timeout_seconds
+            self.prompt = _Prompt(data.code, deadline)
+            await self._ack(message.id)
+        elif isinstance(data, CancelPrompt):
+            if self.prompt is not None and self.prompt.code == data.code:
+                self.prompt = None
+                self._emit("prompt-ended", PromptEnded(code=data.code, outcome="cancelled"))
+            await self._ack(message.id)
+        elif isinstance(data, OpenLocker):
+            await self._ack(message.id)
+            self.open_locker(data.locker_index, None)
+        elif isinstance(data, ProgramKey):
+            await self._ack(message.id)
+            locker = self.lockers[data.locker_index]
+            self._emit(
+                "key-programmed",
+                KeyProgrammed(
+                    ref=message.id,
+                    locker_index=data.locker_index,
+                    key_id=locker.key.id if locker.key else data.key_id,
+                    ok=locker.key is not None,
+                    reason=None if locker.key is not None else "no key in the locker",
+                ),
+            )
+
+    def _apply_sync(self, sync: Sync) -> None:
+        if sync.full:
+            self.pincodes = {entry.id: StoredPincode.of(entry) for entry in sync.pincodes}
+        else:
+            for entry in sync.pincodes:
+                spent = self.pincodes[entry.id].spent if entry.id in self.pincodes else False
+                self.pincodes[entry.id] = StoredPincode.of(entry)
+                self.pincodes[entry.id].spent = spent
+            for pincode_id in sync.removed:
+                self.pincodes.pop(pincode_id, None)
+        self.sync_version = sync.version
+
+    # --- the keypad and the lockers -----------------------------------------------------
+
+    @property
+    def locked_out(self) -> bool:
+        return asyncio.get_running_loop().time() < self.locked_until
+
+    def press(self, keys: str) -> None:
+        """Press keypad keys: digits, ``*`` clears, ``#`` submits (or confirms a prompt)."""
+        for key in keys:
+            if key == "*":
+                self._buffer = ""
+            elif key == "#":
+                typed, self._buffer = self._buffer, ""
+                if not typed and self.prompt is not None:
+                    prompt, self.prompt = self.prompt, None
+                    self._emit("prompt-ended", PromptEnded(code=prompt.code, outcome="confirmed"))
+                    self.evaluate(prompt.code, source="remote")
+                elif typed:
+                    self.evaluate(typed, source="keypad")
+            elif key.isdigit():
+                self._buffer += key
+
+    def enter_code(self, code: str) -> bool:
+        """Type ``code`` and ``#`` on the keypad; True when a locker opened."""
+        self._buffer = ""
+        return self.evaluate(code, source="keypad")
+
+    def _match(self, code: str) -> StoredPincode | None:
+        now = self.clock.now()
+        for pincode in self.pincodes.values():
+            if (
+                pincode.code == code
+                and not pincode.spent
+                and is_valid_at(pincode.valid_from, pincode.valid_until, now)
+            ):
+                return pincode
+        return None
+
+    def evaluate(self, code: str, *, source: str) -> bool:
+        """What the automat does with a code, typed or sent: open its locker, or count a miss."""
+        if source == "keypad" and self.locked_out:
+            return False
+        pincode = self._match(code)
+        if pincode is None:
+            if source == "keypad":
+                self.failures += 1
+                if self.failures >= self.max_failures:
+                    loop_now = asyncio.get_running_loop().time()
+                    self.locked_until = loop_now + self.lockout_seconds
+                    until = self.clock.now() + timedelta(seconds=self.lockout_seconds)
+                    self._emit("keypad-locked", KeypadLocked(failures=self.failures, until=until))
+                    self.failures = 0
+            return False
+        self.failures = 0
+        self._emit(
+            "code-entered",
+            CodeEntered(
+                code=code,
+                code_type=cast("CodeType", code_type_for(pincode.purpose)),
+                locker_index=pincode.locker_index,
+                key_id=pincode.key_id,
+                pincode_id=pincode.id,
+                source="remote" if source == "remote" else "keypad",
+            ),
+        )
+        self.open_locker(pincode.locker_index, pincode)
+        return True
+
+    def open_locker(self, index: int, pincode: StoredPincode | None) -> None:
+        locker = self.lockers[index]
+        locker.door_open = True
+        locker.opened_by = pincode
+        self._emit("locker-opened", LockerEvent(locker_index=index))
+        if self.person is not None:
+            self.person.on_locker_opened(self, locker)
+
+    def take_key(self, index: int) -> SimKey | None:
+        locker = self.lockers[index]
+        key, locker.key = locker.key, None
+        if key is None:
+            return None
+        self._emit(
+            "key-removed",
+            KeyEvent(locker_index=index, key_id=key.id, key_name=key.name, rfid=key.rfid),
+        )
+        if locker.opened_by is not None and locker.opened_by.purpose == "fetch":
+            locker.opened_by.spent = True
+        return key
+
+    def insert_key(self, index: int, key: SimKey) -> None:
+        locker = self.lockers[index]
+        locker.key = key
+        self._emit(
+            "key-inserted",
+            KeyEvent(locker_index=index, key_id=key.id, key_name=key.name, rfid=key.rfid),
+        )
+        if locker.opened_by is not None and locker.opened_by.purpose == "return":
+            locker.opened_by.spent = True
+
+    def close_door(self, index: int) -> None:
+        locker = self.lockers[index]
+        locker.door_open = False
+        locker.opened_by = None
+        self._emit("locker-closed", LockerEvent(locker_index=index))
+
+    # --- alarms -------------------------------------------------------------------------
+
+    def raise_alarm(self, alarm_type: str) -> None:
+        self.active_alarms.add(alarm_type)
+        self._emit("alarm-raised", AlarmEvent(alarm_type=cast("AlarmType", alarm_type)))
+
+    def clear_alarm(self, alarm_type: str) -> None:
+        self.active_alarms.discard(alarm_type)
+        self._emit("alarm-cleared", AlarmEvent(alarm_type=cast("AlarmType", alarm_type)))
+
+    async def wait_bound(self, timeout: float) -> None:
+        await asyncio.wait_for(self.welcomed.wait(), timeout)
+
+    async def wait_flushed(self, timeout: float) -> None:
+        """Until every queued event is acknowledged by the server."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.outbox:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{len(self.outbox)} events still unacknowledged")
+            await asyncio.sleep(0.01)
+
+
+class _Publisher:
+    def __init__(self, connection: Connection, topic: str) -> None:
+        self.connection = connection
+        self.topic = topic
+
+    async def __call__(self, payload: bytes) -> None:
+        await self.connection.publish(self.topic, payload)

@@ -1,0 +1,132 @@
+"""``keyautomat simulate`` and the simulated automats of ``serve --demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from keyautomat.adapters.device_links import Link, MqttLink
+from keyautomat.simulator.automat import (
+    SimKey,
+    SimulatedAutomat,
+    blank_iloq_keys,
+    mechanical_keys,
+)
+
+log = logging.getLogger(__name__)
+
+
+def stock_for(product: str, lockers: int, keys: int | None, hw_id: str) -> list[SimKey]:
+    """Blank iLOQ keys for a key20, mechanical keys for a key30 (half the lockers by default)."""
+    count = min(lockers, lockers // 2 if keys is None else keys)
+    if product == "key20":
+        return blank_iloq_keys(count)
+    return mechanical_keys(count, hw_id)
+
+
+def _announce(**fields: object) -> None:
+    print(json.dumps(fields, separators=(",", ":")), flush=True)
+
+
+async def simulate(
+    *,
+    broker: str,
+    automat_id: str | None,
+    installation_pincode: str | None,
+    lockers: int,
+    product: str,
+    hw_id: str | None,
+    prefix: str,
+    keys: int | None,
+    state_file: Path | None,
+    resend_seconds: float,
+) -> int:
+    """Run one simulated automat against a broker until SIGINT/SIGTERM."""
+    hw_id = hw_id or f"SIM-{automat_id or 'AUTOMAT'}"
+    sim = SimulatedAutomat(
+        link=MqttLink(broker),
+        hw_id=hw_id,
+        product=product,
+        locker_count=lockers,
+        installation_pincode=installation_pincode,
+        prefix=prefix,
+        state_file=state_file,
+        resend_seconds=resend_seconds,
+    )
+    sim.stock(stock_for(product, lockers, keys, hw_id))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    runner = asyncio.create_task(sim.run())
+
+    async def report_binding() -> None:
+        while True:
+            await sim.welcomed.wait()
+            if automat_id is not None and sim.automat_id != automat_id:
+                log.warning("bound to automat %s, not %s", sim.automat_id, automat_id)
+            _announce(event="bound", automatId=sim.automat_id, hwId=hw_id)
+            while sim.welcomed.is_set():
+                await asyncio.sleep(0.2)
+
+    reporter = asyncio.create_task(report_binding())
+    await stop.wait()
+    await sim.stop()
+    for task in (reporter, runner):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _announce(event="stopped", hwId=hw_id)
+    return 0
+
+
+def main_simulate(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    return asyncio.run(
+        simulate(
+            broker=args.broker,
+            automat_id=args.automat,
+            installation_pincode=args.installation_pincode,
+            lockers=args.lockers,
+            product=args.product,
+            hw_id=args.hw_id,
+            prefix=args.prefix,
+            keys=args.keys,
+            state_file=Path(args.state_file) if args.state_file else None,
+            resend_seconds=args.resend_seconds,
+        )
+    )
+
+
+async def run_demo_automats(
+    link: Link, prefix: str, automats: list[tuple[str, str, str | None]], state_dir: Path
+) -> None:
+    """Simulate the demo automats in this process: (id, product, installation pincode)."""
+    sims = []
+    for automat_id, product, pincode in automats:
+        hw_id = f"DEMO-{automat_id}"
+        lockers = 20 if product == "key20" else 30
+        sim = SimulatedAutomat(
+            link=link,
+            hw_id=hw_id,
+            product=product,
+            locker_count=lockers,
+            installation_pincode=pincode,
+            prefix=prefix,
+            state_file=state_dir / f"{hw_id}.json",
+        )
+        sim.stock(stock_for(product, lockers, lockers * 3 // 5, hw_id))
+        sims.append(sim)
+    try:
+        await asyncio.gather(*(sim.run() for sim in sims))
+    finally:
+        for sim in sims:
+            with contextlib.suppress(Exception):
+                await sim.stop()
