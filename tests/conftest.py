@@ -75,7 +75,9 @@ def _truncate_all(url: str) -> None:
     from keyautomat.adapters.db import make_engine
 
     engine = make_engine(url, pool_size=1)
-    tables = ", ".join(f'"{t.name}"' for t in load_all_tables().sorted_tables if t.name != "id_counters")
+    tables = ", ".join(
+        f'"{t.name}"' for t in load_all_tables().sorted_tables if t.name != "id_counters"
+    )
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
         conn.execute(text("UPDATE id_counters SET value = 0"))
