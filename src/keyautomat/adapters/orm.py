@@ -170,7 +170,7 @@ _mapped = False
 # Each feature keeps its tables in a module of its own next to this one. The
 # module defines its tables on ``metadata`` and a ``map_tables()`` function that
 # maps its domain classes; listing it here is all it takes to join the schema.
-FEATURE_TABLE_MODULES: tuple[str, ...] = ()
+FEATURE_TABLE_MODULES: tuple[str, ...] = ("keyautomat.adapters.orm_iloq",)
 
 
 def load_all_tables() -> MetaData:
