@@ -7,7 +7,6 @@ in the customer's iLOQ system and are reached through the iLOQ port.
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime
 
 from keyautomat.domain.errors import InvalidInput
@@ -26,11 +25,6 @@ def short_key_name(key_id: str) -> str:
     """The short printed name of a key, such as ``740FE4C``: the first 7 hex digits of its id."""
     digits = key_id.replace("-", "")
     return digits[:7].upper()
-
-
-def demo_key_id(organization_unit_id: str, number: int) -> str:
-    """A stable UUID for the ``number``-th demo key of a unit, the same on every seeding."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyautomat:demo:{organization_unit_id}:{number}"))
 
 
 class IloqKey:
@@ -56,6 +50,14 @@ class IloqKey:
     def is_stored(self) -> bool:
         return self.automat_id is not None
 
+    def stored_in(self, automat_id: str, locker_index: int) -> None:
+        self.automat_id = automat_id
+        self.locker_index = locker_index
+
+    def taken_out(self) -> None:
+        self.automat_id = None
+        self.locker_index = None
+
     def block(self) -> None:
-        """A blocked key is never chosen or programmed again; it leaves its locker's books."""
+        """A blocked key is never chosen for a contract nor programmed again (gaps.md C6)."""
         self.blocked = True
