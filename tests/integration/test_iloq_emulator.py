@@ -125,6 +125,7 @@ def test_wiping_leaves_the_key_blank_and_logs_it(
 def test_a_blocklisted_key_can_no_longer_be_programmed(
     container: Container, port: EmulatorIloq, seeded: SeededSystem
 ) -> None:
+    asyncio.run(port.program_key(seeded.key_id, [seeded.sauna]))
     asyncio.run(port.blocklist_key(seeded.key_id))
     asyncio.run(port.blocklist_key(seeded.key_id))  # idempotent
     key = asyncio.run(port.get_key(seeded.key_id))
@@ -134,7 +135,12 @@ def test_a_blocklisted_key_can_no_longer_be_programmed(
         asyncio.run(port.program_key(seeded.key_id, [seeded.sauna]))
     verdict = on_system(container, seeded.unit_id, lambda s: s.can_order(seeded.key_id))
     assert verdict is CanOrder.BLOCKLISTED
-    assert [e.action for e in asyncio.run(port.programming_log())] == ["blocklist"]
+    assert [e.action for e in asyncio.run(port.programming_log())] == ["program", "blocklist"]
+
+
+def test_a_blank_key_cannot_be_blocklisted(port: EmulatorIloq, seeded: SeededSystem) -> None:
+    with pytest.raises(IloqPermanentError, match="no access rights"):
+        asyncio.run(port.blocklist_key(seeded.key_id))
 
 
 def test_planned_changes_are_written_only_when_the_key_is_ordered(
@@ -142,12 +148,15 @@ def test_planned_changes_are_written_only_when_the_key_is_ordered(
 ) -> None:
     def plan(system: object) -> None:
         system.plan(  # type: ignore[attr-defined]
-            seeded.key_id, [seeded.sauna], valid_from=None, valid_until=None, person_id=None
+            seeded.key_id, [seeded.sauna], valid_from=None, valid_until=None
         )
 
     on_system(container, seeded.unit_id, plan)
     key = on_system(container, seeded.unit_id, lambda s: s.key(seeded.key_id))
     assert key.is_blank
+    no_person = on_system(container, seeded.unit_id, lambda s: s.can_order(seeded.key_id))
+    assert no_person is CanOrder.NO_PERSON
+    on_system(container, seeded.unit_id, lambda s: s.assign_person(seeded.key_id, None))
     assert on_system(container, seeded.unit_id, lambda s: s.can_order(seeded.key_id)) is CanOrder.OK
     key = on_system(container, seeded.unit_id, lambda s: s.order(seeded.key_id, clock.now()))
     assert key.access_right_ids == (seeded.sauna,)

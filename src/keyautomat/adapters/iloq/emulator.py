@@ -172,12 +172,19 @@ class EmulatedSystem:
             programmed_at=row.programmed_at,
         )
 
-    def keys(self) -> list[KeyInfo]:
+    def all_keys(self) -> list[KeyInfo]:
         k = t.iloq_emu_keys
         ids = self.session.scalars(
             select(k.c.id).where(k.c.organization_unit_id == self.unit_id).order_by(k.c.id)
         ).all()
         return [info for key_id in ids if (info := self.key(key_id)) is not None]
+
+    def key_state(self, key_id: str) -> str | None:
+        """``planning`` while changes wait for an order, else ``programmed``."""
+        k = t.iloq_emu_keys
+        return self.session.scalar(
+            select(k.c.state).where(k.c.organization_unit_id == self.unit_id, k.c.id == key_id)
+        )
 
     def planned_rights(self, key_id: str) -> list[str]:
         return self._rights_of(key_id, PLANNED)
@@ -247,6 +254,11 @@ class EmulatedSystem:
         assert created is not None
         return created
 
+    def assign_person(self, key_id: str, person_id: str | None) -> None:
+        """Register the key to a person at its next order; None means the default person (C18)."""
+        self._require_key(key_id)
+        self._update_key(key_id, planned_person_id=self._person(person_id))
+
     def plan(
         self,
         key_id: str,
@@ -254,9 +266,8 @@ class EmulatedSystem:
         *,
         valid_from: datetime | None,
         valid_until: datetime | None,
-        person_id: str | None,
     ) -> None:
-        """Stage rights, time limits and person on the key; nothing is written until ``order``."""
+        """Stage rights and time limits on the key; nothing is written until ``order``."""
         self._require_key(key_id)
         if self.is_blocklisted(key_id):
             raise IloqPermanentError(f"key {key_id} is blocklisted and cannot be changed")
@@ -272,7 +283,6 @@ class EmulatedSystem:
                 raise IloqPermanentError(
                     f"access right {right_id} is not enabled for the public API"
                 )
-        person = self._person(person_id)
         r = t.iloq_emu_key_rights
         self.session.execute(
             delete(r).where(
@@ -293,11 +303,7 @@ class EmulatedSystem:
                 ],
             )
         self._update_key(
-            key_id,
-            state=PLANNING,
-            planned_person_id=person,
-            planned_valid_from=valid_from,
-            planned_valid_until=valid_until,
+            key_id, state=PLANNING, planned_valid_from=valid_from, planned_valid_until=valid_until
         )
 
     def can_order(self, key_id: str) -> CanOrder:
@@ -306,13 +312,13 @@ class EmulatedSystem:
             return CanOrder.BLOCKLISTED
         k = t.iloq_emu_keys
         row = self.session.execute(
-            select(k.c.state, k.c.planned_person_id).where(
+            select(k.c.state, k.c.person_id, k.c.planned_person_id).where(
                 k.c.organization_unit_id == self.unit_id, k.c.id == key_id
             )
         ).one()
         if row.state != PLANNING:
             return CanOrder.WRONG_STATE
-        if row.planned_person_id is None:
+        if row.planned_person_id is None and row.person_id is None:
             return CanOrder.NO_PERSON
         return CanOrder.OK
 
@@ -326,13 +332,14 @@ class EmulatedSystem:
             select(k).where(k.c.organization_unit_id == self.unit_id, k.c.id == key_id)
         ).one()
         rights = self._rights_of(key_id, PLANNED)
+        person = row.planned_person_id or row.person_id
         mine = (r.c.organization_unit_id == self.unit_id) & (r.c.key_id == key_id)
         self.session.execute(delete(r).where(mine, r.c.kind == WRITTEN))
         self.session.execute(update(r).where(mine, r.c.kind == PLANNED).values(kind=WRITTEN))
         self._update_key(
             key_id,
             state=PROGRAMMED,
-            person_id=row.planned_person_id,
+            person_id=person,
             valid_from=row.planned_valid_from,
             valid_until=row.planned_valid_until,
             planned_person_id=None,
@@ -344,7 +351,7 @@ class EmulatedSystem:
             key_id,
             "program" if rights else "wipe",
             rights,
-            row.planned_person_id,
+            person,
             row.planned_valid_from,
             row.planned_valid_until,
             now,
@@ -363,22 +370,28 @@ class EmulatedSystem:
         person_id: str | None,
         now: datetime,
     ) -> KeyInfo:
-        self.plan(
-            key_id,
-            access_right_ids,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            person_id=person_id,
-        )
+        self.assign_person(key_id, person_id)
+        self.plan(key_id, access_right_ids, valid_from=valid_from, valid_until=valid_until)
         return self.order(key_id, now)
 
     def wipe(self, key_id: str, now: datetime) -> KeyInfo:
-        return self.program(key_id, [], valid_from=None, valid_until=None, person_id=None, now=now)
+        """Erase rights and time limits; the key stays registered to its person."""
+        self.plan(key_id, [], valid_from=None, valid_until=None)
+        return self.order(key_id, now)
+
+    def can_blocklist(self, key_id: str) -> bool:
+        """As in iLOQ: a key already listed, or holding no rights, cannot be added."""
+        info = self.key(key_id)
+        if info is None:
+            raise IloqPermanentError(f"key {key_id} does not exist in the locking system")
+        return not info.blocked and not info.is_blank
 
     def add_to_blocklist(self, key_id: str, now: datetime) -> None:
-        self._require_key(key_id)
+        """Blocklist a key that holds rights (a lost or stolen one); listing twice is a no-op."""
         if self.is_blocklisted(key_id):
             return
+        if not self.can_blocklist(key_id):
+            raise IloqPermanentError(f"key {key_id} holds no access rights to block")
         self.session.execute(
             insert(t.iloq_emu_blocklist).values(
                 organization_unit_id=self.unit_id, key_id=key_id, added_at=now
