@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
+from keyautomat.adapters.iloq.factory import IloqSystems
 from keyautomat.config import Settings, load_settings
+from keyautomat.service_layer.access_rights import AccessRightsCache
 from keyautomat.service_layer.clock import Clock, SystemClock
 
 
@@ -16,6 +18,14 @@ class Container:
     db: Database
     secrets: SecretBox
     clock: Clock = field(default_factory=SystemClock)
+    iloq: IloqSystems = field(init=False)
+    access_rights_cache: AccessRightsCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.iloq = IloqSystems(self.settings, self.db, self.secrets, self.clock)
+        self.access_rights_cache = AccessRightsCache(
+            self.settings.iloq_access_rights_ttl_seconds, self.clock
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -16,6 +16,7 @@ import uvicorn
 from keyautomat.adapters.iloq.emulator_http import EmulatorState, create_emulator_app
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
 from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain.model import IloqApiUser
 from keyautomat.service_layer.iloq import (
@@ -24,11 +25,18 @@ from keyautomat.service_layer.iloq import (
     IloqTransientError,
     ensure_key,
 )
+from tests.conftest import TEST_BASE, Tenant
 from tests.iloq_helpers import SeededSystem, make_unit, on_system, seed_system
 
 PASSWORD = "correct horse battery staple"
 START = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 END = datetime(2030, 6, 4, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Live mode: units whose service address is an http(s) URL get the S5 client."""
+    return settings.model_copy(update={"iloq_mode": "live"})
 
 
 class EmulatorServer:
@@ -93,9 +101,7 @@ def test_the_client_lists_access_rights_with_flags_and_real_estate_paths(
     assert by_id[seeded.sauna].real_estate_path == "Mannerheimintie 1 / Stair A"
     assert by_id[seeded.sauna].default_access
     assert not by_id[seeded.office].api_enabled
-    assert [r.name for r in asyncio.run(client.list_access_rights(search="door"))] == [
-        "Front door"
-    ]
+    assert [r.name for r in asyncio.run(client.list_access_rights(search="door"))] == ["Front door"]
     defaults = asyncio.run(client.list_access_rights(default_only=True))
     assert [r.name for r in defaults] == ["Front door", "Office", "Sauna"]
 
@@ -206,3 +212,66 @@ def test_a_server_error_is_a_transient_failure() -> None:
     client = IloqS5Client(IloqApiConfig("u", "p", "c", "https://s5.example"), transport=transport)
     with pytest.raises(IloqTransientError, match="503"):
         asyncio.run(client.get_key("k"))
+
+
+def unit_with_iloq(operator: Tenant, http: object, service_address: str, password: str) -> Client:
+    """A unit created through the API with an iloqApiUser, and a client of its own account."""
+    created = operator.api.post(
+        "/organizationUnits",
+        {
+            "type": 1,
+            "name": "Live Housing",
+            "customerId": "live",
+            "iloqApiUser": {
+                "username": "api.keyautomat",
+                "password": password,
+                "customerCode": "LIVE-S5",
+                "serviceAddress": service_address,
+            },
+        },
+    )
+    assert created["iloqApiUser"]["password"] == "********"
+    assert password not in str(created)
+    account = operator.api.post(
+        "/serviceAccounts", {"organizationUnitId": created["id"], "name": "live"}
+    )
+    client = Client(TEST_BASE, account["id"], account["privateKey"], http=http)  # type: ignore[arg-type]
+    client.unit_id = created["id"]  # type: ignore[attr-defined]
+    return client
+
+
+def test_access_rights_of_a_live_unit_come_over_http_from_its_iloq_system(
+    container: Container, http: object, operator: Tenant, emulator_server: EmulatorServer
+) -> None:
+    live = unit_with_iloq(operator, http, emulator_server.url, PASSWORD)
+    seed_system(container, live.unit_id)  # type: ignore[attr-defined]
+    body = live.get("/iloq/accessRights?returnDefaultAccessesOnly=true")
+    assert [r["name"] for r in body["data"]] == ["Front door", "Sauna"]
+    assert body["data"][1]["realEstatePath"] == "Mannerheimintie 1 / Stair A"
+    assert PASSWORD not in str(body)
+    # The operator's own unit has no iLOQ configuration: an empty emulated system.
+    assert operator.api.get("/iloq/accessRights")["data"] == []
+
+
+def test_an_unreachable_iloq_system_answers_503_and_refused_credentials_502(
+    container: Container, http: object, operator: Tenant
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    unreachable = unit_with_iloq(operator, http, dead, PASSWORD)
+    response = unreachable.request("GET", "/iloq/accessRights")
+    assert response.status_code == 503
+    assert response.json()["message"] == "iLOQ system is not reachable; try again later"
+    # A system that refuses the credentials (the customer changed them in iLOQ).
+    container.iloq.transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            401 if request.url.path.endswith("/CreateSession") else 200,
+            json={"Message": "Invalid user"} if "Session" in request.url.path else "",
+        )
+    )
+    refused = unit_with_iloq(operator, http, "https://s5.example", PASSWORD)
+    response = refused.request("GET", "/iloq/accessRights")
+    assert response.status_code == 502
+    assert "refused the session" in response.json()["message"]
+    assert PASSWORD not in response.text

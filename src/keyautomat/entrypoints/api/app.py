@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
-from keyautomat.entrypoints.api.v2 import automats, groups, organization, root
+from keyautomat.entrypoints.api.v2 import automats, groups, iloq, organization, root
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
 API_PREFIX = "/v2"
@@ -52,7 +52,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (root, organization, automats, groups):
+    for module in (root, organization, automats, groups, iloq):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", include_in_schema=False)
