@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import Link, link_from_url
+from keyautomat.adapters.iloq.factory import IloqSystems
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
 from keyautomat.entrypoints.device_gateway import DeviceGateway
 from keyautomat.service_layer import webhooks
+from keyautomat.service_layer.access_rights import AccessRightsCache
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.webhook_delivery import WebhookService
@@ -29,8 +31,14 @@ class Container:
     # automats of this process (serve --demo, tests) connect to.
     device_link: Link | None = None
     devices: DeviceGateway = field(init=False)
+    iloq: IloqSystems = field(init=False)
+    access_rights_cache: AccessRightsCache = field(init=False)
 
     def __post_init__(self) -> None:
+        self.iloq = IloqSystems(self.settings, self.db, self.secrets, self.clock)
+        self.access_rights_cache = AccessRightsCache(
+            self.settings.iloq_access_rights_ttl_seconds, self.clock
+        )
         if self.device_link is None:
             self.device_link = link_from_url(self.settings.mqtt_url)
         self.devices = DeviceGateway(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -115,6 +116,17 @@ class Settings(BaseSettings):
     )
     device_sync_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the gateway looks for devices behind on sync."
+    )
+    iloq_mode: Literal["emulator", "live"] = Field(
+        default="emulator",
+        description="emulator: every unit uses the built-in iLOQ S5 emulator; live: units whose "
+        "iloqApiUser.serviceAddress is an http(s) URL use the iLOQ S5 public API (docs/iloq.md).",
+    )
+    iloq_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of each call to an iLOQ S5 system."
+    )
+    iloq_access_rights_ttl_seconds: float = Field(
+        default=300.0, ge=0, description="How long access rights are cached per unit (gaps C19)."
     )
 
     @field_validator("database_url")

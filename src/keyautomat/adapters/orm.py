@@ -209,6 +209,7 @@ FEATURE_TABLE_MODULES: tuple[str, ...] = (
     "keyautomat.adapters.orm_notify",
     "keyautomat.adapters.orm_webhooks",
     "keyautomat.adapters.orm_devices",
+    "keyautomat.adapters.orm_iloq",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,8 +11,10 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.iloq.emulator import EmulatedSystem
+from keyautomat.domain.iloq import short_key_name
 from keyautomat.domain.model import OrganizationUnit, OrgUnitType, Role, ServiceAccount
-from keyautomat.service_layer import accounts, automats, groups
+from keyautomat.service_layer import accounts, automats, groups, iloq_keys
 from keyautomat.service_layer.automats import Location
 from keyautomat.service_layer.principal import Principal
 
@@ -55,6 +58,7 @@ def seed_demo(
             session, None, organization_unit_id=unit.id, name="demo admin", role=Role.ADMIN, now=now
         )
         _seed_automats(session, _principal_for(unit, created.account), now)
+        _seed_iloq(session, unit.id, now)
         return DemoAccess(unit.id, created.account.id, created.private_key_pem)
     if known_fingerprint is not None:
         account = session.scalars(
@@ -120,3 +124,58 @@ def demo_automats(session: Session, organization_unit_id: str) -> list[DemoAutom
         .order_by(orm.automats.c.id)
     ).all()
     return [DemoAutomat(r.id, r.product, r.installation_pincode, r.hw_id) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoKey:
+    id: str
+    name: str
+
+
+DEMO_KEY_COUNT = 8
+
+
+def demo_iloq_keys() -> list[DemoKey]:
+    """The blank iLOQ keys of the demo organization; ids are the same in every database."""
+    keys = []
+    for number in range(1, DEMO_KEY_COUNT + 1):
+        key_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyautomat:demo:iloq-key:{number}"))
+        keys.append(DemoKey(key_id, short_key_name(key_id)))
+    return keys
+
+
+# (name, stair or None for the whole estate, API-enabled, shown by default)
+DEMO_ACCESS_RIGHTS = (
+    ("Main entrance", None, True, True),
+    ("Stair A apartments", "Stair A", True, True),
+    ("Stair B apartments", "Stair B", True, False),
+    ("Sauna", "Stair A", True, True),
+    ("Laundry room", None, True, False),
+    ("Office (not for the API)", None, False, True),
+)
+
+
+def _seed_iloq(session: Session, unit_id: str, now: datetime) -> None:
+    """An emulated iLOQ system for the demo organization, and its blank keys registered.
+
+    The demo unit has no iloqApiUser, so it owns an emulated system. Keys are
+    enrolled in that system and in our registry; placing them into lockers is
+    the devices' business.
+    """
+    system = EmulatedSystem(session, unit_id)
+    estate = system.add_real_estate("Demo Housing, Mannerheimintie 1")
+    stairs = {
+        name: system.add_real_estate(name, parent_id=estate) for name in ("Stair A", "Stair B")
+    }
+    for name, stair, api_enabled, default_access in DEMO_ACCESS_RIGHTS:
+        system.add_access_right(
+            name,
+            real_estate_id=stairs[stair] if stair else estate,
+            api_enabled=api_enabled,
+            default_access=default_access,
+        )
+    for key in demo_iloq_keys():
+        system.create_key(key.id, key.name, now)
+        iloq_keys.register_key(
+            session, organization_unit_id=unit_id, key_id=key.id, name=key.name, now=now
+        )

@@ -24,6 +24,7 @@ from keyautomat.domain.errors import (
     NotFound,
     Unauthorized,
 )
+from keyautomat.service_layer.iloq import IloqError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ def install_error_handlers(app: FastAPI) -> None:
         status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
         message: str | list[str] = [exc.message] if isinstance(exc, InvalidInput) else exc.message
         return error_response(status, message)
+
+    @app.exception_handler(IloqError)
+    async def _iloq(_request: Request, exc: IloqError) -> JSONResponse:
+        # The customer's iLOQ system failed us: a gateway error, never a 500. Transient
+        # failures ask the client to retry later; permanent ones need the system fixed.
+        log.warning("iLOQ call failed: %s", exc)
+        if exc.permanent:
+            return error_response(502, f"iLOQ system refused the request: {exc}")
+        return error_response(503, "iLOQ system is not reachable; try again later")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
