@@ -11,7 +11,7 @@ from keyautomat.adapters.iloq.factory import IloqSystems
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
 from keyautomat.entrypoints.device_gateway import DeviceGateway
-from keyautomat.service_layer import webhooks
+from keyautomat.service_layer import device_webhooks, webhooks
 from keyautomat.service_layer.access_rights import AccessRightsCache
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
@@ -75,6 +75,7 @@ def bootstrap(
         webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
     )
     _register_notifications(container)
+    device_webhooks.register()
     return container
 
 

@@ -44,6 +44,7 @@ class AutomatEvent:
     key_id: str | None = None
     code: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    recorded_at: datetime | None = None  # when the server applied it (webhook createdAt)
 
 
 def new_device_token() -> str:

@@ -371,6 +371,7 @@ def record_event(
         key_id=key_id,
         code=code,
         data=payload,
+        recorded_at=now,
     )
     for handler in event_handlers:
         handler(session, event)
