@@ -56,8 +56,14 @@ class Settings(BaseSettings):
     db_threads: int = Field(
         default=8, ge=1, le=64, description="Database worker threads (PostgreSQL only)."
     )
-    rate_limit_per_second: float = Field(default=10.0, ge=0)
-    rate_limit_burst: int = Field(default=20, ge=1)
+    rate_limit_per_second: float = Field(
+        default=10.0,
+        ge=0,
+        description="Sustained signed requests per second per service account (0: no limit).",
+    )
+    rate_limit_burst: int = Field(
+        default=20, ge=1, description="Requests a service account may send at once above the rate."
+    )
     smtp_url: str | None = Field(
         default=None,
         description="Outgoing mail: smtp://[user:pass@]host:port, smtps:// for TLS, "
