@@ -193,9 +193,19 @@ class Settings(BaseSettings):
 
     @cached_property
     def public_bases(self) -> tuple[str, ...]:
+        """Configured bases with scheme and host lower-cased and default ports dropped."""
         if self.public_url is None:
             return ()
-        return tuple(b.strip().rstrip("/") for b in self.public_url.split(","))
+        bases = []
+        for raw in self.public_url.split(","):
+            parts = urlsplit(raw.strip())
+            scheme = parts.scheme.lower()
+            host = (parts.hostname or "").lower()
+            port = parts.port
+            if port is not None and (scheme, port) not in {("http", 80), ("https", 443)}:
+                host = f"{host}:{port}"
+            bases.append(f"{scheme}://{host}{parts.path.rstrip('/')}")
+        return tuple(bases)
 
     @property
     def is_sqlite(self) -> bool:

@@ -139,3 +139,14 @@ def test_serving_the_demo_again_keeps_the_data_and_the_key(
             proc.wait(timeout=20)
     assert infos[0]["serviceAccountId"] == infos[1]["serviceAccountId"]
     assert infos[0]["organizationUnitId"] == infos[1]["organizationUnitId"]
+
+
+def test_init_refuses_to_overwrite_an_existing_key_file(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    key = tmp_path / "admin.pem"
+    key.write_text("the only copy of another key")
+    result = run_cli(["init", "--org-name", "Acme", "--key-out", str(key)], tmp_path, env)
+    assert result.returncode == 2
+    assert "refusing to overwrite" in result.stderr
+    assert key.read_text() == "the only copy of another key"

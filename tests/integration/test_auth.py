@@ -192,3 +192,29 @@ def test_an_unsigned_request_with_a_broken_body_is_refused_before_validation(
 ) -> None:
     response = http.post(f"{TEST_BASE}/groups", content=b"{not json")
     assert response.status_code == 401
+
+
+def test_another_base64_spelling_of_a_used_signature_is_not_a_fresh_request(
+    acme: Tenant, http: TestClient
+) -> None:
+    url = f"{TEST_BASE}/"
+    headers = _signed(acme, "GET", url)
+    assert http.get(url, headers=headers).status_code == 200
+    signature = headers["x-signature"]
+    # The low bits of the last character before "==" are ignored by Base64
+    # decoders: flipping one spells the same signature bytes differently.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    char = signature[-3]
+    twin = alphabet[alphabet.index(char) ^ 1]
+    respelled = {**headers, "x-signature": signature[:-3] + twin + "=="}
+    response = http.get(url, headers=respelled)
+    assert response.status_code == 401
+
+
+def test_an_absurdly_long_timestamp_is_refused_not_a_crash(acme: Tenant, http: TestClient) -> None:
+    url = f"{TEST_BASE}/"
+    for stamp in ("1" * 5000, "12e3", "-1700000000000"):
+        headers = {**_signed(acme, "GET", url), "x-timestamp": stamp}
+        response = http.get(url, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["message"] == "Request timestamp is invalid or expired"

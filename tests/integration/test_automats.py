@@ -269,3 +269,35 @@ def principal_of(container: Container, tenant: Tenant) -> Principal:
     key = container.db.transaction(lambda s: load_account(s, tenant.account_id))
     assert key is not None
     return key.principal
+
+
+@pytest.mark.parametrize("zone", ["a/" * 3000 + "b", "../../etc/passwd", "Europe/Helsinki\x00"])
+def test_a_hostile_time_zone_is_a_bad_request(acme: Tenant, zone: str) -> None:
+    response = acme.api.request("POST", "/automats/install", {**INSTALL, "timezone": zone})
+    assert response.status_code == 400
+    assert response.json()["message"] == [
+        "timezone: must be an IANA time zone such as Europe/Helsinki"
+    ]
+
+
+def test_an_uninstalled_automat_cannot_rejoin_a_group(acme: Tenant) -> None:
+    group = acme.api.post("/groups", {"name": "Center", "customerId": "c", "type": 1})
+    automat = install(acme, groupId=group["id"])
+    acme.api.request("POST", f"/automats/{automat['id']}/uninstall")
+    response = acme.api.request("PATCH", f"/automats/{automat['id']}", {"groups": [group["id"]]})
+    assert response.status_code == 400
+    assert acme.api.get(f"/groups/{group['id']}")["members"] == []
+
+
+def test_a_drawn_installation_pincode_that_is_taken_is_drawn_again(
+    acme: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = install(acme)
+    taken = first["installationPincode"]
+    draws = iter([taken, taken, "123456"])
+    monkeypatch.setattr(automat_cases, "new_pincode", lambda: next(draws))
+    second = install(acme)
+    assert second["installationPincode"] == "123456"
+    draws = iter([taken, "654321"])
+    replaced = acme.api.post(f"/automats/{second['id']}/replace")
+    assert replaced["installationPincode"] == "654321"

@@ -142,3 +142,63 @@ def test_another_organizations_groups_are_invisible(
         assert response.status_code == 404
         assert response.json()["message"] == "Group not found"
     assert globex.api.get(f"/groups/{theirs['id']}")["name"] == "Secret"
+
+
+def test_search_folds_case_beyond_ascii(acme: Tenant) -> None:
+    group(acme, "Äänekoski", "ä")
+    for term in ("äänekoski", "ÄÄNEKOSKI", "Äänekoski", "nekoski"):
+        assert [g["name"] for g in acme.api.get(f"/groups?search={term}")["data"]] == [
+            "Äänekoski"
+        ], term
+
+
+@pytest.mark.parametrize("after", ["99999999999999999999", "%C2%B2", "1e3", "+1"])
+def test_an_offset_too_large_or_not_plain_digits_is_a_bad_request(acme: Tenant, after: str) -> None:
+    response = acme.api.request("GET", f"/groups?after={after}")
+    assert response.status_code == 400
+    assert response.json()["message"] == ["after: must be a non-negative integer (items to skip)"]
+
+
+def test_a_child_units_group_cannot_hold_or_reveal_a_parent_automat(
+    acme: Tenant, container: Container, http: TestClient
+) -> None:
+    child = make_tenant(container, http, name="Child", parent_id=acme.unit_id)
+    child_group = group(child, "Child group")
+    parent_group = group(acme, "Parent group")
+    automat = acme.api.post(
+        "/automats/install",
+        {
+            "name": "Parent secret automat",
+            "address": "x",
+            "postalCode": "1",
+            "postalOffice": "y",
+            "timezone": "UTC",
+            "product": "key30",
+        },
+    )
+    response = acme.api.request(
+        "PATCH", f"/automats/{automat['id']}", {"groups": [child_group["id"]]}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == [
+        "groups.0: belongs to an organization unit below the automat's; it cannot hold it"
+    ]
+    assert child.api.get(f"/groups/{child_group['id']}")["members"] == []
+    # A child automat in the parent's group is fine, and the parent sees it.
+    child_automat = child.api.post(
+        "/automats/install",
+        {
+            "name": "Child automat",
+            "address": "x",
+            "postalCode": "1",
+            "postalOffice": "y",
+            "timezone": "UTC",
+            "product": "key30",
+        },
+    )
+    acme.api.patch(f"/automats/{child_automat['id']}", {"groups": [parent_group["id"]]})
+    assert acme.api.get(f"/groups/{parent_group['id']}")["members"] == [
+        {"id": child_automat["id"], "name": "Child automat"}
+    ]
+    # The child reads its automat without learning of the parent's group.
+    assert child.api.get(f"/automats/{child_automat['id']}")["groups"] == []

@@ -11,7 +11,8 @@ from keyautomat.adapters.crypto import (
     string_to_sign,
     verify_signature,
 )
-from keyautomat.entrypoints.api.auth import RateLimiter, ReplayCache
+from keyautomat.config import Settings
+from keyautomat.entrypoints.api.auth import RateLimiter, ReplayCache, signed_url_candidates
 
 
 @pytest.mark.parametrize(
@@ -80,3 +81,42 @@ def test_the_rate_limiter_allows_a_burst_then_asks_the_caller_to_wait() -> None:
     assert limiter.retry_after("sa", 0.0) == 1
     assert limiter.retry_after("sa", 0.1) is None  # one token refilled after 100 ms
     assert limiter.retry_after("other", 0.1) is None
+
+
+def _scope(path: str, query: str = "") -> dict[str, object]:
+    return {
+        "type": "http",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+    }
+
+
+def test_configured_bases_are_normalised_and_stand_for_the_v2_mount() -> None:
+    settings = Settings(
+        public_url="https://Keys.Example.com:443/v2, https://gw.example.com/livion",
+        secret_key="x" * 44,
+    )
+    assert settings.public_bases == ("https://keys.example.com/v2", "https://gw.example.com/livion")
+    urls = list(
+        signed_url_candidates(_scope("/v2/automats", "limit=5"), {}, settings.public_bases, False)
+    )
+    assert urls == [
+        "https://keys.example.com/v2/automats?limit=5",
+        "https://gw.example.com/livion/automats?limit=5",
+    ]
+    admin = list(signed_url_candidates(_scope("/admin/webhooks"), {}, settings.public_bases, False))
+    assert admin == [
+        "https://keys.example.com/admin/webhooks",
+        "https://gw.example.com/admin/webhooks",
+    ]
+
+
+def test_without_a_configured_base_the_url_comes_from_the_request_host() -> None:
+    headers = {b"host": b"API.example.com:80"}
+    urls = list(signed_url_candidates(_scope("/v2/groups", "search=a%20b"), headers, (), False))
+    assert urls == [
+        "http://api.example.com/v2/groups?search=a%20b",
+        "http://api.example.com/v2/groups?search=a b",
+    ]

@@ -64,6 +64,11 @@ def verify_signature(public_pem: str, signature_b64: str, message: bytes) -> boo
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
         return False
+    if base64.b64encode(signature).decode() != signature_b64:
+        # The bits Base64 ignores before the padding would give one signature
+        # sixteen spellings, each a new key for the replay cache: refuse all but
+        # the canonical one.
+        return False
     try:
         _load_public_key(public_pem).verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:

@@ -27,6 +27,10 @@ from keyautomat.adapters.orm import start_mappers
 T = TypeVar("T")
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     """An engine configured for our access pattern on either backend."""
     parsed = make_url(url)
@@ -43,6 +47,8 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
             # back; autocommit off at the driver and BEGIN IMMEDIATE on our side
             # gives real transactions that take the write lock up front.
             dbapi_conn.isolation_level = None
+            # SQLite's own lower() folds ASCII only; "Äänekoski" must match "ääne".
+            dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")

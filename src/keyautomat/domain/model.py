@@ -10,7 +10,7 @@ import enum
 from datetime import datetime
 
 from keyautomat.domain.errors import InvalidInput
-from keyautomat.domain.ids import new_object_id, new_pincode
+from keyautomat.domain.ids import new_object_id
 
 
 class OrgUnitType(enum.IntEnum):
@@ -173,7 +173,8 @@ class Automat:
         self.timezone = timezone
         self.product = str(product)
         self.hw_id: str | None = None
-        self.installation_pincode: str | None = new_pincode()
+        # Drawn by the service layer, which makes sure no other automat holds it.
+        self.installation_pincode: str | None = None
         self.lifecycle_state = str(LifecycleState.WAITING_FOR_INSTALL)
         self.created_at = created_at
         self.last_seen_at: datetime | None = None
@@ -189,7 +190,7 @@ class Automat:
         if self.lifecycle_state == LifecycleState.DEACTIVATED:
             raise InvalidInput("id", "is an uninstalled automat and cannot be replaced")
         self.hw_id = None
-        self.installation_pincode = new_pincode()
+        self.installation_pincode = None  # a fresh one is drawn by the service layer
         self.lifecycle_state = str(LifecycleState.WAITING_FOR_INSTALL)
 
     def bind(self, hw_id: str, pincode: str) -> bool:
@@ -210,6 +211,8 @@ class Automat:
 
     def set_groups(self, groups: list[Group]) -> None:
         """Replace the whole device-group membership (gaps.md D5)."""
+        if groups and self.lifecycle_state == LifecycleState.DEACTIVATED:
+            raise InvalidInput("groups", "cannot be joined by an uninstalled automat")
         for index, group in enumerate(groups):
             if group.type != GroupType.DEVICE:
                 raise InvalidInput(f"groups.{index}", "is a key group; automats join device groups")

@@ -67,10 +67,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     from keyautomat.domain.model import OrgUnitType, Role
     from keyautomat.service_layer import accounts
 
+    key_out = Path(args.key_out)
+    key_out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Reserve the file first: the only copy of a root admin's private key
+        # must never overwrite another one, and a key that cannot be written
+        # must not leave an account behind.
+        fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"{key_out} exists; refusing to overwrite a private key", file=sys.stderr)
+        return 2
     container = _container()
     now = container.clock.now()
 
-    def work(session: Any) -> tuple[str, str, str]:
+    def work(session: Any) -> tuple[str, str]:
         unit = accounts.create_organization_unit(
             session,
             None,
@@ -85,12 +95,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         created = accounts.create_service_account(
             session, None, organization_unit_id=unit.id, name="admin", role=Role.ADMIN, now=now
         )
-        return unit.id, created.account.id, created.private_key_pem
+        with os.fdopen(fd, "w") as handle:  # written before the transaction commits
+            handle.write(created.private_key_pem)
+        return unit.id, created.account.id
 
-    unit_id, account_id, pem = container.db.transaction(work)
-    key_out = Path(args.key_out)
-    _write_private_key(key_out, pem)
-    container.close()
+    try:
+        unit_id, account_id = container.db.transaction(work)
+    except BaseException:
+        key_out.unlink(missing_ok=True)
+        raise
+    finally:
+        container.close()
     _print_json(
         {
             "organizationUnitId": unit_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,7 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from keyautomat.adapters import orm
 from keyautomat.domain.errors import InvalidInput, NotFound
@@ -24,8 +27,13 @@ UninstallGuard = Callable[[Session, Automat], str | None]
 uninstall_guards: list[UninstallGuard] = []
 
 
+_TIMEZONE = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,3}")
+
+
 def valid_timezone(value: str, field: str) -> str:
     try:
+        if len(value) > 64 or not _TIMEZONE.fullmatch(value):
+            raise ValueError(value)
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput(field, "must be an IANA time zone such as Europe/Helsinki") from None
@@ -84,7 +92,7 @@ _VIEW_COLUMNS = (
 )
 
 
-def _views(session: Session, rows: Sequence[Any]) -> list[AutomatView]:
+def _views(session: Session, rows: Sequence[Any], principal: Principal) -> list[AutomatView]:
     """Attach lockers and groups to automat rows with one query each (no per-row queries)."""
     ids = [r.id for r in rows]
     lockers: dict[str, list[LockerView]] = {i: [] for i in ids}
@@ -107,7 +115,7 @@ def _views(session: Session, rows: Sequence[Any]) -> list[AutomatView]:
         for member in session.execute(
             select(ag.c.automat_id, g.c.id, g.c.name)
             .join(g, g.c.id == ag.c.group_id)
-            .where(ag.c.automat_id.in_(ids))
+            .where(ag.c.automat_id.in_(ids), in_scope(g.c.organization_unit_id, principal))
             .order_by(g.c.name, g.c.id)
         ):
             groups[member.automat_id].append((member.id, member.name))
@@ -123,7 +131,7 @@ def list_automats(session: Session, principal: Principal, page: PageRequest) -> 
         .offset(page.offset)
         .limit(page.limit + 1)
     ).all()
-    views = _views(session, rows[: page.limit])
+    views = _views(session, rows[: page.limit], principal)
     return Page(views, page.offset + len(views), page.limit, len(rows) > page.limit)
 
 
@@ -136,7 +144,7 @@ def view_automat(session: Session, principal: Principal, automat_id: str) -> Aut
     ).all()
     if not rows:
         raise NotFound("Automat")
-    return _views(session, rows)[0]
+    return _views(session, rows, principal)[0]
 
 
 def _next_automat_id(session: Session) -> str:
@@ -151,26 +159,57 @@ def _next_automat_id(session: Session) -> str:
     return format_automat_id(value)
 
 
-def _free_installation_pincode(session: Session) -> str:
+def _assign_installation_pincode(session: Session, automat: Automat) -> None:
+    """Give the automat a code no other automat holds.
+
+    The unique constraint is the guard: each draw is written in a savepoint and
+    a collision (with a committed automat, or with a concurrent transaction on
+    PostgreSQL) rolls back only that draw and tries another code.
+    """
+    session.flush()
+    table = orm.automats
     while True:
         code = new_pincode()
-        taken = session.scalar(
-            select(orm.automats.c.id).where(orm.automats.c.installation_pincode == code)
-        )
-        if taken is None:
-            return code
+        try:
+            with session.begin_nested():
+                session.execute(
+                    update(table).where(table.c.id == automat.id).values(installation_pincode=code)
+                )
+        except IntegrityError:
+            continue
+        set_committed_value(automat, "installation_pincode", code)
+        return
 
 
-def _device_group(session: Session, principal: Principal, group_id: str, field: str) -> Group:
-    group = session.scalars(
-        select(Group).where(
-            orm.groups.c.id == group_id, in_scope(orm.groups.c.organization_unit_id, principal)
-        )
+def _unit_path(session: Session, unit_id: str) -> str:
+    path: str = session.execute(
+        select(orm.organization_units.c.path).where(orm.organization_units.c.id == unit_id)
+    ).scalar_one()
+    return path
+
+
+def _device_group(
+    session: Session, principal: Principal, group_id: str, field: str, automat_unit_path: str
+) -> Group:
+    """A device group the automat may join: in the caller's scope, and owned by the
+    automat's own unit or one above it, so that nobody below the automat's unit
+    learns of it through a group of theirs."""
+    ou = orm.organization_units
+    row = session.execute(
+        select(Group, ou.c.path)
+        .join(ou, ou.c.id == orm.groups.c.organization_unit_id)
+        .where(orm.groups.c.id == group_id, in_scope(orm.groups.c.organization_unit_id, principal))
     ).first()
-    if group is None:
+    if row is None:
         raise InvalidInput(field, "does not name a group you can use")
+    group: Group = row[0]
+    group_unit_path: str = row[1]
     if group.type != GroupType.DEVICE:
         raise InvalidInput(field, "names a key group; automats join device groups (type 1)")
+    if not automat_unit_path.startswith(group_unit_path):
+        raise InvalidInput(
+            field, "belongs to an organization unit below the automat's; it cannot hold it"
+        )
     return group
 
 
@@ -198,7 +237,9 @@ def install_automat(
     unit_id = principal.organization_unit_id
     if organization_unit_id is not None:
         unit_id = principal.scoped_unit(session, organization_unit_id, "organizationUnitId").id
-    group = _device_group(session, principal, group_id, "groupId") if group_id else None
+    group = None
+    if group_id:
+        group = _device_group(session, principal, group_id, "groupId", _unit_path(session, unit_id))
     automat = Automat(
         id=_next_automat_id(session),
         organization_unit_id=unit_id,
@@ -211,11 +252,10 @@ def install_automat(
         product=Product(product),
         created_at=now,
     )
-    automat.installation_pincode = _free_installation_pincode(session)
     if group is not None:
         automat.set_groups([group])
     session.add(automat)
-    session.flush()
+    _assign_installation_pincode(session, automat)
     return automat
 
 
@@ -247,9 +287,10 @@ def update_automat(
         if location.postal_office is not None:
             automat.postal_office = location.postal_office
     if group_ids is not None:
+        unit_path = _unit_path(session, automat.organization_unit_id)
         automat.set_groups(
             [
-                _device_group(session, principal, gid, f"groups.{index}")
+                _device_group(session, principal, gid, f"groups.{index}", unit_path)
                 for index, gid in enumerate(group_ids)
             ]
         )
@@ -261,8 +302,7 @@ def replace_automat(session: Session, principal: Principal, automat_id: str) -> 
     principal.require_admin()
     automat = get_automat(session, principal, automat_id)
     automat.replace_hardware()
-    automat.installation_pincode = _free_installation_pincode(session)
-    session.flush()
+    _assign_installation_pincode(session, automat)
     return automat
 
 

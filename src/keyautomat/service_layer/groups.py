@@ -32,8 +32,10 @@ def get_group(session: Session, principal: Principal, group_id: str) -> Group:
     return group
 
 
-def members_of(session: Session, groups: list[Group]) -> dict[str, list[Member]]:
-    """Members of several groups in one query: automats of device groups, keys of key groups."""
+def members_of(
+    session: Session, groups: list[Group], principal: Principal
+) -> dict[str, list[Member]]:
+    """Members the caller may see, of several groups in one query (automats of device groups)."""
     result: dict[str, list[Member]] = {g.id: [] for g in groups}
     device_ids = [g.id for g in groups if g.type == GroupType.DEVICE]
     if device_ids:
@@ -41,7 +43,7 @@ def members_of(session: Session, groups: list[Group]) -> dict[str, list[Member]]
         rows = session.execute(
             select(ag.c.group_id, a.c.id, a.c.name)
             .join(a, a.c.id == ag.c.automat_id)
-            .where(ag.c.group_id.in_(device_ids))
+            .where(ag.c.group_id.in_(device_ids), in_scope(a.c.organization_unit_id, principal))
             .order_by(a.c.id)
         )
         for row in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -12,6 +13,9 @@ from sqlalchemy.orm import Session
 from keyautomat.domain.errors import InvalidInput
 
 T = TypeVar("T")
+# Offsets stay far below the 64-bit limit of both engines' LIMIT/OFFSET.
+_ASCII_DIGITS = re.compile(r"[0-9]{1,15}")
+_SIGNED_INT = re.compile(r"[+-]?[0-9]{1,15}")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
@@ -25,15 +29,14 @@ class PageRequest:
     def parse(cls, after: str | None, limit: str | None) -> PageRequest:
         offset = 0
         if after not in (None, ""):
-            if not after.isdigit():
+            if not _ASCII_DIGITS.fullmatch(after):
                 raise InvalidInput("after", "must be a non-negative integer (items to skip)")
             offset = int(after)
         size = DEFAULT_LIMIT
         if limit not in (None, ""):
-            try:
-                size = int(limit)
-            except ValueError:
-                raise InvalidInput("limit", "must be an integer") from None
+            if not _SIGNED_INT.fullmatch(limit):
+                raise InvalidInput("limit", "must be an integer")
+            size = int(limit)
             if size < 1:
                 raise InvalidInput("limit", "must be at least 1")
             size = min(size, MAX_LIMIT)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +36,10 @@ BAD_SIGNATURE = "Invalid signature"
 REPLAYED = "Replayed request"
 
 AccountLookup = Callable[[str], Awaitable[AccountKey | None]]
+
+
+def _is_ascii_number(value: str, *, max_digits: int) -> bool:
+    return 0 < len(value) <= max_digits and value.isascii() and value.isdigit()
 
 
 class ReplayCache:
@@ -109,26 +113,41 @@ def _origin_of(scope: Scope, headers: dict[bytes, bytes], trust_forwarded: bool)
     return f"{scheme}://{host}"
 
 
-def external_roots(public_bases: tuple[str, ...]) -> tuple[str, ...]:
-    """Map API bases (``https://h/v2``) to the external root that server paths hang off."""
-    roots = []
-    for base in public_bases:
-        roots.append(base[: -len("/v2")] if base.endswith("/v2") else base)
-    return tuple(roots)
+API_MOUNT = "/v2"
 
 
 def signed_url_candidates(
-    scope: Scope, headers: dict[bytes, bytes], roots: tuple[str, ...], trust_forwarded: bool
+    scope: Scope, headers: dict[bytes, bytes], bases: tuple[str, ...], trust_forwarded: bool
 ) -> Iterator[str]:
-    """The URLs the client may have signed: raw target first, then its percent-decoded form."""
-    raw_path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-    decoded = unquote(target)
-    for root in roots or (_origin_of(scope, headers, trust_forwarded),):
-        yield root + target
+    """The URLs the client may have signed: raw target first, then its percent-decoded form.
+
+    A configured base stands for the server's ``/v2`` mount (auth.md §3 step 4):
+    the signed URL is the base plus the path below the mount. Paths outside the
+    mount (``/admin``) hang off the base with its ``/v2`` removed, or off its
+    origin when it has no ``/v2``.
+    """
+    raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = scope.get("query_string", b"").decode("latin-1")
+    suffix = "?" + query if query else ""
+    if not bases:
+        origins: tuple[str, ...] = (_origin_of(scope, headers, trust_forwarded) + raw_path,)
+    else:
+        origins = tuple(_from_base(base, raw_path) for base in bases)
+    for url in origins:
+        target = url + suffix
+        yield target
+        decoded = unquote(target)
         if decoded != target:
-            yield root + decoded
+            yield decoded
+
+
+def _from_base(base: str, raw_path: str) -> str:
+    if raw_path == API_MOUNT or raw_path.startswith(API_MOUNT + "/"):
+        return base + raw_path[len(API_MOUNT) :]
+    if base.endswith(API_MOUNT):
+        return base[: -len(API_MOUNT)] + raw_path
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}{raw_path}"
 
 
 class SignatureVerifier:
@@ -144,7 +163,7 @@ class SignatureVerifier:
     ) -> None:
         self.lookup = lookup
         self.window_ms = window_ms
-        self.roots = external_roots(public_bases)
+        self.bases = public_bases
         self.trust_forwarded = trust_forwarded
         self.clock_ms = clock_ms
         self.replays = ReplayCache(ttl_ms=2 * window_ms)
@@ -159,14 +178,17 @@ class SignatureVerifier:
         if not account_id or not timestamp or not signature:
             return Rejection(401, MISSING_HEADERS, "a signing header is missing")
         now_ms = self.clock_ms()
-        if not timestamp.isdigit() or abs(now_ms - int(timestamp)) > self.window_ms:
+        if (
+            not _is_ascii_number(timestamp, max_digits=16)
+            or abs(now_ms - int(timestamp)) > self.window_ms
+        ):
             return Rejection(401, BAD_TIMESTAMP, f"timestamp {timestamp!r} vs now {now_ms}")
         account = await self.lookup(account_id)
         if account is None:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
         method = str(scope["method"]).upper()
         tried = []
-        for url in signed_url_candidates(scope, headers, self.roots, self.trust_forwarded):
+        for url in signed_url_candidates(scope, headers, self.bases, self.trust_forwarded):
             digest = request_hash(method, url, body)
             message = string_to_sign(account_id, timestamp, digest)
             if verify_signature(account.public_key_pem, signature, message):

@@ -19,6 +19,7 @@ from keyautomat.entrypoints.api.schemas import (
 )
 from keyautomat.service_layer import groups
 from keyautomat.service_layer.pagination import PageRequest
+from keyautomat.service_layer.principal import Principal
 
 router = APIRouter(prefix="/groups", tags=["groups"])
 
@@ -47,8 +48,8 @@ class UpdateGroupDto(ApiModel):
     customer_id: StrictStr | None = None
 
 
-def _render(session: Session, items: list[model.Group]) -> list[Group]:
-    members = groups.members_of(session, items)
+def _render(session: Session, items: list[model.Group], principal: Principal) -> list[Group]:
+    members = groups.members_of(session, items, principal)
     return [
         Group(
             id=g.id,
@@ -74,7 +75,7 @@ async def list_groups(
 
     def work(session: Session) -> Paginated[Group]:
         result = groups.list_groups(session, caller, page, customer_id=customer_id, search=search)
-        return Paginated[Group].of(result, _render(session, list(result.items)))
+        return Paginated[Group].of(result, _render(session, list(result.items), caller))
 
     return await services.db.run(work)
 
@@ -90,14 +91,14 @@ async def create_group(body: CreateGroupDto, caller: Caller, services: Services)
             type=body.type,
             now=services.clock.now(),
         )
-        return _render(session, [group])[0]
+        return _render(session, [group], caller)[0]
 
     return await services.db.run(work)
 
 
 @router.get("/{id}", operation_id="GroupsController_findOne")
 async def get_group(id: str, caller: Caller, services: Services) -> Group:  # noqa: A002
-    return await services.db.run(lambda s: _render(s, [groups.get_group(s, caller, id)])[0])
+    return await services.db.run(lambda s: _render(s, [groups.get_group(s, caller, id)], caller)[0])
 
 
 @router.patch("/{id}", operation_id="GroupsController_update")
@@ -111,7 +112,7 @@ async def update_group(
         group = groups.update_group(
             session, caller, id, name=body.name, customer_id=body.customer_id
         )
-        return _render(session, [group])[0]
+        return _render(session, [group], caller)[0]
 
     return await services.db.run(work)
 
