@@ -94,6 +94,15 @@ def programming_plan(
     ).first()
     if held is None or not held.program_first:
         return None
+    # With the key out (a default contract's return) the device opened at once.
+    inside = session.scalar(
+        select(orm.lockers.c.is_key_inside).where(
+            orm.lockers.c.automat_id == automat_id,
+            orm.lockers.c.locker_index == code.locker_index,
+        )
+    )
+    if not inside:
+        return None
     row = session.execute(
         select(ck, c.c.organization_unit_id, c.c.contract_type, c.c.start, c.c.end)
         .join(c, c.c.id == ck.c.contract_id)
