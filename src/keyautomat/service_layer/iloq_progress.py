@@ -498,6 +498,9 @@ class ContractJobs:
         self.systems = systems
         self.clock = clock
 
+    async def aclose(self) -> None:
+        """Nothing to close; present like the other outbox handlers' owners."""
+
     async def end(self, message: OutboxMessage) -> None:
         contract_id = message.payload["contractId"]
         now = self.clock.now()
