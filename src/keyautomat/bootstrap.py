@@ -76,7 +76,31 @@ def bootstrap(
     )
     _register_notifications(container)
     device_webhooks.register()
+    _register_contracts(container)
     return container
+
+
+def _register_contracts(container: Container) -> None:
+    """iLOQ contracts: device progress, just-in-time programming, end and wipe jobs."""
+    from keyautomat.domain.notifications import ContractKind
+    from keyautomat.service_layer import automats, devices, iloq_contracts, notifications
+    from keyautomat.service_layer.iloq_progress import (
+        ContractJobs,
+        KeyProgrammer,
+        condition,
+        on_automat_event,
+    )
+
+    # Module-level registries: add once per process, however many containers exist.
+    if on_automat_event not in devices.event_handlers:
+        devices.event_handlers.append(on_automat_event)
+    if iloq_contracts.automat_in_use not in automats.uninstall_guards:
+        automats.uninstall_guards.append(iloq_contracts.automat_in_use)
+    notifications.register_condition_checker(ContractKind.ILOQ, condition)
+    jobs = ContractJobs(container.db, container.iloq, container.clock)
+    container.dispatcher.register(iloq_contracts.END_KIND, jobs.end)
+    container.dispatcher.register(iloq_contracts.WIPE_KIND, jobs.wipe)
+    container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)
 
 
 def _register_notifications(container: Container) -> None:

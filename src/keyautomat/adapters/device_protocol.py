@@ -200,6 +200,10 @@ class PincodeEntry(Data):
     valid_until: Time | None = None
     purpose: Purpose
     key_id: KeyId | None = None
+    # The server programs the key in this locker before it may be taken (iLOQ
+    # just-in-time programming): on a match the device reports ``code-entered``
+    # and opens only when ``open-locker`` names this pincode.
+    program_first: StrictBool = False
 
 
 class Sync(Data):
@@ -225,6 +229,9 @@ class CancelPrompt(Data):
 class OpenLocker(Data):
     locker_index: LockerIndex
     reason: StrictStr = "service"
+    # Set when the opening completes a ``program_first`` pincode the device is holding:
+    # the device then treats the opening as that code's (fetch, return, ...).
+    pincode_id: StrictStr | None = None
 
 
 class ProgramKey(Data):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from keyautomat.adapters.orm import UtcDateTime, metadata
@@ -111,6 +112,10 @@ device_pincodes = Table(
     Column("reference", Text),
     Column("version", BigInteger, nullable=False),
     Column("removed", Boolean, nullable=False, default=False),
+    # The key in this locker is programmed by the server before the locker opens
+    # (iLOQ just-in-time programming): the device reports the code and waits for
+    # ``open-locker`` instead of opening at once.
+    Column("program_first", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_device_pincodes_automat_id_version", "automat_id", "version"),
     Index("ix_device_pincodes_automat_id_code", "automat_id", "code"),
 )

@@ -18,8 +18,9 @@ import contextlib
 import logging
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -34,6 +35,7 @@ from keyautomat.adapters.device_protocol import (
     Data,
     Hello,
     Message,
+    OpenLocker,
     PromptEnded,
     ProtocolError,
     ProximityPrompt,
@@ -78,6 +80,13 @@ class _PincodeSession:
     code: str
     proximity: bool
     deadline: float
+
+
+# Decides, after a ``code-entered`` has committed, whether the locker may open:
+# True opens it (``open-locker`` naming the pincode), False keeps it shut, None
+# means the code was not one the server has to act on. The iLOQ contracts
+# program the key here, just in time (docs/contracts.md).
+BeforeOpen = Callable[[str, CodeEntered, datetime], Awaitable[bool | None]]
 
 
 @dataclass(slots=True)
@@ -125,6 +134,7 @@ class DeviceGateway:
         # Called with (automat id, message) after a device event has been applied
         # and acknowledged; for metrics and benchmarks. Must not block.
         self.observers: list[Callable[[str, Message], None]] = []
+        self.before_open: BeforeOpen | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -319,6 +329,26 @@ class DeviceGateway:
             session = self._sessions.get(automat_id)
             if session is not None and session.code == data.code:
                 del self._sessions[automat_id]
+        if fresh and isinstance(data, CodeEntered):
+            await self._open_after_programming(hw_id, automat_id, data, message.occurred_at)
+
+    async def _open_after_programming(
+        self, hw_id: str, automat_id: str, data: CodeEntered, occurred_at: datetime
+    ) -> None:
+        # Only for codes the device holds (``program_first``): it named the pincode.
+        if self.before_open is None or data.pincode_id is None or data.locker_index is None:
+            return
+        verdict = await self.before_open(automat_id, data, occurred_at)
+        if not verdict:
+            return
+        with contextlib.suppress(LinkError):
+            await self._send(
+                hw_id,
+                "open-locker",
+                OpenLocker(
+                    locker_index=data.locker_index, reason="pincode", pincode_id=data.pincode_id
+                ),
+            )
 
     async def _on_ack(self, hw_id: str, automat_id: str, ack: Ack) -> None:
         waiting = self._acks.get(ack.ref)

@@ -490,6 +490,13 @@ def _raise_alarm(
     )
 
 
+def raise_alarm(
+    session: Session, automat_id: str, alarm_type: str, at: datetime, now: datetime
+) -> None:
+    """Raise an alarm on the server's own account (e.g. repeated programming failures)."""
+    _raise_alarm(session, automat_id, alarm_type, at, now, None)
+
+
 def _clear_alarm(
     session: Session,
     automat_id: str,
@@ -656,6 +663,7 @@ def add_pincode(
     purpose: PincodePurpose | str,
     key_id: str | None = None,
     reference: str | None = None,
+    program_first: bool = False,
 ) -> str:
     """Make the automat honour ``code`` for ``locker_index`` inside the window.
 
@@ -694,6 +702,7 @@ def add_pincode(
             reference=reference,
             version=version,
             removed=False,
+            program_first=program_first,
         )
     )
     return pincode_id
@@ -717,6 +726,7 @@ def _entry(row: Row[Any]) -> PincodeEntry:
         valid_until=row.valid_until,
         purpose=row.purpose,
         key_id=row.key_id,
+        program_first=bool(row.program_first),
     )
 
 

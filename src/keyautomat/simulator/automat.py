@@ -109,6 +109,7 @@ class StoredPincode:
     purpose: str
     key_id: str | None
     spent: bool = False
+    program_first: bool = False
 
     @classmethod
     def of(cls, entry: PincodeEntry) -> StoredPincode:
@@ -120,6 +121,7 @@ class StoredPincode:
             entry.valid_until,
             entry.purpose,
             entry.key_id,
+            program_first=entry.program_first,
         )
 
 
@@ -208,6 +210,9 @@ class SimulatedAutomat:
         self.failures = 0
         self.locked_until = 0.0
         self.prompt: _Prompt | None = None
+        # program_first codes entered, waiting for the server's open-locker: id -> deadline.
+        self.awaiting_open: dict[str, float] = {}
+        self.hold_seconds = 15.0
         self.mute = False  # when set, commands get no ack (to provoke TIMEOUT)
         self.outbox: OrderedDict[str, _Queued] = OrderedDict()
         self.last_rejection: str | None = None
@@ -478,8 +483,19 @@ class SimulatedAutomat:
                 self._emit("prompt-ended", PromptEnded(code=data.code, outcome="cancelled"))
             await self._ack(message.id)
         elif isinstance(data, OpenLocker):
+            if data.pincode_id is None:
+                await self._ack(message.id)
+                self.open_locker(data.locker_index, None)
+                return
+            waiting_until = self.awaiting_open.pop(data.pincode_id, None)
+            pincode = self.pincodes.get(data.pincode_id)
+            loop_now = asyncio.get_running_loop().time()
+            if waiting_until is None or waiting_until < loop_now or pincode is None:
+                # Too late or never asked for: the person has left; keep the door shut.
+                await self._ack(message.id, ok=False, reason="not awaiting this pincode")
+                return
             await self._ack(message.id)
-            self.open_locker(data.locker_index, None)
+            self.open_locker(pincode.locker_index, pincode)
         elif isinstance(data, ProgramKey):
             await self._ack(message.id)
             locker = self.lockers[data.locker_index]
@@ -560,6 +576,7 @@ class SimulatedAutomat:
                     self.failures = 0
             return False
         self.failures = 0
+        hold = pincode.program_first and self.lockers[pincode.locker_index].key is not None
         self._emit(
             "code-entered",
             CodeEntered(
@@ -571,6 +588,11 @@ class SimulatedAutomat:
                 source="remote" if source == "remote" else "keypad",
             ),
         )
+        if hold:
+            # The key must be programmed first: the server answers with open-locker.
+            loop_now = asyncio.get_running_loop().time()
+            self.awaiting_open[pincode.id] = loop_now + self.hold_seconds
+            return True
         self.open_locker(pincode.locker_index, pincode)
         return True
 

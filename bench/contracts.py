@@ -1,0 +1,269 @@
+"""iLOQ contract creation through the signed API, with a group of 1,000 automats x 30 lockers.
+
+Seeds (bulk Core inserts) one organization, 1,000 active key20 automats of 30
+lockers each holding a key, one device group of them all, and N existing
+contracts (90 % ended, 10 % ongoing, one key each), then creates contracts
+through ``POST /v2/iloq/keycontracts`` (``groupId``, one key, signed) at a fixed
+rate, in process (httpx ASGI transport, the app's own database threads), and
+prints throughput and latency. Run once per size to see the cost of growth:
+
+    uv run python bench/contracts.py --existing 1000 --existing 100000 [--rate 100] [--seconds 10]
+    uv run python bench/contracts.py --database-url postgresql+psycopg://... (PostgreSQL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.fernet import Fernet
+from sqlalchemy import insert
+
+from keyautomat.adapters import orm
+from keyautomat.adapters.migrate import upgrade
+from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
+from keyautomat.bootstrap import bootstrap
+from keyautomat.client import compact_json, signature_headers
+from keyautomat.config import Settings
+from keyautomat.domain.ids import new_object_id
+from keyautomat.domain.model import OrgUnitType, Role
+from keyautomat.entrypoints.api.app import create_app
+from keyautomat.service_layer import accounts
+
+AUTOMATS = 1000
+LOCKERS = 30
+
+
+def seed(container: Any, existing: int) -> tuple[str, str, str]:
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> tuple[str, str, str]:
+        unit = accounts.create_organization_unit(
+            session,
+            None,
+            name="Bench",
+            customer_id="bench",
+            type=OrgUnitType.ORGANIZATION,
+            parent_id=None,
+            iloq_api_user=None,
+            secrets=container.secrets,
+            now=now,
+        )
+        created = accounts.create_service_account(
+            session, None, organization_unit_id=unit.id, name="bench", role=Role.ADMIN, now=now
+        )
+        group_id = new_object_id()
+        session.execute(
+            insert(orm.groups).values(
+                id=group_id,
+                organization_unit_id=unit.id,
+                name="All",
+                customer_id=None,
+                type=1,
+                created_at=now,
+            )
+        )
+        automat_rows, locker_rows, member_rows = [], [], []
+        for n in range(AUTOMATS):
+            automat_id = f"{n + 1:06d}"
+            automat_rows.append(
+                {
+                    "id": automat_id,
+                    "organization_unit_id": unit.id,
+                    "name": f"A{n}",
+                    "timezone": "Europe/Helsinki",
+                    "product": "key20",
+                    "hw_id": f"HW{n}",
+                    "lifecycle_state": "active",
+                    "created_at": now,
+                    "last_seen_at": now,
+                }
+            )
+            member_rows.append({"automat_id": automat_id, "group_id": group_id})
+            for i in range(LOCKERS):
+                locker_rows.append(
+                    {
+                        "automat_id": automat_id,
+                        "locker_index": i,
+                        "is_key_inside": True,
+                        "key_id": str(uuid.uuid4()),
+                        "key_name": "K",
+                    }
+                )
+        session.execute(insert(orm.automats), automat_rows)
+        session.execute(insert(orm.automat_groups), member_rows)
+        session.execute(insert(orm.lockers), locker_rows)
+        c_rows, k_rows, r_rows = [], [], []
+        for n in range(existing):
+            locker = locker_rows[n % len(locker_rows)]
+            ongoing = n % 10 == 0
+            start = now - timedelta(days=30 + n % 300) if not ongoing else now - timedelta(hours=1)
+            end = start + timedelta(days=2) if not ongoing else now + timedelta(days=2)
+            cid = f"{n:024x}"
+            c_rows.append(
+                {
+                    "id": cid,
+                    "kind": "iloq",
+                    "organization_unit_id": unit.id,
+                    "contract_type": 1,
+                    "start": start,
+                    "end": end,
+                    "contact": None,
+                    "request": "{}",
+                    "created_at": start,
+                    "updated_at": start,
+                    "end_evaluated_at": None if ongoing else end,
+                }
+            )
+            k_rows.append(
+                {
+                    "contract_id": cid,
+                    "position": 0,
+                    "key_id": locker["key_id"],
+                    "automat_id": locker["automat_id"],
+                    "locker_index": locker["locker_index"],
+                    "pincode": None,
+                    "status": None,
+                    "in_history": not ongoing,
+                    "program_failures": 0,
+                }
+            )
+            r_rows.append(
+                {
+                    "contract_id": cid,
+                    "position": 0,
+                    "automat_id": locker["automat_id"],
+                    "locker_index": locker["locker_index"],
+                    "key_id": locker["key_id"],
+                    "start": start,
+                    "until": end,
+                }
+            )
+        for table, rows in (
+            (contracts, c_rows),
+            (contract_keys, k_rows),
+            (contract_reservations, r_rows),
+        ):
+            for i in range(0, len(rows), 5000):
+                session.execute(insert(table), rows[i : i + 5000])
+        return created.account.id, created.private_key_pem, group_id
+
+    return container.db.transaction(work)
+
+
+async def drive(
+    container: Any, account: str, key: str, group_id: str, rate: float, seconds: float
+) -> tuple[list[float], int, float]:
+    app = create_app(container)
+    transport = httpx.ASGITransport(app=app)
+    base = "http://testserver/v2/iloq/keycontracts"
+    latencies: list[float] = []
+    failures = 0
+    now = datetime.now(UTC)
+    body = compact_json(
+        {
+            "input": {
+                "contractType": 1,
+                "accessRightIds": ["r"],
+                "numberOfKeys": 1,
+                "groupId": group_id,
+                "start": now.isoformat(),
+                "end": (now + timedelta(days=1)).isoformat(),
+            }
+        }
+    ).encode()
+
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def one() -> None:
+            nonlocal failures
+            headers = signature_headers(
+                method="POST",
+                url=base,
+                body=body,
+                service_account_id=account,
+                private_key_pem=key,
+                timestamp_ms=int(time.time() * 1000),
+            )
+            t0 = time.perf_counter()
+            response = await client.post(
+                base, content=body, headers={"content-type": "application/json", **headers}
+            )
+            latencies.append(time.perf_counter() - t0)
+            if response.status_code != 201:
+                failures += 1
+
+        tasks = []
+        started = time.perf_counter()
+        total = int(rate * seconds)
+        for n in range(total):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return latencies, failures, elapsed
+
+
+def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp())
+    database_url = url or f"sqlite:///{tmp / 'bench.db'}"
+    upgrade(database_url)
+    settings = Settings(
+        database_url=database_url,
+        secret_key=Fernet.generate_key().decode(),
+        secret_key_file=tmp / "k",
+        rate_limit_per_second=0,
+        notify_sink_dir=tmp / "sink",
+    )
+    container = bootstrap(settings)
+    t0 = time.perf_counter()
+    account, key, group_id = seed(container, existing)
+    seeded = time.perf_counter() - t0
+    latencies, failures, elapsed = asyncio.run(
+        drive(container, account, key, group_id, rate, seconds)
+    )
+    container.close()
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "existing": existing,
+        "seed_s": round(seeded, 1),
+        "requests": len(ms),
+        "failures": failures,
+        "throughput": round(len(ms) / elapsed, 1),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--existing", type=int, action="append")
+    parser.add_argument("--database-url")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    results = [
+        run(n, args.database_url, args.rate, args.seconds)
+        for n in (args.existing or [1000, 100000])
+    ]
+    for result in results:
+        print(json.dumps(result))
+    if len(results) == 2:
+        print(
+            json.dumps({"p99_growth_ratio": round(results[1]["p99_ms"] / results[0]["p99_ms"], 2)})
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Rules of key contracts that need no I/O: types, key statuses, periods and what they
+block, pincode windows, the end-of-contract outcome and the delete restrictions.
+
+Shared by every contract kind; see docs/contracts.md and spec/gaps.md C7-C16.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from keyautomat.domain.devices import PincodePurpose
+
+# "No end" in reservation rows: far enough to outlive every contract, and a real
+# value so that an overlap test is one index range (see orm_contracts.py).
+OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
+
+MIN_PINCODE_LENGTH = 4
+MAX_PINCODE_LENGTH = 10
+
+
+class ContractType(enum.IntEnum):
+    DEFAULT = 1
+    FETCH = 2
+    RETURN = 3
+
+    @property
+    def wire_name(self) -> str:
+        """The text used by webhooks (``contract-update.contractType``)."""
+        return self.name.lower()
+
+
+class KeyStatus(enum.StrEnum):
+    """A key's status within one contract (gaps.md C11); None means waiting."""
+
+    FETCHED = "key-fetched"
+    RETURNED = "key-returned"
+    NOT_FETCHED = "key-not-fetched"
+    NOT_RETURNED = "key-not-returned"
+
+
+def overlaps(a_start: datetime, a_until: datetime, b_start: datetime, b_until: datetime) -> bool:
+    """Half-open periods ``[start, until)`` share an instant."""
+    return a_start < b_until and b_start < a_until
+
+
+def reservation_until(contract_type: ContractType, end: datetime | None) -> datetime:
+    """How long a new contract blocks its key and locker (gaps.md C7).
+
+    Default: until ``end`` (and, if the key is still out then, until it is back:
+    the end evaluation reopens the reservation). Fetch: until the key is
+    fetched, which is not known yet, so open. Return: until returned or ``end``.
+    """
+    if contract_type is ContractType.FETCH or end is None:
+        return OPEN_END
+    return end
+
+
+def pincode_window(
+    contract_type: ContractType, start: datetime, end: datetime | None
+) -> tuple[datetime, datetime | None]:
+    """When the automat accepts the code (gaps.md C8); a fetch code is spent by the fetch."""
+    if contract_type is ContractType.FETCH:
+        return start, None
+    return start, end
+
+
+def pincode_purpose(contract_type: ContractType) -> PincodePurpose:
+    return {
+        ContractType.DEFAULT: PincodePurpose.DEFAULT,
+        ContractType.FETCH: PincodePurpose.FETCH,
+        ContractType.RETURN: PincodePurpose.RETURN,
+    }[contract_type]
+
+
+def check_pincode(code: object) -> str | None:
+    """The reason a caller-supplied pincode is refused, or None (gaps.md C8)."""
+    if not isinstance(code, str) or not code.isdigit():
+        return "must be a string of digits"
+    if not MIN_PINCODE_LENGTH <= len(code) <= MAX_PINCODE_LENGTH:
+        return f"must be {MIN_PINCODE_LENGTH} to {MAX_PINCODE_LENGTH} digits long"
+    return None
+
+
+def end_outcome(
+    contract_type: ContractType, status: str | None, in_history: bool
+) -> KeyStatus | None:
+    """What a key becomes when its contract's end passes (gaps.md C12), or None.
+
+    Keys never fetched become ``key-not-fetched``; keys fetched and still out,
+    and keys of a return contract not brought back, ``key-not-returned``. Fetch
+    contracts have no end and never get either.
+    """
+    if in_history or contract_type is ContractType.FETCH:
+        return None
+    if contract_type is ContractType.RETURN:
+        return KeyStatus.NOT_RETURNED if status is None else None
+    if status is None:
+        return KeyStatus.NOT_FETCHED
+    if status == KeyStatus.FETCHED:
+        return KeyStatus.NOT_RETURNED
+    return None
+
+
+def is_out(contract_type: ContractType, status: str | None, in_history: bool) -> bool:
+    """The key is with the user and due back (what end reminders and the
+    keys-not-returned notice are about)."""
+    if contract_type is ContractType.RETURN:
+        return not in_history and status in (None, KeyStatus.NOT_RETURNED)
+    if contract_type is ContractType.DEFAULT:
+        return status in (KeyStatus.FETCHED, KeyStatus.NOT_RETURNED)
+    return False
+
+
+def delete_refusal(contract_type: ContractType, statuses: Iterable[str | None]) -> str | None:
+    """Why a contract may not be deleted now (endpoints.md §3.6), or None."""
+    values = list(statuses)
+    if contract_type is ContractType.DEFAULT:
+        if any(s in (KeyStatus.FETCHED, KeyStatus.NOT_RETURNED) for s in values):
+            return "a key of this contract has been fetched and not returned"
+        return None
+    done = KeyStatus.FETCHED if contract_type is ContractType.FETCH else KeyStatus.RETURNED
+    finished = [s == done for s in values]
+    waiting = [s is None for s in values]
+    if any(finished) and any(waiting):
+        verb = "fetched" if contract_type is ContractType.FETCH else "returned"
+        return f"some keys have been {verb} while others are still waiting"
+    return None

@@ -1,0 +1,284 @@
+"""The contract core shared by every contract kind: locking automats, finding free keys and
+lockers over a period, reserving and releasing them, and pincodes unique per automat.
+
+Race-freedom (DESIGN.md "No double booking"): every function that decides on a
+reservation runs after :func:`lock_automats` in the same transaction. On
+PostgreSQL that takes row locks on the automats (in id order, so two
+transactions never deadlock); on SQLite the transaction began with ``BEGIN
+IMMEDIATE`` and already holds the only write lock. Either way, the check for a
+free key and the reservation written after it see no concurrent writer of the
+same automat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters import orm
+from keyautomat.adapters.orm_contracts import contract_reservations
+from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.adapters.orm_iloq import iloq_keys
+from keyautomat.domain.errors import InvalidInput
+from keyautomat.domain.ids import new_pincode
+from keyautomat.domain.model import LifecycleState
+
+r = contract_reservations
+lk = orm.lockers
+
+
+def lock_automats(session: Session, automat_ids: Iterable[str]) -> None:
+    """Serialise allocation on these automats until the transaction ends."""
+    ids = sorted(set(automat_ids))
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: BEGIN IMMEDIATE already holds the database's one write lock
+    session.execute(
+        select(orm.automats.c.id)
+        .where(orm.automats.c.id.in_(ids))
+        .order_by(orm.automats.c.id)
+        .with_for_update()
+    ).all()
+
+
+def _locker_reserved(
+    automat_id: object, locker_index: object, start: datetime, until: datetime
+) -> ColumnElement[bool]:
+    return exists().where(
+        r.c.automat_id == automat_id,
+        r.c.locker_index == locker_index,
+        r.c.until > start,
+        r.c.start < until,
+    )
+
+
+def _key_reserved(key_id: object, start: datetime, until: datetime) -> ColumnElement[bool]:
+    return exists().where(r.c.key_id == key_id, r.c.until > start, r.c.start < until)
+
+
+def _available_key_lockers(
+    automat_id: object, start: datetime, until: datetime
+) -> ColumnElement[bool]:
+    """Lockers of ``automat_id`` holding a usable, unreserved key over ``[start, until)`` (C6)."""
+    return and_(
+        lk.c.automat_id == automat_id,
+        lk.c.key_id.is_not(None),
+        lk.c.is_key_inside.is_(True),
+        ~exists().where(iloq_keys.c.id == lk.c.key_id, iloq_keys.c.blocked.is_(True)),
+        ~_locker_reserved(lk.c.automat_id, lk.c.locker_index, start, until),
+        ~_key_reserved(lk.c.key_id, start, until),
+    )
+
+
+def _empty_lockers(automat_id: object, start: datetime, until: datetime) -> ColumnElement[bool]:
+    """Lockers of ``automat_id`` with nothing inside and nothing reserved (return contracts)."""
+    return and_(
+        lk.c.automat_id == automat_id,
+        lk.c.key_id.is_(None),
+        lk.c.is_key_inside.is_(False),
+        ~_locker_reserved(lk.c.automat_id, lk.c.locker_index, start, until),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    automat_id: str
+    locker_index: int
+    key_id: str | None
+
+
+def free_keys(
+    session: Session, automat_id: str, start: datetime, until: datetime, now: datetime, limit: int
+) -> list[Slot]:
+    """Up to ``limit`` keys to hand out, best first: keys with no later booking at all, then
+    the lowest locker index (gaps.md C6)."""
+    booked_later = exists().where(r.c.key_id == lk.c.key_id, r.c.until > now)
+    rows = session.execute(
+        select(lk.c.locker_index, lk.c.key_id)
+        .where(_available_key_lockers(automat_id, start, until))
+        .order_by(booked_later, lk.c.locker_index)
+        .limit(limit)
+    ).all()
+    return [Slot(automat_id, row.locker_index, row.key_id) for row in rows]
+
+
+def free_lockers(
+    session: Session, automat_id: str, start: datetime, until: datetime, limit: int
+) -> list[Slot]:
+    rows = session.execute(
+        select(lk.c.locker_index)
+        .where(_empty_lockers(automat_id, start, until))
+        .order_by(lk.c.locker_index)
+        .limit(limit)
+    ).all()
+    return [Slot(automat_id, row.locker_index, None) for row in rows]
+
+
+def rank_automats(
+    session: Session,
+    candidates: Sequence[str],
+    start: datetime,
+    until: datetime,
+    *,
+    want_keys: bool,
+) -> list[tuple[str, int]]:
+    """Automats by how much they can offer over the period, most first; ties go to the most
+    recently seen, then the lowest id (gaps.md C5)."""
+    if not candidates:
+        return []
+    a = orm.automats
+    condition = (
+        _available_key_lockers(a.c.id, start, until)
+        if want_keys
+        else _empty_lockers(a.c.id, start, until)
+    )
+    count = select(func.count()).select_from(lk).where(condition).scalar_subquery()
+    rows = session.execute(
+        select(a.c.id, count.label("available"))
+        .where(a.c.id.in_(list(candidates)))
+        .order_by(
+            count.desc(),
+            a.c.last_seen_at.is_(None),
+            a.c.last_seen_at.desc(),
+            a.c.id,
+        )
+    ).all()
+    return [(row.id, int(row.available)) for row in rows]
+
+
+def slot_is_free(
+    session: Session, slot: Slot, start: datetime, until: datetime, *, ignore_contract: str | None
+) -> bool:
+    """Neither the locker nor the key is reserved by another contract over the period."""
+    conditions = [
+        r.c.until > start,
+        r.c.start < until,
+        or_(
+            and_(r.c.automat_id == slot.automat_id, r.c.locker_index == slot.locker_index),
+            r.c.key_id == slot.key_id if slot.key_id is not None else false(),
+        ),
+    ]
+    if ignore_contract is not None:
+        conditions.append(r.c.contract_id != ignore_contract)
+    return session.execute(select(r.c.id).where(*conditions).limit(1)).first() is None
+
+
+def reserve(
+    session: Session,
+    contract_id: str,
+    position: int,
+    slot: Slot,
+    start: datetime,
+    until: datetime,
+) -> None:
+    session.execute(
+        insert(r).values(
+            contract_id=contract_id,
+            position=position,
+            automat_id=slot.automat_id,
+            locker_index=slot.locker_index,
+            key_id=slot.key_id,
+            start=start,
+            until=until,
+        )
+    )
+
+
+def set_reservation_until(
+    session: Session, contract_id: str, position: int | None, until: datetime
+) -> None:
+    """End (or extend) what the contract's key at ``position`` blocks; all keys when None."""
+    stmt = update(r).where(r.c.contract_id == contract_id)
+    if position is not None:
+        stmt = stmt.where(r.c.position == position)
+    session.execute(stmt.values(until=until))
+
+
+def release(session: Session, contract_id: str, position: int | None, at: datetime) -> None:
+    """Free the key and locker from ``at`` on (never extends a reservation)."""
+    # A reservation that had not begun yet goes away: an empty period [s, s) would
+    # still look like an overlap to the half-open test.
+    scope = [r.c.contract_id == contract_id, r.c.until > at]
+    if position is not None:
+        scope.append(r.c.position == position)
+    session.execute(delete(r).where(*scope, r.c.start >= at))
+    session.execute(update(r).where(*scope).values(until=at))
+
+
+def move_reservations(
+    session: Session, contract_id: str, start: datetime, until: datetime | None
+) -> None:
+    """A PATCH of the period: every unreleased reservation takes the new period."""
+    values: dict[str, datetime] = {"start": start}
+    if until is not None:
+        values["until"] = until
+    session.execute(update(r).where(r.c.contract_id == contract_id).values(values))
+
+
+def pincode_in_use(
+    session: Session,
+    automat_id: str,
+    code: str,
+    valid_from: datetime,
+    valid_until: datetime | None,
+    *,
+    except_ids: Sequence[str] = (),
+) -> bool:
+    """Another code valid on this automat at an overlapping time (gaps.md C8)."""
+    p = device_pincodes
+    conditions = [
+        p.c.automat_id == automat_id,
+        p.c.code == code,
+        p.c.removed.is_(False),
+        or_(p.c.valid_until.is_(None), p.c.valid_until > valid_from),
+    ]
+    if valid_until is not None:
+        conditions.append(p.c.valid_from < valid_until)
+    if except_ids:
+        conditions.append(p.c.id.not_in(list(except_ids)))
+    return session.execute(select(p.c.id).where(*conditions).limit(1)).first() is not None
+
+
+def choose_pincode(
+    session: Session,
+    automat_id: str,
+    given: str | None,
+    valid_from: datetime,
+    valid_until: datetime | None,
+    *,
+    taken: set[tuple[str, str]],
+    field: str,
+) -> str:
+    """The caller's code if free (else 400), or a fresh random one (re-drawn on a clash).
+
+    ``taken`` holds the (automat, code) pairs already chosen in this contract.
+    """
+    if given is not None:
+        if (automat_id, given) in taken or pincode_in_use(
+            session, automat_id, given, valid_from, valid_until
+        ):
+            raise InvalidInput(field, "Pincode already in use")
+        taken.add((automat_id, given))
+        return given
+    for _ in range(50):
+        code = new_pincode()
+        if (automat_id, code) not in taken and not pincode_in_use(
+            session, automat_id, code, valid_from, valid_until
+        ):
+            taken.add((automat_id, code))
+            return code
+    raise RuntimeError("no free pincode found after 50 draws")  # 1 in 10^6 per busy code
+
+
+def active_automat_ids(session: Session, automat_ids: Sequence[str]) -> set[str]:
+    a = orm.automats
+    return set(
+        session.scalars(
+            select(a.c.id).where(
+                a.c.id.in_(list(automat_ids)), a.c.lifecycle_state == LifecycleState.ACTIVE
+            )
+        )
+    )

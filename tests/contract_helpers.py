@@ -1,0 +1,55 @@
+"""Builders for contract tests: active key20 automats with keys in lockers, seeded directly."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters import orm
+from keyautomat.bootstrap import Container
+from keyautomat.domain.model import LifecycleState
+from tests.conftest import Tenant
+from tests.devices import install
+
+
+def stocked_automat(
+    container: Container, tenant: Tenant, *, keys: int = 3, empty: int = 2, name: str = "A1"
+) -> tuple[str, list[str]]:
+    """An active key20 automat with ``keys`` keys in lockers 0.. and ``empty`` empty lockers."""
+    automat = install(tenant, name=name)
+    key_ids = [str(uuid.uuid4()) for _ in range(keys)]
+
+    def work(session: Session) -> None:
+        session.execute(
+            update(orm.automats)
+            .where(orm.automats.c.id == automat["id"])
+            .values(lifecycle_state=LifecycleState.ACTIVE, hw_id=f"HW-{automat['id']}")
+        )
+        rows: list[dict[str, Any]] = [
+            {
+                "automat_id": automat["id"],
+                "locker_index": i,
+                "is_key_inside": i < keys,
+                "key_id": key_ids[i] if i < keys else None,
+                "key_name": key_ids[i][:7].upper() if i < keys else None,
+            }
+            for i in range(keys + empty)
+        ]
+        session.execute(insert(orm.lockers), rows)
+
+    container.db.transaction(work)
+    return automat["id"], key_ids
+
+
+def period(hours_from_now: float = -1, length_hours: float = 48) -> tuple[str, str]:
+    start = datetime.now(UTC) + timedelta(hours=hours_from_now)
+    end = start + timedelta(hours=length_hours)
+    return iso(start), iso(end)
+
+
+def iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

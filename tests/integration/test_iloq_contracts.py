@@ -1,0 +1,317 @@
+"""iLOQ key contracts through the signed API: every rule of endpoints §3 and gaps C1-C16."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.bootstrap import Container
+from keyautomat.client import ApiError
+from keyautomat.service_layer import outbox
+from tests.conftest import Tenant
+from tests.contract_helpers import period, stocked_automat
+
+PATH = "/iloq/keycontracts"
+RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
+
+
+def _error(tenant: Tenant, body: Any, method: str = "POST", path: str = PATH) -> tuple[int, Any]:
+    with pytest.raises(ApiError) as info:
+        tenant.api.call(method, path, body)
+    return info.value.status_code, info.value.response.json()["message"]
+
+
+def _default(automat_id: str, **extra: Any) -> dict[str, Any]:
+    start, end = period()
+    body = {
+        "contractType": 1,
+        "accessRightIds": [RIGHT],
+        "numberOfKeys": 1,
+        "keyAutomatId": automat_id,
+        "start": start,
+        "end": end,
+    }
+    body.update(extra)
+    return {"input": body}
+
+
+def test_it_creates_a_default_contract_with_a_pincode_per_key(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, key_ids = stocked_automat(container, acme, keys=3)
+    body = _default(
+        automat_id,
+        numberOfKeys=2,
+        pincodes=["482910", "773201"],
+        contact={
+            "name": "Jane Guest",
+            "email": "jane@example.com",
+            "language": "fi",
+            "iloqPersonId": "f5ac6bce",
+            "notifications": {"contractKeysNotReturned": {"email": True}},
+        },
+    )
+    created = acme.api.post(PATH, body)
+    assert created["contractType"] == 1
+    assert created["accessRightIds"] == [RIGHT]
+    assert created["numberOfKeys"] == 2
+    assert created["keyIds"] is None
+    assert created["keyAutomatId"] == automat_id
+    assert created["groupId"] is None
+    assert created["start"].endswith("Z")
+    assert len(created["start"]) == 24
+    assert [k["id"] for k in created["keys"]] == key_ids[:2]  # lowest lockers first (C6)
+    assert created["keys"][0] == {
+        "id": key_ids[0],
+        "status": None,
+        "storageInfo": {"deviceId": automat_id, "pincode": "482910"},
+        "inHistory": False,
+    }
+    contact = created["contact"]
+    assert contact["iloqPersonId"] == "f5ac6bce"
+    assert contact["sendEmail"] is True
+    assert contact["sendSms"] is False
+    assert len(contact["notifications"]) == 8
+    assert contact["notifications"]["contractKeysNotReturned"] == {"sms": False, "email": True}
+    assert acme.api.get(f"{PATH}/{created['id']}") == created
+
+    def pincodes(session: Any) -> list[Any]:
+        return list(
+            session.execute(
+                select(device_pincodes.c.code, device_pincodes.c.program_first).where(
+                    device_pincodes.c.automat_id == automat_id
+                )
+            )
+        )
+
+    assert sorted(container.db.transaction(pincodes)) == [("482910", True), ("773201", True)]
+
+    def kinds(session: Any) -> list[str]:
+        from keyautomat.adapters import orm
+
+        return [r.kind for r in session.execute(select(orm.outbox.c.kind)).all()]
+
+    queued = container.db.transaction(kinds)
+    assert "contract-end" in queued
+    assert "notification" in queued  # contractCreated by email, and reminders
+
+
+def test_it_accepts_the_unwrapped_body(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme)
+    created = acme.api.post(PATH, _default(automat_id)["input"])
+    assert len(created["keys"]) == 1
+    assert len(created["keys"][0]["storageInfo"]["pincode"]) == 6
+
+
+def test_it_answers_409_when_the_automat_has_too_few_keys(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    acme.api.post(PATH, _default(automat_id, numberOfKeys=2))
+    status, _ = _error(acme, _default(automat_id))
+    assert status == 409
+
+
+def test_non_overlapping_contracts_share_a_key(container: Container, acme: Tenant) -> None:
+    automat_id, key_ids = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
+    start, end = period(hours_from_now=100)
+    second = acme.api.post(PATH, _default(automat_id, start=start, end=end))
+    assert first["keys"][0]["id"] == second["keys"][0]["id"] == key_ids[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"contractType": 4}, "contractType"),
+        ({"accessRightIds": None}, "accessRightIds"),
+        ({"start": None}, "start"),
+        ({"end": None}, "end"),
+        ({"start": "2025-06-01T12:00:00"}, "start"),
+        ({"end": "2000-01-01T00:00:00.000Z"}, "end"),
+        ({"numberOfKeys": 0}, "numberOfKeys"),
+        ({"numberOfKeys": None}, "numberOfKeys"),
+        ({"pincodes": ["1234", "5678"]}, "pincodes"),
+        ({"pincodes": ["12a4"]}, "pincodes.0"),
+        ({"pincodes": ["123"]}, "pincodes.0"),
+        ({"contact": {"name": "X", "language": "xx"}}, "contact.language"),
+        ({"contact": {"name": "X", "email": "nope"}}, "contact.email"),
+        ({"keyAutomatId": "999999"}, "keyAutomatId"),
+        ({"keyAutomatId": None}, "numberOfKeys"),
+    ],
+)
+def test_it_names_the_field_of_a_bad_request(
+    container: Container, acme: Tenant, change: dict[str, Any], field: str
+) -> None:
+    automat_id, _ = stocked_automat(container, acme)
+    body = _default(automat_id)
+    body["input"].update(change)
+    if change.get("keyAutomatId", "x") is None:
+        body["input"].pop("keyAutomatId")
+        body["input"]["groupId"] = None
+        body["input"]["numberOfKeys"] = None
+        body["input"]["keyIds"] = None
+    status, message = _error(acme, body)
+    assert status == 400
+    assert message[0].startswith(f"{field}:") or (
+        field == "numberOfKeys" and message[0].startswith("keyAutomatId:")
+    ), message
+
+
+def test_a_pincode_in_use_on_the_automat_is_refused(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme)
+    acme.api.post(PATH, _default(automat_id, pincodes=["111111"]))
+    status, message = _error(acme, _default(automat_id, pincodes=["111111"]))
+    assert status == 400
+    assert message == ["pincodes.0: Pincode already in use"]
+
+
+def test_key_ids_locate_the_keys_and_must_agree_with_the_automat(
+    container: Container, acme: Tenant
+) -> None:
+    _automat_id, key_ids = stocked_automat(container, acme, keys=2)
+    other_id, _ = stocked_automat(container, acme, name="B")
+    start, _ = period()
+    body = {"contractType": 2, "accessRightIds": [RIGHT], "keyIds": [key_ids[1]], "start": start}
+    created = acme.api.post(PATH, {"input": body})
+    assert created["keys"][0]["id"] == key_ids[1]
+    assert created["end"] is None  # fetch contracts have none (C3)
+    assert created["numberOfKeys"] is None
+    assert created["keyIds"] == [key_ids[1]]
+    status, message = _error(
+        acme, {"input": {**body, "keyIds": [key_ids[0]], "keyAutomatId": other_id}}
+    )
+    assert status == 400
+    assert message[0].startswith("keyIds.0:")
+    status, _ = _error(acme, {"input": {**body, "keyIds": [key_ids[1]]}})
+    assert status == 409  # reserved by the fetch contract until fetched
+    status, message = _error(acme, {"input": {**body, "keyIds": ["unknown-key"]}})
+    assert status == 400
+    assert message[0].startswith("keyIds.0:")
+
+
+def test_a_group_gives_the_automat_with_most_keys(container: Container, acme: Tenant) -> None:
+    small, _ = stocked_automat(container, acme, keys=1, name="small")
+    big, _ = stocked_automat(container, acme, keys=3, name="big")
+    group = acme.api.post("/groups", {"name": "G", "type": 1, "customerId": "g"})
+    for automat_id in (small, big):
+        acme.api.patch(f"/automats/{automat_id}", {"groups": [group["id"]]})
+    body = _default(small)
+    body["input"].pop("keyAutomatId")
+    body["input"]["groupId"] = group["id"]
+    created = acme.api.post(PATH, body)
+    assert created["keys"][0]["storageInfo"]["deviceId"] == big
+    assert created["groupId"] == group["id"]
+    body["input"]["numberOfKeys"] = 5
+    assert _error(acme, body)[0] == 409
+
+
+def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1, empty=1)
+    body = {"contractType": 3, "keyIds": ["locksmith-key-1"], "keyAutomatId": automat_id}
+    created = acme.api.post(PATH, {"input": body})
+    assert created["accessRightIds"] is None
+    assert created["end"] is None
+    assert created["numberOfKeys"] is None
+    assert created["keys"][0]["id"] == "locksmith-key-1"
+    assert created["keys"][0]["storageInfo"]["deviceId"] == automat_id
+    status, _ = _error(acme, {"input": {**body, "keyIds": ["locksmith-key-2"]}})
+    assert status == 409  # the only empty locker is taken
+    status, message = _error(acme, {"input": {"contractType": 3, "keyAutomatId": automat_id}})
+    assert status == 400
+    assert message[0].startswith("keyIds:")
+
+
+def test_lists_filter_ongoing_ended_and_future(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    ongoing = acme.api.post(PATH, _default(automat_id))
+    start, end = period(hours_from_now=200)
+    future = acme.api.post(PATH, _default(automat_id, start=start, end=end))
+    everything = acme.api.get(PATH)
+    assert [c["id"] for c in everything["data"]] == [ongoing["id"], future["id"]]
+    assert everything["hasNext"] is False
+    assert everything["after"] == "2"
+    assert [c["id"] for c in acme.api.get(f"{PATH}?future=true")["data"]] == [future["id"]]
+    assert [c["id"] for c in acme.api.get(f"{PATH}?ongoing=true")["data"]] == [ongoing["id"]]
+    assert acme.api.get(f"{PATH}?ended=true")["data"] == []
+    assert acme.api.get(f"{PATH}?ongoing=false&future=false")["data"] == []
+    assert len(acme.api.get(f"{PATH}?ongoing=true&future=true")["data"]) == 2
+    page = acme.api.get(f"{PATH}?limit=1")
+    assert page["hasNext"] is True
+    assert page["after"] == "1"
+
+
+def test_other_units_do_not_see_a_contract(
+    container: Container, acme: Tenant, operator: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme)
+    created = acme.api.post(PATH, _default(automat_id))
+    assert _error(operator, None, "GET", f"{PATH}/{created['id']}")[0] == 404
+    assert _error(acme, None, "GET", f"{PATH}/000000000000000000000000")[0] == 404
+    assert operator.api.get(PATH)["data"] == []
+
+
+def test_patch_changes_the_period_and_refuses_overlaps(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
+    start, end = period(hours_from_now=100)
+    second = acme.api.post(PATH, _default(automat_id, start=start, end=end))
+    new_start, new_end = period(hours_from_now=-2, length_hours=10)
+    patched = acme.api.patch(f"{PATH}/{first['id']}", {"start": new_start, "end": new_end})
+    assert patched["end"] == new_end
+    assert patched["start"] == new_start
+    status, message = _error(acme, {"end": second["end"]}, "PATCH", f"{PATH}/{first['id']}")
+    assert status == 409
+    assert message == "Overlapping contract"
+    status, message = _error(acme, {"end": new_start}, "PATCH", f"{PATH}/{first['id']}")
+    assert status == 400
+    assert message[0].startswith("end:")
+    status, _ = _error(acme, {"end": "2001-01-01T00:00:00.000Z"}, "PATCH", f"{PATH}/{first['id']}")
+    assert status == 400
+    contact = {"name": "New Person", "phoneNumber": "+358401234567", "sendSms": True}
+    patched = acme.api.patch(f"{PATH}/{first['id']}", {"contact": contact})
+    assert patched["contact"]["name"] == "New Person"
+    assert patched["contact"]["email"] is None  # replaced whole
+    assert patched["contact"]["notifications"]["contractUpdated"] == {"sms": True, "email": False}
+
+
+def test_delete_removes_pincodes_and_frees_the_key(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    created = acme.api.post(PATH, _default(automat_id))
+    acme.api.delete(f"{PATH}/{created['id']}")
+    assert _error(acme, None, "GET", f"{PATH}/{created['id']}")[0] == 404
+
+    def live(session: Any) -> int:
+        return len(
+            session.execute(
+                select(device_pincodes.c.id).where(device_pincodes.c.removed.is_(False))
+            ).all()
+        )
+
+    assert container.db.transaction(live) == 0
+    acme.api.post(PATH, _default(automat_id))  # the key is free again
+
+    def reminders(session: Any) -> list[str]:
+        from keyautomat.adapters import orm
+
+        rows = session.execute(
+            select(orm.outbox.c.status).where(orm.outbox.c.ref == f"contract:{created['id']}:end")
+        ).all()
+        return [r.status for r in rows]
+
+    assert container.db.transaction(reminders) == [outbox.CANCELLED]
+
+
+def test_uninstall_is_refused_while_a_contract_uses_the_automat(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme)
+    acme.api.post(PATH, _default(automat_id))
+    status, message = _error(acme, None, "POST", f"/automats/{automat_id}/uninstall")
+    assert status == 400
+    assert "still uses this automat" in message[0]
