@@ -75,7 +75,15 @@ def bootstrap(
         webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
     )
     _register_notifications(container)
+    _register_device_followers()
     return container
+
+
+def _register_device_followers() -> None:
+    """Features that keep their own books in step with what the automats report."""
+    from keyautomat.service_layer import mechanical_keys
+
+    mechanical_keys.install()
 
 
 def _register_notifications(container: Container) -> None:

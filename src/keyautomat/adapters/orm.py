@@ -210,6 +210,7 @@ FEATURE_TABLE_MODULES: tuple[str, ...] = (
     "keyautomat.adapters.orm_webhooks",
     "keyautomat.adapters.orm_devices",
     "keyautomat.adapters.orm_iloq",
+    "keyautomat.adapters.orm_mechanical",
 )
 
 

@@ -17,7 +17,15 @@ from keyautomat.entrypoints.api.admin import devices as admin_devices
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
-from keyautomat.entrypoints.api.v2 import automats, devices, groups, iloq, organization, root
+from keyautomat.entrypoints.api.v2 import (
+    automats,
+    devices,
+    groups,
+    iloq,
+    mechanical_keys,
+    organization,
+    root,
+)
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
@@ -89,7 +97,7 @@ def create_app(
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (root, organization, automats, groups, devices, iloq):
+    for module in (root, organization, automats, groups, devices, iloq, mechanical_keys):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
     app.include_router(admin_webhooks.router)
