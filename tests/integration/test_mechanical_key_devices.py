@@ -170,3 +170,32 @@ def test_a_key_moved_between_automats_is_where_it_was_last_inserted(
     sims.call(lambda: sim1.stock([ROOM_102], start=1))
     sims.call(sim1.wait_flushed, 5.0)
     assert storage_of(acme, "room-101-key") == {"automatId": second["id"]}
+
+
+def test_a_tag_shared_by_two_keys_names_the_one_at_home_in_this_automat(
+    acme: Tenant, sims: Simulators
+) -> None:
+    automat = install(acme, product="key30")
+    acme.api.post(
+        "/mechanical/keys",
+        {
+            "id": "shelf-key",
+            "rfidHex": "C0FFEE",
+            "selectedStorage": {"manualStorageInfo": "Shelf"},
+            "away": True,
+        },
+    )
+    register(acme, automat["id"], SimKey("home-key", "Home", rfid="C0FFEE"))
+    start(sims, automat, SimKey("TAG", "tag only", rfid="c0ffee"))
+    eventually(lambda: storage_of(acme, "home-key") == {"automatId": automat["id"]})
+    assert storage_of(acme, "shelf-key") is None
+
+
+def test_renaming_a_key_renames_it_in_its_locker(acme: Tenant, sims: Simulators) -> None:
+    automat = install(acme, product="key30")
+    register(acme, automat["id"], ROOM_101)
+    start(sims, automat, ROOM_101)
+    eventually(lambda: storage_of(acme, "room-101-key") == {"automatId": automat["id"]})
+    acme.api.patch("/mechanical/keys/room-101-key", {"name": "Room 101 (new lock)"})
+    locker = acme.api.get(f"/automats/{automat['id']}")["lockers"][0]
+    assert locker["key"] == {"id": "room-101-key", "name": "Room 101 (new lock)"}

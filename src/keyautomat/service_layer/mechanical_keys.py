@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -267,7 +267,9 @@ def _find_reported(
     return session.scalars(
         select(MechanicalKey)
         .where(mk.c.root_unit_id == root, mk.c.rfid_hex == rfid_hex)
-        .order_by((mk.c.selected_automat_id == automat_id).desc(), mk.c.created_at)
+        # CASE rather than ordering by the comparison: manual keys compare as NULL,
+        # which PostgreSQL would sort first in descending order.
+        .order_by(case((mk.c.selected_automat_id == automat_id, 0), else_=1), mk.c.created_at)
     ).first()
 
 
