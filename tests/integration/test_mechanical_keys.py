@@ -493,3 +493,45 @@ def test_the_openapi_document_keeps_the_spec_operation_ids_for_keys(http: TestCl
         "shared",
     }
     assert "requestBody" in paths["/v2/mechanical/keys/{id}"]["delete"]
+
+
+def test_concurrent_creations_of_one_id_make_one_key_and_conflicts(
+    acme: Tenant, container: Container
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from keyautomat.domain.errors import Conflict
+    from keyautomat.service_layer.accounts import load_account
+
+    account = container.db.transaction(lambda s: load_account(s, acme.account_id))
+    assert account is not None
+    # SQLite runs one transaction at a time, so there threads cannot meet inside one.
+    barrier = Barrier(1 if container.settings.database_url.startswith("sqlite") else 4)
+
+    def create(_n: int) -> str:
+        def work(session: Session) -> str:
+            barrier.wait(timeout=5)
+            mechanical_keys.create_key(
+                session,
+                account.principal,
+                key_id="room-101-key",
+                name=None,
+                organization_unit_id=None,
+                rfid_hex=None,
+                selected=Storage.manual("Shelf"),
+                shared=False,
+                away=False,
+                now=container.clock.now(),
+            )
+            return "created"
+
+        try:
+            return container.db.transaction(work)
+        except Conflict:
+            return "conflict"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(create, range(4)))
+    assert outcomes == ["conflict"] * 3 + ["created"]
+    assert [k["id"] for k in acme.api.get("/mechanical/keys")["data"]] == ["room-101-key"]
