@@ -132,6 +132,13 @@ def test_another_organizations_automat_cannot_be_the_selected_storage(
         "PATCH", "/mechanical/keys/k", {"selectedStorage": {"automatId": foreign["id"]}}
     )
     assert response.status_code == 400
+    # Filtering by an automat the caller cannot see finds nothing, not the other's keys.
+    other.api.post(
+        "/mechanical/keys",
+        {"id": "theirs", "selectedStorage": {"automatId": foreign["id"]}, "away": False},
+    )
+    assert acme.api.get(f"/mechanical/keys?automatId={foreign['id']}")["data"] == []
+    assert acme.api.get("/mechanical/keys?search=theirs")["data"] == []
 
 
 def test_a_key20_or_uninstalled_automat_cannot_hold_mechanical_keys(acme: Tenant) -> None:
