@@ -77,6 +77,7 @@ def bootstrap(
     _register_notifications(container)
     device_webhooks.register()
     _register_contracts(container)
+    _register_device_followers()
     return container
 
 
@@ -101,6 +102,13 @@ def _register_contracts(container: Container) -> None:
     container.dispatcher.register(iloq_contracts.END_KIND, jobs.end)
     container.dispatcher.register(iloq_contracts.WIPE_KIND, jobs.wipe)
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)
+
+
+def _register_device_followers() -> None:
+    """Features that keep their own books in step with what the automats report."""
+    from keyautomat.service_layer import mechanical_keys
+
+    mechanical_keys.install()
 
 
 def _register_notifications(container: Container) -> None:

@@ -110,6 +110,16 @@ def test_serve_demo_prints_how_to_call_it_and_the_printed_call_works(
     ) as client:
         automats = client.get("/automats")["data"]
         groups = client.get("/groups?search=helsinki")["data"]
+        # The demo key30's simulator holds the registered demo mechanical keys.
+        key30 = next(a for a in automats if a["name"] == "Harbour office")
+        deadline = time.monotonic() + 20
+        while True:
+            keys = client.get("/mechanical/keys?limit=100&selectedStorage=1")["data"]
+            if keys and all(k["storage"] == {"automatId": key30["id"]} for k in keys):
+                break
+            assert time.monotonic() < deadline, keys
+            time.sleep(0.2)
+    assert keys[0]["id"] == "room-101-key"
     assert [a["name"] for a in automats][:2] == ["Mainstreet 1", "Mainstreet 1"]
     assert [g["name"] for g in groups] == ["Helsinki center"]
     # The README's example call, from the same folder.

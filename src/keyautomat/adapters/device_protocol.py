@@ -104,6 +104,7 @@ class LockerState(Data):
     key_inside: StrictBool
     key_id: KeyId | None = None
     key_name: Annotated[StrictStr, Field(max_length=128)] | None = None
+    rfid: Annotated[StrictStr, Field(max_length=64)] | None = None
 
 
 class LockerInventory(Data):

@@ -200,11 +200,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
     """Simulated automats for the demo organization, on the gateway's own link."""
     from keyautomat.service_layer.demo import demo_automats
+    from keyautomat.simulator import SimKey
     from keyautomat.simulator.cli import run_demo_automats
 
     automats = container.db.transaction(lambda s: demo_automats(s, unit_id))
     link = container.device_link
     assert link is not None
+
+    stocks = {
+        a.id: [SimKey(k.id, k.name, rfid=k.rfid_hex or None) for k in a.mechanical_keys]
+        for a in automats
+        if a.mechanical_keys
+    }
 
     async def run() -> None:
         await run_demo_automats(
@@ -212,6 +219,7 @@ def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine
             container.settings.mqtt_topic_prefix,
             [(a.id, a.product, a.installation_pincode) for a in automats],
             DEMO_SIMULATOR_DIR,
+            stocks,
         )
 
     return run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.iloq.emulator import EmulatedSystem
+from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.domain.iloq import short_key_name
+from keyautomat.domain.mechanical import Storage
 from keyautomat.domain.model import OrganizationUnit, OrgUnitType, Role, ServiceAccount
-from keyautomat.service_layer import accounts, automats, groups, iloq_keys
+from keyautomat.service_layer import accounts, automats, groups, iloq_keys, mechanical_keys
 from keyautomat.service_layer.automats import Location
 from keyautomat.service_layer.principal import Principal
 
@@ -57,9 +59,12 @@ def seed_demo(
         created = accounts.create_service_account(
             session, None, organization_unit_id=unit.id, name="demo admin", role=Role.ADMIN, now=now
         )
-        _seed_automats(session, _principal_for(unit, created.account), now)
+        admin = _principal_for(unit, created.account)
+        _seed_automats(session, admin, now)
         _seed_iloq(session, unit.id, now)
+        _seed_mechanical_keys(session, admin, now)
         return DemoAccess(unit.id, created.account.id, created.private_key_pem)
+    _seed_mechanical_keys(session, _principal_for(unit, _any_admin(session, unit)), now)
     if known_fingerprint is not None:
         account = session.scalars(
             select(ServiceAccount).where(
@@ -73,6 +78,20 @@ def seed_demo(
         session, None, organization_unit_id=unit.id, name="demo admin", role=Role.ADMIN, now=now
     )
     return DemoAccess(unit.id, created.account.id, created.private_key_pem)
+
+
+def _any_admin(session: Session, unit: OrganizationUnit) -> ServiceAccount:
+    account = session.scalars(
+        select(ServiceAccount)
+        .where(
+            orm.service_accounts.c.organization_unit_id == unit.id,
+            orm.service_accounts.c.role == Role.ADMIN,
+        )
+        .limit(1)
+    ).first()
+    if account is None:  # every demo organization is created with its admin
+        raise LookupError("the demo organization has no admin account")
+    return account
 
 
 def _seed_automats(session: Session, admin: Principal, now: datetime) -> None:
@@ -101,11 +120,72 @@ def _seed_automats(session: Session, admin: Principal, now: datetime) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class DemoMechanicalKey:
+    id: str
+    name: str
+    rfid_hex: str
+
+
+# The mechanical keys of the demo organization, at home in its key30 automat.
+DEMO_MECHANICAL_KEYS = (
+    DemoMechanicalKey("room-101-key", "Room 101", "1A00D1"),
+    DemoMechanicalKey("room-102-key", "Room 102", "1A00D2"),
+    DemoMechanicalKey("room-103-key", "Room 103", "1A00D3"),
+    DemoMechanicalKey("room-104-key", "Room 104", "1A00D4"),
+    DemoMechanicalKey("sauna-key", "Sauna", "1A00E1"),
+    DemoMechanicalKey("garage-key", "Garage door", "1A00E2"),
+)
+
+
+def _seed_mechanical_keys(session: Session, admin: Principal, now: datetime) -> None:
+    """Register the demo mechanical keys missing from the demo organization's key30.
+
+    Their storage is left to the automat: its simulator holds exactly these keys
+    (``demo_automats``) and reports them after binding.
+    """
+    home = session.scalar(
+        select(orm.automats.c.id)
+        .where(
+            orm.automats.c.organization_unit_id == admin.organization_unit_id,
+            orm.automats.c.product == "key30",
+            orm.automats.c.lifecycle_state != "deactivated",
+        )
+        .order_by(orm.automats.c.id)
+        .limit(1)
+    )
+    if home is None:
+        return
+    existing = set(
+        session.scalars(
+            select(mk.c.id).where(mk.c.organization_unit_id == admin.organization_unit_id)
+        )
+    )
+    for number, key in enumerate(DEMO_MECHANICAL_KEYS):
+        if key.id in existing:
+            continue
+        mechanical_keys.create_key(
+            session,
+            admin,
+            key_id=key.id,
+            name=key.name,
+            organization_unit_id=None,
+            rfid_hex=key.rfid_hex,
+            selected=Storage.device(home),
+            shared=False,
+            away=True,
+            # A millisecond apart, so that lists (by creation time) keep this order.
+            now=now + timedelta(milliseconds=number),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DemoAutomat:
     id: str
     product: str
     installation_pincode: str | None
     hw_id: str | None
+    # The registered mechanical keys at home in this automat, for its simulator to hold.
+    mechanical_keys: tuple[DemoMechanicalKey, ...] = ()
 
 
 def demo_automats(session: Session, organization_unit_id: str) -> list[DemoAutomat]:
@@ -123,7 +203,20 @@ def demo_automats(session: Session, organization_unit_id: str) -> list[DemoAutom
         )
         .order_by(orm.automats.c.id)
     ).all()
-    return [DemoAutomat(r.id, r.product, r.installation_pincode, r.hw_id) for r in rows]
+    homes: dict[str, list[DemoMechanicalKey]] = {r.id: [] for r in rows}
+    keys = session.execute(
+        select(mk.c.id, mk.c.name, mk.c.rfid_hex, mk.c.selected_automat_id)
+        .where(mk.c.selected_automat_id.in_(list(homes)))
+        .order_by(mk.c.created_at, mk.c.id)
+    )
+    for key in keys:
+        homes[key.selected_automat_id].append(
+            DemoMechanicalKey(key.id, key.name or key.id, key.rfid_hex or "")
+        )
+    return [
+        DemoAutomat(r.id, r.product, r.installation_pincode, r.hw_id, tuple(homes[r.id]))
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

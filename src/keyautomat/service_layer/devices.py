@@ -61,6 +61,12 @@ log = logging.getLogger(__name__)
 AutomatEventHandler = Callable[[Session, AutomatEvent], None]
 event_handlers: list[AutomatEventHandler] = []
 
+# A locker inventory is a full report of an automat's stock rather than one event;
+# features that keep their own books of keys (mechanical keys) follow it here, in
+# the same transaction that rewrites the automat's lockers.
+InventoryHandler = Callable[[Session, str, LockerInventory], None]
+inventory_handlers: list[InventoryHandler] = []
+
 DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
 
 
@@ -408,6 +414,8 @@ def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -
                 orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index.in_(gone)
             )
         )
+    for handler in inventory_handlers:
+        handler(session, automat_id, data)
 
 
 def _set_locker(session: Session, automat_id: str, data: KeyEvent, inside: bool) -> None:

@@ -266,6 +266,7 @@ class SimulatedAutomat:
                     key_inside=locker.key is not None,
                     key_id=locker.key.id if locker.key else None,
                     key_name=locker.key.name if locker.key else None,
+                    rfid=locker.key.rfid if locker.key else None,
                 )
                 for locker in self.lockers
             ]

@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from keyautomat.adapters.device_links import Link, MqttLink
@@ -106,9 +107,17 @@ def main_simulate(args: argparse.Namespace) -> int:
 
 
 async def run_demo_automats(
-    link: Link, prefix: str, automats: list[tuple[str, str, str | None]], state_dir: Path
+    link: Link,
+    prefix: str,
+    automats: list[tuple[str, str, str | None]],
+    state_dir: Path,
+    stocks: Mapping[str, list[SimKey]] | None = None,
 ) -> None:
-    """Simulate the demo automats in this process: (id, product, installation pincode)."""
+    """Simulate the demo automats in this process: (id, product, installation pincode).
+
+    ``stocks`` holds the keys an automat must hold (the registered demo mechanical
+    keys); automats without an entry get made-up keys.
+    """
     sims = []
     for automat_id, product, pincode in automats:
         hw_id = f"DEMO-{automat_id}"
@@ -122,7 +131,8 @@ async def run_demo_automats(
             prefix=prefix,
             state_file=state_dir / f"{hw_id}.json",
         )
-        sim.stock(stock_for(product, lockers, lockers * 3 // 5, hw_id))
+        stock = (stocks or {}).get(automat_id)
+        sim.stock(stock if stock else stock_for(product, lockers, lockers * 3 // 5, hw_id))
         sims.append(sim)
     try:
         await asyncio.gather(*(sim.run() for sim in sims))

@@ -23,6 +23,7 @@ from keyautomat.entrypoints.api.v2 import (
     groups,
     iloq,
     iloq_contracts,
+    mechanical_keys,
     organization,
     root,
 )
@@ -97,7 +98,16 @@ def create_app(
     )
     app.state.container = container
     install_error_handlers(app)
-    for module in (root, organization, automats, groups, devices, iloq, iloq_contracts):
+    for module in (
+        root,
+        organization,
+        automats,
+        groups,
+        devices,
+        iloq,
+        iloq_contracts,
+        mechanical_keys,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
     app.include_router(admin_webhooks.router)
