@@ -13,12 +13,15 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import Clock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, RetryLater
+from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Record, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,10 @@ class OutboxWorker:
             )
         )
         if batch:
-            await asyncio.gather(*(self._deliver(message) for message in batch))
+            # Deliveries of a pass run concurrently; their outcomes are recorded
+            # together in one transaction, not one transaction per row.
+            outcomes = await asyncio.gather(*(self._attempt(message) for message in batch))
+            await self.db.run(lambda s: self._record(s, list(outcomes)))
         return len(batch)
 
     async def drain(self, max_passes: int = 1000) -> int:
@@ -99,35 +105,73 @@ class OutboxWorker:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _deliver(self, message: OutboxMessage) -> None:
+    async def _attempt(self, message: OutboxMessage) -> Outcome:
+        """Deliver one row and judge the result; nothing is written yet."""
         route = self.dispatcher.routes[message.kind]
         try:
-            await route.handler(message)
+            record = await route.handler(message)
         except GiveUp as exc:
-            await self._fail(message, exc.reason)
+            return self._failed(message, exc.reason, exc.record)
         except RetryLater as exc:
-            await self._retry(message, exc.reason, exc.delay)
+            return self._retry(message, exc.reason, exc.delay, exc.record)
         except Exception as exc:
             log.exception("handler for %s row %s raised", message.kind, message.id)
-            await self._retry(message, f"{type(exc).__name__}: {exc}", None)
-        else:
-            now = self.clock.now()
-            await self.db.run(lambda s: outbox.mark_done(s, message.id, self.worker_id, now))
+            return self._retry(message, f"{type(exc).__name__}: {exc}", None, None)
+        return Outcome(message, DONE, self.clock.now(), None, record)
 
-    async def _retry(self, message: OutboxMessage, reason: str, delay: timedelta | None) -> None:
+    def _retry(
+        self, message: OutboxMessage, reason: str, delay: timedelta | None, record: Record | None
+    ) -> Outcome:
         route = self.dispatcher.routes[message.kind]
-        wait = route.delay_after(message.attempts) if delay is None else delay
-        if wait is None or route.delay_after(message.attempts) is None:
-            await self._fail(message, f"gave up after {message.attempts} attempts: {reason}")
-            return
-        due = self.clock.now() + wait
-        await self.db.run(
-            lambda s: outbox.mark_retry(s, message.id, self.worker_id, due_at=due, error=reason)
-        )
+        scheduled = route.delay_after(message.attempts)
+        if scheduled is None:
+            return self._failed(
+                message, f"gave up after {message.attempts} attempts: {reason}", record
+            )
+        wait = scheduled if delay is None else delay
+        return Outcome(message, RETRY, self.clock.now() + wait, reason, record)
 
-    async def _fail(self, message: OutboxMessage, reason: str) -> None:
-        now = self.clock.now()
+    def _failed(self, message: OutboxMessage, reason: str, record: Record | None) -> Outcome:
         log.warning("outbox row %s (%s) failed: %s", message.id, message.kind, reason)
-        await self.db.run(
-            lambda s: outbox.mark_failed(s, message.id, self.worker_id, now=now, error=reason)
-        )
+        return Outcome(message, FAILED, self.clock.now(), reason, record)
+
+    def _record(self, session: Session, outcomes: list[Outcome]) -> None:
+        """The outcomes of one pass, with what their handlers asked to log, in one transaction.
+
+        A row whose lease ran out meanwhile is left to its new owner; its
+        handler's log entry is still written, since the attempt did happen.
+        """
+        for outcome in outcomes:
+            message = outcome.message
+            if outcome.status == DONE:
+                outbox.mark_done(session, message.id, self.worker_id, outcome.at)
+            elif outcome.status == RETRY:
+                outbox.mark_retry(
+                    session,
+                    message.id,
+                    self.worker_id,
+                    due_at=outcome.at,
+                    error=outcome.error or "",
+                )
+            else:
+                outbox.mark_failed(
+                    session,
+                    message.id,
+                    self.worker_id,
+                    now=outcome.at,
+                    error=outcome.error or "",
+                )
+            if outcome.record is not None:
+                outcome.record(session)
+
+
+DONE, RETRY, FAILED = "done", "retry", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    message: OutboxMessage
+    status: str
+    at: datetime  # when it finished, or when to try again
+    error: str | None
+    record: Record | None

@@ -12,23 +12,33 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
 from keyautomat.service_layer.outbox import OutboxMessage
+
+# What a handler wants written about its attempt (a delivery log row, say): the
+# worker runs it in the same transaction that records the row's outcome.
+Record = Callable[[Session], object]
 
 
 class RetryLater(Exception):
-    def __init__(self, reason: str, *, delay: timedelta | None = None) -> None:
+    def __init__(
+        self, reason: str, *, delay: timedelta | None = None, record: Record | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.record = record
 
 
 class GiveUp(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, record: Record | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.record = record
 
 
-Handler = Callable[[OutboxMessage], Awaitable[None]]
+Handler = Callable[[OutboxMessage], Awaitable[Record | None]]
 
 DEFAULT_RETRY_DELAYS: tuple[timedelta, ...] = tuple(
     timedelta(seconds=s) for s in (5, 30, 120, 600, 1800)

@@ -25,7 +25,7 @@ from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.clock import Clock, SystemClock
-from keyautomat.service_layer.delivery import GiveUp, RetryLater
+from keyautomat.service_layer.delivery import GiveUp, Record, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
 from keyautomat.service_layer.principal import Principal
 
@@ -224,7 +224,7 @@ class WebhookService:
         """Close kept-alive receiver connections of the running loop (worker shutdown)."""
         await self.sender.aclose()
 
-    async def handle(self, message: OutboxMessage) -> None:
+    async def handle(self, message: OutboxMessage) -> Record:
         """Deliver one ``webhook`` row: current URL and secrets, fresh timestamp, same id."""
         payload = message.payload
         subscription_id: str = payload["subscriptionId"]
@@ -245,9 +245,11 @@ class WebhookService:
             at=self.sign_clock.now(),
         )
         result = await self.sender.post(target.url, headers, body.encode())
-        await self.db.run(
-            lambda s: webhooks.record_attempt(
-                s,
+
+        def record(session: Session) -> None:
+            # Written with the row's outcome, in the worker's one transaction.
+            webhooks.record_attempt(
+                session,
                 subscription_id=subscription_id,
                 delivery_id=message.id,
                 webhook_id=webhook_id,
@@ -259,6 +261,7 @@ class WebhookService:
                 latency_ms=result.latency_ms,
                 error=result.error,
             )
-        )
+
         if not result.success:
-            raise RetryLater(result.error or "delivery failed")
+            raise RetryLater(result.error or "delivery failed", record=record)
+        return record
