@@ -201,7 +201,7 @@ def wait_for(stats_url: str, count: int, timeout: float) -> dict[str, Any]:
 def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -> dict[str, Any]:
     container = bootstrap(settings)
     with container.db.engine.begin() as conn:
-        conn.execute(text("TRUNCATE outbox, outbox_lanes, webhook_attempts"))
+        conn.execute(text("TRUNCATE outbox, outbox_lanes, webhook_attempts CASCADE"))
     httpx.post(base + "/reset")
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
