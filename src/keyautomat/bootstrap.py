@@ -129,16 +129,12 @@ def _end_by_kind(container: Container, jobs: Any) -> Any:
 
 def _register_device_followers() -> None:
     """Features that keep their own books in step with what the automats report."""
-    from keyautomat.domain.notifications import ContractKind
-    from keyautomat.service_layer import mechanical_contracts, mechanical_keys, notifications
-    from keyautomat.service_layer.iloq_progress import condition
+    from keyautomat.service_layer import mechanical_contracts, mechanical_keys
 
     mechanical_keys.install()
     # After the register: contract progress reads where the key was put.
     mechanical_contracts.install()
     mechanical_progress_install()
-    # The checker reads only contract_keys/contracts, the same for every kind.
-    notifications.register_condition_checker(ContractKind.MECHANICAL, condition)
 
 
 def _set_signature_base(settings: Settings) -> None:

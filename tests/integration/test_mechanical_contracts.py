@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
@@ -235,6 +236,10 @@ def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: T
             select(mechanical_contracts.c.signature_token, mechanical_contracts.c.signed_at)
         ).first()
 
+    def codes(session: Session) -> int:
+        return len(session.execute(select(device_pincodes.c.id)).all())
+
+    assert container.db.transaction(codes) == 0  # not on the automat before the signature
     row = container.db.transaction(token)
     assert row.signature_token
     assert row.signed_at is None
@@ -250,6 +255,7 @@ def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: T
     assert done.status_code == 200
     row = container.db.transaction(token)
     assert row.signed_at is not None
+    assert container.db.transaction(codes) == 1
     assert contract["userVerification"] == "1"
 
 

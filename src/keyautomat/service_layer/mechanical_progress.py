@@ -27,9 +27,10 @@ from keyautomat.domain.contracts import OPEN_END, KeyStatus
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType, code_type_for
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.mechanical import Storage
-from keyautomat.domain.notifications import NotificationType
+from keyautomat.domain.notifications import ContractKind, ContractView, NotificationType
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import devices, notifications, webhooks
+from keyautomat.service_layer.iloq_progress import condition as shared_condition
 from keyautomat.service_layer.mechanical_contracts import (
     KIND,
     ContractRow,
@@ -366,6 +367,17 @@ def _reopen_for_return(session: Session, contract: ContractRow, key: KeyRow) -> 
     _set_key(session, contract, key, pincode_id=pincode_id)
 
 
+def condition(
+    session: Session, view: ContractView, type_: NotificationType
+) -> notifications.Condition:
+    """Reminders of mechanical contracts: the shared checker (it reads only the contract core);
+    a view with no stored contract behind it (sent by other code) is not second-guessed."""
+    if session.scalar(select(c.c.id).where(c.c.id == view.contract_id)) is None:
+        return notifications.HOLDS
+    return shared_condition(session, view, type_)
+
+
 def install() -> None:
+    notifications.register_condition_checker(ContractKind.MECHANICAL, condition)
     if on_automat_event not in devices.event_handlers:
         devices.event_handlers.append(on_automat_event)
