@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,13 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
-from keyautomat.service_layer import mechanical_progress
+from keyautomat.domain import webhooks as wh
+from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import mechanical_progress, webhooks
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
 from tests.devices import admin_client, install
+from tests.integration.test_webhooks import drain
 
 PATH = "/mechanical/keycontracts"
 CONTACT = {
@@ -272,5 +276,84 @@ def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
 
     assert container.db.transaction(end) == 1
     assert container.db.transaction(end) == 0
+    key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
+    assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Webhook events as published inside the transactions (no subscription needed)."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(session: Session, **kwargs: Any) -> list[str]:
+        events.append((str(kwargs["event_type"]), kwargs["data"]))
+        return []
+
+    monkeypatch.setattr(webhooks, "publish", capture)
+    return events
+
+
+def test_manual_keys_publish_without_device_fields(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    published: list[tuple[str, dict[str, Any]]],
+) -> None:
+    manual_key(acme, "m")
+    contract = create(acme, id="stay-7", keys=[{"id": "m"}])
+    update = [d for t, d in published if t == wh.EventType.CONTRACT_UPDATE]
+    assert update == [
+        {
+            "contractType": "default",
+            "contractId": "stay-7",
+            "contractObjectId": update[0]["contractObjectId"],
+            "start": contract["start"],
+            "end": contract["end"],
+            "keyId": "m",
+        }
+    ]
+    admin_client(acme, http).post(f"/admin{PATH}/stay-7/keys/m/handover", {})
+    status = [d for t, d in published if t == wh.EventType.KEY_STATUS]
+    assert status[0]["state"] == "key-fetched"
+    assert status[0]["storageType"] == "manualStorage"
+    assert "deviceId" not in status[0]
+
+
+def test_device_keys_publish_pincode_and_device(
+    container: Container, acme: Tenant, published: list[tuple[str, dict[str, Any]]]
+) -> None:
+    automat_id = device_keys(container, acme, "a")
+    on = {"email": True}
+    contact = {
+        "name": "John Doe",
+        "email": "john.doe@example.com",
+        "notifications": {"contractCreated": on, "contractSignatureRequested": on},
+    }
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1", contact=contact)
+    update = [d for t, d in published if t == wh.EventType.CONTRACT_UPDATE]
+    assert update[0]["deviceId"] == automat_id
+    assert update[0]["pincode"] == contract["keys"][0]["storageInfo"]["pincode"]
+
+    def queued(session: Session) -> list[str]:
+        rows = session.execute(select(orm.outbox.c.kind, orm.outbox.c.payload)).all()
+        return [r.payload for r in rows if r.kind == "notification"]
+
+    payloads = " ".join(container.db.transaction(queued))
+    assert "contractCreated" in payloads
+    assert "contractSignatureRequested" in payloads
+    assert "/sign/" in payloads
+
+
+def test_the_shared_end_job_evaluates_mechanical_contracts(
+    container: Container, acme: Tenant
+) -> None:
+    manual_key(acme, "m")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    contract = acme.api.post(
+        PATH, {"start": iso(start), "end": iso(end), "contact": CONTACT, "keys": [{"id": "m"}]}
+    )
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 0.2)
+    drain(OutboxWorker(container.db, container.dispatcher, container.clock))
     key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
     assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)

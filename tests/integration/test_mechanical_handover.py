@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
+from keyautomat.client import ApiError
 from keyautomat.config import Settings
+from keyautomat.service_layer import mechanical_progress
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import period
@@ -93,3 +99,39 @@ def test_fetch_with_pincode_and_return(acme: Tenant, sims: Simulators, free_lock
     key = _key(acme, created["id"])
     assert key["inHistory"] is free_locker
     assert acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] == {"automatId": automat_id}
+
+
+def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_returns_it(
+    container: Container, acme: Tenant, sims: Simulators
+) -> None:
+    _automat(acme, sims)
+    start, end = period()
+    created = acme.api.post(
+        PATH, {"start": start, "end": end, "contact": CONTACT, "keys": [{"id": ROOM.id}]}
+    )
+    code = created["keys"][0]["storageInfo"]["pincode"]
+    eventually(lambda: _synced(sims, sim_of(sims), code))
+    sim = sim_of(sims)
+    assert sims.call(sim.enter_code, code)
+    sims.call(sim.take_key, 0)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+
+    def end_now(session: Session) -> int:
+        internal = session.scalar(select(contracts.c.id).where(contracts.c.kind == "mechanical"))
+        assert internal is not None
+        return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
+
+    assert container.db.transaction(end_now) == 1
+    assert container.db.transaction(end_now) == 0  # once
+    assert _key(acme, created["id"])["status"] == "key-not-returned"
+    with pytest.raises(ApiError):
+        acme.api.delete(f"{PATH}/{created['id']}")  # a key is out
+    sims.call(sim.insert_key, 0, ROOM)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    assert _key(acme, created["id"])["inHistory"] is True
+
+
+def sim_of(sims: Simulators) -> SimulatedAutomat:
+    return sims.running[0][0]
