@@ -19,7 +19,7 @@ from keyautomat.client import ApiError
 from keyautomat.domain import webhooks as wh
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import mechanical_progress, webhooks
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_tenant
 from tests.contract_helpers import iso
 from tests.devices import admin_client, install
 from tests.integration.test_webhooks import drain
@@ -357,3 +357,35 @@ def test_the_shared_end_job_evaluates_mechanical_contracts(
     drain(OutboxWorker(container.db, container.dispatcher, container.clock))
     key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
     assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)
+
+
+def test_ids_are_per_root_organization_and_contracts_stay_in_their_unit(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    other = make_tenant(container, http, name="Other Housing")
+    manual_key(acme, "m")
+    manual_key(other, "m")
+    create(acme, id="stay-1", keys=[{"id": "m"}])
+    assert status_of(lambda: other.api.get(f"{PATH}/stay-1")) == 404
+    assert other.api.get(PATH)["data"] == []
+    assert create(other, id="stay-1", keys=[{"id": "m"}])["id"] == "stay-1"
+    assert status_of(lambda: create(acme, keys=[{"id": "m"}], contact={"email": "x@y.fi"})) == 400
+
+
+def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: TestClient) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification=1)
+    token = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
+    )
+    assert "<canvas" in http.get(f"/sign/{token}").text
+    body = b"name=Jane&signature=data%3Aimage%2Fpng%3Bbase64%2CAAAA"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
+    row = container.db.transaction(
+        lambda s: s.execute(
+            select(mechanical_contracts.c.signature_name, mechanical_contracts.c.signature_data)
+        ).first()
+    )
+    assert tuple(row) == ("Jane", "data:image/png;base64,AAAA")
+    assert http.post(f"/sign/{token}", content=b"name=", headers=headers).status_code == 200

@@ -23,6 +23,20 @@ router = APIRouter(prefix="/sign", include_in_schema=False)
 
 MAX_FORM = 512 * 1024
 
+# A drawing pad without dependencies: the strokes go along as a PNG data URL.
+_PAD_SCRIPT = """<script>
+const pad = document.getElementById('pad'), ctx = pad.getContext('2d');
+let drawing = false, drawn = false;
+function at(e) {
+  const r = pad.getBoundingClientRect();
+  return [e.clientX - r.left, e.clientY - r.top];
+}
+pad.onpointerdown = e => { drawing = true; drawn = true; ctx.beginPath(); ctx.moveTo(...at(e)); };
+pad.onpointermove = e => { if (drawing) { ctx.lineTo(...at(e)); ctx.stroke(); } };
+pad.onpointerup = pad.onpointerleave = () => { drawing = false; };
+function keep() { if (drawn) document.getElementById('signature').value = pad.toDataURL(); }
+</script>"""
+
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
@@ -51,9 +65,13 @@ async def show(token: str, services: Services) -> HTMLResponse:
     return _page(
         "Sign the key contract",
         f"<p>Keys:</p><ul>{keys}</ul>"
-        f"<form method='post'><label>Your name <input name='name' required></label>"
+        "<form method='post' onsubmit='keep()'>"
+        "<p><label>Your name <input name='name' required></label></p>"
+        "<p>Draw your signature:</p>"
+        "<canvas id='pad' width='320' height='120' style='border:1px solid #888;"
+        "touch-action:none'></canvas>"
         "<input type='hidden' name='signature' id='signature'>"
-        "<button type='submit'>Sign</button></form>",
+        "<p><button type='submit'>Sign</button></p></form>" + _PAD_SCRIPT,
     )
 
 
