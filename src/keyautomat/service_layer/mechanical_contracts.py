@@ -456,16 +456,20 @@ def schedule_end(session: Session, contract: ContractRow, now: datetime) -> None
 
 
 def _keys_by_id(session: Session, principal: Principal, ids: Sequence[str]) -> dict[str, Any]:
-    return {
-        key.id: key
-        for key in session.scalars(
-            select(MechanicalKey).where(
-                mk.c.id.in_(list(ids)),
-                mk.c.root_unit_id == _root(session, principal),
-                in_scope(mk.c.organization_unit_id, principal),
-            )
+    """The keys, locked on PostgreSQL (in object id order): two contracts racing for one key
+    — a manual key has no automat to lock — see each other's rows (SQLite has one writer)."""
+    stmt = (
+        select(MechanicalKey)
+        .where(
+            mk.c.id.in_(list(ids)),
+            mk.c.root_unit_id == _root(session, principal),
+            in_scope(mk.c.organization_unit_id, principal),
         )
-    }
+        .order_by(mk.c.object_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return {key.id: key for key in session.scalars(stmt)}
 
 
 def _overlapping(
