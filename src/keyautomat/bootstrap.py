@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
@@ -78,6 +79,7 @@ def bootstrap(
     device_webhooks.register()
     _register_contracts(container)
     _register_device_followers()
+    _set_signature_base(settings)
     return container
 
 
@@ -99,16 +101,56 @@ def _register_contracts(container: Container) -> None:
         automats.uninstall_guards.append(iloq_contracts.automat_in_use)
     notifications.register_condition_checker(ContractKind.ILOQ, condition)
     jobs = ContractJobs(container.db, container.iloq, container.clock)
-    container.dispatcher.register(iloq_contracts.END_KIND, jobs.end)
+    container.dispatcher.register(iloq_contracts.END_KIND, _end_by_kind(container, jobs))
     container.dispatcher.register(iloq_contracts.WIPE_KIND, jobs.wipe)
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)
 
 
+def _end_by_kind(container: Container, jobs: Any) -> Any:
+    """The shared ``contract-end`` job: iLOQ contracts to their jobs, mechanical ones to theirs."""
+    from sqlalchemy import select
+
+    from keyautomat.adapters.orm_contracts import contracts
+    from keyautomat.service_layer import mechanical_progress
+
+    async def end(message: Any) -> None:
+        contract_id = message.payload["contractId"]
+        kind = await container.db.run(
+            lambda s: s.scalar(select(contracts.c.kind).where(contracts.c.id == contract_id))
+        )
+        if kind == "mechanical":
+            now = container.clock.now()
+            await container.db.run(lambda s: mechanical_progress.evaluate_end(s, contract_id, now))
+            return
+        await jobs.end(message)
+
+    return end
+
+
 def _register_device_followers() -> None:
     """Features that keep their own books in step with what the automats report."""
-    from keyautomat.service_layer import mechanical_keys
+    from keyautomat.service_layer import mechanical_contracts, mechanical_keys
 
     mechanical_keys.install()
+    # After the register: contract progress reads where the key was put.
+    mechanical_contracts.install()
+    mechanical_progress_install()
+
+
+def _set_signature_base(settings: Settings) -> None:
+    """Signature links are absolute when the public URL is known."""
+    from keyautomat.service_layer import mechanical_contracts
+
+    mechanical_contracts.signature_base_url.clear()
+    if settings.public_bases:
+        base = settings.public_bases[0].rstrip("/").removesuffix("/v2")
+        mechanical_contracts.signature_base_url.append(base)
+
+
+def mechanical_progress_install() -> None:
+    from keyautomat.service_layer import mechanical_progress
+
+    mechanical_progress.install()
 
 
 def _register_notifications(container: Container) -> None:

@@ -64,3 +64,34 @@ mechanical_keys = Table(
 
 def map_tables() -> None:
     mapper_registry.map_imperatively(mechanical.MechanicalKey, mechanical_keys)
+
+
+# What a mechanical key contract adds to the shared ``contracts`` row (kind
+# ``mechanical``): the caller's id (unique per root organization, gaps.md F5),
+# ``freeLockerAfterFetch``, ``userVerification``, pick-up info, and the signature.
+mechanical_contracts = Table(
+    "mechanical_contracts",
+    metadata,
+    Column("contract_id", String(24), ForeignKey("contracts.id"), primary_key=True),
+    Column("root_unit_id", String(24), ForeignKey("organization_units.id"), nullable=False),
+    Column("public_id", String(128), nullable=False),
+    Column("free_locker_after_fetch", Boolean, nullable=False, default=False),
+    Column("user_verification", String(1), nullable=False, default="0"),
+    Column("pick_up_info", Text),
+    # userVerification "1": the unguessable token of the signature link, and the signature.
+    Column("signature_token", String(64), unique=True),
+    Column("signed_at", UtcDateTime),
+    Column("signature_name", Text),
+    Column("signature_data", Text),
+    # The final guard of F5 when two creations with the same id race.
+    UniqueConstraint("root_unit_id", "public_id"),
+)
+
+# Units that may ask for strong authentication (userVerification "2", gaps.md F3).
+strong_auth_units = Table(
+    "strong_auth_units",
+    metadata,
+    Column(
+        "organization_unit_id", String(24), ForeignKey("organization_units.id"), primary_key=True
+    ),
+)

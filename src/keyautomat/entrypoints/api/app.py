@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
-from keyautomat.entrypoints.api import admin_webhooks
+from keyautomat.entrypoints.api import admin_webhooks, sign
 from keyautomat.entrypoints.api.admin import devices as admin_devices
+from keyautomat.entrypoints.api.admin import mechanical_contracts as admin_mechanical
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
@@ -23,6 +24,7 @@ from keyautomat.entrypoints.api.v2 import (
     groups,
     iloq,
     iloq_contracts,
+    mechanical_contracts,
     mechanical_keys,
     organization,
     root,
@@ -107,11 +109,14 @@ def create_app(
         iloq,
         iloq_contracts,
         mechanical_keys,
+        mechanical_contracts,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_devices.router, prefix=ADMIN_PREFIX, include_in_schema=False)
+    app.include_router(admin_mechanical.router, prefix=ADMIN_PREFIX)
+    app.include_router(sign.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

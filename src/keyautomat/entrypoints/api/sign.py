@@ -1,0 +1,104 @@
+"""The signature page of ``userVerification`` "1" (gaps.md F3): ``/sign/{token}``.
+
+Unauthenticated: the unguessable token of the ``contractSignatureRequested``
+link is the credential. A typed name (and optionally a drawn signature as a
+data URL) is stored with the time it was given; then the automat gets the
+contract's codes.
+"""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+
+from keyautomat.domain.errors import InvalidInput, NotFound
+from keyautomat.entrypoints.api.deps import Services
+from keyautomat.service_layer import mechanical_contracts as service
+
+router = APIRouter(prefix="/sign", include_in_schema=False)
+
+MAX_FORM = 512 * 1024
+
+# A drawing pad without dependencies: the strokes go along as a PNG data URL.
+_PAD_SCRIPT = """<script>
+const pad = document.getElementById('pad'), ctx = pad.getContext('2d');
+let drawing = false, drawn = false;
+function at(e) {
+  const r = pad.getBoundingClientRect();
+  return [e.clientX - r.left, e.clientY - r.top];
+}
+pad.onpointerdown = e => { drawing = true; drawn = true; ctx.beginPath(); ctx.moveTo(...at(e)); };
+pad.onpointermove = e => { if (drawing) { ctx.lineTo(...at(e)); ctx.stroke(); } };
+pad.onpointerup = pad.onpointerleave = () => { drawing = false; };
+function keep() { if (drawn) document.getElementById('signature').value = pad.toDataURL(); }
+</script>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+    )
+
+
+@router.get("/{token}")
+async def show(token: str, services: Services) -> HTMLResponse:
+    def work(session: Session) -> service.ContractRow | None:
+        try:
+            return service.contract_for_token(session, token)
+        except NotFound:
+            return None
+
+    contract = await services.db.run(work)
+    if contract is None:
+        return _page("Link not valid", "<p>This signature link is not valid.</p>", 404)
+    if contract.signed_at is not None:
+        return _page("Signed", "<p>Thank you, the contract is signed.</p>")
+    keys = "".join(f"<li>{html.escape(k.key_id)}</li>" for k in contract.keys)
+    return _page(
+        "Sign the key contract",
+        f"<p>Keys:</p><ul>{keys}</ul>"
+        "<form method='post' onsubmit='keep()'>"
+        "<p><label>Your name <input name='name' required></label></p>"
+        "<p>Draw your signature:</p>"
+        "<canvas id='pad' width='320' height='120' style='border:1px solid #888;"
+        "touch-action:none'></canvas>"
+        "<input type='hidden' name='signature' id='signature'>"
+        "<p><button type='submit'>Sign</button></p></form>" + _PAD_SCRIPT,
+    )
+
+
+@router.post("/{token}")
+async def submit(token: str, request: Request, services: Services) -> HTMLResponse:
+    raw = await request.body()
+    if len(raw) > MAX_FORM:
+        return _page("Too large", "<p>The signature is too large.</p>", 413)
+    form = parse_qs(raw.decode("utf-8", "replace"))
+    name = (form.get("name") or [""])[0]
+    drawn = (form.get("signature") or [""])[0] or None
+    if drawn is not None and not drawn.startswith("data:image/"):
+        drawn = None
+    now = services.clock.now()
+
+    def work(session: Session) -> str | None:
+        try:
+            service.sign(session, token, name, drawn, now=now)
+        except NotFound:
+            return "missing"
+        except InvalidInput:
+            return "name"
+        return None
+
+    problem = await services.db.run(work)
+    if problem == "missing":
+        return _page("Link not valid", "<p>This signature link is not valid.</p>", 404)
+    if problem == "name":
+        return _page("Name required", "<p>Please type your name.</p>", 400)
+    return _page("Signed", "<p>Thank you, the contract is signed.</p>")

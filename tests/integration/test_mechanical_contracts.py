@@ -1,0 +1,391 @@
+"""Mechanical key contracts over the signed API (docs/mechanical-contracts.md)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
+
+from keyautomat.adapters import orm
+from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
+from keyautomat.bootstrap import Container
+from keyautomat.client import ApiError
+from keyautomat.domain import webhooks as wh
+from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import mechanical_progress, webhooks
+from tests.conftest import Tenant, make_tenant
+from tests.contract_helpers import iso
+from tests.devices import admin_client, install
+from tests.integration.test_webhooks import drain
+
+PATH = "/mechanical/keycontracts"
+CONTACT = {
+    "name": "John Doe",
+    "email": "john.doe@example.com",
+    "sendSms": False,
+    "sendEmail": False,
+    "language": "en",
+}
+
+
+def _times(hours_from_now: float = -1, length: float = 48) -> tuple[str, str]:
+    start = datetime.now(UTC) + timedelta(hours=hours_from_now)
+    return iso(start), iso(start + timedelta(hours=length))
+
+
+def device_keys(container: Container, tenant: Tenant, *ids: str, shared: bool = False) -> str:
+    """A key30 automat with ``ids`` registered and inside lockers 0.."""
+    automat = install(tenant, product="key30", name="K30")
+    for key_id in ids:
+        tenant.api.post(
+            "/mechanical/keys",
+            {
+                "id": key_id,
+                "selectedStorage": {"automatId": automat["id"]},
+                "away": True,
+                "shared": shared,
+            },
+        )
+
+    def work(session: Session) -> None:
+        session.execute(
+            insert(orm.lockers),
+            [
+                {
+                    "automat_id": automat["id"],
+                    "locker_index": i,
+                    "is_key_inside": i < len(ids),
+                    "key_id": ids[i] if i < len(ids) else None,
+                }
+                for i in range(len(ids) + 2)
+            ],
+        )
+
+    container.db.transaction(work)
+    return str(automat["id"])
+
+
+def manual_key(tenant: Tenant, key_id: str, place: str = "Shelf 1, Drawer 1") -> None:
+    tenant.api.post(
+        "/mechanical/keys",
+        {"id": key_id, "selectedStorage": {"manualStorageInfo": place}, "away": False},
+    )
+
+
+def create(tenant: Tenant, **fields: Any) -> dict[str, Any]:
+    start, end = _times()
+    body = {"start": start, "end": end, "contact": CONTACT, **fields}
+    created: dict[str, Any] = tenant.api.post(PATH, body)
+    return created
+
+
+def status_of(call: Any) -> int:
+    with pytest.raises(ApiError) as info:
+        call()
+    return info.value.status_code
+
+
+def test_pms_booking_flow(container: Container, acme: Tenant) -> None:
+    device_keys(container, acme, "room-101-key", "room-102-key")
+    keys = acme.api.get("/mechanical/keys?limit=100&selectedStorage=1")["data"]
+    assert {k["id"] for k in keys} == {"room-101-key", "room-102-key"}
+    contract = create(acme, keys=[{"id": keys[0]["id"]}], freeLockerAfterFetch=False)
+    pincode = contract["keys"][0]["storageInfo"]["pincode"]
+    assert pincode.isdigit()
+    assert len(contract["id"]) == 24
+    assert contract["userVerification"] == "0"
+    assert set(contract["contact"]["notifications"]) >= {"contractCreated", "contractUpdated"}
+    new_end = iso(datetime.now(UTC) + timedelta(days=5))
+    patched = acme.api.patch(f"{PATH}/{contract['id']}", {"end": new_end})
+    assert patched["end"] == new_end
+    assert patched["keys"][0]["storageInfo"]["pincode"] == pincode
+    acme.api.delete(f"{PATH}/{contract['id']}")
+    assert status_of(lambda: acme.api.get(f"{PATH}/{contract['id']}")) == 404
+
+
+def test_create_rules(container: Container, acme: Tenant) -> None:
+    automat_id = device_keys(container, acme, "a", "b")
+    manual_key(acme, "m")
+    start, _end = _times()
+    # contact required; mixing storages; unknown key
+    assert status_of(lambda: acme.api.post(PATH, {"start": start, "keys": [{"id": "a"}]})) == 400
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}, {"id": "m"}])) == 400
+    assert status_of(lambda: create(acme, keys=[{"id": "nope"}])) == 400
+    # verification: 2 needs strong auth; numbers answered as strings
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification=2)) == 400
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification="3")) == 400
+    first = create(
+        acme,
+        id="booking-1",
+        keys=[{"id": "a", "storageInfo": {"pincode": "4321"}}],
+        userVerification=0,
+    )
+    assert first["id"] == "booking-1"
+    assert first["userVerification"] == "0"
+    assert first["keys"][0]["storageInfo"] == {"pincode": "4321", "automatId": automat_id}
+    # duplicate id (F5), overlap (F6), pincode clash on the same automat
+    assert status_of(lambda: create(acme, id="booking-1", keys=[{"id": "b"}])) == 409
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}])) == 409
+    clash = [{"id": "b", "storageInfo": {"pincode": "4321"}}]
+    assert status_of(lambda: create(acme, keys=clash)) == 400
+    # manual: future contracts need pick-up info (F4); no freeLockerAfterFetch
+    later_start, later_end = _times(24)
+    assert (
+        status_of(
+            lambda: acme.api.post(
+                PATH,
+                {"start": later_start, "end": later_end, "contact": CONTACT, "keys": [{"id": "m"}]},
+            )
+        )
+        == 400
+    )
+    assert status_of(lambda: create(acme, keys=[{"id": "m"}], freeLockerAfterFetch=True)) == 400
+    manual = acme.api.post(
+        PATH,
+        {
+            "start": later_start,
+            "end": later_end,
+            "contact": CONTACT,
+            "keys": [{"id": "m"}],
+            "pickUpInfoForManualStorageKeys": "Desk",
+        },
+    )
+    assert manual["keys"][0]["storageInfo"] == {"manualStorageInfo": "Shelf 1, Drawer 1"}
+    assert manual["keys"][0]["status"] is None
+    assert manual["keys"][0]["inHistory"] is False
+
+    def enable(session: Session) -> None:
+        session.execute(insert(strong_auth_units).values(organization_unit_id=acme.unit_id))
+
+    container.db.transaction(enable)
+    strong = create(acme, keys=[{"id": "b"}], userVerification=2)
+    assert strong["userVerification"] == "2"
+
+
+def test_shared_keys_may_overlap(container: Container, acme: Tenant) -> None:
+    device_keys(container, acme, "s", shared=True)
+    create(acme, keys=[{"id": "s"}])
+    create(acme, keys=[{"id": "s"}])
+
+
+def test_list_filters_and_patch_rules(container: Container, acme: Tenant) -> None:
+    device_keys(container, acme, "a", "b")
+    now_one = create(acme, keys=[{"id": "a"}])
+    later_start, later_end = _times(100)
+    later = acme.api.post(
+        PATH, {"start": later_start, "end": later_end, "contact": CONTACT, "keys": [{"id": "b"}]}
+    )
+    ids = lambda q: [c["id"] for c in acme.api.get(f"{PATH}{q}")["data"]]  # noqa: E731
+    assert ids("") == [now_one["id"], later["id"]]
+    assert ids("?future=true") == [later["id"]]
+    assert ids("?ongoing=true") == [now_one["id"]]
+    assert ids("?keyId=b") == [later["id"]]
+    assert ids("?limit=1") == [now_one["id"]]
+    # PATCH: overlap with the other contract on b, verification, contact replaced whole
+    clash = create(acme, keys=[{"id": "a"}], start=later_start, end=later_end)
+    overlap = {"end": iso(datetime.now(UTC) + timedelta(hours=200))}
+    assert status_of(lambda: acme.api.patch(f"{PATH}/{now_one['id']}", overlap)) == 409
+    assert clash["id"]
+    contact = {"name": "Jane Roe", "email": "jane@example.com"}
+    changed = acme.api.patch(f"{PATH}/{now_one['id']}", {"contact": contact, "userVerification": 1})
+    assert changed["contact"]["name"] == "Jane Roe"
+    assert changed["userVerification"] == "1"
+    assert (
+        status_of(lambda: acme.api.patch(f"{PATH}/{now_one['id']}", {"userVerification": "2"}))
+        == 400
+    )
+    assert status_of(lambda: acme.api.get(f"{PATH}/unknown")) == 404
+
+
+def test_manual_storage_handover_and_return(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    manual_key(acme, "m")
+    contract = create(acme, keys=[{"id": "m"}])
+    admin = admin_client(acme, http)
+    base = f"/admin{PATH}/{contract['id']}/keys/m"
+    out = admin.post(f"{base}/handover", {})
+    assert out["keys"][0]["status"] == "key-fetched"
+    assert acme.api.get("/mechanical/keys/m")["status"] == {"available": False}
+    assert status_of(lambda: acme.api.delete(f"{PATH}/{contract['id']}")) == 400
+    back = admin.post(f"{base}/return", {})
+    assert back["keys"][0]["status"] == "key-returned"
+    assert acme.api.get("/mechanical/keys/m")["storage"] == {
+        "manualStorageInfo": "Shelf 1, Drawer 1"
+    }
+    assert status_of(lambda: admin.post(f"{base}/return", {})) == 400
+
+
+def test_key_delete_hooks_and_target_storage(container: Container, acme: Tenant) -> None:
+    automat_id = device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}])
+    assert acme.api.get("/mechanical/keys/a")["targetStorage"] == {"automatId": automat_id}
+    assert status_of(lambda: acme.api.delete("/mechanical/keys/a", {})) == 400
+    acme.api.delete("/mechanical/keys/a", {"deleteActiveContracts": True})
+    assert acme.api.get(PATH)["data"] == []
+
+
+def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: TestClient) -> None:
+    device_keys(container, acme, "a")
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1")
+
+    def token(session: Session) -> Any:
+        return session.execute(
+            select(mechanical_contracts.c.signature_token, mechanical_contracts.c.signed_at)
+        ).first()
+
+    def codes(session: Session) -> int:
+        return len(session.execute(select(device_pincodes.c.id)).all())
+
+    assert container.db.transaction(codes) == 0  # not on the automat before the signature
+    row = container.db.transaction(token)
+    assert row.signature_token
+    assert row.signed_at is None
+    page = http.get(f"/sign/{row.signature_token}")
+    assert page.status_code == 200
+    assert "Sign" in page.text
+    assert http.get("/sign/wrong").status_code == 404
+    done = http.post(
+        f"/sign/{row.signature_token}",
+        content=b"name=John+Doe",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    row = container.db.transaction(token)
+    assert row.signed_at is not None
+    assert container.db.transaction(codes) == 1
+    assert contract["userVerification"] == "1"
+
+
+def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
+    device_keys(container, acme, "a")
+    contract = create(acme, keys=[{"id": "a"}])
+
+    def end(session: Session) -> int:
+        from keyautomat.adapters.orm_contracts import contracts
+
+        internal = session.scalar(select(contracts.c.id))
+        assert internal is not None
+        return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
+
+    assert container.db.transaction(end) == 1
+    assert container.db.transaction(end) == 0
+    key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
+    assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Webhook events as published inside the transactions (no subscription needed)."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def capture(session: Session, **kwargs: Any) -> list[str]:
+        events.append((str(kwargs["event_type"]), kwargs["data"]))
+        return []
+
+    monkeypatch.setattr(webhooks, "publish", capture)
+    return events
+
+
+def test_manual_keys_publish_without_device_fields(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    published: list[tuple[str, dict[str, Any]]],
+) -> None:
+    manual_key(acme, "m")
+    contract = create(acme, id="stay-7", keys=[{"id": "m"}])
+    update = [d for t, d in published if t == wh.EventType.CONTRACT_UPDATE]
+    assert update == [
+        {
+            "contractType": "default",
+            "contractId": "stay-7",
+            "contractObjectId": update[0]["contractObjectId"],
+            "start": contract["start"],
+            "end": contract["end"],
+            "keyId": "m",
+        }
+    ]
+    admin_client(acme, http).post(f"/admin{PATH}/stay-7/keys/m/handover", {})
+    status = [d for t, d in published if t == wh.EventType.KEY_STATUS]
+    assert status[0]["state"] == "key-fetched"
+    assert status[0]["storageType"] == "manualStorage"
+    assert "deviceId" not in status[0]
+
+
+def test_device_keys_publish_pincode_and_device(
+    container: Container, acme: Tenant, published: list[tuple[str, dict[str, Any]]]
+) -> None:
+    automat_id = device_keys(container, acme, "a")
+    on = {"email": True}
+    contact = {
+        "name": "John Doe",
+        "email": "john.doe@example.com",
+        "notifications": {"contractCreated": on, "contractSignatureRequested": on},
+    }
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1", contact=contact)
+    update = [d for t, d in published if t == wh.EventType.CONTRACT_UPDATE]
+    assert update[0]["deviceId"] == automat_id
+    assert update[0]["pincode"] == contract["keys"][0]["storageInfo"]["pincode"]
+
+    def queued(session: Session) -> list[str]:
+        rows = session.execute(select(orm.outbox.c.kind, orm.outbox.c.payload)).all()
+        return [r.payload for r in rows if r.kind == "notification"]
+
+    payloads = " ".join(container.db.transaction(queued))
+    assert "contractCreated" in payloads
+    assert "contractSignatureRequested" in payloads
+    assert "/sign/" in payloads
+
+
+def test_the_shared_end_job_evaluates_mechanical_contracts(
+    container: Container, acme: Tenant
+) -> None:
+    manual_key(acme, "m")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    contract = acme.api.post(
+        PATH, {"start": iso(start), "end": iso(end), "contact": CONTACT, "keys": [{"id": "m"}]}
+    )
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()) + 0.2)
+    drain(OutboxWorker(container.db, container.dispatcher, container.clock))
+    key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
+    assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)
+
+
+def test_ids_are_per_root_organization_and_contracts_stay_in_their_unit(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    other = make_tenant(container, http, name="Other Housing")
+    manual_key(acme, "m")
+    manual_key(other, "m")
+    create(acme, id="stay-1", keys=[{"id": "m"}])
+    assert status_of(lambda: other.api.get(f"{PATH}/stay-1")) == 404
+    assert other.api.get(PATH)["data"] == []
+    assert create(other, id="stay-1", keys=[{"id": "m"}])["id"] == "stay-1"
+    assert status_of(lambda: create(acme, keys=[{"id": "m"}], contact={"email": "x@y.fi"})) == 400
+
+
+def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: TestClient) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification=1)
+    token = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
+    )
+    assert "<canvas" in http.get(f"/sign/{token}").text
+    body = b"name=Jane&signature=data%3Aimage%2Fpng%3Bbase64%2CAAAA"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
+    row = container.db.transaction(
+        lambda s: s.execute(
+            select(mechanical_contracts.c.signature_name, mechanical_contracts.c.signature_data)
+        ).first()
+    )
+    assert tuple(row) == ("Jane", "data:image/png;base64,AAAA")
+    assert http.post(f"/sign/{token}", content=b"name=", headers=headers).status_code == 200

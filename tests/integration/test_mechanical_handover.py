@@ -1,0 +1,137 @@
+"""Device keys of mechanical contracts at a simulated key30 automat (in-process link)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
+
+from keyautomat.adapters.orm_contracts import contracts
+from keyautomat.bootstrap import Container
+from keyautomat.client import ApiError
+from keyautomat.config import Settings
+from keyautomat.service_layer import mechanical_progress
+from keyautomat.simulator import SimKey, SimulatedAutomat
+from tests.conftest import Tenant
+from tests.contract_helpers import period
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
+
+PATH = "/mechanical/keycontracts"
+ROOM = SimKey("room-101-key", "Room 101", rfid="1a00d1")
+CONTACT = {"name": "John Doe", "email": "john.doe@example.com"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update=FAST_DEVICE_SETTINGS)
+
+
+@pytest.fixture
+def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
+    simulators = Simulators(http, container)
+    yield simulators
+    simulators.stop_all()
+
+
+def _automat(acme: Tenant, sims: Simulators) -> tuple[str, SimulatedAutomat]:
+    automat = install(acme, product="key30")
+    acme.api.post(
+        "/mechanical/keys",
+        {
+            "id": ROOM.id,
+            "rfidHex": ROOM.rfid,
+            "away": True,
+            "selectedStorage": {"automatId": automat["id"]},
+        },
+    )
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key30",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+    )
+    sims.call(sim.stock, [ROOM])
+    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] is not None)
+    return automat["id"], sim
+
+
+def _key(acme: Tenant, contract_id: str) -> dict[str, Any]:
+    key: dict[str, Any] = acme.api.get(f"{PATH}/{contract_id}")["keys"][0]
+    return key
+
+
+def _synced(sims: Simulators, sim: SimulatedAutomat, code: str) -> bool:
+    return any(p.code == code for p in sims.call(lambda: list(sim.pincodes.values())))
+
+
+@pytest.mark.parametrize("free_locker", [False, True])
+def test_fetch_with_pincode_and_return(acme: Tenant, sims: Simulators, free_locker: bool) -> None:
+    automat_id, sim = _automat(acme, sims)
+    start, end = period()
+    created = acme.api.post(
+        PATH,
+        {
+            "start": start,
+            "end": end,
+            "contact": CONTACT,
+            "keys": [{"id": ROOM.id}],
+            "freeLockerAfterFetch": free_locker,
+        },
+    )
+    code = created["keys"][0]["storageInfo"]["pincode"]
+    eventually(lambda: _synced(sims, sim, code))
+    assert sims.call(sim.enter_code, code)
+    sims.call(sim.take_key, 0)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+    assert acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] is None
+    back_into = 2 if free_locker else 0
+    sims.call(sim.insert_key, back_into, ROOM)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    key = _key(acme, created["id"])
+    assert key["inHistory"] is free_locker
+    assert acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] == {"automatId": automat_id}
+
+
+def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_returns_it(
+    container: Container, acme: Tenant, sims: Simulators
+) -> None:
+    _automat(acme, sims)
+    start, end = period()
+    created = acme.api.post(
+        PATH, {"start": start, "end": end, "contact": CONTACT, "keys": [{"id": ROOM.id}]}
+    )
+    code = created["keys"][0]["storageInfo"]["pincode"]
+    eventually(lambda: _synced(sims, sim_of(sims), code))
+    sim = sim_of(sims)
+    assert sims.call(sim.enter_code, code)
+    sims.call(sim.take_key, 0)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+
+    def end_now(session: Session) -> int:
+        internal = session.scalar(select(contracts.c.id).where(contracts.c.kind == "mechanical"))
+        assert internal is not None
+        return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
+
+    assert container.db.transaction(end_now) == 1
+    assert container.db.transaction(end_now) == 0  # once
+    assert _key(acme, created["id"])["status"] == "key-not-returned"
+    with pytest.raises(ApiError):
+        acme.api.delete(f"{PATH}/{created['id']}")  # a key is out
+    sims.call(sim.insert_key, 0, ROOM)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    assert _key(acme, created["id"])["inHistory"] is True
+
+
+def sim_of(sims: Simulators) -> SimulatedAutomat:
+    return sims.running[0][0]
