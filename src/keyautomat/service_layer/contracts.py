@@ -126,27 +126,82 @@ def rank_automats(
     want_keys: bool,
 ) -> list[tuple[str, int]]:
     """Automats by how much they can offer over the period, most first; ties go to the most
-    recently seen, then the lowest id (gaps.md C5)."""
+    recently seen, then the lowest id (gaps.md C5).
+
+    Three aggregate statements, whatever the size of the group: the lockers each
+    automat could offer (keys inside and not blocked, or empty lockers), minus
+    those with a reservation overlapping the period (found through
+    ``ix_contract_reservations_until_start``, which reaches only reservations
+    that have not ended, however many contracts are in history). A reservation
+    of a key that has since moved to another locker is not subtracted here: the
+    ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
+    is exact and makes the caller fall back to the next automat.
+    """
     if not candidates:
         return []
+    ids = list(candidates)
     a = orm.automats
-    condition = (
-        _available_key_lockers(a.c.id, start, until)
-        if want_keys
-        else _empty_lockers(a.c.id, start, until)
+    if want_keys:
+        offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
+    else:
+        offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
+    offered: dict[str, int] = dict(
+        session.execute(
+            select(lk.c.automat_id, func.count())
+            .where(lk.c.automat_id.in_(ids), offer)
+            .group_by(lk.c.automat_id)
+        ).all()
     )
-    count = select(func.count()).select_from(lk).where(condition).scalar_subquery()
-    rows = session.execute(
-        select(a.c.id, count.label("available"))
-        .where(a.c.id.in_(list(candidates)))
-        .order_by(
-            count.desc(),
-            a.c.last_seen_at.is_(None),
-            a.c.last_seen_at.desc(),
-            a.c.id,
+    if want_keys:
+        blocked = session.execute(
+            select(lk.c.automat_id, func.count())
+            .join(iloq_keys, iloq_keys.c.id == lk.c.key_id)
+            .where(iloq_keys.c.blocked.is_(True), lk.c.automat_id.in_(ids), offer)
+            .group_by(lk.c.automat_id)
+        ).all()
+        for automat_id, n in blocked:
+            offered[automat_id] -= n
+    if want_keys:  # a blocked key was subtracted already
+        offer = and_(
+            offer, ~exists().where(iloq_keys.c.id == lk.c.key_id, iloq_keys.c.blocked.is_(True))
         )
+    # Driven from the reservations that overlap the period (the covering index
+    # ``ix_contract_reservations_until_start``), never from all the lockers: the
+    # CTE is MATERIALIZED so that neither planner turns the join around.
+    hot = (
+        select(r.c.automat_id, r.c.locker_index)
+        .where(r.c.until > start, r.c.start < until)
+        .cte("hot")
+        .prefix_with("MATERIALIZED")
+    )
+    busy = session.execute(
+        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)))
+        .select_from(hot)
+        .join(
+            lk,
+            and_(lk.c.automat_id == hot.c.automat_id, lk.c.locker_index == hot.c.locker_index),
+        )
+        .where(offer)
+        .group_by(lk.c.automat_id)
     ).all()
-    return [(row.id, int(row.available)) for row in rows]
+    for automat_id, n in busy:
+        if automat_id in offered:
+            offered[automat_id] -= n
+    seen = {
+        row.id: row.last_seen_at
+        for row in session.execute(select(a.c.id, a.c.last_seen_at).where(a.c.id.in_(ids)))
+    }
+
+    def order(automat_id: str) -> tuple[int, bool, float, str]:
+        last = seen.get(automat_id)
+        return (
+            -offered.get(automat_id, 0),
+            last is None,
+            -last.timestamp() if last is not None else 0.0,
+            automat_id,
+        )
+
+    return [(automat_id, offered.get(automat_id, 0)) for automat_id in sorted(seen, key=order)]
 
 
 def slot_is_free(

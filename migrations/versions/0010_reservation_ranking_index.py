@@ -1,0 +1,32 @@
+"""contract reservations: a covering index for group ranking over a period
+
+Revision ID: 0010
+Revises: 0008
+Create Date: 2026-11-25 21:55:00.000000
+
+Numbered 0010 so that it does not collide with 0009 (mechanical contracts) of a
+parallel branch; whoever merges second re-points ``down_revision`` to the
+other's head.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_contract_reservations_until_start",
+        "contract_reservations",
+        ["until", "start", "automat_id", "locker_index"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_contract_reservations_until_start", table_name="contract_reservations")
