@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -124,6 +125,7 @@ def rank_automats(
     until: datetime,
     *,
     want_keys: bool,
+    group_id: str | None = None,
 ) -> list[tuple[str, int]]:
     """Automats by how much they can offer over the period, most first; ties go to the most
     recently seen, then the lowest id (gaps.md C5).
@@ -136,11 +138,22 @@ def rank_automats(
     of a key that has since moved to another locker is not subtracted here: the
     ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
     is exact and makes the caller fall back to the next automat.
+
+    With ``group_id`` (whose members include every candidate) the statements
+    select the group's automats by a subquery instead of binding a long list of
+    ids, which costs more in SQLAlchemy than the statements do in the database.
     """
     if not candidates:
         return []
-    ids = list(candidates)
+    wanted = set(candidates)
     a = orm.automats
+    ids: Any = (
+        list(candidates)
+        if group_id is None
+        else select(orm.automat_groups.c.automat_id).where(
+            orm.automat_groups.c.group_id == group_id
+        )
+    )
     if want_keys:
         offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
     else:
@@ -190,6 +203,7 @@ def rank_automats(
     seen = {
         row.id: row.last_seen_at
         for row in session.execute(select(a.c.id, a.c.last_seen_at).where(a.c.id.in_(ids)))
+        if row.id in wanted
     }
 
     def order(automat_id: str) -> tuple[int, bool, float, str]:

@@ -577,7 +577,9 @@ def _allocate(
     want_keys = new.contract_type is not ContractType.RETURN
     count = new.key_count
     ranked = (
-        core.rank_automats(session, candidates, new.start, until, want_keys=want_keys)
+        core.rank_automats(
+            session, candidates, new.start, until, want_keys=want_keys, group_id=new.group_id
+        )
         if len(candidates) > 1
         else [(candidates[0], count)]
     )
