@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -125,70 +137,49 @@ def rank_automats(
     until: datetime,
     *,
     want_keys: bool,
-    group_id: str | None = None,
+    among: Select[tuple[str]] | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, int]]:
     """Automats by how much they can offer over the period, most first; ties go to the most
-    recently seen, then the lowest id (gaps.md C5).
+    recently seen, then the lowest id (gaps.md C5). At most ``limit`` of them.
 
-    Three aggregate statements, whatever the size of the group: the lockers each
-    automat could offer (keys inside and not blocked, or empty lockers), minus
-    those with a reservation overlapping the period (found through
+    One statement, whatever the size of the group: the lockers each automat
+    could offer (keys inside, or empty lockers), minus the blocked keys among
+    them, minus those with a reservation overlapping the period. The last part
+    is driven from a ``MATERIALIZED`` CTE over the covering index
     ``ix_contract_reservations_until_start``, which reaches only reservations
-    that have not ended, however many contracts are in history). A reservation
-    of a key that has since moved to another locker is not subtracted here: the
+    that have not ended, however many contracts are in history. A reservation of
+    a key that has since moved to another locker is not subtracted here, and a
+    blocked key that is also reserved is subtracted twice: the
     ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
     is exact and makes the caller fall back to the next automat.
 
-    With ``group_id`` (whose members include every candidate) the statements
-    select the group's automats by a subquery instead of binding a long list of
-    ids, which costs more in SQLAlchemy than the statements do in the database.
+    ``among``, a statement selecting the ids of ``candidates``, is bound instead
+    of the list: binding a thousand ids costs more in SQLAlchemy than ranking
+    them costs in the database.
     """
     if not candidates:
         return []
-    wanted = set(candidates)
     a = orm.automats
-    ids: Any = (
-        list(candidates)
-        if group_id is None
-        else select(orm.automat_groups.c.automat_id).where(
-            orm.automat_groups.c.group_id == group_id
-        )
-    )
+    ids: Any = list(candidates) if among is None else among
     if want_keys:
         offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
     else:
         offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
-    offered: dict[str, int] = dict(
-        session.execute(
-            select(lk.c.automat_id, func.count())
-            .where(lk.c.automat_id.in_(ids), offer)
-            .group_by(lk.c.automat_id)
-        ).all()
+    offered = (
+        select(lk.c.automat_id, func.count().label("n"))
+        .where(lk.c.automat_id.in_(ids), offer)
+        .group_by(lk.c.automat_id)
+        .cte("offered")
     )
-    if want_keys:
-        blocked = session.execute(
-            select(lk.c.automat_id, func.count())
-            .join(iloq_keys, iloq_keys.c.id == lk.c.key_id)
-            .where(iloq_keys.c.blocked.is_(True), lk.c.automat_id.in_(ids), offer)
-            .group_by(lk.c.automat_id)
-        ).all()
-        for automat_id, n in blocked:
-            offered[automat_id] -= n
-    if want_keys:  # a blocked key was subtracted already
-        offer = and_(
-            offer, ~exists().where(iloq_keys.c.id == lk.c.key_id, iloq_keys.c.blocked.is_(True))
-        )
-    # Driven from the reservations that overlap the period (the covering index
-    # ``ix_contract_reservations_until_start``), never from all the lockers: the
-    # CTE is MATERIALIZED so that neither planner turns the join around.
     hot = (
         select(r.c.automat_id, r.c.locker_index)
         .where(r.c.until > start, r.c.start < until)
         .cte("hot")
         .prefix_with("MATERIALIZED")
     )
-    busy = session.execute(
-        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)))
+    busy = (
+        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
         .select_from(hot)
         .join(
             lk,
@@ -196,26 +187,43 @@ def rank_automats(
         )
         .where(offer)
         .group_by(lk.c.automat_id)
-    ).all()
-    for automat_id, n in busy:
-        if automat_id in offered:
-            offered[automat_id] -= n
-    seen = {
-        row.id: row.last_seen_at
-        for row in session.execute(select(a.c.id, a.c.last_seen_at).where(a.c.id.in_(ids)))
-        if row.id in wanted
-    }
-
-    def order(automat_id: str) -> tuple[int, bool, float, str]:
-        last = seen.get(automat_id)
-        return (
-            -offered.get(automat_id, 0),
-            last is None,
-            -last.timestamp() if last is not None else 0.0,
-            automat_id,
+        .cte("busy")
+    )
+    # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
+    # ix_lockers_key_id; the outer join keeps the candidates' counts only.
+    blocked_keys = select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))
+    blocked = (
+        select(lk.c.automat_id, func.count().label("n"))
+        .where(lk.c.key_id.in_(blocked_keys), offer)
+        .group_by(lk.c.automat_id)
+        .cte("blocked")
+    )
+    available = func.coalesce(offered.c.n, 0) - func.coalesce(busy.c.n, 0)
+    if want_keys:
+        available = available - func.coalesce(blocked.c.n, 0)
+    source = a.outerjoin(offered, offered.c.automat_id == a.c.id).outerjoin(
+        busy, busy.c.automat_id == a.c.id
+    )
+    if want_keys:
+        source = source.outerjoin(blocked, blocked.c.automat_id == a.c.id)
+    stmt = (
+        select(a.c.id, available.label("available"))
+        .select_from(source)
+        .where(a.c.id.in_(ids))
+        .order_by(
+            available.desc(),
+            a.c.last_seen_at.is_(None),
+            a.c.last_seen_at.desc(),
+            a.c.id,
         )
-
-    return [(automat_id, offered.get(automat_id, 0)) for automat_id in sorted(seen, key=order)]
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = session.execute(stmt).all()
+    if among is not None:
+        wanted = set(candidates)
+        return [(row.id, int(row.available)) for row in rows if row.id in wanted]
+    return [(row.id, int(row.available)) for row in rows]
 
 
 def slot_is_free(
