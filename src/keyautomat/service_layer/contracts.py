@@ -154,9 +154,9 @@ def rank_automats(
     ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
     is exact and makes the caller fall back to the next automat.
 
-    ``among``, a statement selecting the ids of ``candidates``, is bound instead
-    of the list: binding a thousand ids costs more in SQLAlchemy than ranking
-    them costs in the database.
+    ``among``, a statement selecting the candidates' ids, is bound instead of
+    ``candidates`` (then only checked for emptiness): fetching and binding a
+    thousand ids costs more in SQLAlchemy than ranking them in the database.
     """
     if not candidates:
         return []
@@ -220,9 +220,6 @@ def rank_automats(
     if limit is not None:
         stmt = stmt.limit(limit)
     rows = session.execute(stmt).all()
-    if among is not None:
-        wanted = set(candidates)
-        return [(row.id, int(row.available)) for row in rows if row.id in wanted]
     return [(row.id, int(row.available)) for row in rows]
 
 

@@ -497,7 +497,9 @@ def _automat(session: Session, principal: Principal, automat_id: str) -> Any:
     return row
 
 
-def _group_members(session: Session, principal: Principal, group_id: str) -> list[str]:
+def _group_members(
+    session: Session, principal: Principal, group_id: str, *, limit: int | None = None
+) -> list[str]:
     g = orm.groups
     group = session.execute(
         select(g.c.id, g.c.type).where(
@@ -508,7 +510,7 @@ def _group_members(session: Session, principal: Principal, group_id: str) -> lis
         raise InvalidInput("groupId", "does not name a group you can use")
     if group.type != GroupType.DEVICE:
         raise InvalidInput("groupId", "must be a device group (type 1)")
-    return list(session.scalars(_members_query(group_id)))
+    return list(session.scalars(_members_query(group_id).limit(limit)))
 
 
 def _members_query(group_id: str) -> Select[tuple[str]]:
@@ -634,7 +636,7 @@ def create_contract(
             candidates = [_automat(session, principal, new.key_automat_id).id]
         else:
             assert new.group_id is not None
-            candidates = _group_members(session, principal, new.group_id)
+            candidates = _group_members(session, principal, new.group_id, limit=2)
         if not candidates:
             raise Conflict("The group has no active automat that can take the keys")
         slots = _allocate(session, candidates, new, until, now)
@@ -650,7 +652,7 @@ def create_contract(
         )
     else:
         assert new.group_id is not None
-        candidates = _group_members(session, principal, new.group_id)
+        candidates = _group_members(session, principal, new.group_id, limit=2)
         if not candidates:
             raise Conflict("The group has no active automat that can program iLOQ keys")
         slots = _allocate(session, candidates, new, until, now)
