@@ -21,13 +21,15 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from cryptography.fernet import Fernet
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert
+from sqlalchemy.engine import make_url
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.migrate import upgrade
@@ -221,9 +223,28 @@ async def drive(
     return latencies, statuses, elapsed
 
 
+def fresh_postgres(url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database next to the one ``url`` names (dropped by the returned call)."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
+
+
 def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
-    database_url = url or f"sqlite:///{tmp / 'bench.db'}"
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    if url is None:
+        database_url = f"sqlite:///{tmp / 'bench.db'}"
+    else:
+        database_url, drop = fresh_postgres(url)
     upgrade(database_url)
     settings = Settings(
         database_url=database_url,
@@ -235,11 +256,17 @@ def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str
     container = bootstrap(settings)
     t0 = time.perf_counter()
     account, key, group_id = seed(container, existing)
+    if container.db.engine.dialect.name == "postgresql":
+        # A live database has planner statistics; a bulk-loaded one has none yet.
+        with container.db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
     seeded = time.perf_counter() - t0
     latencies, statuses, elapsed = asyncio.run(
         drive(container, account, key, group_id, rate, seconds)
     )
     container.close()
+    drop()
     ms = sorted(x * 1000 for x in latencies)
     return {
         "existing": existing,
