@@ -136,6 +136,8 @@ lockers = Table(
     Column("is_key_inside", Boolean, nullable=False, default=False),
     Column("key_id", Text),
     Column("key_name", Text),
+    # Which locker holds a key (contracts naming keyIds, blocked keys in ranking).
+    Index("ix_lockers_key_id", "key_id"),
 )
 
 groups = Table(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from keyautomat.adapters.orm import UtcDateTime, mapper_registry, metadata
@@ -44,6 +45,13 @@ iloq_keys = Table(
     # One key per locker: the final guard when two placements race.
     Index("ix_iloq_keys_locker", "automat_id", "locker_index", unique=True),
     Index("ix_iloq_keys_created_at_id", "created_at", "id"),
+    # The few blocked keys, for ranking automats without reading the registry.
+    Index(
+        "ix_iloq_keys_blocked",
+        "id",
+        sqlite_where=text("blocked IS 1"),
+        postgresql_where=text("blocked IS true"),
+    ),
 )
 
 # --- the emulated locking systems --------------------------------------------

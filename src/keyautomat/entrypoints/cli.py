@@ -199,7 +199,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
     """Simulated automats for the demo organization, on the gateway's own link."""
-    from keyautomat.service_layer.demo import demo_automats
+    from keyautomat.service_layer.demo import demo_automats, demo_iloq_stocks
     from keyautomat.simulator import SimKey
     from keyautomat.simulator.cli import run_demo_automats
 
@@ -212,6 +212,9 @@ def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine
         for a in automats
         if a.mechanical_keys
     }
+    # The key20 automats hold the registered demo iLOQ keys (short name on the tag).
+    for automat_id, keys in demo_iloq_stocks(automats).items():
+        stocks[automat_id] = [SimKey(k.id, k.name, rfid=k.name) for k in keys]
 
     async def run() -> None:
         await run_demo_automats(

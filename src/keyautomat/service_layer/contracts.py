@@ -15,8 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -124,28 +137,89 @@ def rank_automats(
     until: datetime,
     *,
     want_keys: bool,
+    among: Select[tuple[str]] | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, int]]:
     """Automats by how much they can offer over the period, most first; ties go to the most
-    recently seen, then the lowest id (gaps.md C5)."""
+    recently seen, then the lowest id (gaps.md C5). At most ``limit`` of them.
+
+    One statement, whatever the size of the group: the lockers each automat
+    could offer (keys inside, or empty lockers), minus the blocked keys among
+    them, minus those with a reservation overlapping the period. The last part
+    is driven from a ``MATERIALIZED`` CTE over the covering index
+    ``ix_contract_reservations_until_start``, which reaches only reservations
+    that have not ended, however many contracts are in history. A reservation of
+    a key that has since moved to another locker is not subtracted here, and a
+    blocked key that is also reserved is subtracted twice: the
+    ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
+    is exact and makes the caller fall back to the next automat.
+
+    ``among``, a statement selecting the candidates' ids, is bound instead of
+    ``candidates`` (then only checked for emptiness): fetching and binding a
+    thousand ids costs more in SQLAlchemy than ranking them in the database.
+    """
     if not candidates:
         return []
     a = orm.automats
-    condition = (
-        _available_key_lockers(a.c.id, start, until)
-        if want_keys
-        else _empty_lockers(a.c.id, start, until)
+    ids: Any = list(candidates) if among is None else among
+    if want_keys:
+        offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
+    else:
+        offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
+    offered = (
+        select(lk.c.automat_id, func.count().label("n"))
+        .where(lk.c.automat_id.in_(ids), offer)
+        .group_by(lk.c.automat_id)
+        .cte("offered")
     )
-    count = select(func.count()).select_from(lk).where(condition).scalar_subquery()
-    rows = session.execute(
-        select(a.c.id, count.label("available"))
-        .where(a.c.id.in_(list(candidates)))
+    hot = (
+        select(r.c.automat_id, r.c.locker_index)
+        .where(r.c.until > start, r.c.start < until)
+        .cte("hot")
+        .prefix_with("MATERIALIZED")
+    )
+    busy = (
+        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
+        .select_from(hot)
+        .join(
+            lk,
+            and_(lk.c.automat_id == hot.c.automat_id, lk.c.locker_index == hot.c.locker_index),
+        )
+        .where(offer)
+        .group_by(lk.c.automat_id)
+        .cte("busy")
+    )
+    # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
+    # ix_lockers_key_id; the outer join keeps the candidates' counts only.
+    blocked_keys = select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))
+    blocked = (
+        select(lk.c.automat_id, func.count().label("n"))
+        .where(lk.c.key_id.in_(blocked_keys), offer)
+        .group_by(lk.c.automat_id)
+        .cte("blocked")
+    )
+    available = func.coalesce(offered.c.n, 0) - func.coalesce(busy.c.n, 0)
+    if want_keys:
+        available = available - func.coalesce(blocked.c.n, 0)
+    source = a.outerjoin(offered, offered.c.automat_id == a.c.id).outerjoin(
+        busy, busy.c.automat_id == a.c.id
+    )
+    if want_keys:
+        source = source.outerjoin(blocked, blocked.c.automat_id == a.c.id)
+    stmt = (
+        select(a.c.id, available.label("available"))
+        .select_from(source)
+        .where(a.c.id.in_(ids))
         .order_by(
-            count.desc(),
+            available.desc(),
             a.c.last_seen_at.is_(None),
             a.c.last_seen_at.desc(),
             a.c.id,
         )
-    ).all()
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = session.execute(stmt).all()
     return [(row.id, int(row.available)) for row in rows]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -237,6 +238,22 @@ def demo_iloq_keys() -> list[DemoKey]:
     return keys
 
 
+def demo_access_right_id(name: str) -> str:
+    """Access rights of the demo have the same id in every database (README examples)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyautomat:demo:access-right:{name}"))
+
+
+def demo_iloq_stocks(automats: Sequence[DemoAutomat]) -> dict[str, list[DemoKey]]:
+    """The demo iLOQ keys dealt over the demo's key20 automats, in id order, for their
+    simulators to hold: a contract can be made against the demo at once."""
+    key20 = [a.id for a in automats if a.product == "key20"]
+    stocks: dict[str, list[DemoKey]] = {automat_id: [] for automat_id in key20}
+    for n, key in enumerate(demo_iloq_keys()):
+        if key20:
+            stocks[key20[n % len(key20)]].append(key)
+    return stocks
+
+
 # (name, stair or None for the whole estate, API-enabled, shown by default)
 DEMO_ACCESS_RIGHTS = (
     ("Main entrance", None, True, True),
@@ -266,6 +283,7 @@ def _seed_iloq(session: Session, unit_id: str, now: datetime) -> None:
             real_estate_id=stairs[stair] if stair else estate,
             api_enabled=api_enabled,
             default_access=default_access,
+            id=demo_access_right_id(name),
         )
     for key in demo_iloq_keys():
         system.create_key(key.id, key.name, now)

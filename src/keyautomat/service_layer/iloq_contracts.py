@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -497,7 +497,9 @@ def _automat(session: Session, principal: Principal, automat_id: str) -> Any:
     return row
 
 
-def _group_members(session: Session, principal: Principal, group_id: str) -> list[str]:
+def _group_members(
+    session: Session, principal: Principal, group_id: str, *, limit: int | None = None
+) -> list[str]:
     g = orm.groups
     group = session.execute(
         select(g.c.id, g.c.type).where(
@@ -508,16 +510,19 @@ def _group_members(session: Session, principal: Principal, group_id: str) -> lis
         raise InvalidInput("groupId", "does not name a group you can use")
     if group.type != GroupType.DEVICE:
         raise InvalidInput("groupId", "must be a device group (type 1)")
+    return list(session.scalars(_members_query(group_id).limit(limit)))
+
+
+def _members_query(group_id: str) -> Select[tuple[str]]:
+    """The ids of a group's automats that can program iLOQ keys."""
     a, ag = orm.automats, orm.automat_groups
-    return list(
-        session.scalars(
-            select(a.c.id)
-            .join(ag, ag.c.automat_id == a.c.id)
-            .where(
-                ag.c.group_id == group_id,
-                a.c.lifecycle_state == LifecycleState.ACTIVE,
-                a.c.product == Product.KEY20,
-            )
+    return (
+        select(a.c.id)
+        .join(ag, ag.c.automat_id == a.c.id)
+        .where(
+            ag.c.group_id == group_id,
+            a.c.lifecycle_state == LifecycleState.ACTIVE,
+            a.c.product == Product.KEY20,
         )
     )
 
@@ -570,29 +575,47 @@ def _slots_for_key_ids(
     return slots
 
 
+RANKED_FIRST = 8
+
+
 def _allocate(
     session: Session, candidates: list[str], new: NewContract, until: datetime, now: datetime
 ) -> list[Slot]:
     """``count`` keys (or empty lockers) of one automat among ``candidates`` (C5, C6)."""
     want_keys = new.contract_type is not ContractType.RETURN
     count = new.key_count
-    ranked = (
-        core.rank_automats(session, candidates, new.start, until, want_keys=want_keys)
-        if len(candidates) > 1
-        else [(candidates[0], count)]
-    )
-    for automat_id, available in ranked:
-        if available < count:
-            break
-        # The ranking ran unlocked; what counts is the check made under the lock.
-        core.lock_automats(session, [automat_id])
-        slots = (
-            core.free_keys(session, automat_id, new.start, until, now, count)
-            if want_keys
-            else core.free_lockers(session, automat_id, new.start, until, count)
+    # Only the best few are ranked: the first that can serve under the lock is
+    # taken, and all of them are ranked only when those few turned out not to.
+    for limit in (RANKED_FIRST, None):
+        ranked = (
+            core.rank_automats(
+                session,
+                candidates,
+                new.start,
+                until,
+                want_keys=want_keys,
+                among=_members_query(new.group_id) if new.group_id else None,
+                limit=limit,
+            )
+            if len(candidates) > 1
+            else [(candidates[0], count)]
         )
-        if len(slots) == count:
-            return slots
+        for automat_id, available in ranked:
+            if available < count:
+                break
+            # The ranking ran unlocked; what counts is the check made under the lock.
+            core.lock_automats(session, [automat_id])
+            slots = (
+                core.free_keys(session, automat_id, new.start, until, now, count)
+                if want_keys
+                else core.free_lockers(session, automat_id, new.start, until, count)
+            )
+            if len(slots) == count:
+                return slots
+        else:
+            if limit is not None and len(ranked) == limit:
+                continue  # every one of the best few failed the locked check
+        break
     what = "keys" if want_keys else "free lockers"
     raise Conflict(f"No automat has {count} {what} available for the requested period")
 
@@ -613,7 +636,7 @@ def create_contract(
             candidates = [_automat(session, principal, new.key_automat_id).id]
         else:
             assert new.group_id is not None
-            candidates = _group_members(session, principal, new.group_id)
+            candidates = _group_members(session, principal, new.group_id, limit=2)
         if not candidates:
             raise Conflict("The group has no active automat that can take the keys")
         slots = _allocate(session, candidates, new, until, now)
@@ -629,7 +652,7 @@ def create_contract(
         )
     else:
         assert new.group_id is not None
-        candidates = _group_members(session, principal, new.group_id)
+        candidates = _group_members(session, principal, new.group_id, limit=2)
         if not candidates:
             raise Conflict("The group has no active automat that can program iLOQ keys")
         slots = _allocate(session, candidates, new, until, now)
