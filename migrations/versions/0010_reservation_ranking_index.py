@@ -1,12 +1,8 @@
 """indexes for ranking a group's automats: unended reservations, blocked keys, key lockers
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-25 21:55:00.000000
-
-Numbered 0010 so that it does not collide with 0009 (mechanical contracts) of a
-parallel branch; whoever merges second re-points ``down_revision`` to the
-other's head.
 """
 
 from collections.abc import Sequence
@@ -15,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
