@@ -524,7 +524,11 @@ class ContractJobs:
             return
         try:
             port = await self.systems.port_for(message.payload["unitId"])
-            await ensure_key(port, key_id, key_id)
+            if await port.get_key(key_id) is None:
+                # Unknown to iLOQ (a return naming a new key, C17): enrolled now it is blank
+                # already, and iLOQ cannot order a key that has no person anyway.
+                await port.create_key(key_id=key_id, name=key_id)
+                return
             await port.wipe_key(key_id)
         except IloqError as exc:
             if exc.permanent:
