@@ -389,3 +389,92 @@ def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: T
     )
     assert tuple(row) == ("Jane", "data:image/png;base64,AAAA")
     assert http.post(f"/sign/{token}", content=b"name=", headers=headers).status_code == 200
+
+
+def refusal(call: Any) -> tuple[int, str]:
+    """The status and the error text (which names the offending field) of a refused call."""
+    with pytest.raises(ApiError) as info:
+        call()
+    return info.value.status_code, str(info.value)
+
+
+def test_patch_start_and_verification_are_frozen_once_a_key_is_fetched(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    manual_key(acme, "m")
+    contract = create(acme, keys=[{"id": "m"}])
+    path = f"{PATH}/{contract['id']}"
+    admin_client(acme, http).post(f"/admin{path}/keys/m/handover", {})
+    new_start = iso(datetime.now(UTC) - timedelta(hours=2))
+    status, text = refusal(lambda: acme.api.patch(path, {"start": new_start}))
+    assert status == 400
+    assert "start" in text
+    status, text = refusal(lambda: acme.api.patch(path, {"userVerification": "1"}))
+    assert status == 400
+    assert "userVerification" in text
+    # the same values, and other fields, may still be sent
+    same = acme.api.patch(path, {"start": contract["start"], "userVerification": "0"})
+    assert same["start"] == contract["start"]
+    later = iso(datetime.now(UTC) + timedelta(days=4))
+    assert acme.api.patch(path, {"end": later})["end"] == later
+
+
+def test_patch_verification_is_frozen_once_signed(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    device_keys(container, acme, "a")
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1")
+    path = f"{PATH}/{contract['id']}"
+    token = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
+    )
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    assert http.post(f"/sign/{token}", content=b"name=John", headers=headers).status_code == 200
+    status, text = refusal(lambda: acme.api.patch(path, {"userVerification": "0"}))
+    assert status == 400
+    assert "userVerification" in text
+    assert acme.api.get(path)["userVerification"] == "1"
+
+
+def test_pick_up_info_is_refused_on_device_key_contracts(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "a", "b")
+    status, text = refusal(
+        lambda: create(acme, keys=[{"id": "a"}], pickUpInfoForManualStorageKeys="Desk")
+    )
+    assert status == 400
+    assert "pickUpInfoForManualStorageKeys" in text
+    contract = create(acme, keys=[{"id": "b"}])
+    path = f"{PATH}/{contract['id']}"
+    change = {"pickUpInfoForManualStorageKeys": "Desk"}
+    status, text = refusal(lambda: acme.api.patch(path, change))
+    assert status == 400
+    assert "pickUpInfoForManualStorageKeys" in text
+    assert acme.api.get(path)["pickUpInfoForManualStorageKeys"] is None
+
+
+@pytest.mark.parametrize(
+    ("storage_info", "field"),
+    [
+        ({"automatId": "x", "manualStorageInfo": "Shelf"}, "keys.0.storageInfo"),
+        ({"pincode": "1234", "manualStorageInfo": "Shelf"}, "keys.0.storageInfo"),
+        ("Shelf 1", "keys.0.storageInfo"),
+        (["x"], "keys.0.storageInfo"),
+        ({"automatId": 7}, "keys.0.storageInfo.automatId"),
+        ({"automatId": ""}, "keys.0.storageInfo.automatId"),
+        ({"pincode": 1234}, "keys.0.storageInfo.pincode"),
+        ({"pincode": "12ab"}, "keys.0.storageInfo.pincode"),
+        ({"pincode": "123"}, "keys.0.storageInfo.pincode"),
+        ({"manualStorageInfo": 5}, "keys.0.storageInfo.manualStorageInfo"),
+        ({"manualStorageInfo": "  "}, "keys.0.storageInfo.manualStorageInfo"),
+    ],
+)
+def test_malformed_storage_info_is_refused_naming_the_field(
+    container: Container, acme: Tenant, storage_info: Any, field: str
+) -> None:
+    device_keys(container, acme, "a")
+    status, text = refusal(lambda: create(acme, keys=[{"id": "a", "storageInfo": storage_info}]))
+    assert status == 400
+    assert field in text
+    assert acme.api.get(PATH)["data"] == []

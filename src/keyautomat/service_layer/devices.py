@@ -270,7 +270,7 @@ def is_online(
 # --- events -----------------------------------------------------------------------------
 
 
-def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> bool:
+def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> bool:
     """Insert unless the unique key exists already; True when a row was written."""
     dialect = session.get_bind().dialect.name
     stmt: Any
@@ -286,7 +286,7 @@ def _insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, 
 
 def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
     """Apply one device event exactly once; False when it was applied before (a resend)."""
-    fresh = _insert_ignoring_duplicates(
+    fresh = insert_ignoring_duplicates(
         session,
         device_inbox,
         {

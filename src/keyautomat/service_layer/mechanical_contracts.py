@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -629,6 +629,31 @@ def _strong_auth(session: Session, unit_id: str) -> bool:
         )
         is not None
     )
+
+
+def strong_auth_enabled(session: Session, principal: Principal, unit_id: str) -> bool:
+    """Whether ``unit_id`` allows userVerification "2" (F3); admins of its subtree only."""
+    principal.require_admin()
+    notifications.scoped_unit(session, principal, unit_id)
+    return _strong_auth(session, unit_id)
+
+
+def set_strong_auth(session: Session, principal: Principal, unit_id: str, enabled: bool) -> bool:
+    """Enable or disable userVerification "2" for exactly this unit (not its children).
+
+    Idempotent; concurrent enables are harmless (insert ignoring the duplicate).
+    Disabling does not touch contracts that already ask for "2"."""
+    principal.require_admin()
+    notifications.scoped_unit(session, principal, unit_id)
+    if enabled:
+        devices.insert_ignoring_duplicates(
+            session, strong_auth_units, {"organization_unit_id": unit_id}
+        )
+    else:
+        session.execute(
+            delete(strong_auth_units).where(strong_auth_units.c.organization_unit_id == unit_id)
+        )
+    return enabled
 
 
 def _check_verification(session: Session, unit_id: str, value: str) -> None:

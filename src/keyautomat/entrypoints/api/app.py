@@ -16,6 +16,7 @@ from keyautomat.entrypoints.api import admin_webhooks, sign
 from keyautomat.entrypoints.api.admin import devices as admin_devices
 from keyautomat.entrypoints.api.admin import mechanical_contracts as admin_mechanical
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
+from keyautomat.entrypoints.api.admin import strong_authentication as admin_strong_auth
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import (
@@ -113,6 +114,7 @@ def create_app(
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
+    app.include_router(admin_strong_auth.router, prefix=ADMIN_PREFIX)
     app.include_router(admin_webhooks.router)
     app.include_router(admin_devices.router, prefix=ADMIN_PREFIX, include_in_schema=False)
     app.include_router(admin_mechanical.router, prefix=ADMIN_PREFIX)
