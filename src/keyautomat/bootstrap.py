@@ -86,7 +86,13 @@ def bootstrap(
 def _register_contracts(container: Container) -> None:
     """iLOQ contracts: device progress, just-in-time programming, end and wipe jobs."""
     from keyautomat.domain.notifications import ContractKind
-    from keyautomat.service_layer import automats, devices, iloq_contracts, notifications
+    from keyautomat.service_layer import (
+        automats,
+        contract_steps,
+        devices,
+        iloq_contracts,
+        notifications,
+    )
     from keyautomat.service_layer.iloq_progress import (
         ContractJobs,
         KeyProgrammer,
@@ -101,7 +107,7 @@ def _register_contracts(container: Container) -> None:
         automats.uninstall_guards.append(iloq_contracts.automat_in_use)
     notifications.register_condition_checker(ContractKind.ILOQ, condition)
     jobs = ContractJobs(container.db, container.iloq, container.clock)
-    container.dispatcher.register(iloq_contracts.END_KIND, _end_by_kind(container, jobs))
+    container.dispatcher.register(contract_steps.END_KIND, _end_by_kind(container, jobs))
     container.dispatcher.register(iloq_contracts.WIPE_KIND, jobs.wipe)
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)
 

@@ -43,15 +43,15 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
+from keyautomat.service_layer import contract_steps, devices, notifications, webhooks
 from keyautomat.service_layer import contracts as core
-from keyautomat.service_layer import devices, notifications, outbox, webhooks
 from keyautomat.service_layer import iloq_keys as registry
+from keyautomat.service_layer.contract_steps import schedule_end
 from keyautomat.service_layer.contracts import Slot
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
 
 KIND = ContractKind.ILOQ.value
-END_KIND = "contract-end"
 WIPE_KIND = "iloq-wipe"
 
 c = contracts
@@ -442,24 +442,6 @@ def publish_contract_update(session: Session, contract: ContractRow, now: dateti
             ),
             occurred_at=now,
             now=now,
-        )
-
-
-def _end_ref(contract_id: str) -> str:
-    return f"contract:{contract_id}:end"
-
-
-def schedule_end(session: Session, contract: ContractRow, now: datetime) -> None:
-    """The end evaluation (C12) is an outbox row due at ``end``: indexed, and run once."""
-    outbox.cancel(session, ref=_end_ref(contract.id), kinds=[END_KIND])
-    if contract.end is not None and contract.end_evaluated_at is None:
-        outbox.enqueue(
-            session,
-            END_KIND,
-            {"contractId": contract.id},
-            now=now,
-            due_at=contract.end,
-            ref=_end_ref(contract.id),
         )
 
 
@@ -913,7 +895,7 @@ def delete_contract(
     )
     session.execute(update(c).where(c.c.id == contract.id).values(deleted_at=now, updated_at=now))
     notifications.cancel_reminders(session, contract.id)
-    outbox.cancel(session, ref=_end_ref(contract.id), kinds=[END_KIND])
+    contract_steps.cancel_end(session, contract.id)
 
 
 def automat_in_use(session: Session, automat: Any) -> str | None:

@@ -32,8 +32,8 @@ from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contracts import OPEN_END, ContractType, KeyStatus, end_outcome, is_out
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType, code_type_for
 from keyautomat.domain.notifications import ContractView, NotificationType
+from keyautomat.service_layer import contract_steps, devices, notifications, outbox, webhooks
 from keyautomat.service_layer import contracts as core
-from keyautomat.service_layer import devices, notifications, outbox, webhooks
 from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.delivery import GiveUp, RetryLater
@@ -442,29 +442,10 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
         else:
             # Still out: the locker waits for it, and its code opens it for the return.
             core.set_reservation_until(session, contract.id, key.position, OPEN_END)
-            _reopen_for_return(session, contract, key)
+            contract_steps.reopen_for_return(session, contract, key)
         _publish_status(session, contract, key, outcome, at)
     _maybe_complete(session, contract.id, now)
     return changed
-
-
-def _reopen_for_return(session: Session, contract: ContractRow, key: KeyRow) -> None:
-    if key.pincode_id is None or key.automat_id is None or key.pincode is None:
-        return
-    assert key.locker_index is not None
-    devices.remove_pincode(session, key.automat_id, key.pincode_id)
-    pincode_id = devices.add_pincode(
-        session,
-        key.automat_id,
-        code=key.pincode,
-        locker_index=key.locker_index,
-        valid_from=contract.start,
-        valid_until=None,
-        purpose="return",
-        key_id=key.key_id,
-        reference=contract.id,
-    )
-    _set_key(session, contract, key, pincode_id=pincode_id)
 
 
 def condition(

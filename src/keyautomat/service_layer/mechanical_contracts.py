@@ -48,10 +48,11 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
+from keyautomat.service_layer import contract_steps, devices, notifications, webhooks
 from keyautomat.service_layer import contracts as core
-from keyautomat.service_layer import devices, notifications, outbox, webhooks
+from keyautomat.service_layer.contract_steps import schedule_end
 from keyautomat.service_layer.contracts import Slot
-from keyautomat.service_layer.iloq_contracts import END_KIND, parse_time
+from keyautomat.service_layer.iloq_contracts import parse_time
 from keyautomat.service_layer.mechanical_keys import root_unit_of
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
@@ -431,24 +432,6 @@ def publish_contract_update(session: Session, contract: ContractRow, now: dateti
             ),
             occurred_at=now,
             now=now,
-        )
-
-
-def _end_ref(contract_id: str) -> str:
-    return f"contract:{contract_id}:end"
-
-
-def schedule_end(session: Session, contract: ContractRow, now: datetime) -> None:
-    """The shared ``contract-end`` job, due at ``end`` (bootstrap routes it by kind)."""
-    outbox.cancel(session, ref=_end_ref(contract.id), kinds=[END_KIND])
-    if contract.end is not None and contract.end_evaluated_at is None:
-        outbox.enqueue(
-            session,
-            END_KIND,
-            {"contractId": contract.id},
-            now=now,
-            due_at=contract.end,
-            ref=_end_ref(contract.id),
         )
 
 
@@ -1033,7 +1016,7 @@ def _delete(session: Session, contract: ContractRow, now: datetime) -> None:
         .values(public_id=f"{contract.id}/deleted", signature_token=None)
     )
     notifications.cancel_reminders(session, contract.id)
-    outbox.cancel(session, ref=_end_ref(contract.id), kinds=[END_KIND])
+    contract_steps.cancel_end(session, contract.id)
 
 
 def delete_contract(

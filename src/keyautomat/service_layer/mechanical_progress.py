@@ -28,8 +28,8 @@ from keyautomat.domain.devices import AutomatEvent, AutomatEventType, code_type_
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.mechanical import Storage
 from keyautomat.domain.notifications import ContractKind, ContractView, NotificationType
+from keyautomat.service_layer import contract_steps, devices, notifications, webhooks
 from keyautomat.service_layer import contracts as core
-from keyautomat.service_layer import devices, notifications, webhooks
 from keyautomat.service_layer.iloq_progress import condition as shared_condition
 from keyautomat.service_layer.mechanical_contracts import (
     KIND,
@@ -340,31 +340,12 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
             if key.is_device and not contract.free_locker_after_fetch:
                 # Still out: its locker waits, and its code keeps opening it for the return.
                 core.set_reservation_until(session, contract.id, key.position, OPEN_END)
-                _reopen_for_return(session, contract, key)
+                contract_steps.reopen_for_return(session, contract, key)
             _publish(session, contract, key, KeyStatus.NOT_RETURNED, at)
         else:  # returned and back in place: done
             _retire(session, contract, key)
     _complete_if_done(session, contract.id, now)
     return changed
-
-
-def _reopen_for_return(session: Session, contract: ContractRow, key: KeyRow) -> None:
-    if key.pincode_id is None or key.automat_id is None or key.pincode is None:
-        return
-    assert key.locker_index is not None
-    devices.remove_pincode(session, key.automat_id, key.pincode_id)
-    pincode_id = devices.add_pincode(
-        session,
-        key.automat_id,
-        code=key.pincode,
-        locker_index=key.locker_index,
-        valid_from=contract.start,
-        valid_until=None,
-        purpose="return",
-        key_id=key.key_id,
-        reference=contract.id,
-    )
-    _set_key(session, contract, key, pincode_id=pincode_id)
 
 
 def condition(

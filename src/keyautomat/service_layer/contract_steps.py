@@ -1,0 +1,96 @@
+"""Steps every contract kind takes the same way, on the shared contract tables.
+
+iLOQ and mechanical contracts keep their own row types; these functions ask
+only for the attributes they read, so both kinds call the one implementation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters.orm_contracts import contract_keys
+from keyautomat.service_layer import devices, outbox
+
+# The end evaluation (C12) of every kind is an outbox row due at ``end``:
+# indexed, and run once; bootstrap routes it by the contract's kind.
+END_KIND = "contract-end"
+
+
+class ContractLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime | None: ...
+    @property
+    def end_evaluated_at(self) -> datetime | None: ...
+
+
+class KeyLike(Protocol):
+    @property
+    def position(self) -> int: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def automat_id(self) -> str | None: ...
+    @property
+    def locker_index(self) -> int | None: ...
+    @property
+    def pincode(self) -> str | None: ...
+    @property
+    def pincode_id(self) -> str | None: ...
+
+
+def end_ref(contract_id: str) -> str:
+    return f"contract:{contract_id}:end"
+
+
+def schedule_end(session: Session, contract: ContractLike, now: datetime) -> None:
+    """(Re)plan the end evaluation at ``end``; nothing for an open end or one done already."""
+    cancel_end(session, contract.id)
+    if contract.end is not None and contract.end_evaluated_at is None:
+        outbox.enqueue(
+            session,
+            END_KIND,
+            {"contractId": contract.id},
+            now=now,
+            due_at=contract.end,
+            ref=end_ref(contract.id),
+        )
+
+
+def cancel_end(session: Session, contract_id: str) -> None:
+    outbox.cancel(session, ref=end_ref(contract_id), kinds=[END_KIND])
+
+
+def set_key(session: Session, contract_id: str, key: KeyLike, **values: Any) -> None:
+    session.execute(
+        update(contract_keys)
+        .where(contract_keys.c.contract_id == contract_id, contract_keys.c.position == key.position)
+        .values(**values)
+    )
+
+
+def reopen_for_return(session: Session, contract: ContractLike, key: KeyLike) -> None:
+    """A key still out after the end: its code keeps opening its locker for the return."""
+    if key.pincode_id is None or key.automat_id is None or key.pincode is None:
+        return
+    assert key.locker_index is not None
+    devices.remove_pincode(session, key.automat_id, key.pincode_id)
+    pincode_id = devices.add_pincode(
+        session,
+        key.automat_id,
+        code=key.pincode,
+        locker_index=key.locker_index,
+        valid_from=contract.start,
+        valid_until=None,
+        purpose="return",
+        key_id=key.key_id,
+        reference=contract.id,
+    )
+    set_key(session, contract.id, key, pincode_id=pincode_id)
