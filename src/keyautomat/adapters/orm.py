@@ -125,6 +125,10 @@ automats = Table(
     Column("lifecycle_state", String(32), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime),
+    # Lockers holding a key / empty, kept by triggers on ``lockers`` (migration 0011):
+    # the upper bound a group is ranked by (docs/contracts.md "How a group is ranked").
+    Column("keys_inside", Integer, nullable=False, server_default="0"),
+    Column("empty_lockers", Integer, nullable=False, server_default="0"),
     Index("ix_automats_created_at_id", "created_at", "id"),
 )
 

@@ -130,6 +130,10 @@ def free_lockers(
     return [Slot(automat_id, row.locker_index, None) for row in rows]
 
 
+SHORTLIST = 16
+"""How many automats, best by their upper bound, a limited ranking checks exactly."""
+
+
 def rank_automats(
     session: Session,
     candidates: Sequence[str],
@@ -143,16 +147,27 @@ def rank_automats(
     """Automats by how much they can offer over the period, most first; ties go to the most
     recently seen, then the lowest id (gaps.md C5). At most ``limit`` of them.
 
-    One statement, whatever the size of the group: the lockers each automat
-    could offer (keys inside, or empty lockers), minus the blocked keys among
-    them, minus those with a reservation overlapping the period. The last part
-    is driven from a ``MATERIALIZED`` CTE over the covering index
+    Without ``limit``, one statement over the whole group: the lockers each
+    automat could offer (keys inside, or empty lockers), minus the blocked keys
+    among them, minus those with a reservation overlapping the period. The last
+    part is driven from a ``MATERIALIZED`` CTE over the covering index
     ``ix_contract_reservations_until_start``, which reaches only reservations
-    that have not ended, however many contracts are in history. A reservation of
-    a key that has since moved to another locker is not subtracted here, and a
-    blocked key that is also reserved is subtracted twice: the
-    ranking runs unlocked and is a heuristic; :func:`free_keys` under the lock
-    is exact and makes the caller fall back to the next automat.
+    that have not ended, however many contracts are in history.
+
+    With ``limit``, two cheaper statements: the group is ranked by an upper
+    bound that ignores reservations (the per-automat counts of keys inside, or
+    of empty lockers, kept by triggers on ``lockers``, minus blocked keys), and
+    only the best :data:`SHORTLIST` of those are ranked exactly, their
+    reservations reached through ``ix_contract_reservations_automat_until``.
+    The cost then no longer grows with the reservations of the whole group; the
+    price is that an automat outside the shortlist is not seen even if it has
+    fewer reservations. Groups of up to :data:`SHORTLIST` automats are ranked
+    exactly either way.
+
+    A reservation of a key that has since moved to another locker is not
+    subtracted here, and a blocked key that is also reserved is subtracted
+    twice: the ranking runs unlocked and is a heuristic; :func:`free_keys` under
+    the lock is exact and makes the caller fall back to the next automat.
 
     ``among``, a statement selecting the candidates' ids, is bound instead of
     ``candidates`` (then only checked for emptiness): fetching and binding a
@@ -160,51 +175,90 @@ def rank_automats(
     """
     if not candidates:
         return []
-    a = orm.automats
     ids: Any = list(candidates) if among is None else among
+    if limit is None:
+        return _rank(session, ids, start, until, want_keys=want_keys, limit=None, busy=True)
+    shortlist = [
+        automat_id
+        for automat_id, _ in _rank(
+            session, ids, start, until, want_keys=want_keys, limit=SHORTLIST, busy=False
+        )
+    ]
+    if not shortlist:
+        return []
+    return _rank(
+        session, shortlist, start, until, want_keys=want_keys, limit=limit, busy=True, few=True
+    )
+
+
+def _rank(
+    session: Session,
+    ids: Any,
+    start: datetime,
+    until: datetime,
+    *,
+    want_keys: bool,
+    limit: int | None,
+    busy: bool,
+    few: bool = False,
+) -> list[tuple[str, int]]:
+    """The ranking statement of :func:`rank_automats`; ``busy=False`` ranks by the kept
+    counts and leaves reservations out (an upper bound); ``few`` reaches the
+    reservations of ``ids`` (a short list) through their automat instead of
+    through every unended reservation."""
+    a = orm.automats
     if want_keys:
         offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
     else:
         offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
-    offered = (
-        select(lk.c.automat_id, func.count().label("n"))
-        .where(lk.c.automat_id.in_(ids), offer)
-        .group_by(lk.c.automat_id)
-        .cte("offered")
-    )
-    hot = (
-        select(r.c.automat_id, r.c.locker_index)
-        .where(r.c.until > start, r.c.start < until)
-        .cte("hot")
-        .prefix_with("MATERIALIZED")
-    )
-    busy = (
-        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
-        .select_from(hot)
-        .join(
-            lk,
-            and_(lk.c.automat_id == hot.c.automat_id, lk.c.locker_index == hot.c.locker_index),
+    available: ColumnElement[int]
+    source: Any = a
+    if not busy:
+        # The counts kept by the triggers of migration 0011: no locker is read.
+        available = a.c.keys_inside if want_keys else a.c.empty_lockers
+    else:
+        offered = (
+            select(lk.c.automat_id, func.count().label("n"))
+            .where(lk.c.automat_id.in_(ids), offer)
+            .group_by(lk.c.automat_id)
+            .cte("offered")
         )
-        .where(offer)
-        .group_by(lk.c.automat_id)
-        .cte("busy")
-    )
-    # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
-    # ix_lockers_key_id; the outer join keeps the candidates' counts only.
-    blocked_keys = select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))
-    blocked = (
-        select(lk.c.automat_id, func.count().label("n"))
-        .where(lk.c.key_id.in_(blocked_keys), offer)
-        .group_by(lk.c.automat_id)
-        .cte("blocked")
-    )
-    available = func.coalesce(offered.c.n, 0) - func.coalesce(busy.c.n, 0)
+        available = func.coalesce(offered.c.n, 0)
+        source = source.outerjoin(offered, offered.c.automat_id == a.c.id)
+        overlapping = select(r.c.automat_id, r.c.locker_index).where(
+            r.c.until > start, r.c.start < until
+        )
+        if few:
+            hot = overlapping.where(r.c.automat_id.in_(ids)).cte("hot")
+        else:
+            hot = overlapping.cte("hot").prefix_with("MATERIALIZED")
+        reserved = (
+            select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
+            .select_from(hot)
+            .join(
+                lk,
+                and_(
+                    lk.c.automat_id == hot.c.automat_id,
+                    lk.c.locker_index == hot.c.locker_index,
+                ),
+            )
+            .where(offer)
+            .group_by(lk.c.automat_id)
+            .cte("busy")
+        )
+        available = available - func.coalesce(reserved.c.n, 0)
+        source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
     if want_keys:
+        # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
+        # ix_lockers_key_id; the outer join keeps the candidates' counts only.
+        blocked_keys = select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))
+        blocked = (
+            select(lk.c.automat_id, func.count().label("n"))
+            .where(lk.c.key_id.in_(blocked_keys), offer)
+            .group_by(lk.c.automat_id)
+            .cte("blocked")
+        )
         available = available - func.coalesce(blocked.c.n, 0)
-    source = a.outerjoin(offered, offered.c.automat_id == a.c.id).outerjoin(
-        busy, busy.c.automat_id == a.c.id
-    )
-    if want_keys:
         source = source.outerjoin(blocked, blocked.c.automat_id == a.c.id)
     stmt = (
         select(a.c.id, available.label("available"))

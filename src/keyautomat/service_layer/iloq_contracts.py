@@ -567,7 +567,7 @@ def _allocate(
     want_keys = new.contract_type is not ContractType.RETURN
     count = new.key_count
     # Only the best few are ranked: the first that can serve under the lock is
-    # taken, and all of them are ranked only when those few turned out not to.
+    # taken, and all of them are ranked (exactly) only when those few turned out not to.
     for limit in (RANKED_FIRST, None):
         ranked = (
             core.rank_automats(
@@ -594,10 +594,10 @@ def _allocate(
             )
             if len(slots) == count:
                 return slots
-        else:
-            if limit is not None and len(ranked) == limit:
-                continue  # every one of the best few failed the locked check
-        break
+        # The best few are ranked from a shortlist (core.rank_automats): when they
+        # all fell short, rank the whole group exactly before answering 409.
+        if limit is None or len(ranked) < limit:
+            break
     what = "keys" if want_keys else "free lockers"
     raise Conflict(f"No automat has {count} {what} available for the requested period")
 
