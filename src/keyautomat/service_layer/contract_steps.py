@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, and_, false, or_, update
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.orm_contracts import contract_keys
+from keyautomat.adapters.orm_contracts import contract_keys, contracts
 from keyautomat.service_layer import devices, outbox
 
 # The end evaluation (C12) of every kind is an outbox row due at ``end``:
@@ -94,3 +94,26 @@ def reopen_for_return(session: Session, contract: ContractLike, key: KeyLike) ->
         reference=contract.id,
     )
     set_key(session, contract.id, key, pincode_id=pincode_id)
+
+
+def period_condition(
+    *, ongoing: bool | None, ended: bool | None, future: bool | None, now: datetime
+) -> ColumnElement[bool] | None:
+    """The list filters of gaps.md C14 on the ``contracts`` table.
+
+    None given: no condition (all contracts). Several true: their union. All
+    given as false: a condition nothing satisfies.
+    """
+    if ongoing is None and ended is None and future is None:
+        return None
+    c = contracts.c
+    parts: list[ColumnElement[bool]] = []
+    if future:
+        parts.append(c.start > now)
+    if ongoing:
+        parts.append(
+            and_(c.start <= now, or_(c.end.is_(None), c.end > now), c.completed_at.is_(None))
+        )
+    if ended:
+        parts.append(or_(c.end <= now, c.completed_at.is_not(None)))
+    return or_(*parts) if parts else false()

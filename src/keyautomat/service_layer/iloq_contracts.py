@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, insert, or_, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -726,23 +726,9 @@ def list_contracts(
         c.c.deleted_at.is_(None),
         in_scope(c.c.organization_unit_id, principal),
     )
-    if ongoing is not None or ended is not None or future is not None:
-        parts = []
-        if future:
-            parts.append(c.c.start > now)
-        if ongoing:
-            parts.append(
-                and_(
-                    c.c.start <= now,
-                    or_(c.c.end.is_(None), c.c.end > now),
-                    c.c.completed_at.is_(None),
-                )
-            )
-        if ended:
-            parts.append(or_(c.c.end <= now, c.c.completed_at.is_not(None)))
-        if not parts:
-            return Page([], page.offset, page.limit, False)
-        stmt = stmt.where(or_(*parts))
+    period = contract_steps.period_condition(ongoing=ongoing, ended=ended, future=future, now=now)
+    if period is not None:
+        stmt = stmt.where(period)
     stmt = stmt.order_by(c.c.created_at, c.c.id).offset(page.offset).limit(page.limit + 1)
     rows = [_contract_of(row) for row in session.execute(stmt).all()]
     has_next = len(rows) > page.limit

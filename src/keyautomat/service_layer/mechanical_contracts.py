@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -821,23 +821,9 @@ def list_contracts(
             in_scope(c.c.organization_unit_id, principal),
         )
     )
-    if ongoing is not None or ended is not None or future is not None:
-        parts = []
-        if future:
-            parts.append(c.c.start > now)
-        if ongoing:
-            parts.append(
-                and_(
-                    c.c.start <= now,
-                    or_(c.c.end.is_(None), c.c.end > now),
-                    c.c.completed_at.is_(None),
-                )
-            )
-        if ended:
-            parts.append(or_(c.c.end <= now, c.c.completed_at.is_not(None)))
-        if not parts:
-            return Page([], page.offset, page.limit, False)
-        stmt = stmt.where(or_(*parts))
+    period = contract_steps.period_condition(ongoing=ongoing, ended=ended, future=future, now=now)
+    if period is not None:
+        stmt = stmt.where(period)
     if key_id:
         stmt = stmt.where(
             select(ck.c.contract_id)
