@@ -11,6 +11,9 @@ from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.bootstrap import Container
 from keyautomat.domain.model import IloqApiUser, OrgUnitType
 from keyautomat.service_layer import accounts
+from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
+from tests.conftest import Tenant
+from tests.devices import Simulators, eventually, install
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,44 @@ def seed_system(container: Container, unit_id: str, *, prefix: str = "") -> Seed
 def on_system(container: Container, unit_id: str, work: Any) -> Any:
     """Run ``work(system)`` on the emulated system of ``unit_id`` in one transaction."""
     return container.db.transaction(lambda s: work(EmulatedSystem(s, unit_id)))
+
+
+CONTRACTS_PATH = "/iloq/keycontracts"
+
+
+def bound_automat(
+    tenant: Tenant, sims: Simulators, *, keys: int = 1, lockers: int = 3
+) -> tuple[str, SimulatedAutomat, list[str]]:
+    """An installed key20 whose simulator (on ``sims``' link) bound and reported its keys."""
+    automat = install(tenant)
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key20",
+        locker_count=lockers,
+        installation_pincode=automat["installationPincode"],
+    )
+    stock = blank_iloq_keys(keys)
+    sim.stock(stock)
+    sims.call(sim.wait_bound, 10.0)
+    eventually(
+        lambda: (
+            sum(
+                1
+                for locker in tenant.api.get(f"/automats/{automat['id']}")["lockers"]
+                if locker["isKeyInside"]
+            )
+            == keys
+        )
+    )
+    return automat["id"], sim, [k.id for k in stock]
+
+
+def first_key(tenant: Tenant, contract_id: str) -> dict[str, Any]:
+    """The first key of an iLOQ contract as the API shows it."""
+    key: dict[str, Any] = tenant.api.get(f"{CONTRACTS_PATH}/{contract_id}")["keys"][0]
+    return key
+
+
+def synced(sims: Simulators, sim: SimulatedAutomat, code: str) -> bool:
+    """The simulated automat holds ``code`` in its local pincode store."""
+    return any(p.code == code for p in sims.call(lambda: list(sim.pincodes.values())))

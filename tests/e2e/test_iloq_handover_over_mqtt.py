@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,11 +20,11 @@ from keyautomat.adapters.orm import outbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
+from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
-from tests.iloq_helpers import on_system, seed_system
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.iloq_helpers import bound_automat, first_key, on_system, seed_system, synced
 from tests.services import MQTT_HOST, MQTT_PORT, need
 
 pytestmark = pytest.mark.mqtt
@@ -55,42 +54,6 @@ def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
     simulators.stop_all()
 
 
-def bound_automat(
-    acme: Tenant, sims: Simulators, *, keys: int = 1, lockers: int = 3
-) -> tuple[str, SimulatedAutomat, list[str]]:
-    """An installed automat whose simulator bound over MQTT and reported its stocked keys."""
-    automat = install(acme)
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key20",
-        locker_count=lockers,
-        installation_pincode=automat["installationPincode"],
-    )
-    stock = blank_iloq_keys(keys)
-    sim.stock(stock)
-    sims.call(sim.wait_bound, 10.0)
-    eventually(
-        lambda: (
-            sum(
-                1
-                for locker in acme.api.get(f"/automats/{automat['id']}")["lockers"]
-                if locker["isKeyInside"]
-            )
-            == keys
-        )
-    )
-    return automat["id"], sim, [k.id for k in stock]
-
-
-def _key(acme: Tenant, contract_id: str) -> dict[str, Any]:
-    key: dict[str, Any] = acme.api.get(f"{PATH}/{contract_id}")["keys"][0]
-    return key
-
-
-def _synced(sims: Simulators, sim: SimulatedAutomat, code: str) -> bool:
-    return any(p.code == code for p in sims.call(lambda: list(sim.pincodes.values())))
-
-
 def test_a_default_contract_over_mqtt_programs_the_key_when_the_pincode_is_sent(
     container: Container, acme: Tenant, sims: Simulators
 ) -> None:
@@ -113,23 +76,23 @@ def test_a_default_contract_over_mqtt_programs_the_key_when_the_pincode_is_sent(
     code = created["keys"][0]["storageInfo"]["pincode"]
     key_id = created["keys"][0]["id"]
     assert key_id == stock[0]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     assert on_system(container, acme.unit_id, lambda s: s.log(key_id)) == []  # no rights yet
 
     sent_at = datetime.now(UTC)
     result = acme.api.post(f"/automats/{automat_id}/sendPincode", {"pincode": code})
     assert result == {"success": True, "reason": None}
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-fetched")
     log = on_system(container, acme.unit_id, lambda s: s.log(key_id))
     assert [entry.action for entry in log] == ["program"]
     assert list(log[0].access_right_ids) == [system.front_door]
     assert sent_at - timedelta(seconds=1) <= log[0].at <= datetime.now(UTC)
-    key = _key(acme, created["id"])
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is False
     assert key["storageInfo"]["pincode"] == code
 
     assert sims.call(sim.enter_code, code)  # the guest brings it back
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
     sims.call(OutboxWorker(container.db, container.dispatcher, container.clock).drain)
     log = on_system(container, acme.unit_id, lambda s: s.log(key_id))
     assert [entry.action for entry in log] == ["program", "wipe"]
@@ -155,19 +118,19 @@ def test_a_fetch_contract_over_mqtt_frees_the_locker_and_the_key_keeps_its_right
     key_id = created["keys"][0]["id"]
     assert key_id == key_ids[0]
     code = created["keys"][0]["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     assert on_system(container, acme.unit_id, lambda s: s.log(key_id)) == []  # no rights yet
 
     sent_at = datetime.now(UTC)
     result = acme.api.post(f"/automats/{automat_id}/sendPincode", {"pincode": code})
     assert result == {"success": True, "reason": None}
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-fetched")
     log = on_system(container, acme.unit_id, lambda s: s.log(key_id))
     assert [entry.action for entry in log] == ["program"]
     assert list(log[0].access_right_ids) == [system.storage]
     assert sent_at - timedelta(seconds=1) <= log[0].at <= datetime.now(UTC)
     assert key_id in sims.call(lambda: dict(sim.person.pocket) if sim.person else {})
-    key = _key(acme, created["id"])
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is True
     assert key["storageInfo"]["pincode"] is None
     eventually(lambda: acme.api.get(f"/automats/{automat_id}")["lockers"][0]["key"] is None)
@@ -196,7 +159,7 @@ def test_a_return_contract_over_mqtt_takes_the_key_into_the_empty_locker_and_wip
     assert key["id"] == returned.id
     assert key["storageInfo"]["deviceId"] == automat_id
     code = key["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     locker_index = next(
         p.locker_index for p in sims.call(lambda: list(sim.pincodes.values())) if p.code == code
     )
@@ -208,9 +171,9 @@ def test_a_return_contract_over_mqtt_takes_the_key_into_the_empty_locker_and_wip
 
     sims.call(hold_the_key)
     assert sims.call(sim.enter_code, code)  # opens at once: nothing to program
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
     assert sims.call(lambda: sim.lockers[locker_index].key) == returned
-    key = _key(acme, created["id"])
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is True
     assert key["storageInfo"]["pincode"] is None
     lockers = {

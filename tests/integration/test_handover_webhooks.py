@@ -16,8 +16,8 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually
-from tests.iloq_helpers import seed_system
-from tests.integration.test_iloq_handover import PATH, _key, _synced, bound_automat
+from tests.iloq_helpers import CONTRACTS_PATH as PATH
+from tests.iloq_helpers import bound_automat, first_key, seed_system, synced
 from tests.integration.test_webhooks import live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
@@ -66,16 +66,16 @@ def test_a_default_handover_produces_the_specs_events_with_exact_payloads(
         },
     )
     code = created["keys"][0]["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     locker = next(
         int(locker["lockerIndex"])
         for locker in acme.api.get(f"/automats/{automat_id}")["lockers"]
         if locker["key"] and locker["key"]["id"] == key_id
     )
     assert sims.call(sim.enter_code, code)
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-fetched")
     assert sims.call(sim.enter_code, code)
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
     worker = OutboxWorker(container.db, container.dispatcher, container.clock)
     sims.call(worker.drain)
 

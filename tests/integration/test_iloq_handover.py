@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -13,11 +12,10 @@ from starlette.testclient import TestClient
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
-from tests.iloq_helpers import on_system, seed_system
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.iloq_helpers import bound_automat, first_key, on_system, seed_system, synced
 
 PATH = "/iloq/keycontracts"
 
@@ -32,41 +30,6 @@ def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
     simulators = Simulators(http, container)
     yield simulators
     simulators.stop_all()
-
-
-def bound_automat(
-    acme: Tenant, sims: Simulators, *, keys: int = 1, lockers: int = 3
-) -> tuple[str, SimulatedAutomat, list[str]]:
-    automat = install(acme)
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key20",
-        locker_count=lockers,
-        installation_pincode=automat["installationPincode"],
-    )
-    stock = blank_iloq_keys(keys)
-    sim.stock(stock)
-    sims.call(sim.wait_bound, 5.0)
-    eventually(
-        lambda: (
-            sum(
-                1
-                for locker in acme.api.get(f"/automats/{automat['id']}")["lockers"]
-                if locker["isKeyInside"]
-            )
-            == keys
-        )
-    )
-    return automat["id"], sim, [k.id for k in stock]
-
-
-def _key(acme: Tenant, contract_id: str) -> dict[str, Any]:
-    key: dict[str, Any] = acme.api.get(f"{PATH}/{contract_id}")["keys"][0]
-    return key
-
-
-def _synced(sims: Simulators, sim: SimulatedAutomat, code: str) -> bool:
-    return any(p.code == code for p in sims.call(lambda: list(sim.pincodes.values())))
 
 
 def run_default_handover(container: Container, acme: Tenant, sims: Simulators) -> None:
@@ -89,24 +52,24 @@ def run_default_handover(container: Container, acme: Tenant, sims: Simulators) -
     code = created["keys"][0]["storageInfo"]["pincode"]
     key_id = created["keys"][0]["id"]
     assert key_id == key_ids[0]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     # No key holds rights before its fetch.
     assert on_system(container, acme.unit_id, lambda s: s.log(key_id)) == []
 
     typed_at = datetime.now(UTC)
     assert sims.call(sim.enter_code, code)
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-fetched")
     log = on_system(container, acme.unit_id, lambda s: s.log(key_id))
     assert [entry.action for entry in log] == ["program"]
     assert set(log[0].access_right_ids) == {system.front_door, system.sauna}
     assert log[0].at >= typed_at - timedelta(seconds=1)  # programmed at the automat, just now
     assert key_id in sims.call(lambda: dict(sim.person.pocket) if sim.person else {})
-    key = _key(acme, created["id"])
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is False
     assert key["storageInfo"]["pincode"] == code  # default: the same code returns it (C9)
 
     assert sims.call(sim.enter_code, code)
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
     worker = OutboxWorker(container.db, container.dispatcher, container.clock)
     sims.call(worker.drain)
     log = on_system(container, acme.unit_id, lambda s: s.log(key_id))
@@ -138,10 +101,10 @@ def test_a_fetch_contract_frees_the_locker_and_the_key_keeps_its_rights(
         },
     )
     code = created["keys"][0]["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     assert sims.call(sim.enter_code, code)
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
-    key = _key(acme, created["id"])
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-fetched")
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is True
     assert key["storageInfo"]["pincode"] is None
     locker = acme.api.get(f"/automats/{automat_id}")["lockers"][0]
@@ -163,10 +126,10 @@ def test_a_return_contract_takes_a_key_into_an_empty_locker(
     key = created["keys"][0]
     assert key["storageInfo"]["deviceId"] == automat_id
     code = key["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     assert sims.call(sim.enter_code, code)  # opens at once: nothing to program
-    eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
-    key = _key(acme, created["id"])
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
+    key = first_key(acme, created["id"])
     assert key["inHistory"] is True
     assert key["storageInfo"]["pincode"] is None
     lockers = acme.api.get(f"/automats/{automat_id}")["lockers"]
@@ -193,11 +156,11 @@ def test_a_failed_programming_keeps_the_locker_shut_and_the_code_valid(
         },
     )
     code = created["keys"][0]["storageInfo"]["pincode"]
-    eventually(lambda: _synced(sims, sim, code))
+    eventually(lambda: synced(sims, sim, code))
     for attempt in range(3):
         assert sims.call(sim.enter_code, code)
         eventually(lambda n=attempt: _failures(container, created["id"]) == n + 1)
-    assert _key(acme, created["id"])["status"] is None
+    assert first_key(acme, created["id"])["status"] is None
     assert sims.call(lambda: sim.lockers[0].key is not None)  # still inside
     alarms = acme.api.call("GET", f"/automats/{automat_id}")  # the automat is still there
     assert alarms["id"] == automat_id

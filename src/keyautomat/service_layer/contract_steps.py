@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, false, or_, update
+from sqlalchemy import ColumnElement, and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.orm_contracts import contract_keys, contracts
@@ -74,6 +74,21 @@ def set_key(session: Session, contract_id: str, key: KeyLike, **values: Any) -> 
         .where(contract_keys.c.contract_id == contract_id, contract_keys.c.position == key.position)
         .values(**values)
     )
+
+
+def complete_if_done(session: Session, contract_id: str, at: datetime) -> None:
+    """A contract none of whose keys is left outside its history is complete."""
+    open_key = session.execute(
+        select(contract_keys.c.position).where(
+            contract_keys.c.contract_id == contract_id, contract_keys.c.in_history.is_(False)
+        )
+    ).first()
+    if open_key is None:
+        session.execute(
+            update(contracts)
+            .where(contracts.c.id == contract_id, contracts.c.completed_at.is_(None))
+            .values(completed_at=at)
+        )
 
 
 def reopen_for_return(session: Session, contract: ContractLike, key: KeyLike) -> None:

@@ -219,19 +219,13 @@ def _key_at(
     return contract, key
 
 
-def _set_key(session: Session, contract: ContractRow, key: KeyRow, **values: Any) -> None:
-    session.execute(
-        update(ck)
-        .where(ck.c.contract_id == contract.id, ck.c.position == key.position)
-        .values(**values)
-    )
-
-
 def _retire_pincode(session: Session, contract: ContractRow, key: KeyRow) -> None:
     """The key left this contract for good: its code goes, and it is history (C13)."""
     if key.pincode_id is not None and key.automat_id is not None:
         devices.remove_pincode(session, key.automat_id, key.pincode_id)
-    _set_key(session, contract, key, pincode=None, pincode_id=None, in_history=True)
+    contract_steps.set_key(
+        session, contract.id, key, pincode=None, pincode_id=None, in_history=True
+    )
 
 
 def _publish_status(
@@ -253,18 +247,6 @@ def _publish_status(
         occurred_at=at,
         now=at,
     )
-
-
-def _maybe_complete(session: Session, contract_id: str, at: datetime) -> None:
-    open_keys = session.execute(
-        select(ck.c.position).where(ck.c.contract_id == contract_id, ck.c.in_history.is_(False))
-    ).first()
-    if open_keys is None:
-        session.execute(
-            update(c)
-            .where(c.c.id == contract_id, c.c.completed_at.is_(None))
-            .values(completed_at=at)
-        )
 
 
 def _notify(
@@ -338,7 +320,7 @@ def _key_removed(session: Session, event: AutomatEvent) -> None:
     if event.key_id is not None and event.key_id != key.key_id:
         return
     at = event.occurred_at
-    _set_key(session, contract, key, status=KeyStatus.FETCHED.value, fetched_at=at)
+    contract_steps.set_key(session, contract.id, key, status=KeyStatus.FETCHED.value, fetched_at=at)
     if contract.contract_type is ContractType.FETCH:
         # The key is the user's now: the locker is free and the key leaves our automat.
         _retire_pincode(session, contract, key)
@@ -354,7 +336,7 @@ def _key_removed(session: Session, event: AutomatEvent) -> None:
             )
             .values(key_id=None, key_name=None, is_key_inside=False)
         )
-        _maybe_complete(session, contract.id, at)
+        contract_steps.complete_if_done(session, contract.id, at)
     _publish_status(session, contract, key, KeyStatus.FETCHED, at)
     _notify(session, contract, NotificationType.CONTRACT_KEY_FETCHED, key, at)
 
@@ -379,14 +361,19 @@ def _key_inserted(session: Session, event: AutomatEvent) -> None:
     if event.key_id is not None and event.key_id != key.key_id:
         return  # another key in the locker: not this contract's return
     at = event.occurred_at
-    _set_key(
-        session, contract, key, status=KeyStatus.RETURNED.value, returned_at=at, programmed_at=None
+    contract_steps.set_key(
+        session,
+        contract.id,
+        key,
+        status=KeyStatus.RETURNED.value,
+        returned_at=at,
+        programmed_at=None,
     )
     late = key.status == KeyStatus.NOT_RETURNED
     if contract.contract_type is ContractType.RETURN or late:
         _retire_pincode(session, contract, key)
         core.release(session, contract.id, key.position, at)
-        _maybe_complete(session, contract.id, at)
+        contract_steps.complete_if_done(session, contract.id, at)
     if contract.contract_type is ContractType.RETURN and event.locker_index is not None:
         registry.register_key(
             session,
@@ -435,7 +422,7 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
                 _retire_pincode(session, contract, key)  # returned and back in place: done
             continue
         changed += 1
-        _set_key(session, contract, key, status=outcome.value)
+        contract_steps.set_key(session, contract.id, key, status=outcome.value)
         if outcome is KeyStatus.NOT_FETCHED or contract.contract_type is ContractType.RETURN:
             _retire_pincode(session, contract, key)
             core.release(session, contract.id, key.position, at)
@@ -444,7 +431,7 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
             core.set_reservation_until(session, contract.id, key.position, OPEN_END)
             contract_steps.reopen_for_return(session, contract, key)
         _publish_status(session, contract, key, outcome, at)
-    _maybe_complete(session, contract.id, now)
+    contract_steps.complete_if_done(session, contract.id, now)
     return changed
 
 

@@ -45,31 +45,11 @@ c = contracts
 ck = contract_keys
 
 
-def _set_key(session: Session, contract: ContractRow, key: KeyRow, **values: Any) -> None:
-    session.execute(
-        update(ck)
-        .where(ck.c.contract_id == contract.id, ck.c.position == key.position)
-        .values(**values)
-    )
-
-
 def _retire(session: Session, contract: ContractRow, key: KeyRow) -> None:
     """The key is done with this contract: its code goes and it is history."""
     if key.pincode_id is not None and key.automat_id is not None:
         devices.remove_pincode(session, key.automat_id, key.pincode_id)
-    _set_key(session, contract, key, pincode_id=None, in_history=True)
-
-
-def _complete_if_done(session: Session, contract_id: str, at: datetime) -> None:
-    open_keys = session.execute(
-        select(ck.c.position).where(ck.c.contract_id == contract_id, ck.c.in_history.is_(False))
-    ).first()
-    if open_keys is None:
-        session.execute(
-            update(c)
-            .where(c.c.id == contract_id, c.c.completed_at.is_(None))
-            .values(completed_at=at)
-        )
+    contract_steps.set_key(session, contract.id, key, pincode_id=None, in_history=True)
 
 
 def _publish(
@@ -108,12 +88,12 @@ def _notify(
 
 
 def fetched(session: Session, contract: ContractRow, key: KeyRow, at: datetime) -> None:
-    _set_key(session, contract, key, status=KeyStatus.FETCHED.value, fetched_at=at)
+    contract_steps.set_key(session, contract.id, key, status=KeyStatus.FETCHED.value, fetched_at=at)
     if contract.free_locker_after_fetch and key.automat_id is not None:
         # F10: the locker is free at once; the key comes back into any free locker.
         if key.pincode_id is not None:
             devices.remove_pincode(session, key.automat_id, key.pincode_id)
-        _set_key(session, contract, key, pincode_id=None)
+        contract_steps.set_key(session, contract.id, key, pincode_id=None)
         core.release(session, contract.id, key.position, at)
     _publish(session, contract, key, KeyStatus.FETCHED, at)
     _notify(session, contract, NotificationType.CONTRACT_KEY_FETCHED, key, at)
@@ -135,13 +115,13 @@ def returned(
     moved = locker_index is not None and locker_index != key.locker_index
     if moved:
         values["locker_index"] = locker_index
-    _set_key(session, contract, key, **values)
+    contract_steps.set_key(session, contract.id, key, **values)
     ended = contract.end_evaluated_at is not None
     if late or ended or (contract.free_locker_after_fetch and key.automat_id is not None):
         # Back after the end, or into a freed locker: this contract is done with the key.
         _retire(session, contract, key)
         core.release(session, contract.id, key.position, at)
-        _complete_if_done(session, contract.id, at)
+        contract_steps.complete_if_done(session, contract.id, at)
     _publish(session, contract, key, KeyStatus.RETURNED, at, locker_index)
     _notify(session, contract, NotificationType.CONTRACT_KEY_RETURNED, key, at)
 
@@ -188,7 +168,7 @@ def _code_entered(session: Session, event: AutomatEvent) -> None:
     contract, key = found
     at = event.occurred_at
     if key.status in (None, KeyStatus.RETURNED.value):
-        _set_key(session, contract, key, programmed_at=at)  # opened by its code
+        contract_steps.set_key(session, contract.id, key, programmed_at=at)  # opened by its code
     webhooks.publish(
         session,
         organization_unit_id=contract.organization_unit_id,
@@ -330,13 +310,13 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
             continue
         if key.status is None:
             changed += 1
-            _set_key(session, contract, key, status=KeyStatus.NOT_FETCHED.value)
+            contract_steps.set_key(session, contract.id, key, status=KeyStatus.NOT_FETCHED.value)
             _retire(session, contract, key)
             core.release(session, contract.id, key.position, at)
             _publish(session, contract, key, KeyStatus.NOT_FETCHED, at)
         elif key.status == KeyStatus.FETCHED:
             changed += 1
-            _set_key(session, contract, key, status=KeyStatus.NOT_RETURNED.value)
+            contract_steps.set_key(session, contract.id, key, status=KeyStatus.NOT_RETURNED.value)
             if key.is_device and not contract.free_locker_after_fetch:
                 # Still out: its locker waits, and its code keeps opening it for the return.
                 core.set_reservation_until(session, contract.id, key.position, OPEN_END)
@@ -344,7 +324,7 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
             _publish(session, contract, key, KeyStatus.NOT_RETURNED, at)
         else:  # returned and back in place: done
             _retire(session, contract, key)
-    _complete_if_done(session, contract.id, now)
+    contract_steps.complete_if_done(session, contract.id, now)
     return changed
 
 
