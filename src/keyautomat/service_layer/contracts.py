@@ -12,15 +12,18 @@ same automat.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -44,21 +47,30 @@ r = contract_reservations
 lk = orm.lockers
 
 
+# Statements run on every contract creation are built once, with bind parameters,
+# and only executed afterwards: building one (expressions, cache key, CTE columns)
+# costs SQLAlchemy about six times what executing it does (bench/contracts.py).
+
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+
+_LOCK_AUTOMATS = (
+    select(orm.automats.c.id)
+    .where(orm.automats.c.id.in_(_IDS))
+    .order_by(orm.automats.c.id)
+    .with_for_update()
+)
+
+
 def lock_automats(session: Session, automat_ids: Iterable[str]) -> None:
     """Serialise allocation on these automats until the transaction ends."""
     ids = sorted(set(automat_ids))
     if not ids or session.get_bind().dialect.name != "postgresql":
         return  # SQLite: BEGIN IMMEDIATE already holds the database's one write lock
-    session.execute(
-        select(orm.automats.c.id)
-        .where(orm.automats.c.id.in_(ids))
-        .order_by(orm.automats.c.id)
-        .with_for_update()
-    ).all()
+    session.execute(_LOCK_AUTOMATS, {"ids": ids}).all()
 
 
 def _locker_reserved(
-    automat_id: object, locker_index: object, start: datetime, until: datetime
+    automat_id: object, locker_index: object, start: object, until: object
 ) -> ColumnElement[bool]:
     return exists().where(
         r.c.automat_id == automat_id,
@@ -68,16 +80,23 @@ def _locker_reserved(
     )
 
 
-def _key_reserved(key_id: object, start: datetime, until: datetime) -> ColumnElement[bool]:
+def _key_reserved(key_id: object, start: object, until: object) -> ColumnElement[bool]:
     return exists().where(r.c.key_id == key_id, r.c.until > start, r.c.start < until)
 
 
-def _available_key_lockers(
-    automat_id: object, start: datetime, until: datetime
-) -> ColumnElement[bool]:
-    """Lockers of ``automat_id`` holding a usable, unreserved key over ``[start, until)`` (C6)."""
+def _period() -> tuple[BindParameter[datetime], BindParameter[datetime]]:
+    return (
+        bindparam("start", type_=r.c.start.type),
+        bindparam("until", type_=r.c.until.type),
+    )
+
+
+def _available_key_lockers() -> ColumnElement[bool]:
+    """Lockers of ``:automat_id`` holding a usable, unreserved key over ``[:start, :until)``
+    (C6)."""
+    start, until = _period()
     return and_(
-        lk.c.automat_id == automat_id,
+        lk.c.automat_id == bindparam("automat_id"),
         lk.c.key_id.is_not(None),
         lk.c.is_key_inside.is_(True),
         ~exists().where(iloq_keys.c.id == lk.c.key_id, iloq_keys.c.blocked.is_(True)),
@@ -86,10 +105,12 @@ def _available_key_lockers(
     )
 
 
-def _empty_lockers(automat_id: object, start: datetime, until: datetime) -> ColumnElement[bool]:
-    """Lockers of ``automat_id`` with nothing inside and nothing reserved (return contracts)."""
+def _empty_lockers() -> ColumnElement[bool]:
+    """Lockers of ``:automat_id`` with nothing inside and nothing reserved (return
+    contracts)."""
+    start, until = _period()
     return and_(
-        lk.c.automat_id == automat_id,
+        lk.c.automat_id == bindparam("automat_id"),
         lk.c.key_id.is_(None),
         lk.c.is_key_inside.is_(False),
         ~_locker_reserved(lk.c.automat_id, lk.c.locker_index, start, until),
@@ -103,17 +124,35 @@ class Slot:
     key_id: str | None
 
 
+_FREE_KEYS = (
+    select(lk.c.locker_index, lk.c.key_id)
+    .where(_available_key_lockers())
+    .order_by(
+        # Keys with no later booking at all first (gaps.md C6).
+        exists().where(
+            r.c.key_id == lk.c.key_id, r.c.until > bindparam("now", type_=r.c.until.type)
+        ),
+        lk.c.locker_index,
+    )
+    .limit(bindparam("limit"))
+)
+
+_FREE_LOCKERS = (
+    select(lk.c.locker_index)
+    .where(_empty_lockers())
+    .order_by(lk.c.locker_index)
+    .limit(bindparam("limit"))
+)
+
+
 def free_keys(
     session: Session, automat_id: str, start: datetime, until: datetime, now: datetime, limit: int
 ) -> list[Slot]:
     """Up to ``limit`` keys to hand out, best first: keys with no later booking at all, then
     the lowest locker index (gaps.md C6)."""
-    booked_later = exists().where(r.c.key_id == lk.c.key_id, r.c.until > now)
     rows = session.execute(
-        select(lk.c.locker_index, lk.c.key_id)
-        .where(_available_key_lockers(automat_id, start, until))
-        .order_by(booked_later, lk.c.locker_index)
-        .limit(limit)
+        _FREE_KEYS,
+        {"automat_id": automat_id, "start": start, "until": until, "now": now, "limit": limit},
     ).all()
     return [Slot(automat_id, row.locker_index, row.key_id) for row in rows]
 
@@ -122,16 +161,27 @@ def free_lockers(
     session: Session, automat_id: str, start: datetime, until: datetime, limit: int
 ) -> list[Slot]:
     rows = session.execute(
-        select(lk.c.locker_index)
-        .where(_empty_lockers(automat_id, start, until))
-        .order_by(lk.c.locker_index)
-        .limit(limit)
+        _FREE_LOCKERS, {"automat_id": automat_id, "start": start, "until": until, "limit": limit}
     ).all()
     return [Slot(automat_id, row.locker_index, None) for row in rows]
 
 
 SHORTLIST = 16
 """How many automats, best by their upper bound, a limited ranking checks exactly."""
+
+
+def group_members(product: str) -> Select[tuple[str]]:
+    """The active automats of ``product`` in the group ``:group_id`` (a bound parameter)."""
+    a, ag = orm.automats, orm.automat_groups
+    return (
+        select(a.c.id)
+        .join(ag, ag.c.automat_id == a.c.id)
+        .where(
+            ag.c.group_id == bindparam("group_id"),
+            a.c.lifecycle_state == LifecycleState.ACTIVE,
+            a.c.product == product,
+        )
+    )
 
 
 def rank_automats(
@@ -141,7 +191,7 @@ def rank_automats(
     until: datetime,
     *,
     want_keys: bool,
-    among: Select[tuple[str]] | None = None,
+    group: tuple[str, str] | None = None,
     limit: int | None = None,
 ) -> list[tuple[str, int]]:
     """Automats by how much they can offer over the period, most first; ties go to the most
@@ -169,44 +219,55 @@ def rank_automats(
     twice: the ranking runs unlocked and is a heuristic; :func:`free_keys` under
     the lock is exact and makes the caller fall back to the next automat.
 
-    ``among``, a statement selecting the candidates' ids, is bound instead of
-    ``candidates`` (then only checked for emptiness): fetching and binding a
-    thousand ids costs more in SQLAlchemy than ranking them in the database.
+    ``group``, a (group id, product) pair, ranks the group's active automats of
+    that product (:func:`group_members`) instead of ``candidates`` (then only
+    checked for emptiness): fetching and binding a thousand ids costs more than
+    ranking them in the database.
     """
     if not candidates:
         return []
-    ids: Any = list(candidates) if among is None else among
+    params: dict[str, Any] = {"start": start, "until": until}
+    if group is None:
+        params["ids"] = list(candidates)
+        among = None
+    else:
+        params["group_id"], among = group
     if limit is None:
-        return _rank(session, ids, start, until, want_keys=want_keys, limit=None, busy=True)
+        return _rank(
+            session, _ranking(want_keys, among, busy=True, few=False, limited=False), params
+        )
     shortlist = [
         automat_id
         for automat_id, _ in _rank(
-            session, ids, start, until, want_keys=want_keys, limit=SHORTLIST, busy=False
+            session,
+            _ranking(want_keys, among, busy=False, few=False, limited=True),
+            {**params, "limit": SHORTLIST},
         )
     ]
     if not shortlist:
         return []
     return _rank(
-        session, shortlist, start, until, want_keys=want_keys, limit=limit, busy=True, few=True
+        session,
+        _ranking(want_keys, None, busy=True, few=True, limited=True),
+        {"start": start, "until": until, "ids": shortlist, "limit": limit},
     )
 
 
-def _rank(
-    session: Session,
-    ids: Any,
-    start: datetime,
-    until: datetime,
-    *,
-    want_keys: bool,
-    limit: int | None,
-    busy: bool,
-    few: bool = False,
-) -> list[tuple[str, int]]:
-    """The ranking statement of :func:`rank_automats`; ``busy=False`` ranks by the kept
-    counts and leaves reservations out (an upper bound); ``few`` reaches the
-    reservations of ``ids`` (a short list) through their automat instead of
-    through every unended reservation."""
+def _rank(session: Session, stmt: Select[Any], params: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(row.id, int(row.available)) for row in session.execute(stmt, params).all()]
+
+
+@functools.cache
+def _ranking(
+    want_keys: bool, among: str | None, *, busy: bool, few: bool, limited: bool
+) -> Select[Any]:
+    """The ranking statement of :func:`rank_automats`, built once per shape; ``busy=False``
+    ranks by the kept counts and leaves reservations out (an upper bound); ``few``
+    reaches the reservations of ``:ids`` (a short list) through their automat instead
+    of through every unended reservation. The candidates are ``:ids``, or the members
+    of ``:group_id`` of product ``among``."""
     a = orm.automats
+    ids: Any = _IDS if among is None else group_members(among)
     if want_keys:
         offer = and_(lk.c.key_id.is_not(None), lk.c.is_key_inside.is_(True))
     else:
@@ -217,6 +278,7 @@ def _rank(
         # The counts kept by the triggers of migration 0011: no locker is read.
         available = a.c.keys_inside if want_keys else a.c.empty_lockers
     else:
+        start, until = _period()
         offered = (
             select(lk.c.automat_id, func.count().label("n"))
             .where(lk.c.automat_id.in_(ids), offer)
@@ -271,10 +333,7 @@ def _rank(
             a.c.id,
         )
     )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    rows = session.execute(stmt).all()
-    return [(row.id, int(row.available)) for row in rows]
+    return stmt.limit(bindparam("limit")) if limited else stmt
 
 
 def slot_is_free(
@@ -294,6 +353,9 @@ def slot_is_free(
     return session.execute(select(r.c.id).where(*conditions).limit(1)).first() is None
 
 
+_RESERVE = insert(r)
+
+
 def reserve(
     session: Session,
     contract_id: str,
@@ -303,15 +365,16 @@ def reserve(
     until: datetime,
 ) -> None:
     session.execute(
-        insert(r).values(
-            contract_id=contract_id,
-            position=position,
-            automat_id=slot.automat_id,
-            locker_index=slot.locker_index,
-            key_id=slot.key_id,
-            start=start,
-            until=until,
-        )
+        _RESERVE,
+        {
+            "contract_id": contract_id,
+            "position": position,
+            "automat_id": slot.automat_id,
+            "locker_index": slot.locker_index,
+            "key_id": slot.key_id,
+            "start": start,
+            "until": until,
+        },
     )
 
 
@@ -346,6 +409,28 @@ def move_reservations(
     session.execute(update(r).where(r.c.contract_id == contract_id).values(values))
 
 
+def _pincode_clash(*, bounded: bool, excepting: bool) -> Select[tuple[str]]:
+    p = device_pincodes
+    conditions = [
+        p.c.automat_id == bindparam("automat_id"),
+        p.c.code == bindparam("code"),
+        p.c.removed.is_(False),
+        or_(p.c.valid_until.is_(None), p.c.valid_until > bindparam("valid_from")),
+    ]
+    if bounded:
+        conditions.append(p.c.valid_from < bindparam("valid_until"))
+    if excepting:
+        conditions.append(p.c.id.not_in(bindparam("except_ids", expanding=True)))
+    return select(p.c.id).where(*conditions).limit(1)
+
+
+_PINCODE_CLASH = {
+    (bounded, excepting): _pincode_clash(bounded=bounded, excepting=excepting)
+    for bounded in (False, True)
+    for excepting in (False, True)
+}
+
+
 def pincode_in_use(
     session: Session,
     automat_id: str,
@@ -356,18 +441,13 @@ def pincode_in_use(
     except_ids: Sequence[str] = (),
 ) -> bool:
     """Another code valid on this automat at an overlapping time (gaps.md C8)."""
-    p = device_pincodes
-    conditions = [
-        p.c.automat_id == automat_id,
-        p.c.code == code,
-        p.c.removed.is_(False),
-        or_(p.c.valid_until.is_(None), p.c.valid_until > valid_from),
-    ]
+    stmt = _PINCODE_CLASH[valid_until is not None, bool(except_ids)]
+    params: dict[str, Any] = {"automat_id": automat_id, "code": code, "valid_from": valid_from}
     if valid_until is not None:
-        conditions.append(p.c.valid_from < valid_until)
+        params["valid_until"] = valid_until
     if except_ids:
-        conditions.append(p.c.id.not_in(list(except_ids)))
-    return session.execute(select(p.c.id).where(*conditions).limit(1)).first() is not None
+        params["except_ids"] = list(except_ids)
+    return session.execute(stmt, params).first() is not None
 
 
 def choose_pincode(

@@ -12,9 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -49,7 +50,7 @@ from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer.contract_steps import schedule_end
 from keyautomat.service_layer.contracts import Slot
 from keyautomat.service_layer.pagination import Page, PageRequest
-from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.principal import Principal, in_scope, in_scope_bound, scope_params
 
 KIND = ContractKind.ILOQ.value
 WIPE_KIND = "iloq-wipe"
@@ -314,24 +315,29 @@ def _key_of(row: Any) -> KeyRow:
     )
 
 
+_KEYS_OF = (
+    select(ck)
+    .where(ck.c.contract_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ck.c.contract_id, ck.c.position)
+)
+_CONTRACT = select(c).where(c.c.id == bindparam("id"), c.c.kind == KIND, c.c.deleted_at.is_(None))
+_CONTRACT_FOR_UPDATE = _CONTRACT.with_for_update()
+
+
 def _attach_keys(session: Session, rows: list[ContractRow]) -> list[ContractRow]:
     if not rows:
         return rows
     by_id = {row.id: row for row in rows}
-    for key in session.execute(
-        select(ck)
-        .where(ck.c.contract_id.in_(list(by_id)))
-        .order_by(ck.c.contract_id, ck.c.position)
-    ).all():
+    for key in session.execute(_KEYS_OF, {"ids": list(by_id)}).all():
         by_id[key.contract_id].keys.append(_key_of(key))
     return rows
 
 
 def load_contract(session: Session, contract_id: str, *, for_update: bool = False) -> ContractRow:
-    stmt = select(c).where(c.c.id == contract_id, c.c.kind == KIND, c.c.deleted_at.is_(None))
-    if for_update and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = session.execute(stmt).first()
+    locking = for_update and session.get_bind().dialect.name == "postgresql"
+    row = session.execute(
+        _CONTRACT_FOR_UPDATE if locking else _CONTRACT, {"id": contract_id}
+    ).first()
     if row is None:
         raise NotFound("Contract")
     return _attach_keys(session, [_contract_of(row)])[0]
@@ -390,16 +396,20 @@ def to_wire(session: Session, contract: ContractRow) -> dict[str, Any]:
     }
 
 
+_AUTOMAT_VIEWS = select(
+    orm.automats.c.id,
+    orm.automats.c.name,
+    orm.automats.c.label,
+    orm.automats.c.address,
+    orm.automats.c.timezone,
+).where(orm.automats.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def notification_view(session: Session, contract: ContractRow) -> ContractView:
-    a = orm.automats
-    automat_ids = {k.automat_id for k in contract.keys if k.automat_id}
+    automat_ids = sorted({k.automat_id for k in contract.keys if k.automat_id})
     automats = {
         row.id: AutomatView(row.id, row.name, row.label, row.address, row.timezone)
-        for row in session.execute(
-            select(a.c.id, a.c.name, a.c.label, a.c.address, a.c.timezone).where(
-                a.c.id.in_(automat_ids)
-            )
-        )
+        for row in session.execute(_AUTOMAT_VIEWS, {"ids": automat_ids})
     }
     return ContractView(
         kind=ContractKind.ILOQ,
@@ -448,18 +458,22 @@ def publish_contract_update(session: Session, contract: ContractRow, now: dateti
 # --- create -------------------------------------------------------------------------------
 
 
+_PROGRAMMING_AUTOMATS = select(
+    orm.automats.c.id,
+    orm.automats.c.product,
+    orm.automats.c.lifecycle_state,
+    orm.automats.c.organization_unit_id,
+).where(
+    orm.automats.c.id.in_(bindparam("ids", expanding=True)),
+    in_scope_bound(orm.automats.c.organization_unit_id),
+)
+
+
 def _programming_automats(
     session: Session, principal: Principal, automat_ids: Sequence[str]
 ) -> dict[str, Any]:
-    a = orm.automats
-    return {
-        row.id: row
-        for row in session.execute(
-            select(a.c.id, a.c.product, a.c.lifecycle_state, a.c.organization_unit_id).where(
-                a.c.id.in_(list(automat_ids)), in_scope(a.c.organization_unit_id, principal)
-            )
-        )
-    }
+    params = {"ids": sorted(set(automat_ids)), **scope_params(principal)}
+    return {row.id: row for row in session.execute(_PROGRAMMING_AUTOMATS, params)}
 
 
 def _check_usable(row: Any, name: str) -> None:
@@ -479,34 +493,26 @@ def _automat(session: Session, principal: Principal, automat_id: str) -> Any:
     return row
 
 
+_GROUP = select(orm.groups.c.id, orm.groups.c.type).where(
+    orm.groups.c.id == bindparam("group_id"),
+    in_scope_bound(orm.groups.c.organization_unit_id),
+)
+_MEMBERS = core.group_members(Product.KEY20)
+_FIRST_MEMBERS = _MEMBERS.limit(bindparam("limit"))
+
+
 def _group_members(
     session: Session, principal: Principal, group_id: str, *, limit: int | None = None
 ) -> list[str]:
-    g = orm.groups
-    group = session.execute(
-        select(g.c.id, g.c.type).where(
-            g.c.id == group_id, in_scope(g.c.organization_unit_id, principal)
-        )
-    ).first()
+    """The ids of a group's automats that can program iLOQ keys (all, or the first ``limit``)."""
+    group = session.execute(_GROUP, {"group_id": group_id, **scope_params(principal)}).first()
     if group is None:
         raise InvalidInput("groupId", "does not name a group you can use")
     if group.type != GroupType.DEVICE:
         raise InvalidInput("groupId", "must be a device group (type 1)")
-    return list(session.scalars(_members_query(group_id).limit(limit)))
-
-
-def _members_query(group_id: str) -> Select[tuple[str]]:
-    """The ids of a group's automats that can program iLOQ keys."""
-    a, ag = orm.automats, orm.automat_groups
-    return (
-        select(a.c.id)
-        .join(ag, ag.c.automat_id == a.c.id)
-        .where(
-            ag.c.group_id == group_id,
-            a.c.lifecycle_state == LifecycleState.ACTIVE,
-            a.c.product == Product.KEY20,
-        )
-    )
+    if limit is None:
+        return list(session.scalars(_MEMBERS, {"group_id": group_id}))
+    return list(session.scalars(_FIRST_MEMBERS, {"group_id": group_id, "limit": limit}))
 
 
 def _slots_for_key_ids(
@@ -576,7 +582,7 @@ def _allocate(
                 new.start,
                 until,
                 want_keys=want_keys,
-                among=_members_query(new.group_id) if new.group_id else None,
+                group=(new.group_id, Product.KEY20) if new.group_id else None,
                 limit=limit,
             )
             if len(candidates) > 1
@@ -600,6 +606,10 @@ def _allocate(
             break
     what = "keys" if want_keys else "free lockers"
     raise Conflict(f"No automat has {count} {what} available for the requested period")
+
+
+_INSERT_CONTRACT = insert(c)
+_INSERT_KEYS = insert(ck)
 
 
 def create_contract(
@@ -640,19 +650,21 @@ def create_contract(
         slots = _allocate(session, candidates, new, until, now)
 
     contract_id = new_object_id(now.timestamp())
+    request = json.dumps(new.request, separators=(",", ":"))
     session.execute(
-        insert(c).values(
-            id=contract_id,
-            kind=KIND,
-            organization_unit_id=principal.organization_unit_id,
-            contract_type=int(new.contract_type),
-            start=new.start,
-            end=new.end,
-            contact=_contact_json(new.contact, new.iloq_person_id),
-            request=json.dumps(new.request, separators=(",", ":")),
-            created_at=now,
-            updated_at=now,
-        )
+        _INSERT_CONTRACT,
+        {
+            "id": contract_id,
+            "kind": KIND,
+            "organization_unit_id": principal.organization_unit_id,
+            "contract_type": int(new.contract_type),
+            "start": new.start,
+            "end": new.end,
+            "contact": _contact_json(new.contact, new.iloq_person_id),
+            "request": request,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     valid_from, valid_until = pincode_window(new.contract_type, new.start, new.end)
     taken: set[tuple[str, str]] = set()
@@ -697,8 +709,21 @@ def create_contract(
                 "program_failures": 0,
             }
         )
-    session.execute(insert(ck), key_rows)
-    contract = load_contract(session, contract_id)
+    session.execute(_INSERT_KEYS, key_rows)
+    # What was just written, as load_contract would read it back.
+    contract = ContractRow(
+        id=contract_id,
+        organization_unit_id=principal.organization_unit_id,
+        contract_type=new.contract_type,
+        start=new.start.astimezone(UTC),
+        end=new.end.astimezone(UTC) if new.end else None,
+        contact=new.contact,
+        iloq_person_id=new.iloq_person_id,
+        request=json.loads(request),
+        end_evaluated_at=None,
+        completed_at=None,
+        keys=[_key_of(SimpleNamespace(**row, programmed_at=None)) for row in key_rows],
+    )
     publish_contract_update(session, contract, now)
     view = notification_view(session, contract)
     notifications.notify(session, view, NotificationType.CONTRACT_CREATED, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -58,3 +58,19 @@ def in_scope(column: ColumnElement[str], principal: Principal) -> ColumnElement[
         orm.organization_units.c.path.startswith(principal.organization_unit_path, autoescape=True)
     )
     return column.in_(subtree)
+
+
+def in_scope_bound(column: ColumnElement[str]) -> ColumnElement[bool]:
+    """:func:`in_scope` for a statement built once: the caller's subtree comes from the
+    bound parameter ``scope`` (see :func:`scope_params`)."""
+    subtree = select(orm.organization_units.c.id).where(
+        orm.organization_units.c.path.like(bindparam("scope"), escape="/")
+    )
+    return column.in_(subtree)
+
+
+def scope_params(principal: Principal) -> dict[str, str]:
+    """The bound parameters of :func:`in_scope_bound` for this caller."""
+    path = principal.organization_unit_path
+    escaped = path.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return {"scope": escaped + "%"}
