@@ -4,8 +4,9 @@ Seeds (bulk Core inserts) one organization, 1,000 active key20 automats of 30
 lockers each holding a key, one device group of them all, and N existing
 contracts (90 % ended, 10 % ongoing, one key each), then creates contracts
 through ``POST /v2/iloq/keycontracts`` (``groupId``, one key, signed) at a fixed
-rate, in process (httpx ASGI transport, the app's own database threads), and
-prints throughput and latency. Run once per size to see the cost of growth:
+rate against a real server (``keyautomat serve`` in its own process, with its
+outbox worker, as deployed), from this process over HTTP, and prints throughput
+and latency. Run once per size to see the cost of growth:
 
     uv run python bench/contracts.py --existing 1000 --existing 100000 [--rate 100] [--seconds 10]
     uv run python bench/contracts.py --database-url postgresql+psycopg://... (PostgreSQL)
@@ -16,7 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -39,9 +44,9 @@ from keyautomat.client import compact_json, signature_headers
 from keyautomat.config import Settings
 from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.model import OrgUnitType, Role
-from keyautomat.entrypoints.api.app import create_app
 from keyautomat.service_layer import accounts
 
+EXTRA = os.environ.get("BENCH_SERVE_ARGS", "").split()
 AUTOMATS = 1000
 LOCKERS = 30
 
@@ -164,11 +169,9 @@ def seed(container: Any, existing: int) -> tuple[str, str, str]:
 
 
 async def drive(
-    container: Any, account: str, key: str, group_id: str, rate: float, seconds: float
+    base_url: str, account: str, key: str, group_id: str, rate: float, seconds: float
 ) -> tuple[list[float], Counter[int], float]:
-    app = create_app(container)
-    transport = httpx.ASGITransport(app=app)
-    base = "http://testserver/v2/iloq/keycontracts"
+    url = f"{base_url}/v2/iloq/keycontracts"
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     now = datetime.now(UTC)
@@ -176,8 +179,7 @@ async def drive(
     def body_for(n: int) -> bytes:
         # Each body differs (the end, by n ms): two requests signed in the same
         # millisecond would otherwise carry the same signature and the second
-        # would be rejected as a replay (401), which is what the first runs of
-        # this bench counted as failures.
+        # would be rejected as a replay (401).
         return compact_json(
             {
                 "input": {
@@ -191,13 +193,14 @@ async def drive(
             }
         ).encode()
 
-    async with httpx.AsyncClient(transport=transport) as client:
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
         async def one(n: int) -> None:
             body = body_for(n)
             headers = signature_headers(
                 method="POST",
-                url=base,
+                url=url,
                 body=body,
                 service_account_id=account,
                 private_key_pem=key,
@@ -205,11 +208,13 @@ async def drive(
             )
             t0 = time.perf_counter()
             response = await client.post(
-                base, content=body, headers={"content-type": "application/json", **headers}
+                url, content=body, headers={"content-type": "application/json", **headers}
             )
             latencies.append(time.perf_counter() - t0)
             statuses[response.status_code] += 1
 
+        # Open the connections before the clock starts, as a long-running client would.
+        await asyncio.gather(*(client.get(f"{base_url}/healthz") for _ in range(32)))
         tasks = []
         started = time.perf_counter()
         total = int(rate * seconds)
@@ -221,6 +226,41 @@ async def drive(
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
     return latencies, statuses, elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), to report the server's cost."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """``keyautomat serve`` on a free port, started and answering."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "keyautomat.entrypoints.cli", "serve", "--port", str(port), *EXTRA],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(f"{base}/healthz", timeout=1)
+            return server, base
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("the server did not start")
 
 
 def fresh_postgres(url: str) -> tuple[str, Callable[[], None]]:
@@ -246,11 +286,11 @@ def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str
     else:
         database_url, drop = fresh_postgres(url)
     upgrade(database_url)
+    secret = Fernet.generate_key().decode()
     settings = Settings(
         database_url=database_url,
-        secret_key=Fernet.generate_key().decode(),
+        secret_key=secret,
         secret_key_file=tmp / "k",
-        rate_limit_per_second=0,
         notify_sink_dir=tmp / "sink",
     )
     container = bootstrap(settings)
@@ -262,11 +302,26 @@ def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str
             conn.exec_driver_sql("ANALYZE")
             conn.commit()
     seeded = time.perf_counter() - t0
-    latencies, statuses, elapsed = asyncio.run(
-        drive(container, account, key, group_id, rate, seconds)
-    )
     container.close()
-    drop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
+    env.update(
+        KEYAUTOMAT_DATABASE_URL=database_url,
+        KEYAUTOMAT_SECRET_KEY=secret,
+        KEYAUTOMAT_SECRET_KEY_FILE=str(tmp / "k"),
+        KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
+        KEYAUTOMAT_NOTIFY_SINK_DIR=str(tmp / "sink"),
+    )
+    server, base_url = serve(env)
+    try:
+        cpu_before = cpu_seconds(server.pid)
+        latencies, statuses, elapsed = asyncio.run(
+            drive(base_url, account, key, group_id, rate, seconds)
+        )
+        cpu_after = cpu_seconds(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+        drop()
     ms = sorted(x * 1000 for x in latencies)
     return {
         "existing": existing,
@@ -276,6 +331,11 @@ def run(existing: int, url: str | None, rate: float, seconds: float) -> dict[str
         "throughput": round(len(ms) / elapsed, 1),
         "p50_ms": round(statistics.median(ms), 1),
         "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 1),
+        "server_cpu_ms_per_request": (
+            round((cpu_after - cpu_before) * 1000 / len(ms), 1)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
     }
 
 

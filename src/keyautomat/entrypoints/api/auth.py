@@ -328,7 +328,8 @@ async def _send_json(
     await send({"type": "http.response.body", "body": data})
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
+    # async: a plain def dependency would cost a worker-thread round trip per request
     principal: Principal = request.state.principal
     return principal
 

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from keyautomat.bootstrap import Container
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
+    # async: a plain def dependency would cost a worker-thread round trip per request
     container: Container = request.app.state.container
     return container
 
