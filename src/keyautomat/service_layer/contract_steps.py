@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.orm_contracts import contract_keys, contracts
@@ -18,6 +18,24 @@ from keyautomat.service_layer import devices, outbox
 # The end evaluation (C12) of every kind is an outbox row due at ``end``:
 # indexed, and run once; bootstrap routes it by the contract's kind.
 END_KIND = "contract-end"
+END_KINDS = (END_KIND,)
+
+# Built once, with bind parameters: a statement built per call cost several times
+# what executing it does. ``set_key`` builds one statement per set of columns it
+# is asked to set, on first use.
+_SET_KEY_WHERE = update(contract_keys).where(
+    contract_keys.c.contract_id == bindparam("b_contract_id"),
+    contract_keys.c.position == bindparam("b_position"),
+)
+_set_key: dict[tuple[str, ...], Any] = {}
+_OPEN_KEY = select(contract_keys.c.position).where(
+    contract_keys.c.contract_id == bindparam("contract_id"), contract_keys.c.in_history.is_(False)
+)
+_COMPLETE = (
+    update(contracts)
+    .where(contracts.c.id == bindparam("b_contract_id"), contracts.c.completed_at.is_(None))
+    .values(completed_at=bindparam("b_at", type_=contracts.c.completed_at.type))
+)
 
 
 class ContractLike(Protocol):
@@ -65,30 +83,24 @@ def schedule_end(session: Session, contract: ContractLike, now: datetime) -> Non
 
 
 def cancel_end(session: Session, contract_id: str) -> None:
-    outbox.cancel(session, ref=end_ref(contract_id), kinds=[END_KIND])
+    outbox.cancel(session, ref=end_ref(contract_id), kinds=END_KINDS)
 
 
 def set_key(session: Session, contract_id: str, key: KeyLike, **values: Any) -> None:
-    session.execute(
-        update(contract_keys)
-        .where(contract_keys.c.contract_id == contract_id, contract_keys.c.position == key.position)
-        .values(**values)
-    )
+    columns = tuple(sorted(values))
+    stmt = _set_key.get(columns)
+    if stmt is None:
+        stmt = _SET_KEY_WHERE.values({c: bindparam(f"v_{c}") for c in columns})
+        _set_key[columns] = stmt
+    params = {f"v_{c}": v for c, v in values.items()}
+    session.execute(stmt, {**params, "b_contract_id": contract_id, "b_position": key.position})
 
 
 def complete_if_done(session: Session, contract_id: str, at: datetime) -> None:
     """A contract none of whose keys is left outside its history is complete."""
-    open_key = session.execute(
-        select(contract_keys.c.position).where(
-            contract_keys.c.contract_id == contract_id, contract_keys.c.in_history.is_(False)
-        )
-    ).first()
+    open_key = session.execute(_OPEN_KEY, {"contract_id": contract_id}).first()
     if open_key is None:
-        session.execute(
-            update(contracts)
-            .where(contracts.c.id == contract_id, contracts.c.completed_at.is_(None))
-            .values(completed_at=at)
-        )
+        session.execute(_COMPLETE, {"b_contract_id": contract_id, "b_at": at})
 
 
 def reopen_for_return(session: Session, contract: ContractLike, key: KeyLike) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,49 @@ inventory_handlers: list[InventoryHandler] = []
 
 DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
 
+# Statements run with every contract's pincode (and every device event) are
+# built once, with bind parameters: building them per call cost several times
+# what executing them does. Those whose SQL differs by dialect (ON CONFLICT)
+# are built on first use, once per dialect and table.
+_insert_ignoring: dict[tuple[str, str], Any] = {}
+_NEW_LINK = {"connected": False, "desired_version": 0, "synced_version": 0}
+_BUMP_VERSION = (
+    update(device_links)
+    .where(device_links.c.automat_id == bindparam("b_automat_id"))
+    .values(desired_version=device_links.c.desired_version + 1)
+    .returning(device_links.c.desired_version)
+)
+_PINCODE_CLASHES = select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
+    device_pincodes.c.automat_id == bindparam("automat_id"),
+    device_pincodes.c.code == bindparam("code"),
+    device_pincodes.c.removed.is_(False),
+)
+_INSERT_PINCODE = insert(device_pincodes)
+_REMOVE_PINCODE = (
+    update(device_pincodes)
+    .where(
+        device_pincodes.c.id == bindparam("b_id"),
+        device_pincodes.c.automat_id == bindparam("b_automat_id"),
+    )
+    .values(removed=True, version=bindparam("b_version", type_=device_pincodes.c.version.type))
+)
+
+
+def _on_conflict_do_nothing(session: Session, table: Any, *, returning: bool) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table`` for the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    cache_key = (dialect, table.name if returning else f"{table.name}:plain")
+    stmt = _insert_ignoring.get(cache_key)
+    if stmt is None:
+        if dialect == "postgresql":
+            stmt = postgresql.insert(table).on_conflict_do_nothing()
+        else:
+            stmt = sqlite.insert(table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(next(iter(table.primary_key.columns)))
+        _insert_ignoring[cache_key] = stmt
+    return stmt
+
 
 class DeviceRejected(Exception):
     """A device message that fails authentication or binding; it changes nothing."""
@@ -89,15 +132,8 @@ class Welcomed:
 
 
 def _ensure_link(session: Session, automat_id: str) -> None:
-    dialect = session.get_bind().dialect.name
-    values = {"automat_id": automat_id, "connected": False, "desired_version": 0}
-    values["synced_version"] = 0
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(device_links).values(values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(device_links).values(values).on_conflict_do_nothing()
-    session.execute(stmt)
+    stmt = _on_conflict_do_nothing(session, device_links, returning=False)
+    session.execute(stmt, {"automat_id": automat_id, **_NEW_LINK})
 
 
 def hello(
@@ -272,16 +308,10 @@ def is_online(
 
 def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, Any]) -> bool:
     """Insert unless the unique key exists already; True when a row was written."""
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
     # RETURNING rather than rowcount: psycopg reports a rowcount of 1 for an
     # INSERT ... ON CONFLICT DO NOTHING that SQLAlchemy rendered with RETURNING.
-    key = next(iter(table.primary_key.columns))
-    return session.execute(stmt.returning(key)).first() is not None
+    stmt = _on_conflict_do_nothing(session, table, returning=True)
+    return session.execute(stmt, values).first() is not None
 
 
 def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
@@ -651,12 +681,7 @@ def command_target(
 
 def _bump_version(session: Session, automat_id: str) -> int:
     _ensure_link(session, automat_id)
-    version = session.execute(
-        update(device_links)
-        .where(device_links.c.automat_id == automat_id)
-        .values(desired_version=device_links.c.desired_version + 1)
-        .returning(device_links.c.desired_version)
-    ).scalar_one()
+    version = session.execute(_BUMP_VERSION, {"b_automat_id": automat_id}).scalar_one()
     return int(version)
 
 
@@ -683,13 +708,7 @@ def add_pincode(
     if valid_until is not None and valid_until <= valid_from:
         raise InvalidInput("end", "must be after start")
     purpose = PincodePurpose(purpose)
-    clashes = session.execute(
-        select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
-            device_pincodes.c.automat_id == automat_id,
-            device_pincodes.c.code == code,
-            device_pincodes.c.removed.is_(False),
-        )
-    ).all()
+    clashes = session.execute(_PINCODE_CLASHES, {"automat_id": automat_id, "code": code}).all()
     for other_from, other_until in clashes:
         if (valid_until is None or other_from < valid_until) and (
             other_until is None or valid_from < other_until
@@ -698,20 +717,21 @@ def add_pincode(
     version = _bump_version(session, automat_id)
     pincode_id = new_object_id()
     session.execute(
-        insert(device_pincodes).values(
-            id=pincode_id,
-            automat_id=automat_id,
-            code=code,
-            locker_index=locker_index,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            purpose=str(purpose),
-            key_id=key_id,
-            reference=reference,
-            version=version,
-            removed=False,
-            program_first=program_first,
-        )
+        _INSERT_PINCODE,
+        {
+            "id": pincode_id,
+            "automat_id": automat_id,
+            "code": code,
+            "locker_index": locker_index,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "purpose": str(purpose),
+            "key_id": key_id,
+            "reference": reference,
+            "version": version,
+            "removed": False,
+            "program_first": program_first,
+        },
     )
     return pincode_id
 
@@ -719,9 +739,7 @@ def add_pincode(
 def remove_pincode(session: Session, automat_id: str, pincode_id: str) -> None:
     version = _bump_version(session, automat_id)
     session.execute(
-        update(device_pincodes)
-        .where(device_pincodes.c.id == pincode_id, device_pincodes.c.automat_id == automat_id)
-        .values(removed=True, version=version)
+        _REMOVE_PINCODE, {"b_id": pincode_id, "b_automat_id": automat_id, "b_version": version}
     )
 
 

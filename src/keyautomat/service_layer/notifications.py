@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -55,23 +55,32 @@ from keyautomat.service_layer.principal import Principal, in_scope
 KIND = "notification"
 SCHEDULED_NAMES = tuple(t.value for t in SCHEDULED_TYPES)
 
+# Statements run with every contract change (settings lookup, one notifications
+# row per message) are built once, with bind parameters: building them per call
+# cost several times what executing them does.
+_UNIT_PATH = select(orm.organization_units.c.path).where(
+    orm.organization_units.c.id == bindparam("unit_id")
+)
+_SETTINGS_OF_CHAIN = select(notification_settings).where(
+    notification_settings.c.organization_unit_id.in_(bindparam("chain", expanding=True))
+)
+_INSERT_NOTIFICATION = notifications.insert()
+_RECORD_SKIPPED = (
+    update(notifications)
+    .where(notifications.c.outbox_id == bindparam("b_outbox_id"))
+    .values(skipped_reason=bindparam("b_reason", type_=notifications.c.skipped_reason.type))
+)
+
 # --- organization settings -------------------------------------------------------------
 
 
 def load_settings(session: Session, unit_id: str) -> OrgNotificationSettings:
     """The settings in force for ``unit_id``: its own overrides, then its ancestors', then
     the factory defaults (notifications.md §4)."""
-    path = session.execute(
-        select(orm.organization_units.c.path).where(orm.organization_units.c.id == unit_id)
-    ).scalar_one_or_none()
+    path = session.execute(_UNIT_PATH, {"unit_id": unit_id}).scalar_one_or_none()
     chain = [p for p in (path or f"/{unit_id}/").split("/") if p]
     rows = {
-        r.organization_unit_id: r
-        for r in session.execute(
-            select(notification_settings).where(
-                notification_settings.c.organization_unit_id.in_(chain)
-            )
-        )
+        r.organization_unit_id: r for r in session.execute(_SETTINGS_OF_CHAIN, {"chain": chain})
     }
     result = OrgNotificationSettings()
     for ancestor in chain:  # root first, so the nearest unit wins
@@ -272,17 +281,18 @@ def _enqueue(
     )
     if message_id is not None:
         session.execute(
-            notifications.insert().values(
-                outbox_id=message_id,
-                organization_unit_id=view.organization_unit_id,
-                contract_id=view.contract_id,
-                key_id=key_id,
-                type=type_.value,
-                channel=channel,
-                recipient=recipient,
-                language=view.contact.effective_language,
-                created_at=now,
-            )
+            _INSERT_NOTIFICATION,
+            {
+                "outbox_id": message_id,
+                "organization_unit_id": view.organization_unit_id,
+                "contract_id": view.contract_id,
+                "key_id": key_id,
+                "type": type_.value,
+                "channel": channel,
+                "recipient": recipient,
+                "language": view.contact.effective_language,
+                "created_at": now,
+            },
         )
     return message_id
 
@@ -478,11 +488,7 @@ def _record(r: Any) -> NotificationRecord:
 
 
 def record_skipped(session: Session, message_id: int, reason: str) -> None:
-    session.execute(
-        update(notifications)
-        .where(notifications.c.outbox_id == message_id)
-        .values(skipped_reason=reason[:500])
-    )
+    session.execute(_RECORD_SKIPPED, {"b_outbox_id": message_id, "b_reason": reason[:500]})
 
 
 def scoped_unit(session: Session, principal: Principal, unit_id: str) -> OrganizationUnit:

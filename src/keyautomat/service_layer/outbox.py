@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -38,6 +38,52 @@ CANCELLED = "cancelled"
 UNFINISHED = (PENDING, IN_FLIGHT)
 
 t = orm.outbox
+
+
+# Statements run on every enqueue/cancel/outcome are built once, with bind
+# parameters for what varies: building one per call (expression construction
+# plus cache-key generation) cost several times what executing it does.
+_lanes = orm.outbox_lanes
+_INSERT = insert(t).returning(t.c.id)
+_CANCEL = (
+    update(t).where(t.c.ref == bindparam("b_ref"), t.c.status == PENDING).values(status=CANCELLED)
+)
+_CANCEL_KINDS = (
+    update(t)
+    .where(t.c.ref == bindparam("b_ref"), t.c.status == PENDING)
+    .where(t.c.kind.in_(bindparam("b_kinds", expanding=True)))
+    .values(status=CANCELLED)
+)
+_LOCK_LANE = (
+    update(_lanes)
+    .where(_lanes.c.lane == bindparam("b_lane"))
+    .values(last_enqueued_at=bindparam("b_at", type_=_lanes.c.last_enqueued_at.type))
+)
+# Statements whose SQL differs by dialect (ON CONFLICT), built on first use per dialect.
+_INSERT_ONCE: dict[str, Any] = {}
+_INSERT_LANE: dict[str, Any] = {}
+
+
+def _insert_once(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt = _INSERT_ONCE.get(dialect)
+    if stmt is None:
+        stmt = (
+            _dialect_insert(session, t)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(t.c.id)
+        )
+        _INSERT_ONCE[dialect] = stmt
+    return stmt
+
+
+def _insert_lane(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt = _INSERT_LANE.get(dialect)
+    if stmt is None:
+        stmt = _dialect_insert(session, _lanes).on_conflict_do_nothing(index_elements=["lane"])
+        _INSERT_LANE[dialect] = stmt
+    return stmt
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +128,8 @@ def enqueue(
         "created_at": now,
     }
     if idempotency_key is None:
-        return int(session.execute(insert(t).values(values).returning(t.c.id)).scalar_one())
-    stmt = _dialect_insert(session, t).values(values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(t.c.id)
-    row = session.execute(stmt).first()
+        return int(session.execute(_INSERT, values).scalar_one())
+    row = session.execute(_insert_once(session), values).first()
     return int(row[0]) if row else None
 
 
@@ -96,20 +140,18 @@ def _dialect_insert(session: Session, table: Any) -> Any:
 
 
 def _lock_lane(session: Session, lane: str, now: datetime) -> None:
-    lanes = orm.outbox_lanes
-    stmt = _dialect_insert(session, lanes).values(lane=lane, last_enqueued_at=now)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["lane"]))
+    session.execute(_insert_lane(session), {"lane": lane, "last_enqueued_at": now})
     # The UPDATE holds the lane row's lock until commit: a concurrent writer to
     # the same lane waits here, before it has drawn an id.
-    session.execute(update(lanes).where(lanes.c.lane == lane).values(last_enqueued_at=now))
+    session.execute(_LOCK_LANE, {"b_lane": lane, "b_at": now})
 
 
 def cancel(session: Session, *, ref: str, kinds: Sequence[str] | None = None) -> int:
     """Cancel pending rows about ``ref`` (e.g. a contract's reminders); returns how many."""
-    stmt = update(t).where(t.c.ref == ref, t.c.status == PENDING)
-    if kinds is not None:
-        stmt = stmt.where(t.c.kind.in_(list(kinds)))
-    result = session.execute(stmt.values(status=CANCELLED))
+    if kinds is None:
+        result = session.execute(_CANCEL, {"b_ref": ref})
+    else:
+        result = session.execute(_CANCEL_KINDS, {"b_ref": ref, "b_kinds": list(kinds)})
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -189,15 +231,46 @@ def claim(
     return sorted(messages, key=lambda m: m.id)
 
 
-def _owned(message_id: int, worker_id: str) -> Any:
-    return and_(t.c.id == message_id, t.c.status == IN_FLIGHT, t.c.claimed_by == worker_id)
+_OWNED = and_(
+    t.c.id == bindparam("b_id"),
+    t.c.status == IN_FLIGHT,
+    t.c.claimed_by == bindparam("b_worker"),
+)
+_MARK_DONE = (
+    update(t)
+    .where(_OWNED)
+    .values(
+        status=DONE,
+        finished_at=bindparam("b_finished_at", type_=t.c.finished_at.type),
+        claimed_until=None,
+        last_error=None,
+    )
+)
+_MARK_RETRY = (
+    update(t)
+    .where(_OWNED)
+    .values(
+        status=PENDING,
+        due_at=bindparam("b_due_at", type_=t.c.due_at.type),
+        claimed_until=None,
+        last_error=bindparam("b_error", type_=t.c.last_error.type),
+    )
+)
+_MARK_FAILED = (
+    update(t)
+    .where(_OWNED)
+    .values(
+        status=FAILED,
+        finished_at=bindparam("b_finished_at", type_=t.c.finished_at.type),
+        claimed_until=None,
+        last_error=bindparam("b_error", type_=t.c.last_error.type),
+    )
+)
 
 
 def mark_done(session: Session, message_id: int, worker_id: str, now: datetime) -> bool:
     result = session.execute(
-        update(t)
-        .where(_owned(message_id, worker_id))
-        .values(status=DONE, finished_at=now, claimed_until=None, last_error=None)
+        _MARK_DONE, {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -206,9 +279,8 @@ def mark_retry(
     session: Session, message_id: int, worker_id: str, *, due_at: datetime, error: str
 ) -> bool:
     result = session.execute(
-        update(t)
-        .where(_owned(message_id, worker_id))
-        .values(status=PENDING, due_at=due_at, claimed_until=None, last_error=error[:2000])
+        _MARK_RETRY,
+        {"b_id": message_id, "b_worker": worker_id, "b_due_at": due_at, "b_error": error[:2000]},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -217,9 +289,8 @@ def mark_failed(
     session: Session, message_id: int, worker_id: str, *, now: datetime, error: str
 ) -> bool:
     result = session.execute(
-        update(t)
-        .where(_owned(message_id, worker_id))
-        .values(status=FAILED, finished_at=now, claimed_until=None, last_error=error[:2000])
+        _MARK_FAILED,
+        {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now, "b_error": error[:2000]},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -48,6 +48,21 @@ ROTATION_OVERLAP = timedelta(hours=24)
 subs = webhook_subscriptions
 attempts_t = webhook_attempts
 ob = orm.outbox
+
+
+# The statements of publish(), run with every producer's change: built once, with
+# bind parameters, so a call pays for executing them and not for building them.
+_UNIT_PATH = select(orm.organization_units.c.path).where(
+    orm.organization_units.c.id == bindparam("unit_id")
+)
+_ACTIVE_SUBSCRIPTIONS = (
+    select(subs.c.id, subs.c.event_types)
+    .where(
+        subs.c.organization_unit_id.in_(bindparam("lineage", expanding=True)),
+        subs.c.state == ACTIVE,
+    )
+    .order_by(subs.c.id)
+)
 
 
 def ref_of(subscription_id: str, event_type: str) -> str:
@@ -79,20 +94,12 @@ def publish(
     Call it inside the transaction of the change the event reports. ``data`` is
     one of the shapes built by ``domain.webhooks`` (``key_status_data``, …).
     """
-    path = session.scalar(
-        select(orm.organization_units.c.path).where(
-            orm.organization_units.c.id == organization_unit_id
-        )
-    )
+    path = session.scalar(_UNIT_PATH, {"unit_id": organization_unit_id})
     if path is None:
         raise NotFound("Organization unit")
     # The unit and its ancestors: a subscription covers its unit's whole subtree.
     lineage = [part for part in path.split("/") if part]
-    rows = session.execute(
-        select(subs.c.id, subs.c.event_types)
-        .where(subs.c.organization_unit_id.in_(lineage), subs.c.state == ACTIVE)
-        .order_by(subs.c.id)
-    ).all()
+    rows = session.execute(_ACTIVE_SUBSCRIPTIONS, {"lineage": lineage}).all()
     targets = [r.id for r in rows if event_type in json.loads(r.event_types)]
     if not targets:
         return []
