@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
 from keyautomat.service_layer import outbox
+from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
 from tests.contract_helpers import period, stocked_automat
 
@@ -207,6 +210,63 @@ def test_a_group_gives_the_automat_with_most_keys(container: Container, acme: Te
     assert created["groupId"] == group["id"]
     body["input"]["numberOfKeys"] = 5
     assert _error(acme, body)[0] == 409
+
+
+def _group_of(acme: Tenant, automat_ids: list[str]) -> str:
+    group = acme.api.post("/groups", {"name": "Big", "type": 1, "customerId": "big"})
+    for automat_id in automat_ids:
+        acme.api.patch(f"/automats/{automat_id}", {"groups": [group["id"]]})
+    return str(group["id"])
+
+
+def _block(container: Container, acme: Tenant, key_ids: list[str]) -> None:
+    def work(session: Session) -> None:
+        session.execute(
+            insert(iloq_keys),
+            [
+                {
+                    "id": key_id,
+                    "organization_unit_id": acme.unit_id,
+                    "name": key_id[:7],
+                    "blocked": True,
+                    "created_at": container.clock.now(),
+                }
+                for key_id in key_ids
+            ],
+        )
+
+    container.db.transaction(work)
+
+
+def test_a_group_larger_than_the_shortlist_still_gives_the_automat_with_most_keys(
+    container: Container, acme: Tenant
+) -> None:
+    others = [stocked_automat(container, acme, keys=2, name=f"o{i}")[0] for i in range(SHORTLIST)]
+    best, _ = stocked_automat(container, acme, keys=3, name="best")
+    assert best > max(others)  # every tie-break on the id would go against it
+    body = {"input": {**_default(best)["input"], "groupId": _group_of(acme, [best, *others])}}
+    body["input"].pop("keyAutomatId")
+    created = acme.api.post(PATH, body)
+    assert created["keys"][0]["storageInfo"]["deviceId"] == best
+
+
+def test_blocked_keys_cannot_push_the_best_automat_out_of_the_shortlist(
+    container: Container, acme: Tenant
+) -> None:
+    # SHORTLIST automats with three keys of which two are blocked (one usable each)
+    # rank above, by their kept counts, one automat with three usable keys that is
+    # last on every tie-break; the blocked keys must not hide it.
+    crippled = []
+    for i in range(SHORTLIST):
+        automat_id, key_ids = stocked_automat(container, acme, keys=3, name=f"c{i}")
+        _block(container, acme, key_ids[:2])
+        crippled.append(automat_id)
+    best, _ = stocked_automat(container, acme, keys=3, name="best")
+    assert best > max(crippled)
+    body = {"input": {**_default(best)["input"], "groupId": _group_of(acme, [*crippled, best])}}
+    body["input"].pop("keyAutomatId")
+    created = acme.api.post(PATH, body)
+    assert created["keys"][0]["storageInfo"]["deviceId"] == best
 
 
 def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(

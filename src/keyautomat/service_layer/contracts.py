@@ -204,15 +204,19 @@ def rank_automats(
     ``ix_contract_reservations_until_start``, which reaches only reservations
     that have not ended, however many contracts are in history.
 
-    With ``limit``, two cheaper statements: the group is ranked by an upper
-    bound that ignores reservations (the per-automat counts of keys inside, or
-    of empty lockers, kept by triggers on ``lockers``, minus blocked keys), and
-    only the best :data:`SHORTLIST` of those are ranked exactly, their
-    reservations reached through ``ix_contract_reservations_automat_until``.
-    The cost then no longer grows with the reservations of the whole group; the
-    price is that an automat outside the shortlist is not seen even if it has
-    fewer reservations. Groups of up to :data:`SHORTLIST` automats are ranked
-    exactly either way.
+    With ``limit``, two cheaper statements. A shortlist: the group's automats
+    in the order of an upper bound that ignores reservations and blocked keys
+    (the per-automat counts of keys inside, or of empty lockers, kept by
+    triggers on ``lockers``), read off the index ``ix_automats_rank_keys`` (or
+    ``_empty``) until :data:`SHORTLIST` plus as many automats as there are
+    blocked keys in lockers have been found. Then only those are ranked exactly,
+    their reservations reached through ``ix_contract_reservations_automat_until``.
+    A blocked key lowers at most one automat's count by one, so the shortlist
+    holds the best :data:`SHORTLIST` automats by keys minus blocked keys. The cost
+    grows with neither the reservations nor the size of the group; the price is
+    that an automat outside the shortlist is not seen even if it has fewer
+    reservations. Groups of up to :data:`SHORTLIST` automats are ranked exactly
+    either way.
 
     A reservation of a key that has since moved to another locker is not
     subtracted here, and a blocked key that is also reserved is subtracted
@@ -233,23 +237,47 @@ def rank_automats(
     else:
         params["group_id"], among = group
     if limit is None:
-        return _rank(
-            session, _ranking(want_keys, among, busy=True, few=False, limited=False), params
-        )
-    shortlist = [
-        automat_id
-        for automat_id, _ in _rank(
-            session,
-            _ranking(want_keys, among, busy=False, few=False, limited=True),
-            {**params, "limit": SHORTLIST},
-        )
-    ]
+        stmt = _ranking(want_keys, among, few=False, limited=False)
+        return _rank(session, stmt, params)
+    blocked = session.execute(_BLOCKED_INSIDE).scalar_one() if want_keys else 0
+    shortlist = list(
+        session.scalars(_shortlist(want_keys, among), {**params, "limit": SHORTLIST + int(blocked)})
+    )
     if not shortlist:
         return []
     return _rank(
         session,
-        _ranking(want_keys, None, busy=True, few=True, limited=True),
+        _ranking(want_keys, None, few=True, limited=True),
         {"start": start, "until": until, "ids": shortlist, "limit": limit},
+    )
+
+
+_BLOCKED_INSIDE = select(func.count()).where(
+    lk.c.key_id.in_(select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))),
+    lk.c.is_key_inside.is_(True),
+)
+
+
+@functools.cache
+def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str]]:
+    """The candidates in the order of ``ix_automats_rank_keys`` (or ``_empty``), first
+    ``:limit`` of them; the candidates are ``:ids``, or the members of ``:group_id`` of
+    product ``among``, tested per automat so that the index drives the scan."""
+    a, ag = orm.automats, orm.automat_groups
+    count = a.c.keys_inside if want_keys else a.c.empty_lockers
+    if among is None:
+        member: ColumnElement[bool] = a.c.id.in_(_IDS)
+    else:
+        member = and_(
+            exists().where(ag.c.automat_id == a.c.id, ag.c.group_id == bindparam("group_id")),
+            a.c.lifecycle_state == LifecycleState.ACTIVE,
+            a.c.product == among,
+        )
+    return (
+        select(a.c.id)
+        .where(member)
+        .order_by(count.desc(), a.c.last_seen_at.desc().nulls_last(), a.c.id)
+        .limit(bindparam("limit"))
     )
 
 
@@ -258,11 +286,8 @@ def _rank(session: Session, stmt: Select[Any], params: dict[str, Any]) -> list[t
 
 
 @functools.cache
-def _ranking(
-    want_keys: bool, among: str | None, *, busy: bool, few: bool, limited: bool
-) -> Select[Any]:
-    """The ranking statement of :func:`rank_automats`, built once per shape; ``busy=False``
-    ranks by the kept counts and leaves reservations out (an upper bound); ``few``
+def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) -> Select[Any]:
+    """The exact ranking statement of :func:`rank_automats`, built once per shape; ``few``
     reaches the reservations of ``:ids`` (a short list) through their automat instead
     of through every unended reservation. The candidates are ``:ids``, or the members
     of ``:group_id`` of product ``among``."""
@@ -274,42 +299,38 @@ def _ranking(
         offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
     available: ColumnElement[int]
     source: Any = a
-    if not busy:
-        # The counts kept by the triggers of migration 0011: no locker is read.
-        available = a.c.keys_inside if want_keys else a.c.empty_lockers
+    start, until = _period()
+    offered = (
+        select(lk.c.automat_id, func.count().label("n"))
+        .where(lk.c.automat_id.in_(ids), offer)
+        .group_by(lk.c.automat_id)
+        .cte("offered")
+    )
+    available = func.coalesce(offered.c.n, 0)
+    source = source.outerjoin(offered, offered.c.automat_id == a.c.id)
+    overlapping = select(r.c.automat_id, r.c.locker_index).where(
+        r.c.until > start, r.c.start < until
+    )
+    if few:
+        hot = overlapping.where(r.c.automat_id.in_(ids)).cte("hot")
     else:
-        start, until = _period()
-        offered = (
-            select(lk.c.automat_id, func.count().label("n"))
-            .where(lk.c.automat_id.in_(ids), offer)
-            .group_by(lk.c.automat_id)
-            .cte("offered")
+        hot = overlapping.cte("hot").prefix_with("MATERIALIZED")
+    reserved = (
+        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
+        .select_from(hot)
+        .join(
+            lk,
+            and_(
+                lk.c.automat_id == hot.c.automat_id,
+                lk.c.locker_index == hot.c.locker_index,
+            ),
         )
-        available = func.coalesce(offered.c.n, 0)
-        source = source.outerjoin(offered, offered.c.automat_id == a.c.id)
-        overlapping = select(r.c.automat_id, r.c.locker_index).where(
-            r.c.until > start, r.c.start < until
-        )
-        if few:
-            hot = overlapping.where(r.c.automat_id.in_(ids)).cte("hot")
-        else:
-            hot = overlapping.cte("hot").prefix_with("MATERIALIZED")
-        reserved = (
-            select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
-            .select_from(hot)
-            .join(
-                lk,
-                and_(
-                    lk.c.automat_id == hot.c.automat_id,
-                    lk.c.locker_index == hot.c.locker_index,
-                ),
-            )
-            .where(offer)
-            .group_by(lk.c.automat_id)
-            .cte("busy")
-        )
-        available = available - func.coalesce(reserved.c.n, 0)
-        source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
+        .where(offer)
+        .group_by(lk.c.automat_id)
+        .cte("busy")
+    )
+    available = available - func.coalesce(reserved.c.n, 0)
+    source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
     if want_keys:
         # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
         # ix_lockers_key_id; the outer join keeps the candidates' counts only.
