@@ -44,15 +44,6 @@ class Settings(BaseSettings):
     signature_window_ms: int = Field(
         default=300_000, ge=1_000, le=3_600_000, description="Accepted clock skew of x-timestamp."
     )
-    account_cache_ms: int = Field(
-        default=30_000,
-        ge=0,
-        le=3_600_000,
-        description=(
-            "How long a server process trusts a service account it has looked up "
-            "(0: look it up on every request)."
-        ),
-    )
     secret_key: str | None = Field(
         default=None,
         description="Key that encrypts stored secrets (Fernet, urlsafe base64 of 32 bytes).",

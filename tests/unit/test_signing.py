@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from keyautomat.adapters.crypto import (
@@ -14,14 +12,7 @@ from keyautomat.adapters.crypto import (
     verify_signature,
 )
 from keyautomat.config import Settings
-from keyautomat.entrypoints.api.auth import (
-    AccountCache,
-    RateLimiter,
-    ReplayCache,
-    signed_url_candidates,
-)
-from keyautomat.service_layer.accounts import AccountKey
-from keyautomat.service_layer.principal import Principal
+from keyautomat.entrypoints.api.auth import RateLimiter, ReplayCache, signed_url_candidates
 
 
 @pytest.mark.parametrize(
@@ -82,58 +73,6 @@ def test_the_replay_cache_refuses_a_pair_seen_within_its_lifetime_only() -> None
     assert not cache.check_and_remember("sa", "sig", now_ms=999)
     assert cache.check_and_remember("other", "sig", now_ms=999)
     assert cache.check_and_remember("sa", "sig", now_ms=1000)
-
-
-class CountingLookup:
-    def __init__(self, known: dict[str, AccountKey]) -> None:
-        self.known = known
-        self.calls: list[str] = []
-
-    async def __call__(self, account_id: str) -> AccountKey | None:
-        self.calls.append(account_id)
-        return self.known.get(account_id)
-
-
-def _account(account_id: str) -> AccountKey:
-    principal = Principal(account_id, "unit", "/unit/", 1, "admin")
-    return AccountKey("pem", principal)
-
-
-def test_the_account_cache_answers_from_memory_until_its_entry_expires() -> None:
-    lookup = CountingLookup({"sa": _account("sa")})
-    now = [0]
-    cache = AccountCache(lookup, ttl_ms=1000, clock_ms=lambda: now[0])
-    assert asyncio.run(cache("sa")) == _account("sa")
-    now[0] = 999
-    assert asyncio.run(cache("sa")) == _account("sa")
-    assert lookup.calls == ["sa"]
-    now[0] = 1000
-    asyncio.run(cache("sa"))
-    assert lookup.calls == ["sa", "sa"]
-
-
-def test_the_account_cache_never_remembers_an_unknown_account() -> None:
-    lookup = CountingLookup({})
-    cache = AccountCache(lookup, ttl_ms=1000, clock_ms=lambda: 0)
-    assert asyncio.run(cache("new")) is None
-    lookup.known["new"] = _account("new")  # created meanwhile, by another process
-    assert asyncio.run(cache("new")) == _account("new")
-
-
-def test_the_account_cache_keeps_only_the_most_recent_accounts_when_full() -> None:
-    lookup = CountingLookup({name: _account(name) for name in "abc"})
-    cache = AccountCache(lookup, ttl_ms=1000, clock_ms=lambda: 0, size=2)
-    for name in "abca":
-        asyncio.run(cache(name))
-    assert lookup.calls == ["a", "b", "c", "a"]
-
-
-def test_a_zero_lifetime_disables_the_account_cache() -> None:
-    lookup = CountingLookup({"sa": _account("sa")})
-    cache = AccountCache(lookup, ttl_ms=0, clock_ms=lambda: 0)
-    asyncio.run(cache("sa"))
-    asyncio.run(cache("sa"))
-    assert lookup.calls == ["sa", "sa"]
 
 
 def test_the_rate_limiter_allows_a_burst_then_asks_the_caller_to_wait() -> None:

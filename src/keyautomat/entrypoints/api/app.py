@@ -17,12 +17,7 @@ from keyautomat.entrypoints.api.admin import devices as admin_devices
 from keyautomat.entrypoints.api.admin import mechanical_contracts as admin_mechanical
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.admin import strong_authentication as admin_strong_auth
-from keyautomat.entrypoints.api.auth import (
-    AccountCache,
-    RateLimiter,
-    SignatureVerifier,
-    SignedRequestMiddleware,
-)
+from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -138,7 +133,7 @@ def create_app(
         return int(container.clock.now().timestamp() * 1000)
 
     verifier = SignatureVerifier(
-        lookup=AccountCache(lookup, settings.account_cache_ms, clock_ms),
+        lookup=lookup,
         window_ms=settings.signature_window_ms,
         public_bases=settings.public_bases,
         trust_forwarded=settings.trust_forwarded_headers,

@@ -70,43 +70,6 @@ class ReplayCache:
         return len(self._seen)
 
 
-class AccountCache:
-    """Remembers what ``lookup`` found for each service account for ``ttl_ms``.
-
-    Signing every request means looking its account up every time; on SQLite that is
-    a round trip through the one database thread per request. Accounts are never
-    changed through the API (a key is issued once; there is no delete), so what
-    was found stays true; the time to live bounds how long an account removed by
-    hand keeps working in a running process. An unknown account is not
-    remembered: one created a moment ago in another process must work at once.
-    ``ttl_ms`` 0 disables the cache.
-    """
-
-    def __init__(
-        self, lookup: AccountLookup, ttl_ms: int, clock_ms: Callable[[], int], size: int = 10_000
-    ) -> None:
-        self._lookup = lookup
-        self.ttl_ms = ttl_ms
-        self._clock_ms = clock_ms
-        self._size = size
-        self._found: OrderedDict[str, tuple[int, AccountKey]] = OrderedDict()
-
-    async def __call__(self, account_id: str) -> AccountKey | None:
-        now_ms = self._clock_ms()
-        hit = self._found.get(account_id)
-        if hit is not None and hit[0] > now_ms:
-            return hit[1]
-        account = await self._lookup(account_id)
-        if account is None or self.ttl_ms <= 0:
-            self._found.pop(account_id, None)
-            return account
-        self._found[account_id] = (now_ms + self.ttl_ms, account)
-        self._found.move_to_end(account_id)
-        while len(self._found) > self._size:
-            self._found.popitem(last=False)
-        return account
-
-
 class RateLimiter:
     """A token bucket per service account (spec/gaps.md B7); rate 0 disables it."""
 
