@@ -189,3 +189,51 @@ def test_a_half_returned_return_contract_cannot_be_deleted(
     assert "returned while others are still waiting" in message
     set_status(container, created["id"], 1, "key-returned")
     acme.api.delete(f"{PATH}/{created['id']}")
+
+
+def booked(container: Container, automat_id: str) -> tuple[int, int]:
+    """The automat's open key and empty-locker reservations, as the group ranking reads them."""
+    a = orm.automats
+    row = container.db.transaction(
+        lambda s: s.execute(
+            select(a.c.keys_booked, a.c.lockers_booked).where(a.c.id == automat_id)
+        ).one()
+    )
+    return row.keys_booked, row.lockers_booked
+
+
+def test_a_contract_counts_as_booked_until_its_end_has_passed(
+    container: Container, acme: Tenant, clock: ManualClock, worker: OutboxWorker
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    start, end = period(hours_from_now=-1, length_hours=2)
+    never = acme.api.post(PATH, body(1, automat_id, start=start, end=end))
+    returned = acme.api.post(PATH, body(1, automat_id, start=start, end=end))
+    assert booked(container, automat_id) == (2, 0)
+    set_status(container, returned["id"], 0, "key-returned")  # back before the end
+    clock.set(datetime.fromisoformat(end.replace("Z", "+00:00")) + timedelta(seconds=1))
+    drain(worker)
+    assert acme.api.get(f"{PATH}/{never['id']}")["keys"][0]["status"] == "key-not-fetched"
+    assert booked(container, automat_id) == (0, 0)
+
+
+def test_a_key_still_out_at_the_end_keeps_its_locker_booked(
+    container: Container, acme: Tenant, clock: ManualClock, worker: OutboxWorker
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    start, end = period(hours_from_now=-1, length_hours=2)
+    created = acme.api.post(PATH, body(1, automat_id, start=start, end=end))
+    set_status(container, created["id"], 0, "key-fetched")
+    clock.set(datetime.fromisoformat(end.replace("Z", "+00:00")) + timedelta(seconds=1))
+    drain(worker)
+    assert booked(container, automat_id) == (1, 0)
+
+
+def test_a_return_contract_books_an_empty_locker_until_deleted(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=0, empty=2)
+    created = acme.api.post(PATH, body(3, automat_id, keyIds=["ret-key-1"]))
+    assert booked(container, automat_id) == (0, 1)
+    acme.api.delete(f"{PATH}/{created['id']}")
+    assert booked(container, automat_id) == (0, 0)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -274,10 +274,15 @@ def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
         assert internal is not None
         return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
 
+    def booked(session: Session) -> int:
+        return int(session.scalar(select(func.sum(orm.automats.c.keys_booked))) or 0)
+
+    assert container.db.transaction(booked) == 1  # what the group ranking reads
     assert container.db.transaction(end) == 1
     assert container.db.transaction(end) == 0
     key = acme.api.get(f"{PATH}/{contract['id']}")["keys"][0]
     assert (key["status"], key["inHistory"]) == ("key-not-fetched", True)
+    assert container.db.transaction(booked) == 0
 
 
 @pytest.fixture

@@ -129,6 +129,10 @@ automats = Table(
     # the upper bound a group is ranked by (docs/contracts.md "How a group is ranked").
     Column("keys_inside", Integer, nullable=False, server_default="0"),
     Column("empty_lockers", Integer, nullable=False, server_default="0"),
+    # Open reservations of keys and of empty lockers, kept by triggers on
+    # contract_reservations (migration 0012) from their ``counted`` flag.
+    Column("keys_booked", Integer, nullable=False, server_default="0"),
+    Column("lockers_booked", Integer, nullable=False, server_default="0"),
     Index("ix_automats_created_at_id", "created_at", "id"),
 )
 

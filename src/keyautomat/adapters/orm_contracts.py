@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 from keyautomat.adapters.orm import UtcDateTime, metadata
@@ -97,6 +98,9 @@ contract_reservations = Table(
     Column("key_id", String(64)),
     Column("start", UtcDateTime, nullable=False),
     Column("until", UtcDateTime, nullable=False),
+    # Open: counted in its automat's keys_booked / lockers_booked (migration 0012).
+    # Cleared when the reservation is released or its contract's end has passed.
+    Column("counted", Boolean, nullable=False, server_default=true()),
     Index("ix_contract_reservations_automat_until", "automat_id", "until"),
     Index("ix_contract_reservations_key_until", "key_id", "until"),
     Index("ix_contract_reservations_contract", "contract_id", "position"),

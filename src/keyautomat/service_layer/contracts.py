@@ -205,18 +205,19 @@ def rank_automats(
     that have not ended, however many contracts are in history.
 
     With ``limit``, two cheaper statements. A shortlist: the group's automats
-    in the order of an upper bound that ignores reservations and blocked keys
-    (the per-automat counts of keys inside, or of empty lockers, kept by
-    triggers on ``lockers``), read off the index ``ix_automats_rank_keys`` (or
-    ``_empty``) until :data:`SHORTLIST` plus as many automats as there are
-    blocked keys in lockers have been found. Then only those are ranked exactly,
-    their reservations reached through ``ix_contract_reservations_automat_until``.
-    A blocked key lowers at most one automat's count by one, so the shortlist
-    holds the best :data:`SHORTLIST` automats by keys minus blocked keys. The cost
-    grows with neither the reservations nor the size of the group; the price is
-    that an automat outside the shortlist is not seen even if it has fewer
-    reservations. Groups of up to :data:`SHORTLIST` automats are ranked exactly
-    either way.
+    in the order of what they hold minus what is booked now (keys inside minus
+    open key reservations, or empty lockers minus open locker reservations;
+    counts kept by triggers on ``lockers`` and ``contract_reservations``), read
+    off the index ``ix_automats_rank_keys`` (or ``_empty``) until
+    :data:`SHORTLIST` plus as many automats as there are blocked keys in lockers
+    have been found. Then only those are ranked exactly over the period, their
+    reservations reached through ``ix_contract_reservations_automat_until``. A
+    blocked key lowers one automat's availability by one, so blocked keys cannot
+    push an automat out of the shortlist. The cost grows with neither the
+    reservations nor the size of the group; the price is that the shortlist
+    order is "free now", not "free over the period": an automat booked now but
+    free later, or outside the shortlist for another reason, is not seen.
+    Groups of up to :data:`SHORTLIST` automats are ranked exactly either way.
 
     A reservation of a key that has since moved to another locker is not
     subtracted here, and a blocked key that is also reserved is subtracted
@@ -264,7 +265,10 @@ def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str]]:
     ``:limit`` of them; the candidates are ``:ids``, or the members of ``:group_id`` of
     product ``among``, tested per automat so that the index drives the scan."""
     a, ag = orm.automats, orm.automat_groups
-    count = a.c.keys_inside if want_keys else a.c.empty_lockers
+    # The expressions of the indexes of migration 0012, exactly as they are indexed.
+    count = (
+        a.c.keys_inside - a.c.keys_booked if want_keys else a.c.empty_lockers - a.c.lockers_booked
+    )
     if among is None:
         member: ColumnElement[bool] = a.c.id.in_(_IDS)
     else:
@@ -406,27 +410,46 @@ def set_reservation_until(
     stmt = update(r).where(r.c.contract_id == contract_id)
     if position is not None:
         stmt = stmt.where(r.c.position == position)
-    session.execute(stmt.values(until=until))
+    # Counted as open again: close_ended() clears it once its contract's end has passed.
+    session.execute(stmt.values(until=until, counted=True))
 
 
 def release(session: Session, contract_id: str, position: int | None, at: datetime) -> None:
-    """Free the key and locker from ``at`` on (never extends a reservation)."""
+    """Free the key and locker from ``at`` (now, or a moment already past) on; never extends
+    a reservation."""
     # A reservation that had not begun yet goes away: an empty period [s, s) would
     # still look like an overlap to the half-open test.
     scope = [r.c.contract_id == contract_id, r.c.until > at]
     if position is not None:
         scope.append(r.c.position == position)
     session.execute(delete(r).where(*scope, r.c.start >= at))
-    session.execute(update(r).where(*scope).values(until=at))
+    session.execute(update(r).where(*scope).values(until=at, counted=False))
+
+
+_CLOSE_ENDED = (
+    update(r)
+    .where(
+        r.c.contract_id == bindparam("b_contract_id"),
+        r.c.counted.is_(True),
+        r.c.until <= bindparam("b_now", type_=r.c.until.type),
+    )
+    .values(counted=False)
+)
+
+
+def close_ended(session: Session, contract_id: str, now: datetime) -> None:
+    """Stop counting the contract's reservations that are over (its end evaluation), so
+    that its automats rank as free again (:func:`rank_automats`)."""
+    session.execute(_CLOSE_ENDED, {"b_contract_id": contract_id, "b_now": now})
 
 
 def move_reservations(
     session: Session, contract_id: str, start: datetime, until: datetime | None
 ) -> None:
     """A PATCH of the period: every unreleased reservation takes the new period."""
-    values: dict[str, datetime] = {"start": start}
+    values: dict[str, Any] = {"start": start}
     if until is not None:
-        values["until"] = until
+        values.update(until=until, counted=True)  # see set_reservation_until
     session.execute(update(r).where(r.c.contract_id == contract_id).values(values))
 
 

@@ -432,6 +432,7 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
             contract_steps.reopen_for_return(session, contract, key)
         _publish_status(session, contract, key, outcome, at)
     contract_steps.complete_if_done(session, contract.id, now)
+    core.close_ended(session, contract.id, max(now, at))  # the end is reached: it runs now
     return changed
 
 

@@ -325,6 +325,7 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
         else:  # returned and back in place: done
             _retire(session, contract, key)
     contract_steps.complete_if_done(session, contract.id, now)
+    core.close_ended(session, contract.id, max(now, at))  # the end is reached: it runs now
     return changed
 
 
