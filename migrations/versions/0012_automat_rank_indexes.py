@@ -1,4 +1,4 @@
-"""per-automat counts of open reservations, and indexes giving a group's automats in rank order
+"""per-automat counts of open reservations; indexes for a group's rank order and locker checks
 
 Revision ID: 0012
 Revises: 0011
@@ -68,6 +68,12 @@ def upgrade() -> None:
         " lockers_booked = (SELECT count(*) FROM contract_reservations r"
         " WHERE r.automat_id = automats.id AND r.counted AND r.key_id IS NULL)"
     )
+    # free_keys asks, per locker, for a reservation overlapping the period: one probe.
+    op.create_index(
+        "ix_contract_reservations_locker_until",
+        "contract_reservations",
+        ["automat_id", "locker_index", "until"],
+    )
     seen = "last_seen_at DESC NULLS LAST" if postgres else "last_seen_at DESC"
     for name, available in _INDEXES.items():
         op.create_index(name, "automats", [sa.text(f"{available} DESC"), sa.text(seen), "id"])
@@ -109,6 +115,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER reservations_booked_{event}")
     for name in _INDEXES:
         op.drop_index(name, table_name="automats")
+    op.drop_index("ix_contract_reservations_locker_until", table_name="contract_reservations")
     # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35), as in 0011.
     op.drop_column("contract_reservations", "counted")
     op.drop_column("automats", "lockers_booked")

@@ -102,6 +102,7 @@ contract_reservations = Table(
     # Cleared when the reservation is released or its contract's end has passed.
     Column("counted", Boolean, nullable=False, server_default=true()),
     Index("ix_contract_reservations_automat_until", "automat_id", "until"),
+    Index("ix_contract_reservations_locker_until", "automat_id", "locker_index", "until"),
     Index("ix_contract_reservations_key_until", "key_id", "until"),
     Index("ix_contract_reservations_contract", "contract_id", "position"),
     # Group ranking: every reservation overlapping a period, reached by the range
