@@ -269,6 +269,28 @@ def test_blocked_keys_cannot_push_the_best_automat_out_of_the_shortlist(
     assert created["keys"][0]["storageInfo"]["deviceId"] == best
 
 
+def test_a_group_without_a_usable_automat_is_a_conflict(acme: Tenant) -> None:
+    group = acme.api.post("/groups", {"name": "Empty", "type": 1, "customerId": "empty"})
+    start, end = period()
+    body = {
+        "contractType": 1,
+        "accessRightIds": [RIGHT],
+        "numberOfKeys": 1,
+        "groupId": group["id"],
+        "start": start,
+        "end": end,
+    }
+    assert _error(acme, {"input": body}) == (
+        409,
+        "The group has no active automat that can program iLOQ keys",
+    )
+    back = {"contractType": 3, "keyIds": ["k-1"], "groupId": group["id"]}
+    assert _error(acme, {"input": back}) == (
+        409,
+        "The group has no active automat that can take the keys",
+    )
+
+
 def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(
     container: Container, acme: Tenant
 ) -> None:

@@ -186,7 +186,7 @@ def group_members(product: str) -> Select[tuple[str]]:
 
 def rank_automats(
     session: Session,
-    candidates: Sequence[str],
+    candidates: Sequence[str] | None,
     start: datetime,
     until: datetime,
     *,
@@ -225,14 +225,14 @@ def rank_automats(
     the lock is exact and makes the caller fall back to the next automat.
 
     ``group``, a (group id, product) pair, ranks the group's active automats of
-    that product (:func:`group_members`) instead of ``candidates`` (then only
-    checked for emptiness): fetching and binding a thousand ids costs more than
-    ranking them in the database.
+    that product (:func:`group_members`) instead of ``candidates`` (then None):
+    fetching and binding a thousand ids costs more than ranking them in the
+    database. An empty result then means the group has no such automat.
     """
-    if not candidates:
-        return []
     params: dict[str, Any] = {"start": start, "until": until}
     if group is None:
+        if not candidates:
+            return []
         params["ids"] = list(candidates)
         among = None
     else:

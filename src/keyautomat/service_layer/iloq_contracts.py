@@ -498,21 +498,21 @@ _GROUP = select(orm.groups.c.id, orm.groups.c.type).where(
     in_scope_bound(orm.groups.c.organization_unit_id),
 )
 _MEMBERS = core.group_members(Product.KEY20)
-_FIRST_MEMBERS = _MEMBERS.limit(bindparam("limit"))
 
 
-def _group_members(
-    session: Session, principal: Principal, group_id: str, *, limit: int | None = None
-) -> list[str]:
-    """The ids of a group's automats that can program iLOQ keys (all, or the first ``limit``)."""
+def _check_group(session: Session, principal: Principal, group_id: str) -> None:
+    """A device group the caller can use, or the 400 that says why not."""
     group = session.execute(_GROUP, {"group_id": group_id, **scope_params(principal)}).first()
     if group is None:
         raise InvalidInput("groupId", "does not name a group you can use")
     if group.type != GroupType.DEVICE:
         raise InvalidInput("groupId", "must be a device group (type 1)")
-    if limit is None:
-        return list(session.scalars(_MEMBERS, {"group_id": group_id}))
-    return list(session.scalars(_FIRST_MEMBERS, {"group_id": group_id, "limit": limit}))
+
+
+def _group_members(session: Session, principal: Principal, group_id: str) -> list[str]:
+    """The ids of a group's automats that can program iLOQ keys."""
+    _check_group(session, principal, group_id)
+    return list(session.scalars(_MEMBERS, {"group_id": group_id}))
 
 
 def _slots_for_key_ids(
@@ -567,27 +567,32 @@ RANKED_FIRST = 8
 
 
 def _allocate(
-    session: Session, candidates: list[str], new: NewContract, until: datetime, now: datetime
+    session: Session,
+    candidates: list[str] | None,
+    new: NewContract,
+    until: datetime,
+    now: datetime,
+    *,
+    none_in_group: str = "",
 ) -> list[Slot]:
-    """``count`` keys (or empty lockers) of one automat among ``candidates`` (C5, C6)."""
+    """``count`` keys (or empty lockers) of one automat among ``candidates``, or among the
+    members of ``new.group_id`` when None (then ``none_in_group`` is the 409 of a group
+    without a usable automat) (C5, C6)."""
     want_keys = new.contract_type is not ContractType.RETURN
     count = new.key_count
+    group = (new.group_id, Product.KEY20) if candidates is None and new.group_id else None
     # Only the best few are ranked: the first that can serve under the lock is
     # taken, and all of them are ranked (exactly) only when those few turned out not to.
     for limit in (RANKED_FIRST, None):
         ranked = (
-            core.rank_automats(
-                session,
-                candidates,
-                new.start,
-                until,
-                want_keys=want_keys,
-                group=(new.group_id, Product.KEY20) if new.group_id else None,
-                limit=limit,
+            [(candidates[0], count)]
+            if candidates is not None and len(candidates) == 1
+            else core.rank_automats(
+                session, candidates, new.start, until, want_keys=want_keys, group=group, limit=limit
             )
-            if len(candidates) > 1
-            else [(candidates[0], count)]
         )
+        if not ranked and group is not None:
+            raise Conflict(none_in_group)
         for automat_id, available in ranked:
             if available < count:
                 break
@@ -626,12 +631,18 @@ def create_contract(
             ):
                 raise InvalidInput("keyAutomatId", f"is not in group {new.group_id}")
             candidates = [_automat(session, principal, new.key_automat_id).id]
+            slots = _allocate(session, candidates, new, until, now)
         else:
             assert new.group_id is not None
-            candidates = _group_members(session, principal, new.group_id, limit=2)
-        if not candidates:
-            raise Conflict("The group has no active automat that can take the keys")
-        slots = _allocate(session, candidates, new, until, now)
+            _check_group(session, principal, new.group_id)
+            slots = _allocate(
+                session,
+                None,
+                new,
+                until,
+                now,
+                none_in_group="The group has no active automat that can take the keys",
+            )
     elif new.key_ids is not None:
         slots = _slots_for_key_ids(session, principal, new, until)
     elif new.key_automat_id is not None:
@@ -644,10 +655,15 @@ def create_contract(
         )
     else:
         assert new.group_id is not None
-        candidates = _group_members(session, principal, new.group_id, limit=2)
-        if not candidates:
-            raise Conflict("The group has no active automat that can program iLOQ keys")
-        slots = _allocate(session, candidates, new, until, now)
+        _check_group(session, principal, new.group_id)
+        slots = _allocate(
+            session,
+            None,
+            new,
+            until,
+            now,
+            none_in_group="The group has no active automat that can program iLOQ keys",
+        )
 
     contract_id = new_object_id(now.timestamp())
     request = json.dumps(new.request, separators=(",", ":"))
