@@ -1,40 +1,50 @@
-"""50 creations racing for 10 free keys: exactly 10 win, 40 get 409, nothing is booked twice."""
+"""50 creations racing for 10 free keys: exactly 10 win, 40 get 409, nothing is booked twice;
+and a creation passes over an automat another creation is allocating from."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
 from keyautomat.domain.errors import Conflict
 from keyautomat.service_layer import iloq_contracts
 from keyautomat.service_layer.accounts import load_account
+from keyautomat.service_layer.principal import Principal
 from tests.conftest import Tenant
 from tests.contract_helpers import iso, stocked_automat
 
 
-def test_fifty_concurrent_creations_share_ten_keys_without_double_booking(
-    container: Container, acme: Tenant
-) -> None:
-    automat_id, _ = stocked_automat(container, acme, keys=10, empty=0)
+def _principal(container: Container, acme: Tenant) -> Principal:
     account = container.db.transaction(lambda s: load_account(s, acme.account_id))
     assert account is not None
-    principal = account.principal
-    now = datetime.now(UTC)
-    body = {
+    return account.principal
+
+
+def _body(now: datetime, **location: str) -> dict[str, Any]:
+    return {
         "input": {
             "contractType": 1,
             "accessRightIds": ["right"],
             "numberOfKeys": 1,
-            "keyAutomatId": automat_id,
             "start": iso(now - timedelta(minutes=1)),
             "end": iso(now + timedelta(days=1)),
+            **location,
         }
     }
 
+
+def _race(
+    container: Container, principal: Principal, body: dict[str, Any], now: datetime
+) -> list[str]:
     def create(_: int) -> str:
         new = iloq_contracts.parse_new_contract(body, now)
         try:
@@ -47,19 +57,92 @@ def test_fifty_concurrent_creations_share_ten_keys_without_double_booking(
 
     # Plain threads, each with its own connection on PostgreSQL: real concurrency.
     with ThreadPoolExecutor(max_workers=16) as pool:
-        outcomes = list(pool.map(create, range(50)))
+        return list(pool.map(create, range(50)))
+
+
+def _assigned(container: Container) -> tuple[int, int, int]:
+    """Keys booked, distinct keys, distinct lockers."""
+    k = contract_keys
+
+    def work(session: Session) -> tuple[int, int, int]:
+        booked, keys = session.execute(
+            select(func.count(), func.count(func.distinct(k.c.key_id)))
+        ).one()
+        lockers = select(k.c.automat_id, k.c.locker_index).distinct().subquery()
+        distinct_lockers = session.scalar(select(func.count()).select_from(lockers)) or 0
+        return int(booked), int(keys), int(distinct_lockers)
+
+    return container.db.transaction(work)
+
+
+def test_fifty_concurrent_creations_share_ten_keys_without_double_booking(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=10, empty=0)
+    now = datetime.now(UTC)
+    outcomes = _race(
+        container, _principal(container, acme), _body(now, keyAutomatId=automat_id), now
+    )
     assert outcomes.count("201") == 10
     assert outcomes.count("409") == 40
+    assert _assigned(container) == (10, 10, 10)
 
-    def assigned(session: object) -> tuple[int, int, int]:
-        k = contract_keys
-        rows = session.execute(  # type: ignore[attr-defined]
-            select(
-                func.count(),
-                func.count(func.distinct(k.c.key_id)),
-                func.count(func.distinct(k.c.locker_index)),
-            )
-        ).one()
-        return int(rows[0]), int(rows[1]), int(rows[2])
 
-    assert container.db.transaction(assigned) == (10, 10, 10)
+def _group(container: Container, acme: Tenant, automat_ids: list[str]) -> str:
+    group = acme.api.post("/groups", {"name": "G", "type": 1, "customerId": "g"})
+    for automat_id in automat_ids:
+        acme.api.patch(f"/automats/{automat_id}", {"groups": [group["id"]]})
+    return str(group["id"])
+
+
+def test_fifty_concurrent_creations_in_a_group_share_its_ten_keys_without_double_booking(
+    container: Container, acme: Tenant
+) -> None:
+    automats = [
+        stocked_automat(container, acme, keys=5, empty=0, name=f"A{i}")[0] for i in range(2)
+    ]
+    now = datetime.now(UTC)
+    body = _body(now, groupId=_group(container, acme, automats))
+    outcomes = _race(container, _principal(container, acme), body, now)
+    assert outcomes.count("201") == 10
+    assert outcomes.count("409") == 40
+    assert _assigned(container) == (10, 10, 10)
+
+
+def test_a_creation_passes_over_an_automat_another_one_is_allocating_from(
+    container: Container, acme: Tenant, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: no creation ever finds an automat held by another")
+    best, _ = stocked_automat(container, acme, keys=3, name="best")
+    other, _ = stocked_automat(container, acme, keys=2, name="other")
+    now = datetime.now(UTC)
+    body = _body(now, groupId=_group(container, acme, [best, other]))
+    principal = _principal(container, acme)
+    holding = container.db.session()
+    # Another transaction allocating from the best automat holds its row.
+    holding.execute(select(orm.automats.c.id).where(orm.automats.c.id == best).with_for_update())
+    got: list[str] = []
+
+    def create() -> None:
+        new = iloq_contracts.parse_new_contract(body, now)
+        contract = container.db.transaction(
+            lambda s: iloq_contracts.create_contract(s, principal, new, now=now)
+        )
+        got.append(str(contract.keys[0].automat_id))
+
+    creating = threading.Thread(target=create)
+    creating.start()
+    creating.join(timeout=10)
+    finished_while_held = not creating.is_alive()
+    holding.rollback()
+    holding.close()
+    creating.join()
+    assert finished_while_held, "the creation waited for the held automat"
+    assert got == [other]
+    # Once nobody holds it, the best automat is the one given again.
+    new = iloq_contracts.parse_new_contract(body, now)
+    again = container.db.transaction(
+        lambda s: iloq_contracts.create_contract(s, principal, new, now=now)
+    )
+    assert again.keys[0].automat_id == best

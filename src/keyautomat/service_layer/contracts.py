@@ -61,6 +61,21 @@ _LOCK_AUTOMATS = (
 )
 
 
+_TRY_LOCK_AUTOMAT = (
+    select(orm.automats.c.id)
+    .where(orm.automats.c.id == bindparam("id"))
+    .with_for_update(skip_locked=True)
+)
+
+
+def try_lock_automat(session: Session, automat_id: str) -> bool:
+    """Lock one automat as :func:`lock_automats` does, unless another transaction holds it
+    (then False at once, instead of waiting for it). Always True on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return session.execute(_TRY_LOCK_AUTOMAT, {"id": automat_id}).first() is not None
+
+
 def lock_automats(session: Session, automat_ids: Iterable[str]) -> None:
     """Serialise allocation on these automats until the transaction ends."""
     ids = sorted(set(automat_ids))

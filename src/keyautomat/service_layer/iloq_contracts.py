@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Final, Literal
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
@@ -593,17 +593,21 @@ def _allocate(
         )
         if not ranked and group is not None:
             raise Conflict(none_in_group)
-        for automat_id, available in ranked:
-            if available < count:
-                break
-            # The ranking ran unlocked; what counts is the check made under the lock.
-            core.lock_automats(session, [automat_id])
-            slots = (
-                core.free_keys(session, automat_id, new.start, until, now, count)
-                if want_keys
-                else core.free_lockers(session, automat_id, new.start, until, count)
-            )
-            if len(slots) == count:
+        able = [automat_id for automat_id, available in ranked if available >= count]
+        # The ranking ran unlocked; what counts is the check made under the lock. An
+        # automat another creation is allocating from right now is passed over for the
+        # next best (PostgreSQL: concurrent creations would otherwise all queue on the
+        # top-ranked automat's row); only when every one is busy are they waited for.
+        busy = []
+        for automat_id in able:
+            slots = _attempt(session, automat_id, new, until, now, wait=False)
+            if isinstance(slots, list):
+                return slots
+            if slots == BUSY:
+                busy.append(automat_id)
+        for automat_id in busy:
+            slots = _attempt(session, automat_id, new, until, now, wait=True)
+            if isinstance(slots, list):
                 return slots
         # The best few are ranked from a shortlist (core.rank_automats): when they
         # all fell short, rank the whole group exactly before answering 409.
@@ -611,6 +615,56 @@ def _allocate(
             break
     what = "keys" if want_keys else "free lockers"
     raise Conflict(f"No automat has {count} {what} available for the requested period")
+
+
+BUSY: Final = "busy"
+
+
+def _attempt(
+    session: Session,
+    automat_id: str,
+    new: NewContract,
+    until: datetime,
+    now: datetime,
+    *,
+    wait: bool,
+) -> list[Slot] | Literal["busy"] | None:
+    """All the keys (or empty lockers) ``new`` asks for at this automat, checked under its
+    lock; None when it has too few; :data:`BUSY` when another transaction holds it and
+    ``wait`` is False.
+
+    On PostgreSQL the lock is taken in a savepoint that is rolled back when the automat
+    falls short, which releases it: a transaction then waits for an automat while holding
+    no other, so two creations can never wait for each other (they did, in the group race
+    test, when a creation kept the lock of an automat it had found full).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return _free_slots(session, automat_id, new, until, now)
+    savepoint = session.begin_nested()
+    if wait:
+        core.lock_automats(session, [automat_id])
+    elif not core.try_lock_automat(session, automat_id):
+        savepoint.rollback()
+        return BUSY
+    slots = _free_slots(session, automat_id, new, until, now)
+    if slots is None:
+        savepoint.rollback()
+    else:
+        savepoint.commit()
+    return slots
+
+
+def _free_slots(
+    session: Session, automat_id: str, new: NewContract, until: datetime, now: datetime
+) -> list[Slot] | None:
+    """All the keys (or empty lockers) ``new`` asks for at this locked automat, or None."""
+    count = new.key_count
+    slots = (
+        core.free_keys(session, automat_id, new.start, until, now, count)
+        if new.contract_type is not ContractType.RETURN
+        else core.free_lockers(session, automat_id, new.start, until, count)
+    )
+    return slots if len(slots) == count else None
 
 
 _INSERT_CONTRACT = insert(c)
