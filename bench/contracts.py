@@ -179,7 +179,7 @@ async def drive(
     rate: float,
     seconds: float,
     warmup: float,
-) -> tuple[list[float], Counter[int], float, float | None]:
+) -> tuple[list[float], Counter[int], float, float | None, float | None]:
     url = f"{base_url}/v2/iloq/keycontracts"
     account, key = credentials
     latencies: list[float] = []
@@ -241,11 +241,15 @@ async def drive(
         await asyncio.gather(*(client.get(f"{base_url}/healthz") for _ in range(32)))
         warm = int(rate * warmup)
         await paced(0, warm, record=False)
-        cpu_before = cpu_seconds(pid)
+        cpu_before, machine_before = cpu_seconds(pid), machine_ticks()
         elapsed = await paced(warm, int(rate * seconds), record=True)
-        cpu_after = cpu_seconds(pid)
+        cpu_after, machine_after = cpu_seconds(pid), machine_ticks()
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return latencies, statuses, elapsed, cpu
+    busy = None
+    if machine_before is not None and machine_after is not None:
+        total = machine_after[1] - machine_before[1]
+        busy = (machine_after[0] - machine_before[0]) / total if total else None
+    return latencies, statuses, elapsed, cpu, busy
 
 
 def free_port() -> int:
@@ -262,6 +266,16 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine so far (Linux /proc/stat)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -336,7 +350,7 @@ def run(
     )
     server, base_url = serve(env)
     try:
-        latencies, statuses, elapsed, cpu = asyncio.run(
+        latencies, statuses, elapsed, cpu, busy = asyncio.run(
             drive(base_url, server.pid, (account, key), group_id, rate, seconds, warmup)
         )
     finally:
@@ -355,6 +369,8 @@ def run(
         "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 1),
         "max_ms": round(ms[-1], 1),
         "server_cpu_ms_per_request": None if cpu is None else round(cpu * 1000 / len(ms), 1),
+        # Everything on the machine (database server, this client) over all its cores.
+        "machine_cpu_busy": None if busy is None else round(busy, 2),
     }
 
 
