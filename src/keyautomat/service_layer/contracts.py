@@ -327,29 +327,44 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
     )
     available = func.coalesce(offered.c.n, 0)
     source = source.outerjoin(offered, offered.c.automat_id == a.c.id)
-    overlapping = select(r.c.automat_id, r.c.locker_index).where(
-        r.c.until > start, r.c.start < until
-    )
     if few:
-        hot = overlapping.where(r.c.automat_id.in_(ids)).cte("hot")
-    else:
-        hot = overlapping.cte("hot").prefix_with("MATERIALIZED")
-    reserved = (
-        select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
-        .select_from(hot)
-        .join(
-            lk,
-            and_(
-                lk.c.automat_id == hot.c.automat_id,
-                lk.c.locker_index == hot.c.locker_index,
-            ),
+        # Per candidate, through ix_contract_reservations_automat_until: a scan of every
+        # unended reservation (the other way) is what PostgreSQL picked for the CTE form.
+        busy = (
+            select(func.count(func.distinct(lk.c.locker_index)))
+            .select_from(
+                r.join(
+                    lk,
+                    and_(lk.c.automat_id == r.c.automat_id, lk.c.locker_index == r.c.locker_index),
+                )
+            )
+            .where(r.c.automat_id == a.c.id, r.c.until > start, r.c.start < until, offer)
+            .scalar_subquery()
         )
-        .where(offer)
-        .group_by(lk.c.automat_id)
-        .cte("busy")
-    )
-    available = available - func.coalesce(reserved.c.n, 0)
-    source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
+        available = available - busy
+    else:
+        hot = (
+            select(r.c.automat_id, r.c.locker_index)
+            .where(r.c.until > start, r.c.start < until)
+            .cte("hot")
+            .prefix_with("MATERIALIZED")
+        )
+        reserved = (
+            select(lk.c.automat_id, func.count(func.distinct(lk.c.locker_index)).label("n"))
+            .select_from(hot)
+            .join(
+                lk,
+                and_(
+                    lk.c.automat_id == hot.c.automat_id,
+                    lk.c.locker_index == hot.c.locker_index,
+                ),
+            )
+            .where(offer)
+            .group_by(lk.c.automat_id)
+            .cte("busy")
+        )
+        available = available - func.coalesce(reserved.c.n, 0)
+        source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
     if want_keys:
         # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
         # ix_lockers_key_id; the outer join keeps the candidates' counts only.
@@ -362,12 +377,13 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
         )
         available = available - func.coalesce(blocked.c.n, 0)
         source = source.outerjoin(blocked, blocked.c.automat_id == a.c.id)
+    ranked = available.label("available")
     stmt = (
-        select(a.c.id, available.label("available"))
+        select(a.c.id, ranked)
         .select_from(source)
         .where(a.c.id.in_(ids))
         .order_by(
-            available.desc(),
+            ranked.desc(),
             a.c.last_seen_at.is_(None),
             a.c.last_seen_at.desc(),
             a.c.id,
