@@ -86,7 +86,8 @@ class Checkpointer:
     own, with a connection of its own, runs a PASSIVE checkpoint every
     ``interval`` seconds: it never waits for the writer and the writer never
     waits for it, and with ``synchronous=NORMAL`` commits themselves do not
-    fsync. A crash loses nothing committed: the log is durable until copied.
+    fsync. Checkpointing later changes nothing about durability: what a commit
+    wrote stays in the log until it has been copied.
     """
 
     def __init__(self, path: str, interval: float = 1.0) -> None:
