@@ -16,27 +16,66 @@ down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# What an open ("counted") reservation adds to its automat's counts: a reserved
-# key, or a reserved empty locker (return contracts). docs/contracts.md
-# "How a group is ranked".
-_KEY = "(CASE WHEN {row}.counted AND {row}.key_id IS NOT NULL THEN 1 ELSE 0 END)"
-_LOCKER = "(CASE WHEN {row}.counted AND {row}.key_id IS NULL THEN 1 ELSE 0 END)"
+# keys_booked counts the open ("counted") reservations of keys whose locker has its
+# key inside right now (on offer, as keys_inside counts them), lockers_booked those
+# of empty lockers that are still empty: keys_inside - keys_booked is then what is
+# free now. A fetched key is out of keys_inside and out of keys_booked, not
+# subtracted twice. docs/contracts.md "How a group is ranked".
+_OFFERED = "(l.key_id IS NOT NULL AND l.is_key_inside)"
+_EMPTY = "(l.key_id IS NULL AND NOT l.is_key_inside)"
 
-# The shortlist order of contracts.rank_automats: what is on offer minus what is
-# booked, then the most recently seen (never seen last: PostgreSQL must be told,
-# SQLite sorts NULL lowest already), then the id.
+
+def _locker_state(row: str, state: str) -> str:
+    # 1 when the reservation's locker is (still) in ``state``.
+    return (
+        f"(SELECT count(*) FROM lockers l WHERE l.automat_id = {row}.automat_id"  # noqa: S608
+        f" AND l.locker_index = {row}.locker_index AND {state})"
+    )
+
+
+def _reservation_adjust(row: str, sign: str) -> str:
+    """What one reservation adds to (or takes from) its automat's booked counts."""
+    key = (
+        f"(CASE WHEN {row}.counted AND {row}.key_id IS NOT NULL"
+        f" THEN {_locker_state(row, _OFFERED)} ELSE 0 END)"
+    )
+    locker = (
+        f"(CASE WHEN {row}.counted AND {row}.key_id IS NULL"
+        f" THEN {_locker_state(row, _EMPTY)} ELSE 0 END)"
+    )
+    parts = ["UPDATE automats SET keys_booked = keys_booked", sign, key, ","]
+    parts += ["lockers_booked = lockers_booked", sign, locker, "WHERE id =", row + ".automat_id;"]
+    return " ".join(parts)
+
+
+def _locker_adjust(row: str, sign: str) -> str:
+    """What one locker's state adds to (or takes from) the booked counts of its automat:
+    its open reservations, when it is on offer (keys) or empty (lockers)."""
+    open_ = (
+        "(SELECT count(*) FROM contract_reservations r"  # noqa: S608 - constants only
+        f" WHERE r.automat_id = {row}.automat_id"
+        f" AND r.locker_index = {row}.locker_index AND r.counted AND r.key_id IS "
+    )
+    offered = _OFFERED.replace("l.", f"{row}.")
+    empty = _EMPTY.replace("l.", f"{row}.")
+    key = f"(CASE WHEN {offered} THEN {open_}NOT NULL) ELSE 0 END)"
+    locker = f"(CASE WHEN {empty} THEN {open_}NULL) ELSE 0 END)"
+    parts = ["UPDATE automats SET keys_booked = keys_booked", sign, key, ","]
+    parts += ["lockers_booked = lockers_booked", sign, locker, "WHERE id =", row + ".automat_id;"]
+    return " ".join(parts)
+
+
+# The shortlist order of contracts.rank_automats: what is free now, then the most
+# recently seen (never seen last: PostgreSQL must be told, SQLite sorts NULL lowest
+# already), then the id.
 _INDEXES = {
     "ix_automats_rank_keys": "(keys_inside - keys_booked)",
     "ix_automats_rank_empty": "(empty_lockers - lockers_booked)",
 }
 
 
-def _adjust(row: str, sign: str) -> str:
-    # Constant fragments only: nothing here comes from input.
-    key, locker = _KEY.replace("{row}", row), _LOCKER.replace("{row}", row)
-    parts = ["UPDATE automats SET keys_booked = keys_booked", sign, key, ","]
-    parts += ["lockers_booked = lockers_booked", sign, locker, "WHERE id =", row + ".automat_id;"]
-    return " ".join(parts)
+# Every SQL text here is built from the constant fragments above; nothing comes from
+# input (hence the S608 exemptions).
 
 
 def upgrade() -> None:
@@ -62,11 +101,14 @@ def upgrade() -> None:
         .values(counted=False),
         {"now": now if postgres else now.replace(tzinfo=None)},
     )
+    booked = (
+        "(SELECT count(*) FROM contract_reservations r JOIN lockers l"
+        " ON l.automat_id = r.automat_id AND l.locker_index = r.locker_index"
+        " WHERE r.automat_id = automats.id AND r.counted AND r.key_id IS {} AND {})"
+    )
     op.execute(
-        "UPDATE automats SET keys_booked = (SELECT count(*) FROM contract_reservations r"
-        " WHERE r.automat_id = automats.id AND r.counted AND r.key_id IS NOT NULL),"
-        " lockers_booked = (SELECT count(*) FROM contract_reservations r"
-        " WHERE r.automat_id = automats.id AND r.counted AND r.key_id IS NULL)"
+        f"UPDATE automats SET keys_booked = {booked.format('NOT NULL', _OFFERED)},"  # noqa: S608
+        f" lockers_booked = {booked.format('NULL', _EMPTY)}"
     )
     # free_keys asks, per locker, for a reservation overlapping the period: one probe.
     op.create_index(
@@ -82,8 +124,8 @@ def upgrade() -> None:
         op.execute(
             "CREATE FUNCTION reservations_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             "BEGIN\n"
-            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {_adjust('OLD', '-')} END IF;\n"
-            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {_adjust('NEW', '+')} END IF;\n"
+            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {_reservation_adjust('OLD', '-')} END IF;\n"
+            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {_reservation_adjust('NEW', '+')} END IF;\n"
             "  RETURN NULL;\n"
             "END $$"
         )
@@ -91,27 +133,54 @@ def upgrade() -> None:
             "CREATE TRIGGER reservations_booked AFTER INSERT OR DELETE OR "
             f"{watched.removeprefix('AFTER ')} FOR EACH ROW EXECUTE FUNCTION reservations_booked()"
         )
+        op.execute(
+            "CREATE FUNCTION lockers_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {_locker_adjust('OLD', '-')} END IF;\n"
+            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {_locker_adjust('NEW', '+')} END IF;\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER lockers_booked AFTER INSERT OR DELETE OR UPDATE OF key_id, "
+            "is_key_inside ON lockers FOR EACH ROW EXECUTE FUNCTION lockers_booked()"
+        )
         return
     op.execute(
         "CREATE TRIGGER reservations_booked_insert AFTER INSERT ON contract_reservations "
-        f"BEGIN {_adjust('NEW', '+')} END"
+        f"BEGIN {_reservation_adjust('NEW', '+')} END"
     )
     op.execute(
         "CREATE TRIGGER reservations_booked_delete AFTER DELETE ON contract_reservations "
-        f"BEGIN {_adjust('OLD', '-')} END"
+        f"BEGIN {_reservation_adjust('OLD', '-')} END"
     )
     op.execute(
         f"CREATE TRIGGER reservations_booked_update {watched} "
-        f"BEGIN {_adjust('OLD', '-')} {_adjust('NEW', '+')} END"
+        f"BEGIN {_reservation_adjust('OLD', '-')} {_reservation_adjust('NEW', '+')} END"
+    )
+    op.execute(
+        "CREATE TRIGGER lockers_booked_insert AFTER INSERT ON lockers "
+        f"BEGIN {_locker_adjust('NEW', '+')} END"
+    )
+    op.execute(
+        "CREATE TRIGGER lockers_booked_delete AFTER DELETE ON lockers "
+        f"BEGIN {_locker_adjust('OLD', '-')} END"
+    )
+    op.execute(
+        "CREATE TRIGGER lockers_booked_update AFTER UPDATE OF key_id, is_key_inside ON lockers "
+        f"BEGIN {_locker_adjust('OLD', '-')} {_locker_adjust('NEW', '+')} END"
     )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER lockers_booked ON lockers")
+        op.execute("DROP FUNCTION lockers_booked()")
         op.execute("DROP TRIGGER reservations_booked ON contract_reservations")
         op.execute("DROP FUNCTION reservations_booked()")
     else:
         for event in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER lockers_booked_{event}")
             op.execute(f"DROP TRIGGER reservations_booked_{event}")
     for name in _INDEXES:
         op.drop_index(name, table_name="automats")

@@ -16,6 +16,7 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
 from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
 from keyautomat.service_layer.iloq_progress import evaluate_end
@@ -237,3 +238,55 @@ def test_a_return_contract_books_an_empty_locker_until_deleted(
     assert booked(container, automat_id) == (0, 1)
     acme.api.delete(f"{PATH}/{created['id']}")
     assert booked(container, automat_id) == (0, 0)
+
+
+def _returned(container: Container, contract_id: str, position: int) -> None:
+    """What a key-inserted event does for a returned key: history, and the locker freed."""
+    at = datetime.now(UTC)
+
+    def work(session: Any) -> None:
+        session.execute(
+            update(contract_keys)
+            .where(contract_keys.c.contract_id == contract_id, contract_keys.c.position == position)
+            .values(status="key-returned", returned_at=at)
+        )
+        core.release(session, contract_id, position, at)
+
+    container.db.transaction(work)
+
+
+def test_patching_the_period_does_not_book_a_released_locker_again(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=0, empty=2)
+    start, end = period()
+    created = acme.api.post(PATH, body(3, automat_id, keyIds=["r-1", "r-2"], start=start, end=end))
+    assert booked(container, automat_id) == (0, 2)
+    _returned(container, created["id"], 0)
+    assert booked(container, automat_id) == (0, 1)
+    acme.api.patch(f"{PATH}/{created['id']}", {"end": None})
+    assert booked(container, automat_id) == (0, 1)
+    _returned(container, created["id"], 1)
+    assert booked(container, automat_id) == (0, 0)
+
+
+def test_a_fetched_key_leaves_the_booked_count_with_the_key_and_comes_back_with_it(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, key_ids = stocked_automat(container, acme, keys=2)
+    acme.api.post(PATH, body(1, automat_id, keyIds=[key_ids[0]]))
+    assert booked(container, automat_id) == (1, 0)
+
+    def key_inside(inside: bool) -> None:
+        container.db.transaction(
+            lambda s: s.execute(
+                update(orm.lockers)
+                .where(orm.lockers.c.key_id == key_ids[0])
+                .values(is_key_inside=inside)
+            )
+        )
+
+    key_inside(False)  # fetched: out of keys_inside, so out of keys_booked too
+    assert booked(container, automat_id) == (0, 0)
+    key_inside(True)
+    assert booked(container, automat_id) == (1, 0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from keyautomat.adapters import orm
 from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.bootstrap import Container
@@ -15,7 +17,7 @@ from keyautomat.client import ApiError
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
-from tests.contract_helpers import period, stocked_automat
+from tests.contract_helpers import iso, period, stocked_automat
 
 PATH = "/iloq/keycontracts"
 RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
@@ -267,6 +269,30 @@ def test_blocked_keys_cannot_push_the_best_automat_out_of_the_shortlist(
     body["input"].pop("keyAutomatId")
     created = acme.api.post(PATH, body)
     assert created["keys"][0]["storageInfo"]["deviceId"] == best
+
+
+def test_keys_out_on_a_contract_do_not_hide_an_automat_from_the_shortlist(
+    container: Container, acme: Tenant
+) -> None:
+    # SHORTLIST automats with one key each, and one with four of which two are out on
+    # a contract ending in an hour: it has the most keys free for a later period.
+    others = [stocked_automat(container, acme, keys=1, name=f"o{i}")[0] for i in range(SHORTLIST)]
+    best, key_ids = stocked_automat(container, acme, keys=4, name="best")
+    start, _ = period(hours_from_now=-1)
+    soon = iso(datetime.now(UTC) + timedelta(hours=1))
+    acme.api.post(PATH, _default(best, numberOfKeys=2, keyIds=key_ids[:2], start=start, end=soon))
+    container.db.transaction(
+        lambda s: s.execute(
+            update(orm.lockers)
+            .where(orm.lockers.c.key_id.in_(key_ids[:2]))
+            .values(is_key_inside=False)
+        )
+    )
+    later, after = period(hours_from_now=2, length_hours=3)
+    body = _default(best, start=later, end=after)
+    body["input"]["groupId"] = _group_of(acme, [best, *others])
+    body["input"].pop("keyAutomatId")
+    assert acme.api.post(PATH, body)["keys"][0]["storageInfo"]["deviceId"] == best
 
 
 def test_a_group_without_a_usable_automat_is_a_conflict(acme: Tenant) -> None:

@@ -220,12 +220,12 @@ def rank_automats(
     that have not ended, however many contracts are in history.
 
     With ``limit``, two cheaper statements. A shortlist: the group's automats
-    in the order of what they hold minus what is booked now (keys inside minus
-    open key reservations, or empty lockers minus open locker reservations;
-    counts kept by triggers on ``lockers`` and ``contract_reservations``), read
+    in the order of what is free now (keys inside minus those of them with an
+    open reservation, or empty lockers minus open locker reservations; counts
+    kept by triggers on ``lockers`` and ``contract_reservations``), read
     off the index ``ix_automats_rank_keys`` (or ``_empty``) until
-    :data:`SHORTLIST` plus as many automats as there are blocked keys in lockers
-    have been found. Then only those are ranked exactly over the period, their
+    :data:`SHORTLIST` plus as many automats as there are blocked keys in the
+    candidates' lockers have been found. Then only those are ranked exactly over the period, their
     reservations reached through ``ix_contract_reservations_automat_until``. A
     blocked key lowers one automat's availability by one, so blocked keys cannot
     push an automat out of the shortlist. The cost grows with neither the
@@ -255,7 +255,7 @@ def rank_automats(
     if limit is None:
         stmt = _ranking(want_keys, among, few=False, limited=False)
         return _rank(session, stmt, params)
-    blocked = session.execute(_BLOCKED_INSIDE).scalar_one() if want_keys else 0
+    blocked = session.execute(_blocked_inside(among), params).scalar_one() if want_keys else 0
     shortlist = list(
         session.scalars(_shortlist(want_keys, among), {**params, "limit": SHORTLIST + int(blocked)})
     )
@@ -268,10 +268,22 @@ def rank_automats(
     )
 
 
-_BLOCKED_INSIDE = select(func.count()).where(
-    lk.c.key_id.in_(select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))),
-    lk.c.is_key_inside.is_(True),
-)
+@functools.cache
+def _blocked_inside(among: str | None) -> Select[int]:
+    """Blocked keys inside the lockers of the candidates (``:ids``, or the members of
+    ``:group_id``), reached from the few blocked keys through ``ix_iloq_keys_blocked``."""
+    ag = orm.automat_groups
+    if among is None:
+        member: ColumnElement[bool] = lk.c.automat_id.in_(_IDS)
+    else:
+        member = exists().where(
+            ag.c.automat_id == lk.c.automat_id, ag.c.group_id == bindparam("group_id")
+        )
+    return select(func.count()).where(
+        lk.c.key_id.in_(select(iloq_keys.c.id).where(iloq_keys.c.blocked.is_(True))),
+        lk.c.is_key_inside.is_(True),
+        member,
+    )
 
 
 @functools.cache
@@ -480,8 +492,12 @@ def move_reservations(
     """A PATCH of the period: every unreleased reservation takes the new period."""
     values: dict[str, Any] = {"start": start}
     if until is not None:
-        values.update(until=until, counted=True)  # see set_reservation_until
-    session.execute(update(r).where(r.c.contract_id == contract_id).values(values))
+        values["until"] = until
+    # Only what still blocks: a reservation already released (a key returned, or
+    # fetched from a contract that frees its locker then) stays released.
+    session.execute(
+        update(r).where(r.c.contract_id == contract_id, r.c.counted.is_(True)).values(values)
+    )
 
 
 def _pincode_clash(*, bounded: bool, excepting: bool) -> Select[tuple[str]]:

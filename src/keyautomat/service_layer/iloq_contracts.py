@@ -966,6 +966,10 @@ def delete_contract(
     reason = delete_refusal(contract.contract_type, [k.status for k in contract.keys])
     if reason is not None:
         raise InvalidInput("id", f"Contract cannot be deleted: {reason}")
+    # Automat rows before pincodes: creation takes them in that order, and releasing a
+    # reservation updates the automat's booked count (migration 0012); the other order
+    # could deadlock with a creation on PostgreSQL.
+    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
     for key in contract.keys:
         if key.pincode_id is not None and key.automat_id is not None:
             devices.remove_pincode(session, key.automat_id, key.pincode_id)

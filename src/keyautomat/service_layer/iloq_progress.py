@@ -414,6 +414,10 @@ def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
     contract = load_contract(session, contract_id)
     assert contract.end is not None
     at = contract.end
+    # Automat rows before pincodes: creation takes them in that order, and releasing a
+    # reservation updates the automat's booked count (migration 0012); the other order
+    # could deadlock with a creation on PostgreSQL.
+    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
     changed = 0
     for key in contract.keys:
         outcome = end_outcome(contract.contract_type, key.status, key.in_history)

@@ -987,6 +987,8 @@ def _delete(session: Session, contract: ContractRow, now: datetime) -> None:
         raise InvalidInput(
             "id", "Contract cannot be deleted: a key has been fetched and not returned"
         )
+    # Automat rows before pincodes, as in creation (see iloq_contracts.delete_contract).
+    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
     for key in contract.keys:
         if key.pincode_id is not None and key.automat_id is not None:
             devices.remove_pincode(session, key.automat_id, key.pincode_id)
