@@ -6,6 +6,7 @@ only for the attributes they read, so both kinds call the one implementation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -13,7 +14,9 @@ from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, updat
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.orm_contracts import contract_keys, contracts
-from keyautomat.service_layer import devices, outbox
+from keyautomat.domain import webhooks as wh
+from keyautomat.service_layer import contracts as core
+from keyautomat.service_layer import devices, outbox, webhooks
 
 # The end evaluation (C12) of every kind is an outbox row due at ``end``:
 # indexed, and run once; bootstrap routes it by the contract's kind.
@@ -30,6 +33,15 @@ _SET_KEY_WHERE = update(contract_keys).where(
 _set_key: dict[tuple[str, ...], Any] = {}
 _OPEN_KEY = select(contract_keys.c.position).where(
     contract_keys.c.contract_id == bindparam("contract_id"), contract_keys.c.in_history.is_(False)
+)
+_CLAIM_END = (
+    update(contracts)
+    .where(
+        contracts.c.id == bindparam("b_contract_id"),
+        contracts.c.end_evaluated_at.is_(None),
+        contracts.c.deleted_at.is_(None),
+    )
+    .values(end_evaluated_at=bindparam("b_now", type_=contracts.c.end_evaluated_at.type))
 )
 _COMPLETE = (
     update(contracts)
@@ -84,6 +96,57 @@ def schedule_end(session: Session, contract: ContractLike, now: datetime) -> Non
 
 def cancel_end(session: Session, contract_id: str) -> None:
     outbox.cancel(session, ref=end_ref(contract_id), kinds=END_KINDS)
+
+
+def claim_end(session: Session, contract_id: str, now: datetime) -> bool:
+    """Mark the end evaluation as done; True only for the one caller that marked it (C12:
+    once), False for a contract evaluated, or deleted, already."""
+    claimed = session.execute(_CLAIM_END, {"b_contract_id": contract_id, "b_now": now})
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
+def lock_automats_of(session: Session, keys: Iterable[KeyLike]) -> None:
+    """Lock the keys' automats before any pincode of theirs changes.
+
+    Creation takes an automat's row first and its pincodes after; releasing a
+    reservation updates the automat's booked count (migration 0012). Paths that
+    remove pincodes and release (end evaluation, DELETE) taking them the other way
+    round could deadlock with a creation on PostgreSQL.
+    """
+    core.lock_automats(session, [k.automat_id for k in keys if k.automat_id])
+
+
+def publish_key_updates(
+    session: Session,
+    *,
+    organization_unit_id: str,
+    contract_type: str,
+    contract_id: str,
+    contract_object_id: str,
+    start: datetime,
+    end: datetime | None,
+    keys: Iterable[tuple[str, str | None, str | None]],
+    now: datetime,
+) -> None:
+    """One ``contract-update`` per (key id, pincode, device id) (webhooks.md §5.2)."""
+    for key_id, pincode, device_id in keys:
+        webhooks.publish(
+            session,
+            organization_unit_id=organization_unit_id,
+            event_type=wh.EventType.CONTRACT_UPDATE,
+            data=wh.contract_update_data(
+                contract_type=contract_type,
+                contract_id=contract_id,
+                contract_object_id=contract_object_id,
+                key_id=key_id,
+                start=start,
+                end=end,
+                pincode=pincode,
+                device_id=device_id,
+            ),
+            occurred_at=now,
+            now=now,
+        )
 
 
 def set_key(session: Session, contract_id: str, key: KeyLike, **values: Any) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any, Final, Literal
 
 from sqlalchemy import bindparam, insert, select, update
@@ -44,7 +43,7 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
-from keyautomat.service_layer import contract_steps, devices, notifications, webhooks
+from keyautomat.service_layer import contract_steps, devices, notifications
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer.contract_steps import schedule_end
@@ -433,26 +432,17 @@ def notification_view(session: Session, contract: ContractRow) -> ContractView:
 
 def publish_contract_update(session: Session, contract: ContractRow, now: datetime) -> None:
     """One ``contract-update`` per key still in the contract (webhooks.md §5.2)."""
-    for key in contract.keys:
-        if key.in_history:
-            continue
-        webhooks.publish(
-            session,
-            organization_unit_id=contract.organization_unit_id,
-            event_type=wh.EventType.CONTRACT_UPDATE,
-            data=wh.contract_update_data(
-                contract_type=contract.contract_type.wire_name,
-                contract_id=contract.id,
-                contract_object_id=contract.id,
-                key_id=key.key_id,
-                start=contract.start,
-                end=contract.end,
-                pincode=key.pincode,
-                device_id=key.automat_id,
-            ),
-            occurred_at=now,
-            now=now,
-        )
+    contract_steps.publish_key_updates(
+        session,
+        organization_unit_id=contract.organization_unit_id,
+        contract_type=contract.contract_type.wire_name,
+        contract_id=contract.id,
+        contract_object_id=contract.id,
+        start=contract.start,
+        end=contract.end,
+        keys=[(k.key_id, k.pincode, k.automat_id) for k in contract.keys if not k.in_history],
+        now=now,
+    )
 
 
 # --- create -------------------------------------------------------------------------------
@@ -507,6 +497,16 @@ def _check_group(session: Session, principal: Principal, group_id: str) -> None:
         raise InvalidInput("groupId", "does not name a group you can use")
     if group.type != GroupType.DEVICE:
         raise InvalidInput("groupId", "must be a device group (type 1)")
+
+
+_MEMBER = _MEMBERS.where(orm.automats.c.id == bindparam("automat_id"))
+
+
+def _check_member(session: Session, principal: Principal, group_id: str, automat_id: str) -> None:
+    """``keyAutomatId`` given with ``groupId`` must be one of the group's usable automats."""
+    _check_group(session, principal, group_id)
+    if session.execute(_MEMBER, {"group_id": group_id, "automat_id": automat_id}).first() is None:
+        raise InvalidInput("keyAutomatId", f"is not in group {group_id}")
 
 
 def _group_members(session: Session, principal: Principal, group_id: str) -> list[str]:
@@ -679,48 +679,28 @@ def create_contract(
     if returning:
         assert new.key_ids is not None
         registry.keys_for_return(session, principal, new.key_ids, now)
-        if new.key_automat_id is not None:
-            if new.group_id is not None and new.key_automat_id not in _group_members(
-                session, principal, new.group_id
-            ):
-                raise InvalidInput("keyAutomatId", f"is not in group {new.group_id}")
-            candidates = [_automat(session, principal, new.key_automat_id).id]
-            slots = _allocate(session, candidates, new, until, now)
-        else:
-            assert new.group_id is not None
-            _check_group(session, principal, new.group_id)
-            slots = _allocate(
-                session,
-                None,
-                new,
-                until,
-                now,
-                none_in_group="The group has no active automat that can take the keys",
-            )
-    elif new.key_ids is not None:
+    if new.key_ids is not None and not returning:
         slots = _slots_for_key_ids(session, principal, new, until)
     elif new.key_automat_id is not None:
-        if new.group_id is not None and new.key_automat_id not in _group_members(
-            session, principal, new.group_id
-        ):
-            raise InvalidInput("keyAutomatId", f"is not in group {new.group_id}")
+        if new.group_id is not None:
+            _check_member(session, principal, new.group_id, new.key_automat_id)
         slots = _allocate(
             session, [_automat(session, principal, new.key_automat_id).id], new, until, now
         )
     else:
         assert new.group_id is not None
         _check_group(session, principal, new.group_id)
+        able = "take the keys" if returning else "program iLOQ keys"
         slots = _allocate(
             session,
             None,
             new,
             until,
             now,
-            none_in_group="The group has no active automat that can program iLOQ keys",
+            none_in_group=f"The group has no active automat that can {able}",
         )
 
     contract_id = new_object_id(now.timestamp())
-    request = json.dumps(new.request, separators=(",", ":"))
     session.execute(
         _INSERT_CONTRACT,
         {
@@ -731,14 +711,14 @@ def create_contract(
             "start": new.start,
             "end": new.end,
             "contact": _contact_json(new.contact, new.iloq_person_id),
-            "request": request,
+            "request": json.dumps(new.request, separators=(",", ":")),
             "created_at": now,
             "updated_at": now,
         },
     )
     valid_from, valid_until = pincode_window(new.contract_type, new.start, new.end)
     taken: set[tuple[str, str]] = set()
-    key_rows = []
+    keys: list[KeyRow] = []
     for position, slot in enumerate(slots):
         key_id = new.key_ids[position] if returning and new.key_ids else slot.key_id
         assert key_id is not None
@@ -765,21 +745,23 @@ def create_contract(
             reference=contract_id,
             program_first=not returning,
         )
-        key_rows.append(
-            {
-                "contract_id": contract_id,
-                "position": position,
-                "key_id": key_id,
-                "automat_id": slot.automat_id,
-                "locker_index": slot.locker_index,
-                "pincode": code,
-                "pincode_id": pincode_id,
-                "status": None,
-                "in_history": False,
-                "program_failures": 0,
-            }
+        keys.append(
+            KeyRow(
+                position=position,
+                key_id=key_id,
+                automat_id=slot.automat_id,
+                locker_index=slot.locker_index,
+                pincode=code,
+                pincode_id=pincode_id,
+                status=None,
+                in_history=False,
+                programmed_at=None,
+            )
         )
-    session.execute(_INSERT_KEYS, key_rows)
+    session.execute(
+        _INSERT_KEYS,
+        [{"contract_id": contract_id, "program_failures": 0, **asdict(key)} for key in keys],
+    )
     # What was just written, as load_contract would read it back.
     contract = ContractRow(
         id=contract_id,
@@ -789,10 +771,10 @@ def create_contract(
         end=new.end.astimezone(UTC) if new.end else None,
         contact=new.contact,
         iloq_person_id=new.iloq_person_id,
-        request=json.loads(request),
+        request=new.request,
         end_evaluated_at=None,
         completed_at=None,
-        keys=[_key_of(SimpleNamespace(**row, programmed_at=None)) for row in key_rows],
+        keys=keys,
     )
     publish_contract_update(session, contract, now)
     view = notification_view(session, contract)
@@ -966,10 +948,7 @@ def delete_contract(
     reason = delete_refusal(contract.contract_type, [k.status for k in contract.keys])
     if reason is not None:
         raise InvalidInput("id", f"Contract cannot be deleted: {reason}")
-    # Automat rows before pincodes: creation takes them in that order, and releasing a
-    # reservation updates the automat's booked count (migration 0012); the other order
-    # could deadlock with a creation on PostgreSQL.
-    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
+    contract_steps.lock_automats_of(session, contract.keys)
     for key in contract.keys:
         if key.pincode_id is not None and key.automat_id is not None:
             devices.remove_pincode(session, key.automat_id, key.pincode_id)

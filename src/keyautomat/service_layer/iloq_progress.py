@@ -404,20 +404,12 @@ def _key_inserted(session: Session, event: AutomatEvent) -> None:
 
 def evaluate_end(session: Session, contract_id: str, now: datetime) -> int:
     """C12: at ``end``, keys never fetched and keys still out get their status, once."""
-    claimed = session.execute(
-        update(c)
-        .where(c.c.id == contract_id, c.c.end_evaluated_at.is_(None), c.c.deleted_at.is_(None))
-        .values(end_evaluated_at=now)
-    )
-    if not claimed.rowcount:  # type: ignore[attr-defined]
+    if not contract_steps.claim_end(session, contract_id, now):
         return 0
     contract = load_contract(session, contract_id)
     assert contract.end is not None
     at = contract.end
-    # Automat rows before pincodes: creation takes them in that order, and releasing a
-    # reservation updates the automat's booked count (migration 0012); the other order
-    # could deadlock with a creation on PostgreSQL.
-    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
+    contract_steps.lock_automats_of(session, contract.keys)
     changed = 0
     for key in contract.keys:
         outcome = end_outcome(contract.contract_type, key.status, key.in_history)

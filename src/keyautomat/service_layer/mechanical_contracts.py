@@ -48,7 +48,7 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
-from keyautomat.service_layer import contract_steps, devices, notifications, webhooks
+from keyautomat.service_layer import contract_steps, devices, notifications
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer.contract_steps import schedule_end
 from keyautomat.service_layer.contracts import Slot
@@ -413,26 +413,21 @@ def notification_view(session: Session, contract: ContractRow) -> ContractView:
 
 def publish_contract_update(session: Session, contract: ContractRow, now: datetime) -> None:
     """One ``contract-update`` per key (webhooks.md §5.2); manual keys omit deviceId/pincode."""
-    for key in contract.keys:
-        if key.in_history:
-            continue
-        webhooks.publish(
-            session,
-            organization_unit_id=contract.organization_unit_id,
-            event_type=wh.EventType.CONTRACT_UPDATE,
-            data=wh.contract_update_data(
-                contract_type=ContractType.DEFAULT.wire_name,
-                contract_id=contract.public_id,
-                contract_object_id=contract.id,
-                key_id=key.key_id,
-                start=contract.start,
-                end=contract.end,
-                pincode=key.pincode if key.is_device else None,
-                device_id=key.automat_id,
-            ),
-            occurred_at=now,
-            now=now,
-        )
+    contract_steps.publish_key_updates(
+        session,
+        organization_unit_id=contract.organization_unit_id,
+        contract_type=ContractType.DEFAULT.wire_name,
+        contract_id=contract.public_id,
+        contract_object_id=contract.id,
+        start=contract.start,
+        end=contract.end,
+        keys=[
+            (k.key_id, k.pincode if k.is_device else None, k.automat_id)
+            for k in contract.keys
+            if not k.in_history
+        ],
+        now=now,
+    )
 
 
 # --- create -------------------------------------------------------------------------------
@@ -987,8 +982,7 @@ def _delete(session: Session, contract: ContractRow, now: datetime) -> None:
         raise InvalidInput(
             "id", "Contract cannot be deleted: a key has been fetched and not returned"
         )
-    # Automat rows before pincodes, as in creation (see iloq_contracts.delete_contract).
-    core.lock_automats(session, [k.automat_id for k in contract.keys if k.automat_id])
+    contract_steps.lock_automats_of(session, contract.keys)
     for key in contract.keys:
         if key.pincode_id is not None and key.automat_id is not None:
             devices.remove_pincode(session, key.automat_id, key.pincode_id)
