@@ -21,10 +21,7 @@ import gc
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,6 +35,7 @@ import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import make_url
+from support import serve
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.migrate import upgrade
@@ -253,13 +251,6 @@ async def drive(
     return latencies, statuses, elapsed, cpu, busy
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process so far (Linux), to report the server's cost."""
     try:
@@ -277,25 +268,6 @@ def machine_ticks() -> tuple[int, int] | None:
         return None
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
-
-
-def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """``keyautomat serve`` on a free port, started and answering."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "keyautomat.entrypoints.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            return server, base
-        except httpx.TransportError:
-            time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("the server did not start")
 
 
 def fresh_postgres(url: str) -> tuple[str, Callable[[], None]]:

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import httpx
+from support import serve
 
 from keyautomat.client import signature_headers
 
@@ -63,13 +62,6 @@ function request()
   return lines[((idx - 1) % #lines) + 1]
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _sign_chunk(args: tuple[str, str, str, int, int]) -> list[str]:
@@ -155,21 +147,8 @@ def main() -> int:
     key = Path(info["privateKeyFile"]).read_text()
     account = info["serviceAccountId"]
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--log-level", "warning", "--no-worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, base = serve(env, "--log-level", "warning", "--no-worker", quiet=True)
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         from keyautomat.client import Client
 
         api = Client(f"{base}/v2", account, key)

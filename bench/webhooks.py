@@ -23,7 +23,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import time
@@ -39,6 +38,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from support import free_port
 from tests.services import POSTGRES_ADMIN_URL
 
 from keyautomat.adapters.migrate import upgrade
@@ -50,12 +50,6 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import accounts, webhooks
 
 DB_NAME = "keyautomat_bench_webhooks"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- receiver process ------------------------------------------------------------
