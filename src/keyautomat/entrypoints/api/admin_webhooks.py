@@ -28,7 +28,7 @@ from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.webhook_delivery import TestReport
 
-router = APIRouter(prefix="/admin/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])  # under /admin (admin.build_router)
 
 
 class LastDelivery(ApiModel):

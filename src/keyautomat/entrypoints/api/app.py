@@ -12,11 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
-from keyautomat.entrypoints.api import admin_webhooks, sign
-from keyautomat.entrypoints.api.admin import devices as admin_devices
-from keyautomat.entrypoints.api.admin import mechanical_contracts as admin_mechanical
-from keyautomat.entrypoints.api.admin import notifications as admin_notifications
-from keyautomat.entrypoints.api.admin import strong_authentication as admin_strong_auth
+from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import (
@@ -34,7 +30,6 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 
 API_PREFIX = "/v2"
-ADMIN_PREFIX = "/admin"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
 
@@ -113,11 +108,7 @@ def create_app(
         mechanical_contracts,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(admin_notifications.router, prefix=ADMIN_PREFIX)
-    app.include_router(admin_strong_auth.router, prefix=ADMIN_PREFIX)
-    app.include_router(admin_webhooks.router)
-    app.include_router(admin_devices.router, prefix=ADMIN_PREFIX, include_in_schema=False)
-    app.include_router(admin_mechanical.router, prefix=ADMIN_PREFIX)
+    app.include_router(admin.build_router())
     app.include_router(sign.router)
 
     @app.get("/healthz", include_in_schema=False)

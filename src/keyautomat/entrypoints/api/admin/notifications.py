@@ -194,7 +194,6 @@ async def put_settings(
     caller: Caller,
     services: Services,
 ) -> NotificationSettingsView:
-    caller.require_admin()
     now = services.clock.now()
 
     def lead(minutes: int | None) -> timedelta | None:
