@@ -18,9 +18,17 @@ from starlette.testclient import TestClient
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.domain.model import OrgUnitType, Role
-from tests.conftest import Tenant, make_tenant
+from tests.conftest import TEST_BASE, Tenant, make_tenant
 
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+INSTALL = {
+    "name": "Mainstreet 2",
+    "address": "Mannerheimintie 1",
+    "postalCode": "00100",
+    "postalOffice": "Helsinki",
+    "timezone": "Europe/Helsinki",
+    "product": "key20",
+}
 _ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE)` \| `(/admin[^`]*)` \| (\w+) \|$")
 
 
@@ -112,3 +120,34 @@ def test_an_integration_account_cannot_subscribe_to_webhooks_and_nothing_is_stor
     assert refused.status_code == 403
     assert "secret" not in refused.text
     assert signed(acme, http).get("/admin/webhooks")["data"] == []
+
+
+def test_an_integration_account_is_refused_every_admin_only_v2_write_and_nothing_changes(
+    http: TestClient, acme: Tenant
+) -> None:
+    """gaps.md B5, route by route: units, accounts, automats and groups are the admin's."""
+    automat = acme.api.post("/automats/install", {**INSTALL, "name": "Mainstreet 1"})
+    group = acme.api.post("/groups", {"name": "Block A", "customerId": "a", "type": 1})
+    other = acme.api.post("/serviceAccounts", {"organizationUnitId": acme.unit_id, "name": "B"})
+    reader = acme.api.post("/serviceAccounts", {"organizationUnitId": acme.unit_id, "name": "PMS"})
+    assert reader["role"] == Role.INTEGRATION.value
+    pms = Client(TEST_BASE, reader["id"], reader["privateKey"], http=http)
+    writes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("POST", "/organizationUnits", {"name": "X", "customerId": "x", "type": 1}),
+        ("POST", "/serviceAccounts", {"organizationUnitId": acme.unit_id, "name": "mine"}),
+        ("DELETE", f"/serviceAccounts/{other['id']}", None),
+        ("POST", "/automats/install", INSTALL),
+        ("PATCH", f"/automats/{automat['id']}", {"name": "renamed"}),
+        ("POST", f"/automats/{automat['id']}/replace", None),
+        ("POST", f"/automats/{automat['id']}/uninstall", None),
+        ("POST", "/groups", {"name": "G", "customerId": "g", "type": 1}),
+        ("PATCH", f"/groups/{group['id']}", {"name": "renamed"}),
+        ("DELETE", f"/groups/{group['id']}", None),
+    ]
+    answers = {f"{m} {p}": pms.request(m, p, body).status_code for m, p, body in writes}
+    assert answers == dict.fromkeys(answers, 403)
+    assert acme.api.get(f"/automats/{automat['id']}") == automat
+    assert acme.api.get(f"/groups/{group['id']}") == group
+    assert [a["id"] for a in acme.api.get("/automats")["data"]] == [automat["id"]]
+    assert [g["id"] for g in acme.api.get("/groups")["data"]] == [group["id"]]
+    assert Client(TEST_BASE, other["id"], other["privateKey"], http=http).get("/")["ok"] is True
