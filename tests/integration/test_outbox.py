@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -239,3 +240,45 @@ def test_the_run_loop_delivers_until_stopped(
 
     asyncio.run(scenario())
     assert recorder.names == ["live"]
+
+
+def test_a_hanging_handler_is_cut_off_before_its_lease_ends_and_retried_on_schedule(
+    container: Container, clock: ManualClock, recorder: Recorder
+) -> None:
+    lease = timedelta(milliseconds=400)
+    cancelled: list[str] = []
+
+    async def hangs_once(message: OutboxMessage) -> None:
+        if not cancelled:
+            try:
+                await asyncio.Event().wait()  # a receiver that never answers
+            except asyncio.CancelledError:
+                cancelled.append(message.payload["name"])
+                raise
+        await recorder(message)
+
+    dispatcher = Dispatcher()
+    dispatcher.register("test", hangs_once, retry_delays=[timedelta(seconds=5)])
+    worker = OutboxWorker(container.db, dispatcher, clock, worker_id="w1", lease=lease)
+    put(container, clock, "stuck")
+
+    async def one_pass() -> int:
+        return await asyncio.wait_for(worker.run_once(), timeout=5)
+
+    started = time.monotonic()
+    assert asyncio.run(one_pass()) == 1
+    assert time.monotonic() - started < 5
+    assert cancelled == ["stuck"]
+    assert timedelta(0) < worker.deadline < lease
+    [row] = rows(container)
+    assert (row.status, row.attempts, row.due_at) == (
+        "pending",
+        1,
+        clock.now() + timedelta(seconds=5),
+    )
+    assert row.last_error == "handler ran past its deadline of 0.3 s"
+    clock.advance(timedelta(seconds=5))
+    assert asyncio.run(worker.drain()) == 1
+    [row] = rows(container)
+    assert (row.status, row.attempts) == ("done", 2)
+    assert recorder.names == ["stuck"]

@@ -26,6 +26,18 @@ from keyautomat.service_layer.outbox import OutboxMessage
 
 log = logging.getLogger(__name__)
 
+LEASE = timedelta(seconds=120)
+"""How long a claimed row stays this worker's before another worker may claim it."""
+
+
+def handler_deadline(lease: timedelta) -> timedelta:
+    """How long one handler may run: three quarters of the lease.
+
+    A handler still running when the lease ends would be run a second time by
+    another worker; the last quarter is left for recording the outcome.
+    """
+    return lease * 3 / 4
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -40,7 +52,7 @@ class OutboxWorker:
         *,
         worker_id: str | None = None,
         batch_size: int = 50,
-        lease: timedelta = timedelta(seconds=120),
+        lease: timedelta = LEASE,
         idle_interval: float = 0.25,
     ) -> None:
         self.db = db
@@ -49,6 +61,7 @@ class OutboxWorker:
         self.worker_id = worker_id or new_worker_id()
         self.batch_size = batch_size
         self.lease = lease
+        self.deadline = handler_deadline(lease)
         self.idle_interval = idle_interval
         self._wake = asyncio.Event()
 
@@ -108,13 +121,19 @@ class OutboxWorker:
     async def _attempt(self, message: OutboxMessage) -> Outcome:
         """Deliver one row and judge the result; nothing is written yet."""
         route = self.dispatcher.routes[message.kind]
+        budget = asyncio.timeout(self.deadline.total_seconds())
         try:
-            record = await route.handler(message)
+            async with budget:
+                record = await route.handler(message)
         except GiveUp as exc:
             return self._failed(message, exc.reason, exc.record)
         except RetryLater as exc:
             return self._retry(message, exc.reason, exc.delay, exc.record)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and budget.expired():
+                # Cancelled like a crash: delivery is at least once, so retrying is safe.
+                reason = f"handler ran past its deadline of {self.deadline.total_seconds():g} s"
+                return self._retry(message, reason, None, None)
             log.exception("handler for %s row %s raised", message.kind, message.id)
             return self._retry(message, f"{type(exc).__name__}: {exc}", None, None)
         return Outcome(message, DONE, self.clock.now(), None, record)
