@@ -14,6 +14,8 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
+from keyautomat.domain.iloq import IloqKey
+from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
@@ -333,6 +335,54 @@ def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(
     status, message = _error(acme, {"input": {"contractType": 3, "keyAutomatId": automat_id}})
     assert status == 400
     assert message[0].startswith("keyIds:")
+
+
+def _without_ids(contract: dict[str, Any]) -> dict[str, Any]:
+    """A created contract with what differs by request (ids, pincodes, times) masked."""
+    masked = {k: v for k, v in contract.items() if k not in {"id", "keyIds", "created", "start"}}
+    masked["keys"] = [
+        {**key, "id": "*", "storageInfo": {**key["storageInfo"], "pincode": "*", "lockerIndex": 0}}
+        for key in contract["keys"]
+    ]
+    return masked
+
+
+def test_a_return_contract_answers_alike_for_another_organizations_key_and_an_unknown_one(
+    container: Container, acme: Tenant, operator: Tenant
+) -> None:
+    theirs = "0b0e3c4d-1111-4222-8333-444455556666"
+    container.db.transaction(
+        lambda s: registry.register_key(
+            s, organization_unit_id=operator.unit_id, key_id=theirs, now=container.clock.now()
+        )
+    )
+    automat_id, _ = stocked_automat(container, acme, keys=0, empty=2)
+    body = {"contractType": 3, "keyAutomatId": automat_id}
+    foreign = acme.api.post(PATH, {"input": {**body, "keyIds": [theirs]}})
+    unknown = acme.api.post(PATH, {"input": {**body, "keyIds": ["7c813082-nobody-knows"]}})
+    assert _without_ids(foreign) == _without_ids(unknown)
+    owned = container.db.transaction(lambda s: s.get(IloqKey, theirs))
+    assert owned is not None
+    assert owned.organization_unit_id == operator.unit_id
+
+
+def test_naming_an_unknown_key_in_a_return_contract_does_not_claim_it_for_the_caller(
+    container: Container, acme: Tenant, operator: Tenant
+) -> None:
+    squatted = "7c813082-8786-4a71-a3b5-30bf10004fe1"
+    automat_id, _ = stocked_automat(container, acme, keys=0, empty=1)
+    body = {"contractType": 3, "keyIds": [squatted], "keyAutomatId": automat_id}
+    acme.api.post(PATH, {"input": body})
+    assert container.db.transaction(lambda s: s.get(IloqKey, squatted)) is None
+    # Its real owner registers it and returns it into its own automat, unhindered.
+    container.db.transaction(
+        lambda s: registry.register_key(
+            s, organization_unit_id=operator.unit_id, key_id=squatted, now=container.clock.now()
+        )
+    )
+    own_automat, _ = stocked_automat(container, operator, keys=0, empty=1, name="O1")
+    mine = operator.api.post(PATH, {"input": {**body, "keyAutomatId": own_automat}})
+    assert mine["keys"][0]["id"] == squatted
 
 
 def test_lists_filter_ongoing_ended_and_future(container: Container, acme: Tenant) -> None:

@@ -11,7 +11,11 @@ from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
+from keyautomat.domain.iloq import IloqKey
 from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import iloq_keys as registry
+from keyautomat.service_layer import outbox
+from keyautomat.service_layer.iloq_contracts import WIPE_KIND
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
@@ -125,6 +129,7 @@ def test_a_return_contract_takes_a_key_into_an_empty_locker(
     )
     key = created["keys"][0]
     assert key["storageInfo"]["deviceId"] == automat_id
+    assert registered(container, "returned-key-1") is None  # naming a key claims nothing
     code = key["storageInfo"]["pincode"]
     eventually(lambda: synced(sims, sim, code))
     assert sims.call(sim.enter_code, code)  # opens at once: nothing to program
@@ -134,6 +139,38 @@ def test_a_return_contract_takes_a_key_into_an_empty_locker(
     assert key["storageInfo"]["pincode"] is None
     lockers = acme.api.get(f"/automats/{automat_id}")["lockers"]
     assert any(locker["key"] and locker["key"]["id"] == "returned-key-1" for locker in lockers)
+    arrived = registered(container, "returned-key-1")  # registered as it arrives (C17)
+    assert arrived is not None
+    assert arrived.organization_unit_id == acme.unit_id
+
+
+def test_another_organizations_key_returned_into_our_locker_stays_its_owners_unwiped(
+    container: Container, acme: Tenant, operator: Tenant, sims: Simulators
+) -> None:
+    seed_system(container, acme.unit_id)
+    theirs = "0b0e3c4d-1111-4222-8333-444455556666"
+    container.db.transaction(
+        lambda s: registry.register_key(
+            s, organization_unit_id=operator.unit_id, key_id=theirs, now=container.clock.now()
+        )
+    )
+    automat_id, sim, _ = bound_automat(acme, sims, keys=1)
+    created = acme.api.post(
+        PATH, {"input": {"contractType": 3, "keyIds": [theirs], "keyAutomatId": automat_id}}
+    )
+    code = created["keys"][0]["storageInfo"]["pincode"]
+    eventually(lambda: synced(sims, sim, code))
+    assert sims.call(sim.enter_code, code)
+    eventually(lambda: first_key(acme, created["id"])["status"] == "key-returned")
+    owned = registered(container, theirs)
+    assert owned is not None
+    assert (owned.organization_unit_id, owned.automat_id) == (operator.unit_id, None)
+    wipes = container.db.transaction(lambda s: outbox.read(s, kinds=[WIPE_KIND]))
+    assert [w for w in wipes if w.payload["keyId"] == theirs] == []
+
+
+def registered(container: Container, key_id: str) -> IloqKey | None:
+    return container.db.transaction(lambda s: s.get(IloqKey, key_id))
 
 
 def test_a_failed_programming_keeps_the_locker_shut_and_the_code_valid(

@@ -98,52 +98,55 @@ def test_a_key_of_another_unit_cannot_be_registered_again(
         register(container, unit_id, KEY_A)
 
 
-def test_a_return_contract_registers_unknown_keys_named_by_their_id(
-    container: Container, unit_id: str
+def receive(container: Container, unit_id: str, key_id: str, automat_id: str, index: int) -> bool:
+    return run(
+        container,
+        lambda s: iloq_keys.receive_returned_key(
+            s,
+            organization_unit_id=unit_id,
+            key_id=key_id,
+            automat_id=automat_id,
+            locker_index=index,
+            now=container.clock.now(),
+        ),
+    )
+
+
+def test_an_unknown_key_returned_into_a_locker_is_registered_there_named_by_its_id(
+    container: Container, unit_id: str, automat_id: str
 ) -> None:
-    register(container, unit_id, KEY_A)
-
-    def work(session: Session) -> list[IloqKey]:
-        return iloq_keys.keys_for_return(
-            session, principal_of(session, unit_id), [KEY_B, KEY_A], container.clock.now()
-        )
-
-    keys = run(container, work)
-    assert [k.id for k in keys] == [KEY_B, KEY_A]
-    assert keys[0].name == KEY_B
-    assert keys[0].organization_unit_id == unit_id
-    assert not keys[0].blocked
-    assert keys[0].automat_id is None
+    assert receive(container, unit_id, KEY_B, automat_id, 1) is True
+    key = run(container, lambda s: iloq_keys.get_key(s, principal_of(s, unit_id), KEY_B))
+    assert (key.name, key.organization_unit_id, key.blocked) == (KEY_B, unit_id, False)
+    assert (key.automat_id, key.locker_index) == (automat_id, 1)
+    assert locker(container, automat_id, 1).key_id == KEY_B
 
 
-def test_a_return_contract_may_not_name_a_key_of_another_organization(
-    container: Container, unit_id: str
+def test_a_key_of_a_child_unit_returned_by_its_parent_is_placed_not_refused(
+    container: Container, unit_id: str, automat_id: str
 ) -> None:
-    register(container, make_unit(container, "Other"), KEY_B)
-
-    def work(session: Session) -> object:
-        return iloq_keys.keys_for_return(
-            session, principal_of(session, unit_id), [KEY_A, KEY_B], container.clock.now()
-        )
-
-    with pytest.raises(InvalidInput, match=r"keyIds\.1"):
-        run(container, work)
-    with pytest.raises(NotFound):
-        run(container, lambda s: iloq_keys.get_key(s, principal_of(s, unit_id), KEY_A))
+    register(container, make_unit(container, "Child", parent_id=unit_id), KEY_A)
+    assert receive(container, unit_id, KEY_A, automat_id, 0) is True
+    assert locker(container, automat_id, 0).key_id == KEY_A
 
 
-def test_a_return_contract_may_not_repeat_a_key_or_use_a_malformed_id(
-    container: Container, unit_id: str
+def test_a_key_of_another_organization_returned_into_a_locker_stays_its_owners(
+    container: Container, unit_id: str, automat_id: str
 ) -> None:
+    owner = make_unit(container, "Other")
+    register(container, owner, KEY_A)
+    assert receive(container, unit_id, KEY_A, automat_id, 0) is False
+    key = run(container, lambda s: s.get(IloqKey, KEY_A))
+    assert key is not None
+    assert (key.organization_unit_id, key.automat_id) == (owner, None)
+    assert locker(container, automat_id, 0).key_id is None
+
+
+def test_a_return_contract_may_not_repeat_a_key_or_use_a_malformed_id() -> None:
     for ids, field in (([KEY_A, KEY_A], r"keyIds\.1"), (["bad id/"], r"keyIds\.0")):
-
-        def work(session: Session, ids: list[str] = ids) -> object:
-            return iloq_keys.keys_for_return(
-                session, principal_of(session, unit_id), ids, container.clock.now()
-            )
-
         with pytest.raises(InvalidInput, match=field):
-            run(container, work)
+            iloq_keys.check_return_key_ids(ids)
+    iloq_keys.check_return_key_ids([KEY_A, KEY_B])
 
 
 def test_a_parent_unit_sees_the_keys_of_its_children(container: Container, unit_id: str) -> None:

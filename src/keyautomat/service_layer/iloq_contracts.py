@@ -678,7 +678,7 @@ def create_contract(
     returning = new.contract_type is ContractType.RETURN
     if returning:
         assert new.key_ids is not None
-        registry.keys_for_return(session, principal, new.key_ids, now)
+        registry.check_return_key_ids(new.key_ids)
     if new.key_ids is not None and not returning:
         slots = _slots_for_key_ids(session, principal, new, until)
     elif new.key_automat_id is not None:

@@ -9,6 +9,7 @@ in the same locker impossible even when two placements race.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -21,6 +22,8 @@ from keyautomat.domain.iloq import IloqKey, check_key_id, short_key_name
 from keyautomat.domain.model import Locker
 from keyautomat.service_layer.pagination import Page, PageRequest, fetch_page
 from keyautomat.service_layer.principal import Principal, in_scope
+
+log = logging.getLogger(__name__)
 
 
 def register_key(
@@ -49,39 +52,65 @@ def register_key(
     return key
 
 
-def keys_for_return(
-    session: Session, principal: Principal, key_ids: Sequence[str], now: datetime
-) -> list[IloqKey]:
-    """The keys a return contract names, unknown ones registered in the caller's unit (C17).
+def check_return_key_ids(key_ids: Sequence[str]) -> None:
+    """The key ids a return contract names: well formed, each named once.
 
-    A new key's name is its id, as C17 decides; it is not blocked and not stored.
-    A key of another organization is a bad reference (400), named by its index.
+    Nothing is looked up and nothing is written. A key id registered to another
+    organization and one nobody registered get the same answer, so the answer
+    tells nothing about other tenants; and naming an id claims nothing, so no
+    tenant can register a key id before its owner does. The key is registered
+    when it arrives in the locker (:func:`receive_returned_key`, gaps.md C17).
     """
-    found = {k.id: k for k in keys_by_id(session, key_ids)}
-    visible = _visible_unit_ids(
-        session, principal, {k.organization_unit_id for k in found.values()}
-    )
-    result: list[IloqKey] = []
+    seen: set[str] = set()
     for index, key_id in enumerate(key_ids):
         field = f"keyIds.{index}"
         check_key_id(key_id, field)
-        if key_id in key_ids[:index]:
+        if key_id in seen:
             raise InvalidInput(field, "repeats a key id given earlier")
-        key = found.get(key_id)
-        if key is None:
-            key = IloqKey(
-                id=key_id,
-                name=key_id,
-                organization_unit_id=principal.organization_unit_id,
-                created_at=now,
-            )
-            session.add(key)
-            found[key_id] = key
-        elif key.organization_unit_id not in visible:
-            raise InvalidInput(field, "does not name an iLOQ key you can use")
-        result.append(key)
-    session.flush()
-    return result
+        seen.add(key_id)
+
+
+def receive_returned_key(
+    session: Session,
+    *,
+    organization_unit_id: str,
+    key_id: str,
+    automat_id: str,
+    locker_index: int,
+    now: datetime,
+) -> bool:
+    """A key came back into a locker on a return contract of ``organization_unit_id``.
+
+    A key nobody registered is registered in that unit, named by its id (C17),
+    and placed in the locker. A key of the same organization tree is placed.
+    A key registered to another organization is left as it is, its owner's:
+    False, and the caller must not program it through this unit's system.
+    """
+    existing = session.get(IloqKey, key_id)
+    if existing is None:
+        register_key(
+            session, organization_unit_id=organization_unit_id, key_id=key_id, name=key_id, now=now
+        )
+    elif _root_of(session, existing.organization_unit_id) != _root_of(
+        session, organization_unit_id
+    ):
+        log.warning(
+            "iLOQ key %s returned into %s/%s belongs to another organization; registry unchanged",
+            key_id,
+            automat_id,
+            locker_index,
+        )
+        return False
+    place_key(session, key_id, automat_id, locker_index)
+    return True
+
+
+def _root_of(session: Session, unit_id: str) -> str | None:
+    """The id of the root unit of ``unit_id``'s tree (the first id of its path)."""
+    path = session.scalar(
+        select(orm.organization_units.c.path).where(orm.organization_units.c.id == unit_id)
+    )
+    return None if path is None else path.split("/")[1]
 
 
 def keys_by_id(session: Session, key_ids: Sequence[str]) -> list[IloqKey]:
@@ -177,11 +206,3 @@ def _take_out(session: Session, key: IloqKey) -> None:
             locker.key_name = None
             locker.is_key_inside = False
     key.taken_out()
-
-
-def _visible_unit_ids(session: Session, principal: Principal, unit_ids: set[str]) -> set[str]:
-    if not unit_ids:
-        return set()
-    ou = orm.organization_units
-    rows = session.execute(select(ou.c.id, ou.c.path).where(ou.c.id.in_(unit_ids))).all()
-    return {row.id for row in rows if principal.sees(row.path)}

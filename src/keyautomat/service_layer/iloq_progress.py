@@ -374,27 +374,29 @@ def _key_inserted(session: Session, event: AutomatEvent) -> None:
         _retire_pincode(session, contract, key)
         core.release(session, contract.id, key.position, at)
         contract_steps.complete_if_done(session, contract.id, at)
+    ours = True
     if contract.contract_type is ContractType.RETURN and event.locker_index is not None:
-        registry.register_key(
+        ours = registry.receive_returned_key(
             session,
             organization_unit_id=contract.organization_unit_id,
             key_id=key.key_id,
-            name=key.key_id,
+            automat_id=event.automat_id,
+            locker_index=event.locker_index,
             now=at,
         )
-        registry.place_key(session, key.key_id, event.automat_id, event.locker_index)
-    # Default and return contracts hand back blank keys (C10); the worker wipes them.
-    outbox.enqueue(
-        session,
-        WIPE_KIND,
-        {
-            "unitId": contract.organization_unit_id,
-            "keyId": key.key_id,
-            "returnedAt": at.isoformat(),
-        },
-        now=at,
-        ref=f"key:{key.key_id}",
-    )
+    if ours:
+        # Default and return contracts hand back blank keys (C10); the worker wipes them.
+        outbox.enqueue(
+            session,
+            WIPE_KIND,
+            {
+                "unitId": contract.organization_unit_id,
+                "keyId": key.key_id,
+                "returnedAt": at.isoformat(),
+            },
+            now=at,
+            ref=f"key:{key.key_id}",
+        )
     _publish_status(session, contract, key, KeyStatus.RETURNED, at)
     _notify(session, contract, NotificationType.CONTRACT_KEY_RETURNED, key, at)
 
