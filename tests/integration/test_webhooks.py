@@ -343,6 +343,27 @@ def test_deleting_a_subscription_cancels_what_it_had_queued(
         api.get(f"/admin/webhooks/{sub['id']}")
 
 
+def test_a_subscription_belongs_to_its_unit_and_outlives_the_account_that_created_it(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    receiver: Receiver,
+    clock: ManualClock,
+    worker: OutboxWorker,
+) -> None:
+    colleague = admin(acme, http).post(
+        "/v2/serviceAccounts",
+        {"organizationUnitId": acme.unit_id, "name": "Colleague", "role": "admin"},
+    )
+    creator = Client("http://testserver", colleague["id"], colleague["privateKey"], http=http)
+    sub = subscribe(creator, receiver, acme.unit_id, ["key-status"])
+    admin(acme, http).delete(f"/v2/serviceAccounts/{colleague['id']}")
+    assert admin(acme, http).get(f"/admin/webhooks/{sub['id']}")["state"] == "active"
+    publish(container, clock, acme.unit_id, "key-status", fetched("000111", 1))
+    assert drain(worker) == 1
+    assert [p["type"] for p in live(receiver)] == ["key-status"]
+
+
 # -- ordering and retries -------------------------------------------------------
 
 
