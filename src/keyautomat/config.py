@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="emulator: every unit uses the built-in iLOQ S5 emulator; live: units whose "
         "iloqApiUser.serviceAddress is an http(s) URL use the iLOQ S5 public API (docs/iloq.md).",
     )
+    iloq_allow_private: bool = Field(
+        default=False,
+        description="Allow iLOQ service addresses over plain http and to private, loopback and "
+        "link-local addresses (an on-premises iLOQ system, the emulator's HTTP face in tests); "
+        "off by default: a unit admin could otherwise aim the server at the internal network.",
+    )
     iloq_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="Timeout of each call to an iLOQ S5 system."
     )
