@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -115,3 +116,41 @@ def test_a_server_started_from_another_folder_keeps_its_key_and_a_wrong_key_stop
     capsys.readouterr()
     assert main(["init", "--org-name", "third", "--key-out", "third.pem"]) == 2
     assert "KEYAUTOMAT_SECRET_KEY: not the key this database" in capsys.readouterr().err
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_sqlite_database_and_its_wal_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    from keyautomat.adapters.db import Database
+    from keyautomat.adapters.migrate import upgrade
+
+    database = tmp_path / "private.db"
+    old_umask = os.umask(0o022)  # a usual umask: new files world-readable
+    try:
+        upgrade(f"sqlite:///{database}")
+        db = Database(f"sqlite:///{database}")
+        try:
+            db.transaction(lambda s: s.execute(text("UPDATE id_counters SET value = value")))
+            files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+            assert all(f.exists() for f in files)
+            assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
+        finally:
+            db.close()
+    finally:
+        os.umask(old_umask)
+
+
+def test_a_world_readable_sqlite_file_of_an_older_install_is_made_private(
+    tmp_path: Path,
+) -> None:
+    from keyautomat.adapters.db import Database
+
+    database = tmp_path / "old.db"
+    database.touch()
+    database.chmod(0o644)
+    Database(f"sqlite:///{database}").close()
+    assert _mode(database) == 0o600
