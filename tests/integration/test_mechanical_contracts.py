@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, insert, select, text
@@ -35,6 +37,7 @@ CONTACT = {
     "language": "en",
 }
 # A contact who is sent the signature link (the only place its token is kept).
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").decode()
 SIGNER = {**CONTACT, "notifications": {"contractSignatureRequested": {"email": True}}}
 
 
@@ -396,7 +399,7 @@ def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: T
     create(acme, keys=[{"id": "a"}], userVerification=1, contact=SIGNER)
     token = sent_signature_token(container)
     assert "<canvas" in http.get(f"/sign/{token}").text
-    body = b"name=Jane&signature=data%3Aimage%2Fpng%3Bbase64%2CAAAA"
+    body = b"name=Jane&signature=" + quote(PNG).encode()
     headers = {"content-type": "application/x-www-form-urlencoded"}
     assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
     row = container.db.transaction(
@@ -404,7 +407,7 @@ def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: T
             select(mechanical_contracts.c.signature_name, mechanical_contracts.c.signature_data)
         ).first()
     )
-    assert tuple(row) == ("Jane", "data:image/png;base64,AAAA")
+    assert tuple(row) == ("Jane", PNG)
     assert http.post(f"/sign/{token}", content=b"name=", headers=headers).status_code == 200
 
 
@@ -535,3 +538,37 @@ def test_signature_tokens_stored_before_hashing_are_hashed_by_the_migration_and_
     )
     assert stored == hashlib.sha256(b"sent-before").hexdigest()
     assert http.get("/sign/sent-before").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "data:image/svg+xml;base64,"
+        + base64.b64encode(b"<svg onload='alert(1)'></svg>").decode(),  # scripts
+        "data:image/png;base64," + base64.b64encode(b"<svg></svg>").decode(),  # mislabelled
+        "data:image/jpeg;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode(),
+        "data:image/png;base64,not base64!",
+        "data:text/html;base64,PGgxPg==",
+        "javascript:alert(1)",
+    ],
+)
+def test_a_drawn_signature_that_is_not_a_png_or_jpeg_is_refused_naming_the_field(
+    container: Container, acme: Tenant, http: TestClient, signature: str
+) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
+    token = sent_signature_token(container)
+    body = b"name=Jane&signature=" + quote(signature).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    refused = http.post(f"/sign/{token}", content=body, headers=headers)
+    assert refused.status_code == 400
+    assert "signature: must be a PNG or JPEG image" in refused.text
+    row = container.db.transaction(
+        lambda s: s.execute(
+            select(mechanical_contracts.c.signed_at, mechanical_contracts.c.signature_data)
+        ).first()
+    )
+    assert tuple(row) == (None, None)
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode()
+    body = b"name=Jane&signature=" + quote(jpeg).encode()
+    assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200

@@ -38,7 +38,7 @@ from keyautomat.domain.contracts import (
 )
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
-from keyautomat.domain.mechanical import MechanicalKey, Storage
+from keyautomat.domain.mechanical import MechanicalKey, Storage, check_signature_image
 from keyautomat.domain.model import Product
 from keyautomat.domain.notifications import (
     AutomatView,
@@ -1118,6 +1118,8 @@ def sign(
         return contract
     if not name.strip():
         raise InvalidInput("name", "is required")
+    if data:
+        check_signature_image(data)
     session.execute(
         update(mc)
         .where(mc.c.contract_id == contract.id)
