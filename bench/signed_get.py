@@ -81,9 +81,10 @@ def _sign_chunk(args: tuple[str, str, str, int, int]) -> list[str]:
 
 
 def presign(account: str, key: str, url: str, count: int, workers: int) -> list[str]:
-    # Distinct timestamps make distinct signatures; all lie in the last
-    # ``count`` milliseconds, inside the server's five-minute window.
-    base = time.time_ns() // 1_000_000 - count
+    # Distinct timestamps make distinct signatures; all lie in the next
+    # ``count`` milliseconds, inside the server's five-minute window and after
+    # it started (the server refuses requests signed before its start).
+    base = time.time_ns() // 1_000_000
     per = -(-count // workers)
     chunks = [(account, key, url, base + i * per, per) for i in range(workers)]
     with ProcessPoolExecutor(workers) as pool:

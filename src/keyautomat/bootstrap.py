@@ -9,6 +9,7 @@ from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import Link, link_from_url
 from keyautomat.adapters.iloq.factory import IloqSystems
+from keyautomat.adapters.secret_custody import open_secret_box
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
 from keyautomat.entrypoints.device_gateway import DeviceGateway
@@ -59,7 +60,11 @@ def bootstrap(
     settings = settings or load_settings()
     clock = clock or SystemClock()
     db = Database(settings.database_url, threads=settings.db_threads)
-    secrets = SecretBox.from_settings(settings.secret_key, settings.secret_key_file)
+    try:
+        secrets = open_secret_box(settings, db)
+    except BaseException:
+        db.close()
+        raise
     sender = webhook_sender or HttpWebhookSender(
         allow_private=settings.webhooks_allow_private,
         timeout=settings.webhooks_timeout_seconds,

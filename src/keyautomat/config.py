@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEFAULT_SQLITE_URL = "sqlite:///keyautomat.db"
+DEFAULT_SECRET_KEY_FILE = "keyautomat-secret.key"  # noqa: S105 - a file name
 
 
 class SettingsError(Exception):
@@ -48,10 +50,12 @@ class Settings(BaseSettings):
         default=None,
         description="Key that encrypts stored secrets (Fernet, urlsafe base64 of 32 bytes).",
     )
-    secret_key_file: Path = Field(
-        default=Path("keyautomat-secret.key"),
-        description="Where the secret key is kept when KEYAUTOMAT_SECRET_KEY is unset; "
-        "created on first use.",
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="Where the secret key is kept when KEYAUTOMAT_SECRET_KEY is unset; created "
+        "(mode 600) on first use. Default: keyautomat-secret.key next to the SQLite database; "
+        "on PostgreSQL, in the working directory. The process refuses to start when the key "
+        "does not match the check value the database keeps (README, Secret key).",
     )
     db_threads: int = Field(
         default=8, ge=1, le=64, description="Database worker threads (PostgreSQL only)."
@@ -127,6 +131,12 @@ class Settings(BaseSettings):
         default="emulator",
         description="emulator: every unit uses the built-in iLOQ S5 emulator; live: units whose "
         "iloqApiUser.serviceAddress is an http(s) URL use the iLOQ S5 public API (docs/iloq.md).",
+    )
+    iloq_allow_private: bool = Field(
+        default=False,
+        description="Allow iLOQ service addresses over plain http and to private, loopback and "
+        "link-local addresses (an on-premises iLOQ system, the emulator's HTTP face in tests); "
+        "off by default: a unit admin could otherwise aim the server at the internal network.",
     )
     iloq_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="Timeout of each call to an iLOQ S5 system."
@@ -208,8 +218,31 @@ class Settings(BaseSettings):
         return tuple(bases)
 
     @property
+    def secret_key_path(self) -> Path:
+        """The key file: as configured, else next to the SQLite database file.
+
+        A default relative to the working directory made a server started from
+        another folder create a new key and lose every stored secret.
+        """
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        database = sqlite_database_path(self.database_url)
+        folder = database.parent if database is not None else Path()
+        return folder / DEFAULT_SECRET_KEY_FILE
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def sqlite_database_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL; None for other engines and in-memory databases."""
+    if not url.startswith("sqlite:"):
+        return None
+    database = make_url(url).database
+    if database in (None, "", ":memory:"):
+        return None
+    return Path(database)
 
 
 def _apply_file_variables() -> None:

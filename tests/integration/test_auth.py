@@ -5,14 +5,19 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from keyautomat.bootstrap import Container
+from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import signature_headers
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.app import create_app
+from keyautomat.service_layer.clock import ManualClock
 from tests.conftest import TEST_BASE, Tenant, make_tenant
+
+JSON = {"content-type": "application/json"}
 
 
 def _signed(tenant: Tenant, method: str, url: str, body: str = "", **kw: int) -> dict[str, str]:
@@ -80,6 +85,8 @@ def test_a_non_numeric_timestamp_is_refused(acme: Tenant, http: TestClient) -> N
 
 
 def test_a_timestamp_inside_the_window_is_accepted(acme: Tenant, http: TestClient) -> None:
+    # As if the process had been up for longer than the window.
+    http.app.state.verifier.replays.covers_from_ms -= 600_000  # type: ignore[attr-defined]
     url = f"{TEST_BASE}/"
     stamp = time.time_ns() // 1_000_000 - 290_000
     response = http.get(url, headers=_signed(acme, "GET", url, timestamp_ms=stamp))
@@ -218,3 +225,37 @@ def test_an_absurdly_long_timestamp_is_refused_not_a_crash(acme: Tenant, http: T
         response = http.get(url, headers=headers)
         assert response.status_code == 401
         assert response.json()["message"] == "Request timestamp is invalid or expired"
+
+
+def test_a_request_accepted_before_a_restart_is_refused_after_it(settings: Settings) -> None:
+    """The replay cache is process memory: a new process refuses what the old one may have seen."""
+    clock = ManualClock(datetime.now(UTC))
+    container = bootstrap(settings, clock=clock)
+
+    def now_ms() -> int:
+        return int(clock.now().timestamp() * 1000)
+
+    url = f"{TEST_BASE}/groups"
+    body = '{"name":"Once","customerId":"once","type":1}'
+    try:
+        with TestClient(create_app(container), base_url="http://testserver") as first:
+            acme = make_tenant(container, first)
+            stamp = now_ms() + 1_000
+            signed = {**_signed(acme, "POST", url, body, timestamp_ms=stamp), **JSON}
+            clock.advance(timedelta(seconds=2))
+            assert first.post(url, content=body, headers=signed).status_code == 201
+            again = first.post(url, content=body, headers=signed)
+            assert again.json()["message"] == "Replayed request"
+        clock.advance(timedelta(minutes=1))  # the process restarts
+        with TestClient(create_app(container), base_url="http://testserver") as restarted:
+            replayed = restarted.post(url, content=body, headers=signed)
+            assert replayed.status_code == 401
+            assert replayed.json()["message"] == "Request timestamp is invalid or expired"
+            fresh = {**_signed(acme, "POST", url, body, timestamp_ms=now_ms()), **JSON}
+            assert restarted.post(url, content=body, headers=fresh).status_code == 201
+        names = container.db.transaction(
+            lambda s: list(s.execute(text("SELECT name FROM groups")).scalars())
+        )
+        assert names.count("Once") == 2
+    finally:
+        container.close()

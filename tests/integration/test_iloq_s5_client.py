@@ -35,8 +35,12 @@ END = datetime(2030, 6, 4, 9, 0, tzinfo=UTC)
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Live mode: units whose service address is an http(s) URL get the S5 client."""
-    return settings.model_copy(update={"iloq_mode": "live"})
+    """Live mode: units whose service address is an http(s) URL get the S5 client.
+
+    The emulator's HTTP face listens on loopback over plain http, which only the
+    operator setting allows.
+    """
+    return settings.model_copy(update={"iloq_mode": "live", "iloq_allow_private": True})
 
 
 class EmulatorServer:
@@ -89,7 +93,7 @@ def seeded(container: Container, emulator_server: EmulatorServer) -> SeededSyste
 def client(emulator_server: EmulatorServer, seeded: SeededSystem) -> IloqS5Client:
     del seeded
     config = IloqApiConfig("api.keyautomat", PASSWORD, "ACME-S5", emulator_server.url)
-    return IloqS5Client(config, timeout=5)
+    return IloqS5Client(config, timeout=5, allow_private=True)
 
 
 def test_the_client_lists_access_rights_with_flags_and_real_estate_paths(
@@ -190,7 +194,9 @@ def test_wrong_credentials_fail_permanently_without_revealing_the_password(
 ) -> None:
     del seeded
     wrong = "not-the-password-123"
-    client = IloqS5Client(IloqApiConfig("api.keyautomat", wrong, "ACME-S5", emulator_server.url))
+    client = IloqS5Client(
+        IloqApiConfig("api.keyautomat", wrong, "ACME-S5", emulator_server.url), allow_private=True
+    )
     with pytest.raises(IloqPermanentError) as caught:
         asyncio.run(client.list_access_rights())
     assert "refused the session" in str(caught.value)
@@ -202,8 +208,10 @@ def test_an_unreachable_system_is_a_transient_failure() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = IloqS5Client(IloqApiConfig("u", "p", "c", f"http://127.0.0.1:{port}"), timeout=2)
-    with pytest.raises(IloqTransientError, match="unreachable"):
+    client = IloqS5Client(
+        IloqApiConfig("u", "p", "c", f"http://127.0.0.1:{port}"), timeout=2, allow_private=True
+    )
+    with pytest.raises(IloqTransientError, match="cannot be reached"):
         asyncio.run(client.list_access_rights())
 
 
@@ -275,3 +283,98 @@ def test_an_unreachable_iloq_system_answers_503_and_refused_credentials_502(
     assert response.status_code == 502
     assert "refused the session" in response.json()["message"]
     assert PASSWORD not in response.text
+
+
+# -- SSRF (issue 11 item 4) -------------------------------------------------------
+
+
+def _listener() -> socket.socket:
+    """A loopback socket that listens but never accepts: a connection would wait in its backlog."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+def _was_connected(listener: socket.socket) -> bool:
+    listener.settimeout(0.2)
+    try:
+        connection, _ = listener.accept()
+    except TimeoutError:
+        return False
+    connection.close()
+    return True
+
+
+def test_the_client_never_connects_to_a_private_address_without_the_operator_setting() -> None:
+    async def to_loopback(_host: str, _port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with _listener() as listener:
+        port = listener.getsockname()[1]
+        for address in (f"https://s5.test:{port}", f"https://127.0.0.1:{port}"):
+            client = IloqS5Client(
+                IloqApiConfig("u", PASSWORD, "c", address), timeout=2, resolve=to_loopback
+            )
+            with pytest.raises(IloqTransientError) as caught:
+                asyncio.run(client.list_access_rights())
+            assert str(caught.value).endswith("cannot be reached")
+        assert not _was_connected(listener)
+
+
+def test_every_failure_to_connect_gives_the_same_error_so_ports_cannot_be_probed() -> None:
+    """A closed port, a port that hangs up and one that never answers look the same."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    hang_up = socket.socket()
+    hang_up.bind(("127.0.0.1", 0))
+    hang_up.listen(8)
+
+    def refuse_everything() -> None:
+        while True:
+            try:
+                connection, _ = hang_up.accept()
+            except OSError:
+                return
+            connection.close()
+
+    threading.Thread(target=refuse_everything, daemon=True).start()
+    messages = set()
+    with _listener() as silent:
+        for port in (closed, hang_up.getsockname()[1], silent.getsockname()[1]):
+            client = IloqS5Client(
+                IloqApiConfig("u", "p", "c", f"http://127.0.0.1:{port}"),
+                timeout=0.5,
+                allow_private=True,
+            )
+            with pytest.raises(IloqTransientError) as caught:
+                asyncio.run(client.list_access_rights())
+            messages.add(str(caught.value))
+    hang_up.close()
+    assert messages == {"iLOQ S5 at 127.0.0.1 cannot be reached"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "https://user:secret@s5-other.example",  # credentials
+        "https://s5-other.example/?steal=1",  # a query
+        "http://s5-other.example",  # plain http
+        "https://10.0.0.5",  # a private address
+        "169.254.169.254",  # host only: becomes https://169.254.169.254, cloud metadata
+    ],
+)
+def test_a_get_url_answer_is_vetted_before_the_password_is_sent_there(answer: str) -> None:
+    seen: list[str] = []
+
+    def s5(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json=answer)
+
+    client = IloqS5Client(
+        IloqApiConfig("u", PASSWORD, "c", "https://s5.example"), transport=httpx.MockTransport(s5)
+    )
+    with pytest.raises(IloqTransientError, match="cannot be reached"):
+        asyncio.run(client.list_access_rights())
+    assert seen == ["/api/v2/Url/GetUrl"]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -32,6 +36,9 @@ CONTACT = {
     "sendEmail": False,
     "language": "en",
 }
+# A contact who is sent the signature link (the only place its token is kept).
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").decode()
+SIGNER = {**CONTACT, "notifications": {"contractSignatureRequested": {"email": True}}}
 
 
 def _times(hours_from_now: float = -1, length: float = 48) -> tuple[str, str]:
@@ -231,34 +238,44 @@ def test_key_delete_hooks_and_target_storage(container: Container, acme: Tenant)
     assert acme.api.get(PATH)["data"] == []
 
 
+def sent_signature_token(container: Container) -> str:
+    """The token of the newest signature link queued for the contact (the database keeps
+    only its hash)."""
+    payloads = container.db.transaction(
+        lambda s: [
+            r.payload
+            for r in s.execute(select(orm.outbox.c.kind, orm.outbox.c.payload))
+            if r.kind == "notification"
+        ]
+    )
+    tokens: list[str] = re.findall(r"/sign/([A-Za-z0-9_-]+)", " ".join(payloads))
+    return tokens[-1]
+
+
 def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: TestClient) -> None:
     device_keys(container, acme, "a")
-    contract = create(acme, keys=[{"id": "a"}], userVerification="1")
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
 
-    def token(session: Session) -> Any:
-        return session.execute(
-            select(mechanical_contracts.c.signature_token, mechanical_contracts.c.signed_at)
-        ).first()
+    def signed_at(session: Session) -> Any:
+        return session.scalar(select(mechanical_contracts.c.signed_at))
 
     def codes(session: Session) -> int:
         return len(session.execute(select(device_pincodes.c.id)).all())
 
     assert container.db.transaction(codes) == 0  # not on the automat before the signature
-    row = container.db.transaction(token)
-    assert row.signature_token
-    assert row.signed_at is None
-    page = http.get(f"/sign/{row.signature_token}")
+    token = sent_signature_token(container)
+    assert container.db.transaction(signed_at) is None
+    page = http.get(f"/sign/{token}")
     assert page.status_code == 200
     assert "Sign" in page.text
     assert http.get("/sign/wrong").status_code == 404
     done = http.post(
-        f"/sign/{row.signature_token}",
+        f"/sign/{token}",
         content=b"name=John+Doe",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert done.status_code == 200
-    row = container.db.transaction(token)
-    assert row.signed_at is not None
+    assert container.db.transaction(signed_at) is not None
     assert container.db.transaction(codes) == 1
     assert contract["userVerification"] == "1"
 
@@ -379,12 +396,10 @@ def test_ids_are_per_root_organization_and_contracts_stay_in_their_unit(
 
 def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: TestClient) -> None:
     device_keys(container, acme, "a")
-    create(acme, keys=[{"id": "a"}], userVerification=1)
-    token = container.db.transaction(
-        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
-    )
+    create(acme, keys=[{"id": "a"}], userVerification=1, contact=SIGNER)
+    token = sent_signature_token(container)
     assert "<canvas" in http.get(f"/sign/{token}").text
-    body = b"name=Jane&signature=data%3Aimage%2Fpng%3Bbase64%2CAAAA"
+    body = b"name=Jane&signature=" + quote(PNG).encode()
     headers = {"content-type": "application/x-www-form-urlencoded"}
     assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
     row = container.db.transaction(
@@ -392,7 +407,7 @@ def test_a_drawn_signature_is_stored(container: Container, acme: Tenant, http: T
             select(mechanical_contracts.c.signature_name, mechanical_contracts.c.signature_data)
         ).first()
     )
-    assert tuple(row) == ("Jane", "data:image/png;base64,AAAA")
+    assert tuple(row) == ("Jane", PNG)
     assert http.post(f"/sign/{token}", content=b"name=", headers=headers).status_code == 200
 
 
@@ -428,11 +443,9 @@ def test_patch_verification_is_frozen_once_signed(
     container: Container, acme: Tenant, http: TestClient
 ) -> None:
     device_keys(container, acme, "a")
-    contract = create(acme, keys=[{"id": "a"}], userVerification="1")
+    contract = create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
     path = f"{PATH}/{contract['id']}"
-    token = container.db.transaction(
-        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
-    )
+    token = sent_signature_token(container)
     headers = {"content-type": "application/x-www-form-urlencoded"}
     assert http.post(f"/sign/{token}", content=b"name=John", headers=headers).status_code == 200
     status, text = refusal(lambda: acme.api.patch(path, {"userVerification": "0"}))
@@ -483,3 +496,79 @@ def test_malformed_storage_info_is_refused_naming_the_field(
     assert status == 400
     assert field in text
     assert acme.api.get(PATH)["data"] == []
+
+
+def test_the_database_keeps_only_a_hash_of_the_signature_token(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
+    token = sent_signature_token(container)
+    stored = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token_hash))
+    )
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    assert http.get(f"/sign/{stored}").status_code == 404  # the hash opens nothing
+    assert http.get(f"/sign/{token}").status_code == 200
+
+
+def test_signature_tokens_stored_before_hashing_are_hashed_by_the_migration_and_still_work(
+    container: Container, acme: Tenant, http: TestClient, database_url: str
+) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from keyautomat.adapters.db import make_engine
+    from keyautomat.adapters.migrate import alembic_config, upgrade
+
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1")
+    config = alembic_config(database_url)
+    before = ScriptDirectory.from_config(config).get_revision("0016").down_revision
+    engine = make_engine(database_url, pool_size=1)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, str(before))
+        # A link sent before the change: its token was stored as it is.
+        connection.execute(text("UPDATE mechanical_contracts SET signature_token = 'sent-before'"))
+    engine.dispose()
+    upgrade(database_url)
+    stored = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token_hash))
+    )
+    assert stored == hashlib.sha256(b"sent-before").hexdigest()
+    assert http.get("/sign/sent-before").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "data:image/svg+xml;base64,"
+        + base64.b64encode(b"<svg onload='alert(1)'></svg>").decode(),  # scripts
+        "data:image/png;base64," + base64.b64encode(b"<svg></svg>").decode(),  # mislabelled
+        "data:image/jpeg;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n").decode(),
+        "data:image/png;base64,not base64!",
+        "data:text/html;base64,PGgxPg==",
+        "javascript:alert(1)",
+    ],
+)
+def test_a_drawn_signature_that_is_not_a_png_or_jpeg_is_refused_naming_the_field(
+    container: Container, acme: Tenant, http: TestClient, signature: str
+) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
+    token = sent_signature_token(container)
+    body = b"name=Jane&signature=" + quote(signature).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    refused = http.post(f"/sign/{token}", content=body, headers=headers)
+    assert refused.status_code == 400
+    assert "signature: must be a PNG or JPEG image" in refused.text
+    row = container.db.transaction(
+        lambda s: s.execute(
+            select(mechanical_contracts.c.signed_at, mechanical_contracts.c.signature_data)
+        ).first()
+    )
+    assert tuple(row) == (None, None)
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode()
+    body = b"name=Jane&signature=" + quote(jpeg).encode()
+    assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200

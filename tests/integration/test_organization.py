@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
@@ -183,3 +185,42 @@ def test_a_sub_unit_account_sees_its_subtree_only(
     assert child.api.request("GET", f"/groups/{group['id']}").status_code == 404
     own = child.api.post("/groups", {"name": "Child group", "customerId": "c", "type": 1})
     assert acme.api.get(f"/groups/{own['id']}")["name"] == "Child group"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://s5.example.com",
+        "https://127.0.0.1:8443",
+        "https://[::1]/",
+        "https://169.254.169.254/latest",
+        "https://10.1.2.3",
+        "https://user:pw@s5.example.com",
+        "https://s5.example.com/?next=x",
+        "https://s5.example.com/#top",
+        "s5.example.com",
+    ],
+)
+def test_an_iloq_service_address_the_server_must_not_call_is_refused_when_saved(
+    operator: Tenant, container: Container, address: str
+) -> None:
+    def count(session: Session) -> int:
+        return int(session.execute(text("SELECT count(*) FROM organization_units")).scalar_one())
+
+    before = container.db.transaction(count)
+    iloq = {"username": "u", "password": "p", "customerCode": "c", "serviceAddress": address}
+    response = operator.api.request(
+        "POST", "/organizationUnits", {"name": "X", "customerId": "x", "iloqApiUser": iloq}
+    )
+    assert response.status_code == 400
+    (message,) = response.json()["message"]
+    assert message.startswith("iloqApiUser.serviceAddress: ")
+    assert container.db.transaction(count) == before
+
+
+def test_emulated_iloq_service_addresses_are_accepted(operator: Tenant) -> None:
+    iloq = {"username": "u", "password": "p", "customerCode": "c", "serviceAddress": "emulator:"}
+    unit = operator.api.post(
+        "/organizationUnits", {"name": "X", "customerId": "x", "iloqApiUser": iloq}
+    )
+    assert unit["iloqApiUser"]["serviceAddress"] == "emulator:"

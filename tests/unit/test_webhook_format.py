@@ -9,14 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from keyautomat.adapters.webhook_sender import (
-    UnsafeTarget,
-    check_url,
-    delivery_headers,
-    is_public_address,
-    signature_header,
-    vet_url,
-)
+from keyautomat.adapters.outbound import UnsafeTarget, check_url, is_public_address, vet_url
+from keyautomat.adapters.webhook_sender import delivery_headers, signature_header
 from keyautomat.domain import webhooks as wh
 from keyautomat.service_layer.webhooks import RETRY_DELAYS
 
@@ -268,8 +262,9 @@ def test_a_host_resolving_to_a_private_address_is_refused_unless_allowed(
         return ["93.184.216.34", address]
 
     url = f"https://{host}/hook"
-    with pytest.raises(UnsafeTarget, match="non-public"):
+    with pytest.raises(UnsafeTarget, match="not a publicly reachable address") as refused:
         asyncio.run(vet_url(url, allow_private=False, resolve=resolve))
+    assert address not in str(refused.value)
     asyncio.run(vet_url(url, allow_private=True, resolve=resolve))
 
 
@@ -282,3 +277,28 @@ def test_ip_literals_are_vetted_like_names() -> None:
     ):
         with pytest.raises(UnsafeTarget):
             asyncio.run(vet_url(url, allow_private=False))
+
+
+def test_a_host_that_does_not_resolve_gets_the_same_refusal_as_a_private_one() -> None:
+    async def unknown(_host: str, _port: int) -> list[str]:
+        raise OSError(-2, "Name or service not known")
+
+    async def private(_host: str, _port: int) -> list[str]:
+        return ["10.1.2.3"]
+
+    reasons = []
+    for resolve in (unknown, private):
+        with pytest.raises(UnsafeTarget) as refused:
+            asyncio.run(vet_url("https://intranet.test/", allow_private=False, resolve=resolve))
+        reasons.append(refused.value.reason)
+    assert reasons == ["host 'intranet.test' is not a publicly reachable address"] * 2
+
+
+def test_private_ip_literals_and_queries_are_refused_by_syntax_alone() -> None:
+    with pytest.raises(UnsafeTarget, match="publicly reachable"):
+        check_url("https://10.0.0.1/hook", allow_private=False)
+    with pytest.raises(UnsafeTarget, match="query"):
+        check_url("https://example.com/?a=1", allow_private=False, allow_query=False)
+    with pytest.raises(UnsafeTarget, match="fragment"):
+        check_url("https://example.com/#x", allow_private=False)
+    assert check_url("https://10.0.0.1/hook", allow_private=True) == ("10.0.0.1", 443)

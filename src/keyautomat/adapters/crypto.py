@@ -98,16 +98,13 @@ class SecretBox:
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
 
-    @classmethod
-    def from_settings(cls, secret_key: str | None, key_file: Path) -> SecretBox:
-        if secret_key:
-            return cls(secret_key)
-        if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(Fernet.generate_key())
-        return cls(key_file.read_bytes().strip())
+    @staticmethod
+    def create_key_file(key_file: Path) -> None:
+        """Write a new key to ``key_file``, readable by this user only (mode 600)."""
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

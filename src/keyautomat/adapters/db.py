@@ -13,10 +13,13 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from keyautomat.adapters.orm import start_mappers
+from keyautomat.config import sqlite_database_path
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -39,6 +43,9 @@ def make_engine(url: str, *, pool_size: int = 8, autocheckpoint: bool = True) ->
     ``autocheckpoint=False`` leaves checkpoints to a :class:`Checkpointer`."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        path = sqlite_database_path(url)
+        if path is not None:
+            _make_private(path)
         engine = create_engine(
             url,
             poolclass=StaticPool,
@@ -121,11 +128,27 @@ class Checkpointer:
             self._conn.close()
 
 
-def _sqlite_file(url: str) -> str | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return parsed.database
+def _make_private(path: Path) -> None:
+    """Create the SQLite file readable by this user only, and tighten one that is not.
+
+    It holds pincodes, signature links and encrypted secrets. SQLite creates the
+    ``-wal`` and ``-shm`` files with the database file's mode, so creating the
+    file ourselves (mode 600, before SQLite does) covers them too; files of an
+    older install lose their group and other bits.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return  # SQLite will report what is wrong with the path
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot make %s private (mode 600): %s", file, exc)
 
 
 class Database:
@@ -136,9 +159,9 @@ class Database:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         workers = 1 if self.is_sqlite else threads
-        path = _sqlite_file(url)
+        path = sqlite_database_path(url)
         self.engine = make_engine(url, pool_size=workers, autocheckpoint=path is None)
-        self.checkpointer = Checkpointer(path) if path is not None else None
+        self.checkpointer = Checkpointer(str(path)) if path is not None else None
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyautomat-db")
         # SQLite has one connection (StaticPool). ``run`` only ever uses it from the

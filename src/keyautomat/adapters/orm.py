@@ -102,6 +102,15 @@ id_counters = Table(
     Column("value", BigInteger, nullable=False),
 )
 
+# Facts about this installation that must survive restarts, e.g. the check value
+# of the secret key (adapters/secret_custody.py).
+server_metadata = Table(
+    "server_metadata",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 automats = Table(
     "automats",
     metadata,

@@ -78,8 +78,9 @@ mechanical_contracts = Table(
     Column("free_locker_after_fetch", Boolean, nullable=False, default=False),
     Column("user_verification", String(1), nullable=False, default="0"),
     Column("pick_up_info", Text),
-    # userVerification "1": the unguessable token of the signature link, and the signature.
-    Column("signature_token", String(64), unique=True),
+    # userVerification "1": the SHA-256 (hex) of the signature link's unguessable token
+    # (the token itself is only in the link sent to the contact), and the signature.
+    Column("signature_token_hash", String(64), unique=True),
     Column("signed_at", UtcDateTime),
     Column("signature_name", Text),
     Column("signature_data", Text),

@@ -1,167 +1,34 @@
 """Signs webhook deliveries and POSTs them, refusing any target that is not public.
 
 Safety (spec/webhooks.md §8, gaps.md G8): a URL is checked when it is saved and
-again at every delivery. At delivery the host is resolved inside our own
-network backend, every address it resolves to is vetted, and the connection is
-made to a vetted address, so a DNS answer that changes between the check and
-the connect (DNS rebinding) cannot steer a delivery into the private network.
-TLS still verifies the certificate against the URL's host name: httpcore passes
-the origin host as SNI and server name whatever address the socket reached.
-Redirects are never followed (httpcore has no notion of them).
+again at every delivery, and every connection goes through the vetting network
+backend that the iLOQ S5 client shares (``adapters/outbound.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import httpcore
 from standardwebhooks.webhooks import Webhook
 
+from keyautomat.adapters.outbound import (
+    Resolver,
+    UnsafeTarget,
+    check_url,
+    system_resolve,
+    vet_url,
+    vetted_pool,
+)
+
 USER_AGENT = "keyautomat-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
-
-# httpcore's own alias (not exported): setsockopt arguments.
-SocketOption = (
-    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
-)
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-class UnsafeTarget(Exception):
-    """The URL or an address its host resolves to may not receive deliveries."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# Ranges that ``ipaddress``'s ``is_global`` would call public yet that carry an
-# embedded IPv4 address we must vet in its own right.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def is_public_address(address: str) -> bool:
-    """True for a globally routable unicast address; embedded IPv4 forms are unwrapped."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return is_public_address(str(embedded))
-    return bool(ip.is_global) and not ip.is_multicast
-
-
-def check_url(url: str, *, allow_private: bool) -> tuple[str, int]:
-    """Syntax rules of a receiver URL; returns its host and port."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UnsafeTarget(f"is not a valid URL ({exc})") from exc
-    allowed = ("https", "http") if allow_private else ("https",)
-    if parts.scheme not in allowed:
-        raise UnsafeTarget("must be an https:// URL")
-    host = parts.hostname
-    if not host:
-        raise UnsafeTarget("must name a host")
-    if parts.username is not None or parts.password is not None:
-        raise UnsafeTarget("must not carry credentials")
-    if parts.fragment:
-        raise UnsafeTarget("must not carry a fragment")
-    return host, port or (443 if parts.scheme == "https" else 80)
-
-
-async def system_resolve(host: str, port: int) -> list[str]:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: dict[str, None] = {}
-    for info in infos:
-        seen.setdefault(str(info[4][0]), None)
-    return list(seen)
-
-
-async def vet_host(host: str, port: int, *, allow_private: bool, resolve: Resolver) -> list[str]:
-    """Resolve ``host`` and return its addresses, or refuse if any of them is not public.
-
-    One non-public address is enough to refuse: with several A records the
-    connection might otherwise reach the private one.
-    """
-    try:
-        addresses = await resolve(host, port)
-    except OSError as exc:
-        raise UnsafeTarget(f"host {host!r} cannot be resolved ({exc})") from exc
-    if not addresses:
-        raise UnsafeTarget(f"host {host!r} cannot be resolved")
-    if not allow_private:
-        for address in addresses:
-            if not is_public_address(address):
-                raise UnsafeTarget(f"host {host!r} resolves to non-public address {address}")
-    return addresses
-
-
-async def vet_url(url: str, *, allow_private: bool, resolve: Resolver = system_resolve) -> None:
-    """The check made when a subscription's URL is saved."""
-    host, port = check_url(url, allow_private=allow_private)
-    await vet_host(host, port, allow_private=allow_private, resolve=resolve)
-
-
-class VettingBackend(httpcore.AsyncNetworkBackend):
-    """Connects only to vetted addresses of the requested host."""
-
-    def __init__(self, *, allow_private: bool, resolve: Resolver) -> None:
-        self.allow_private = allow_private
-        self.resolve = resolve
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await asyncio.wait_for(
-            vet_host(host, port, allow_private=self.allow_private, resolve=self.resolve), timeout
-        )
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except httpcore.ConnectError as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[SocketOption] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeTarget("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 def signature_header(
@@ -233,11 +100,12 @@ class HttpWebhookSender:
         ] = weakref.WeakKeyDictionary()
 
     def _new_pool(self, *, keepalive: int) -> httpcore.AsyncConnectionPool:
-        return httpcore.AsyncConnectionPool(
+        return vetted_pool(
+            allow_private=self.allow_private,
+            resolve=self.resolve,
             max_connections=100,
             max_keepalive_connections=keepalive,
             keepalive_expiry=30.0,
-            network_backend=VettingBackend(allow_private=self.allow_private, resolve=self.resolve),
         )
 
     def _pool(self) -> httpcore.AsyncConnectionPool:

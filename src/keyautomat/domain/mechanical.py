@@ -8,6 +8,7 @@ away. For keys in an automat the device's reports decide ``stored``.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,3 +134,26 @@ class MechanicalKey:
         self.stored_automat_id = None
         self.stored_locker_index = None
         self.stored_manual_info = None
+
+
+# A drawn signature is shown to staff later, so only raster images whose bytes
+# are what they claim are kept: no SVG (scripts), no other types, no mislabels.
+_SIGNATURE_IMAGES = {
+    "data:image/png;base64,": b"\x89PNG\r\n\x1a\n",
+    "data:image/jpeg;base64,": b"\xff\xd8\xff",
+}
+
+
+def check_signature_image(data: str, field: str = "signature") -> str:
+    """``data`` if it is a base64 data URL of a PNG or JPEG image (checked by its
+    magic bytes after decoding), else InvalidInput naming ``field``."""
+    for prefix, magic in _SIGNATURE_IMAGES.items():
+        if data.startswith(prefix):
+            try:
+                image = base64.b64decode(data[len(prefix) :], validate=True)
+            except ValueError:
+                break
+            if image.startswith(magic):
+                return data
+            break
+    raise InvalidInput(field, "must be a PNG or JPEG image as a base64 data URL")

@@ -48,11 +48,12 @@ def _print_json(payload: dict[str, Any]) -> None:
 
 
 def _container() -> Container:
+    """Migrate, then build the container (which checks the secret key against the database)."""
     from keyautomat.adapters.migrate import upgrade
 
-    container = bootstrap()
-    upgrade(container.settings.database_url)
-    return container
+    settings = load_settings()
+    upgrade(settings.database_url)
+    return bootstrap(settings)
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ automats, staff handovers and the end are in ``mechanical_progress.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ from keyautomat.domain.contracts import (
 )
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
-from keyautomat.domain.mechanical import MechanicalKey, Storage
+from keyautomat.domain.mechanical import MechanicalKey, Storage, check_signature_image
 from keyautomat.domain.model import Product
 from keyautomat.domain.notifications import (
     AutomatView,
@@ -239,6 +240,8 @@ class ContractRow:
     free_locker_after_fetch: bool
     user_verification: str
     pick_up_info: str | None
+    # The signature link's token, known only in the transaction that minted it (the
+    # database keeps its hash): the contractSignatureRequested message carries it.
     signature_token: str | None
     signed_at: datetime | None
     end_evaluated_at: datetime | None
@@ -276,7 +279,7 @@ def load_contract(session: Session, contract_id: str, *, for_update: bool = Fals
         free_locker_after_fetch=bool(row.free_locker_after_fetch),
         user_verification=row.user_verification,
         pick_up_info=row.pick_up_info,
-        signature_token=row.signature_token,
+        signature_token=None,
         signed_at=row.signed_at,
         end_evaluated_at=row.end_evaluated_at,
         completed_at=row.completed_at,
@@ -710,6 +713,7 @@ def create_contract(
             updated_at=now,
         )
     )
+    token = new_signature_token() if new.user_verification == "1" else None
     try:
         with session.begin_nested():
             session.execute(
@@ -720,9 +724,7 @@ def create_contract(
                     free_locker_after_fetch=new.free_locker_after_fetch,
                     user_verification=new.user_verification,
                     pick_up_info=new.pick_up_info,
-                    signature_token=secrets.token_urlsafe(32)
-                    if new.user_verification == "1"
-                    else None,
+                    signature_token_hash=token_hash(token) if token else None,
                 )
             )
     except IntegrityError:
@@ -767,6 +769,7 @@ def create_contract(
         )
     session.execute(insert(ck), rows)
     contract = load_contract(session, contract_id)
+    contract.signature_token = token
     if not contract.awaiting_signature:
         _sync_all(session, contract)
     publish_contract_update(session, contract, now)
@@ -888,6 +891,7 @@ def update_contract(  # noqa: PLR0912, PLR0915 - the rules of endpoints.md §9.5
         raise InvalidInput("end", "must be after start")
     values: dict[str, Any] = {"start": start, "end": end, "updated_at": now}
     extra: dict[str, Any] = {}
+    token: str | None = None
     verification = contract.user_verification
     if (
         change.user_verification is not None
@@ -900,7 +904,8 @@ def update_contract(  # noqa: PLR0912, PLR0915 - the rules of endpoints.md §9.5
         _check_verification(session, contract.organization_unit_id, change.user_verification)
         verification = change.user_verification
         extra["user_verification"] = verification
-        extra["signature_token"] = secrets.token_urlsafe(32) if verification == "1" else None
+        token = new_signature_token() if verification == "1" else None
+        extra["signature_token_hash"] = token_hash(token) if token else None
     if change.pick_up_info is not _UNSET:
         if change.pick_up_info is not None and not contract.is_manual:
             raise InvalidInput(
@@ -939,6 +944,8 @@ def update_contract(  # noqa: PLR0912, PLR0915 - the rules of endpoints.md §9.5
         session.execute(update(c).where(c.c.id == contract.id).values(end_evaluated_at=None))
         updated.end_evaluated_at = None
     publish_contract_update(session, updated, now)
+    if "signature_token_hash" in extra:
+        updated.signature_token = token
     view = notification_view(session, updated)
     notifications.notify(session, view, NotificationType.CONTRACT_UPDATED, now=now)
     if "user_verification" in extra and updated.awaiting_signature:
@@ -995,7 +1002,7 @@ def _delete(session: Session, contract: ContractRow, now: datetime) -> None:
     session.execute(
         update(mc)
         .where(mc.c.contract_id == contract.id)
-        .values(public_id=f"{contract.id}/deleted", signature_token=None)
+        .values(public_id=f"{contract.id}/deleted", signature_token_hash=None)
     )
     notifications.cancel_reminders(session, contract.id)
     contract_steps.cancel_end(session, contract.id)
@@ -1077,11 +1084,25 @@ def install() -> None:
 # --- signature (userVerification "1") -------------------------------------------------------
 
 
+def new_signature_token() -> str:
+    """The credential of a signature link: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """What the database keeps of a signature token (a plain SHA-256: the token is random).
+
+    A copy of the database (a backup, a dump) then opens no signature page.
+    Migration 0016 applied the same rule to the tokens stored before it.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def contract_for_token(session: Session, token: str) -> ContractRow:
     found = session.scalar(
         select(mc.c.contract_id)
         .join(c, c.c.id == mc.c.contract_id)
-        .where(mc.c.signature_token == token, c.c.deleted_at.is_(None))
+        .where(mc.c.signature_token_hash == token_hash(token), c.c.deleted_at.is_(None))
     )
     if found is None or not token:
         raise NotFound("Signature request")
@@ -1097,6 +1118,8 @@ def sign(
         return contract
     if not name.strip():
         raise InvalidInput("name", "is required")
+    if data:
+        check_signature_image(data)
     session.execute(
         update(mc)
         .where(mc.c.contract_id == contract.id)

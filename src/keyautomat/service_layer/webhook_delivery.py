@@ -15,12 +15,8 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
-from keyautomat.adapters.webhook_sender import (
-    AttemptResult,
-    UnsafeTarget,
-    WebhookSender,
-    delivery_headers,
-)
+from keyautomat.adapters.outbound import UnsafeTarget
+from keyautomat.adapters.webhook_sender import AttemptResult, WebhookSender, delivery_headers
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer import webhooks

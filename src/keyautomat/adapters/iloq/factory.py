@@ -11,7 +11,7 @@ when
 * its ``serviceAddress`` starts with ``emulator:``;
 
 otherwise (``KEYAUTOMAT_ILOQ_MODE=live``) it is the iLOQ S5 public API client
-at ``serviceAddress``.
+at ``serviceAddress``, whose every connection is vetted (``adapters/outbound.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.iloq.emulator import EmulatorIloq
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
+from keyautomat.adapters.outbound import Resolver, UnsafeTarget, check_url, system_resolve
 from keyautomat.config import Settings
+from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.iloq import (
     IloqApiConfig,
@@ -55,12 +57,14 @@ class IloqSystems:
         clock: Clock,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        dns_resolve: Resolver = system_resolve,
     ) -> None:
         self.settings = settings
         self.db = db
         self.secrets = secrets
         self.clock = clock
         self.transport = transport
+        self.dns_resolve = dns_resolve
         self._clients: dict[tuple[str, str], IloqS5Client] = {}
 
     async def resolve(self, unit_id: str) -> IloqSystemRef:
@@ -79,9 +83,26 @@ class IloqSystems:
                 system.config,
                 timeout=self.settings.iloq_timeout_seconds,
                 transport=self.transport,
+                allow_private=self.settings.iloq_allow_private,
+                resolve=self.dns_resolve,
             )
             self._clients[cache_key] = client
         return client
+
+    def check_service_address(self, address: str, field: str) -> None:
+        """The rules of a ``serviceAddress`` when it is saved (the connection is vetted again).
+
+        ``emulator:`` addresses pass; any other must be an https URL without
+        credentials, query or fragment, and not a private IP literal unless
+        KEYAUTOMAT_ILOQ_ALLOW_PRIVATE is set. Host names are resolved and vetted
+        at every connection, not here: a name can change its answer later.
+        """
+        if address.strip().lower().startswith(EMULATOR_SCHEME):
+            return
+        try:
+            check_url(address, allow_private=self.settings.iloq_allow_private, allow_query=False)
+        except UnsafeTarget as exc:
+            raise InvalidInput(field, exc.reason) from exc
 
     async def port_for(self, unit_id: str) -> IloqPort:
         """The port of the locking system serving ``unit_id``."""

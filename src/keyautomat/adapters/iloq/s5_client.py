@@ -7,11 +7,20 @@ open a session. The calls it makes, and why, are listed in docs/iloq.md.
 Failures become ``IloqTransientError`` (no answer, a timeout, 429 or 5xx) or
 ``IloqPermanentError`` (refused credentials, a 4xx, a key iLOQ will not
 order). Messages never carry the password or a request body.
+
+The service address is a URL a unit admin typed, so every connection (to it
+and to the base URL that ``Url/GetUrl`` answers) goes through the vetting
+transport of ``adapters/outbound.py``: https only, no credentials, query or
+fragment, public addresses only unless the operator allows private ones
+(``KEYAUTOMAT_ILOQ_ALLOW_PRIVATE``). Every failure to connect, whatever its
+cause (refused target, closed port, reset, timeout), is the same transient
+error, so the answer cannot be used to probe ports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +29,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from keyautomat.adapters.iloq.emulator import real_estate_path
+from keyautomat.adapters.outbound import (
+    Resolver,
+    UnsafeTarget,
+    VettedTransport,
+    check_url,
+    system_resolve,
+)
 from keyautomat.service_layer.iloq import (
     AccessRight,
     IloqApiConfig,
@@ -30,6 +46,8 @@ from keyautomat.service_layer.iloq import (
     filter_access_rights,
     sort_access_rights,
 )
+
+log = logging.getLogger(__name__)
 
 API = "/api/v2"
 
@@ -85,10 +103,15 @@ class IloqS5Client:
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        allow_private: bool = False,
+        resolve: Resolver = system_resolve,
     ) -> None:
         self.config = config
         self.timeout = timeout
+        # A test may hand in its own transport; otherwise each client gets a vetted one.
         self.transport = transport
+        self.allow_private = allow_private
+        self.resolve = resolve
         self._base: str | None = None
         self._session_id: str | None = None
         # Session set-up is several calls; concurrent operations share one.
@@ -96,28 +119,42 @@ class IloqS5Client:
 
     @property
     def host(self) -> str:
-        return urlsplit(self.config.service_address).netloc or self.config.service_address
+        """The service address's host name only (never credentials a URL might carry)."""
+        try:
+            return urlsplit(self.config.service_address).hostname or "the service address"
+        except ValueError:
+            return "the service address"
 
     # --- transport --------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=self.timeout,
-            transport=self.transport,
+            transport=self.transport
+            or VettedTransport(allow_private=self.allow_private, resolve=self.resolve),
             headers={"Accept": "application/json"},
         )
+
+    def _unreachable(self, cause: BaseException) -> IloqTransientError:
+        """The one error of every failure to connect; the cause goes to the log only."""
+        log.info("iLOQ S5 at %s cannot be reached: %r", self.host, cause)
+        return IloqTransientError(f"iLOQ S5 at {self.host} cannot be reached")
+
+    def _base_url(self, url: str) -> str:
+        """``url`` (the service address or a GetUrl answer) if it may be connected to."""
+        try:
+            check_url(url, allow_private=self.allow_private, allow_query=False)
+        except UnsafeTarget as exc:
+            raise self._unreachable(exc) from exc
+        return url
 
     async def _send(
         self, http: httpx.AsyncClient, method: str, url: str, **kwargs: Any
     ) -> httpx.Response:
         try:
             response = await http.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise IloqTransientError(f"iLOQ S5 at {self.host} timed out") from exc
-        except httpx.HTTPError as exc:
-            raise IloqTransientError(
-                f"iLOQ S5 at {self.host} is unreachable ({type(exc).__name__})"
-            ) from exc
+        except (httpx.HTTPError, UnsafeTarget, OSError, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise IloqTransientError(
                 f"iLOQ S5 at {self.host} answered {response.status_code}: {_message(response)}"
@@ -130,7 +167,7 @@ class IloqS5Client:
             if self._session_id is not None:
                 return
             config = self.config
-            base = config.service_address.rstrip("/")
+            base = self._base_url(config.service_address.rstrip("/"))
             resolved = await self._send(
                 http, "POST", f"{base}{API}/Url/GetUrl", json={"CustomerCode": config.customer_code}
             )
@@ -138,7 +175,7 @@ class IloqS5Client:
                 found = resolved.json()
                 if isinstance(found, str) and found.strip():
                     found = found.strip().rstrip("/")
-                    base = found if "://" in found else f"https://{found}"
+                    base = self._base_url(found if "://" in found else f"https://{found}")
             created = await self._send(
                 http,
                 "POST",

@@ -47,11 +47,22 @@ class ReplayCache:
 
     Entries are kept in insertion order, which is also expiry order, so pruning
     only ever looks at the oldest end.
+
+    The cache is process memory: it knows nothing of what an earlier process
+    accepted. ``covers`` says whether it can vouch for a request signed at a
+    given time, which it can only from the moment it was created on; a shared
+    store (a table) would cover every timestamp and replace this whole class.
     """
 
-    def __init__(self, ttl_ms: int) -> None:
+    def __init__(self, ttl_ms: int, *, covers_from_ms: int = 0) -> None:
         self.ttl_ms = ttl_ms
+        self.covers_from_ms = covers_from_ms
         self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def covers(self, timestamp_ms: int) -> bool:
+        """False for a request signed before this cache existed: it may have been
+        accepted by the process before a restart, and we could not tell."""
+        return timestamp_ms >= self.covers_from_ms
 
     def check_and_remember(self, account_id: str, signature: str, now_ms: int) -> bool:
         """True when the pair is new (and now remembered); False for a replay."""
@@ -166,7 +177,8 @@ class SignatureVerifier:
         self.bases = public_bases
         self.trust_forwarded = trust_forwarded
         self.clock_ms = clock_ms
-        self.replays = ReplayCache(ttl_ms=2 * window_ms)
+        # Created at start-up: requests signed before then are refused (see ``covers``).
+        self.replays = ReplayCache(ttl_ms=2 * window_ms, covers_from_ms=clock_ms())
         self.rate_limiter = rate_limiter or RateLimiter(0, 1)
 
     async def verify(
@@ -183,6 +195,12 @@ class SignatureVerifier:
             or abs(now_ms - int(timestamp)) > self.window_ms
         ):
             return Rejection(401, BAD_TIMESTAMP, f"timestamp {timestamp!r} vs now {now_ms}")
+        if not self.replays.covers(int(timestamp)):
+            # Signed before this process started: the process before a restart may
+            # have accepted it. A client re-signs with a fresh timestamp.
+            return Rejection(
+                401, BAD_TIMESTAMP, f"timestamp {timestamp} precedes this process's replay cache"
+            )
         account = await self.lookup(account_id)
         if account is None:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")

@@ -2,8 +2,8 @@
 
 Unauthenticated: the unguessable token of the ``contractSignatureRequested``
 link is the credential. A typed name (and optionally a drawn signature as a
-data URL) is stored with the time it was given; then the automat gets the
-contract's codes.
+PNG or JPEG data URL, checked by its bytes) is stored with the time it was
+given; then the automat gets the contract's codes.
 """
 
 from __future__ import annotations
@@ -83,8 +83,6 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
     form = parse_qs(raw.decode("utf-8", "replace"))
     name = (form.get("name") or [""])[0]
     drawn = (form.get("signature") or [""])[0] or None
-    if drawn is not None and not drawn.startswith("data:image/"):
-        drawn = None
     now = services.clock.now()
 
     def work(session: Session) -> str | None:
@@ -92,8 +90,8 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
             service.sign(session, token, name, drawn, now=now)
         except NotFound:
             return "missing"
-        except InvalidInput:
-            return "name"
+        except InvalidInput as exc:
+            return exc.field
         return None
 
     problem = await services.db.run(work)
@@ -101,4 +99,10 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
         return _page("Link not valid", "<p>This signature link is not valid.</p>", 404)
     if problem == "name":
         return _page("Name required", "<p>Please type your name.</p>", 400)
+    if problem == "signature":
+        return _page(
+            "Signature not accepted",
+            "<p>signature: must be a PNG or JPEG image as a base64 data URL.</p>",
+            400,
+        )
     return _page("Signed", "<p>Thank you, the contract is signed.</p>")

@@ -98,6 +98,7 @@ async def create_organization_unit(
     iloq = None
     if body.iloq_api_user is not None:
         u = body.iloq_api_user
+        services.iloq.check_service_address(u.service_address, "iloqApiUser.serviceAddress")
         iloq = model.IloqApiUser(u.username, u.password, u.customer_code, u.service_address)
 
     def work(session: Session) -> OrganizationUnit:
