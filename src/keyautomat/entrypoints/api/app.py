@@ -18,6 +18,7 @@ from keyautomat.entrypoints.api.admin import mechanical_contracts as admin_mecha
 from keyautomat.entrypoints.api.admin import notifications as admin_notifications
 from keyautomat.entrypoints.api.admin import strong_authentication as admin_strong_auth
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
+from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -146,6 +147,8 @@ def create_app(
         public_paths=frozenset({OPENAPI_URL, DOCS_URL, f"{DOCS_URL}/oauth2-redirect"}),
     )
     app.state.verifier = verifier
+    # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
+    app.add_middleware(EdgeMiddleware, body_limits={f"{sign.PREFIX}/": sign.MAX_FORM})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

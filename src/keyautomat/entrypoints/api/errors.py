@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -14,7 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError as DatabaseDataError
+from sqlalchemy.exc import DBAPIError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from keyautomat.domain.errors import (
     Conflict,
@@ -45,6 +49,38 @@ def error_response(
     status: int, message: str | list[str], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str | list[str],
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """The one shape sent straight from an ASGI middleware, where no response class runs."""
+    data = json.dumps(error_body(status, message), separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+INVALID_DATA = "Request contains a value the database cannot store"
+
+
+def is_invalid_data(exc: StatementError) -> bool:
+    """A statement refused for the data it carried, not for a fault of the server.
+
+    PostgreSQL reports NUL in text and out-of-range numbers as a DataError; values
+    the driver cannot even bind (an unencodable string) arrive as a StatementError
+    around a ValueError or OverflowError.
+    """
+    if isinstance(exc, DatabaseDataError):
+        return True
+    return not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | OverflowError)
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -94,6 +130,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = "Cannot find the requested resource"
         return error_response(exc.status_code, detail, headers=exc.headers)
+
+    @app.exception_handler(StatementError)
+    async def _database(request: Request, exc: StatementError) -> JSONResponse:
+        # A backstop: the edge refuses bad text and numbers before they reach a statement.
+        if is_invalid_data(exc):
+            log.warning("invalid data on %s %s: %s", request.method, request.url.path, exc.orig)
+            return error_response(400, [INVALID_DATA])
+        raise exc
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
