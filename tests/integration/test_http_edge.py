@@ -1,5 +1,6 @@
 """The HTTP edge on both engines: one body limit for every route, enforced while the body
-streams; no NUL in any URL part; database data errors answered 400."""
+streams; no NUL in any URL part; numbers from URLs bounded before SQL; database data
+errors answered 400."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.api.edge import MAX_BODY_BYTES
 from keyautomat.entrypoints.api.errors import error_body, is_invalid_data
 from tests.conftest import Tenant
+from tests.devices import admin_client
 
 CHUNK = b"x" * 65536
 NUL = "must not contain NUL characters"
@@ -176,6 +178,50 @@ def test_nul_in_the_account_header_is_refused_without_a_lookup(http: TestClient)
     response = http.get("/v2/groups", headers=headers)
     assert response.status_code == 400
     assert response.json()["message"] == f"x-service-account-id: {NUL}"
+
+
+@pytest.fixture
+def subscription(acme: Tenant, http: TestClient) -> str:
+    created = admin_client(acme, http).post(
+        "/admin/webhooks",
+        {
+            "name": "PMS",
+            "url": "http://127.0.0.1:9/hook",
+            "organizationUnitId": acme.unit_id,
+            "eventTypes": ["key-status"],
+        },
+    )
+    return str(created["id"])
+
+
+HUGE = "1" + "0" * 30
+
+
+def test_admin_list_numbers_must_be_bounded_ascii_integers(
+    acme: Tenant, http: TestClient, subscription: str
+) -> None:
+    api = admin_client(acme, http)
+    lists = (
+        "/admin/notifications",
+        f"/admin/webhooks/{subscription}/deliveries",
+        f"/admin/webhooks/{subscription}/attempts",
+    )
+    for path in lists:
+        for name, value in (("after", "²"), ("after", HUGE), ("limit", "²"), ("limit", HUGE)):
+            response = api.request("GET", f"{path}?{name}={value}")
+            assert response.status_code == 400, (path, name, value)
+            assert response.json()["message"][0].startswith(f"{name}: "), (path, name, value)
+        assert api.request("GET", f"{path}?after=5&limit=500").status_code == 200
+
+
+def test_a_path_number_too_large_for_the_database_is_not_found(
+    acme: Tenant, http: TestClient, subscription: str
+) -> None:
+    api = admin_client(acme, http)
+    deliveries = f"/admin/webhooks/{subscription}/deliveries"
+    for number in (HUGE, "²", "1" * 16):
+        assert api.request("GET", f"{deliveries}/{number}").status_code == 404
+        assert api.request("POST", f"{deliveries}/{number}/redeliver").status_code == 404
 
 
 @pytest.fixture
