@@ -1,6 +1,6 @@
 """The HTTP edge on both engines: one body limit for every route, enforced while the body
 streams; no NUL in any URL part; numbers from URLs bounded before SQL; database data
-errors answered 400."""
+errors answered 400; a 405 that names every method of the path."""
 
 from __future__ import annotations
 
@@ -265,3 +265,13 @@ def test_only_errors_about_the_data_count_as_bad_input(
     error: StatementError, invalid: bool
 ) -> None:
     assert is_invalid_data(error) is invalid
+
+
+def test_a_405_names_every_method_the_path_answers(acme: Tenant, http: TestClient) -> None:
+    response = acme.api.request("OPTIONS", "/groups")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert response.json()["statusCode"] == 405
+    # The method is refused before the id is looked up.
+    response = acme.api.request("PUT", "/groups/0123456789abcdef01234567")
+    assert (response.status_code, response.headers["allow"]) == (405, "DELETE, GET, PATCH")

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError as DatabaseDataError
 from sqlalchemy.exc import DBAPIError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Send
 
 from keyautomat.domain.errors import (
@@ -83,6 +84,20 @@ def is_invalid_data(exc: StatementError) -> bool:
     return not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | OverflowError)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers (Starlette names one route's)."""
+    base = {k: v for k, v in request.scope.items() if k in {"type", "path", "root_path", "headers"}}
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**base, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
 def _field_path(loc: Sequence[int | str]) -> str:
     parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header"}:
@@ -125,11 +140,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, describe_validation_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = "Cannot find the requested resource"
-        return error_response(exc.status_code, detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(StatementError)
     async def _database(request: Request, exc: StatementError) -> JSONResponse:
