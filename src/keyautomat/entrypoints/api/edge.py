@@ -1,7 +1,7 @@
 """The outermost layer of the API: what every request must meet before anything else runs.
 
 One pure ASGI middleware, wrapped around everything the application adds, with
-two jobs (docs/api.md, "The edge"):
+three jobs (docs/api.md, "The edge"):
 
 * **URL text.** A NUL (or an unpaired surrogate) anywhere in the decoded path or
   in a query parameter answers 400 before routing or authentication, by the one
@@ -12,10 +12,16 @@ two jobs (docs/api.md, "The edge"):
   arrive and the request is refused the moment the count passes the limit, so a
   chunked or lying body is never buffered. 413, with ``Connection: close`` so the
   unread rest of the body does not have to be drained.
+* **Unexpected errors.** Anything the application raises before it started a
+  response is logged and answered 500 in the one error shape, and the exception
+  ends here. Starlette's outer error middleware would send the same 500 and then
+  re-raise, and uvicorn closes the connection of a request whose application
+  raised: the client's next request on that keep-alive connection would fail.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
@@ -24,6 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.errors import send_error
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 TOO_LARGE = "Request body is too large"
@@ -121,3 +129,9 @@ class EdgeMiddleware:
             if started:
                 raise
             await send_error(send, 413, TOO_LARGE, CLOSE)
+        except Exception:
+            if started:
+                # Half a response is out: closing the connection is all that is left.
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await send_error(send, 500, "Internal server error")

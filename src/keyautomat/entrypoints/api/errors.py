@@ -1,5 +1,8 @@
 """Every error leaves the API in one shape (spec/gaps.md A1), mapped here and nowhere else.
 
+(Unexpected exceptions are answered 500 by the edge middleware, ``edge.py``, through
+``send_error`` below, so that the connection stays usable.)
+
 ``{"statusCode": 400, "message": "<text>" | ["<text>", ...], "error": "Bad Request"}``;
 ``message`` is a list for field-validation failures and names each offending field.
 """
@@ -157,7 +160,5 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(400, [INVALID_DATA])
         raise exc
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "Internal server error")
+    # Any other exception is answered 500 by the edge middleware (edge.py), which
+    # also keeps the connection usable.
