@@ -8,12 +8,10 @@ import asyncio
 import json
 import tracemalloc
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
@@ -34,16 +32,9 @@ NUL = "must not contain NUL characters"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(settings: Settings) -> Settings:
     # Webhook subscriptions to a local address, so one can exist without a receiver.
-    return Settings(
-        database_url=database_url,
-        secret_key=Fernet.generate_key().decode(),
-        secret_key_file=tmp_path / "unused.key",
-        rate_limit_per_second=0,
-        db_threads=4,
-        webhooks_allow_private=True,
-    )
+    return settings.model_copy(update={"webhooks_allow_private": True})
 
 
 class Stream:
