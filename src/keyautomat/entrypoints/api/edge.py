@@ -54,10 +54,12 @@ def url_problem(scope: Scope) -> str | None:
     problem = text_problem(scope["path"])
     if problem is not None:
         return f"path: {problem}"
-    query = scope.get("query_string", b"").decode("latin-1")
-    if not query:
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        # Parsing costs ~17 µs a request, and only a NUL can be in the way: the parser
+        # decodes escapes as UTF-8 with replacement, which never yields a lone surrogate.
         return None
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         problem = text_problem(name) or text_problem(value)
         if problem is not None:
             field = name if text_problem(name) is None else "query"
