@@ -577,3 +577,17 @@ def test_malformed_and_unauthenticated_messages_are_dropped_without_effect(
     assert sim.last_rejection is None  # refusals of forged messages do not unsettle the device
     # The gateway still works.
     assert acme.api.post(f"/automats/{automat['id']}/sendPincode", {"pincode": "1"})["success"]
+
+
+def test_a_pincode_the_protocol_cannot_carry_is_refused_at_the_edge_and_leaves_the_automat_free(
+    acme: Tenant, sims: Simulators
+) -> None:
+    automat, _sim = _bound(acme, sims)
+    base = f"/automats/{automat['id']}"
+    for op in ("sendPincode", "cancelSendPincode"):
+        for code in ("1" * 33, "١٢٣٤", "¹²³⁴", "12 34", ""):
+            response = acme.api.request("POST", f"{base}/{op}", {"pincode": code})
+            assert response.status_code == 400, (op, code)
+            assert response.json()["message"][0].startswith("pincode: "), (op, code)
+    # Nothing was reserved by the refused calls: the automat takes a command at once.
+    assert acme.api.post(f"{base}/sendPincode", {"pincode": "1" * 32})["success"]

@@ -280,6 +280,28 @@ def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: T
     assert contract["userVerification"] == "1"
 
 
+def test_a_signature_form_with_nul_is_refused_naming_the_field_and_signs_nothing(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1")
+    token = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
+    )
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    for form, field in (
+        (b"name=a%00b", "name"),
+        (b"name=Jo&signature=data%3Aimage%2F%00", "signature"),
+    ):
+        response = http.post(f"/sign/{token}", content=form, headers=headers)
+        assert response.status_code == 400, form
+        assert response.json()["message"] == [f"{field}: must not contain NUL characters"]
+    signed_at = container.db.transaction(
+        lambda s: s.scalar(select(mechanical_contracts.c.signed_at))
+    )
+    assert signed_at is None
+
+
 def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
     device_keys(container, acme, "a")
     contract = create(acme, keys=[{"id": "a"}])

@@ -65,7 +65,8 @@ def _format_time(value: datetime) -> str:
 Time = Annotated[AwareDatetime, PlainSerializer(_format_time, return_type=str)]
 MessageId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 HwId = Annotated[StrictStr, Field(pattern=HW_ID_PATTERN)]
-Code = Annotated[StrictStr, Field(min_length=1, max_length=32)]
+MAX_CODE_LENGTH = 32
+Code = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CODE_LENGTH)]
 LockerIndex = Annotated[StrictInt, Field(ge=0, le=999)]
 KeyId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 

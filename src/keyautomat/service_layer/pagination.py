@@ -20,19 +20,35 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
+def small_natural(value: str) -> int | None:
+    """``value`` as a non-negative integer of at most 15 ASCII digits, else None.
+
+    The one parser of numbers that arrive as URL text (offsets, ids of the last row
+    seen, numeric path ids): ``str.isdigit`` would also pass ``²`` and numbers that
+    overflow the database's integers.
+    """
+    return int(value) if _ASCII_DIGITS.fullmatch(value) else None
+
+
 @dataclass(frozen=True, slots=True)
 class PageRequest:
+    """``offset`` is the number of items to skip, or for keyset lists the id of the last
+    item seen; either way the same bounded number."""
+
     offset: int = 0
     limit: int = DEFAULT_LIMIT
 
     @classmethod
-    def parse(cls, after: str | None, limit: str | None) -> PageRequest:
+    def parse(
+        cls, after: str | None, limit: str | None, *, default_limit: int = DEFAULT_LIMIT
+    ) -> PageRequest:
         offset = 0
         if after not in (None, ""):
-            if not _ASCII_DIGITS.fullmatch(after):
+            number = small_natural(after)
+            if number is None:
                 raise InvalidInput("after", "must be a non-negative integer (items to skip)")
-            offset = int(after)
-        size = DEFAULT_LIMIT
+            offset = number
+        size = default_limit
         if limit not in (None, ""):
             if not _SIGNED_INT.fullmatch(limit):
                 raise InvalidInput("limit", "must be an integer")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from keyautomat.domain.errors import InvalidInput, NotFound
+from keyautomat.domain.errors import NotFound
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
@@ -25,7 +25,7 @@ from keyautomat.entrypoints.api.schemas import (
     UtcDatetime,
 )
 from keyautomat.service_layer import webhooks
-from keyautomat.service_layer.pagination import PageRequest
+from keyautomat.service_layer.pagination import MAX_LIMIT, PageRequest, small_natural
 from keyautomat.service_layer.webhook_delivery import TestReport
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])  # under /admin (admin.build_router)
@@ -209,18 +209,11 @@ def _attempt(a: webhooks.Attempt) -> AttemptOut:
     )
 
 
-def _numeric(value: str | None, field: str) -> int:
-    if value in (None, ""):
-        return 0
-    if not value.isdigit():
-        raise InvalidInput(field, "must be a non-negative integer")
-    return int(value)
-
-
 def _delivery_id(value: str) -> int:
-    if not value.isdigit():
+    number = small_natural(value)
+    if number is None:
         raise NotFound("Delivery")
-    return int(value)
+    return number
 
 
 @router.post("", status_code=201)
@@ -309,12 +302,12 @@ async def list_deliveries(
     services: Services,
     status: str | None = None,
     after: Annotated[str | None, Query(description="id of the last delivery seen")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    limit: Annotated[str | None, Query(description="1-100, default 100")] = None,
 ) -> list[Delivery]:
-    after_id = _numeric(after, "after")
+    page = PageRequest.parse(after, limit, default_limit=MAX_LIMIT)
     rows = await services.db.run(
         lambda s: webhooks.list_deliveries(
-            s, caller, id, status=status, after_id=after_id, limit=limit
+            s, caller, id, status=status, after_id=page.offset, limit=page.limit
         )
     )
     return [_delivery(d) for d in rows]
@@ -374,10 +367,10 @@ async def list_attempts(
     caller: Caller,
     services: Services,
     after: Annotated[str | None, Query(description="id of the last attempt seen")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    limit: Annotated[str | None, Query(description="1-100, default 100")] = None,
 ) -> list[AttemptOut]:
-    after_id = _numeric(after, "after")
+    page = PageRequest.parse(after, limit, default_limit=MAX_LIMIT)
     rows = await services.db.run(
-        lambda s: webhooks.list_attempts(s, caller, id, after_id=after_id, limit=limit)
+        lambda s: webhooks.list_attempts(s, caller, id, after_id=page.offset, limit=page.limit)
     )
     return [_attempt(a) for a in rows]

@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
+from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -137,6 +138,8 @@ def create_app(
         public_paths=frozenset({OPENAPI_URL, DOCS_URL, f"{DOCS_URL}/oauth2-redirect"}),
     )
     app.state.verifier = verifier
+    # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
+    app.add_middleware(EdgeMiddleware, body_limits={f"{sign.PREFIX}/": sign.MAX_FORM})
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

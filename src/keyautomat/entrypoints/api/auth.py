@@ -1,6 +1,7 @@
 """Signed-request authentication (spec/auth.md §3), as one lean ASGI middleware.
 
-It runs before routing and body validation: it reads the raw body once,
+It runs before routing and body validation (inside the edge middleware, which
+bounds the body): it reads the raw body once,
 verifies the signature, and hands the same bytes on to the application, so
 nothing is read or parsed twice. The caller's principal is left in the request
 state for the ``Caller`` dependency.
@@ -8,27 +9,26 @@ state for the ``Caller`` dependency.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
-from keyautomat.entrypoints.api.errors import error_body
+from keyautomat.domain.text import text_problem
+from keyautomat.entrypoints.api.errors import send_error
 from keyautomat.service_layer.accounts import AccountKey
 from keyautomat.service_layer.principal import Principal
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1 << 20
 MISSING_HEADERS = "Missing authentication headers"
 BAD_TIMESTAMP = "Request timestamp is invalid or expired"
 UNKNOWN_ACCOUNT = "Unknown service account"
@@ -189,6 +189,10 @@ class SignatureVerifier:
         signature = headers.get(b"x-signature", b"").decode("latin-1")
         if not account_id or not timestamp or not signature:
             return Rejection(401, MISSING_HEADERS, "a signing header is missing")
+        problem = text_problem(account_id)
+        if problem is not None:
+            # The account id is looked up in the database, which refuses NUL in text.
+            return Rejection(400, f"x-service-account-id: {problem}", "unstorable account id")
         now_ms = self.clock_ms()
         if (
             not _is_ascii_number(timestamp, max_digits=16)
@@ -250,17 +254,12 @@ class SignedRequestMiddleware:
         if scope["type"] != "http" or not self._is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
-        body, too_large = await _read_body(receive)
-        if too_large:
-            await _send_json(send, 413, error_body(413, "Request body is too large"))
-            return
+        body = await _read_body(receive)
         headers = dict(scope["headers"])
         outcome = await self.verifier.verify(scope, headers, body)
         if isinstance(outcome, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
-            await _send_json(
-                send, outcome.status, error_body(outcome.status, outcome.message), outcome.headers
-            )
+            await send_error(send, outcome.status, outcome.message, outcome.headers)
             return
         scope.setdefault("state", {})["principal"] = outcome
         if body and b"content-type" not in headers:
@@ -279,34 +278,17 @@ class SignedRequestMiddleware:
         await self.app(scope, replay_body, send)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body; the edge middleware has already bounded its size."""
     chunks: list[bytes] = []
-    size = 0
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return b"", True
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    return b"".join(chunks), False
-
-
-async def _send_json(
-    send: Send, status: int, payload: Any, extra_headers: tuple[tuple[bytes, bytes], ...] = ()
-) -> None:
-    data = json.dumps(payload, separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(data)).encode()),
-        *extra_headers,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    return b"".join(chunks)
 
 
 async def _principal(request: Request) -> Principal:

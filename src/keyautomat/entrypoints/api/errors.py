@@ -1,11 +1,15 @@
 """Every error leaves the API in one shape (spec/gaps.md A1), mapped here and nowhere else.
 
+(Unexpected exceptions are answered 500 by the edge middleware, ``edge.py``, through
+``send_error`` below, so that the connection stays usable.)
+
 ``{"statusCode": 400, "message": "<text>" | ["<text>", ...], "error": "Bad Request"}``;
 ``message`` is a list for field-validation failures and names each offending field.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -14,7 +18,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError as DatabaseDataError
+from sqlalchemy.exc import DBAPIError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Send
 
 from keyautomat.domain.errors import (
     Conflict,
@@ -45,6 +53,52 @@ def error_response(
     status: int, message: str | list[str], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str | list[str],
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """The one shape sent straight from an ASGI middleware, where no response class runs."""
+    data = json.dumps(error_body(status, message), separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+INVALID_DATA = "Request contains a value the database cannot store"
+
+
+def is_invalid_data(exc: StatementError) -> bool:
+    """A statement refused for the data it carried, not for a fault of the server.
+
+    PostgreSQL reports NUL in text and out-of-range numbers as a DataError; values
+    the driver cannot even bind (an unencodable string) arrive as a StatementError
+    around a ValueError or OverflowError.
+    """
+    if isinstance(exc, DatabaseDataError):
+        return True
+    return not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | OverflowError)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers (Starlette names one route's)."""
+    base = {k: v for k, v in request.scope.items() if k in {"type", "path", "root_path", "headers"}}
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**base, "method": method})[0] is Match.FULL for route in routes)
+    ]
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -89,13 +143,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, describe_validation_errors(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
             detail = "Cannot find the requested resource"
-        return error_response(exc.status_code, detail, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(exc.status_code, detail, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "Internal server error")
+    @app.exception_handler(StatementError)
+    async def _database(request: Request, exc: StatementError) -> JSONResponse:
+        # A backstop: the edge refuses bad text and numbers before they reach a statement.
+        if is_invalid_data(exc):
+            log.warning("invalid data on %s %s: %s", request.method, request.url.path, exc.orig)
+            return error_response(400, [INVALID_DATA])
+        raise exc
+
+    # Any other exception is answered 500 by the edge middleware (edge.py), which
+    # also keeps the connection usable.

@@ -16,11 +16,14 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
 from keyautomat.domain.errors import InvalidInput, NotFound
+from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.service_layer import mechanical_contracts as service
 
-router = APIRouter(prefix="/sign", include_in_schema=False)
+PREFIX = "/sign"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
+# The edge middleware enforces it while the form arrives (app.py), before this handler runs.
 MAX_FORM = 512 * 1024
 
 # A drawing pad without dependencies: the strokes go along as a PNG data URL.
@@ -78,11 +81,13 @@ async def show(token: str, services: Services) -> HTMLResponse:
 @router.post("/{token}")
 async def submit(token: str, request: Request, services: Services) -> HTMLResponse:
     raw = await request.body()
-    if len(raw) > MAX_FORM:
-        return _page("Too large", "<p>The signature is too large.</p>", 413)
     form = parse_qs(raw.decode("utf-8", "replace"))
     name = (form.get("name") or [""])[0]
     drawn = (form.get("signature") or [""])[0] or None
+    for field, value in (("name", name), ("signature", drawn or "")):
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidInput(field, problem)
     now = services.clock.now()
 
     def work(session: Session) -> str | None:

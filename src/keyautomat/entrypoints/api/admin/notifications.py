@@ -10,15 +10,14 @@ from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from keyautomat.domain.errors import InvalidInput
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import ApiModel, StrictBool, StrictInt, UtcDatetime
 from keyautomat.service_layer import notifications
 from keyautomat.service_layer.notifications import NotificationRecord, SettingsOverride
+from keyautomat.service_layer.pagination import PageRequest
 
 router = APIRouter(tags=["admin: notifications"])
-MAX_LIMIT = 100
 
 
 class Notification(ApiModel):
@@ -76,10 +75,8 @@ async def list_notifications(
     after: str | None = None,
     limit: str | None = None,
 ) -> NotificationList:
-    after_id = _int_param(after, "after", 0)
-    size = min(_int_param(limit, "limit", 50), MAX_LIMIT)
-    if size < 1:
-        raise InvalidInput("limit", "must be at least 1")
+    request = PageRequest.parse(after, limit, default_limit=50)
+    after_id, size = request.offset, request.limit
 
     def work(session: Session) -> list[NotificationRecord]:
         return notifications.list_notifications(
@@ -100,14 +97,6 @@ async def list_notifications(
         has_next=len(records) > size,
         data=[Notification.of(r) for r in page],
     )
-
-
-def _int_param(value: str | None, field: str, default: int) -> int:
-    if value in (None, ""):
-        return default
-    if not value.isdigit():
-        raise InvalidInput(field, "must be a non-negative integer")
-    return int(value)
 
 
 class ChannelDefaults(ApiModel):

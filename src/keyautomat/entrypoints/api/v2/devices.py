@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
+from fastapi import APIRouter, Response
+from pydantic import AfterValidator, Field
+
+from keyautomat.adapters.device_protocol import MAX_CODE_LENGTH
+from keyautomat.domain.text import is_ascii_digits
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import ApiModel, NonEmptyStr, StrictBool
+from keyautomat.entrypoints.api.schemas import ApiModel, StrictBool, StrictStr
 
 router = APIRouter(prefix="/automats", tags=["automats"])
 
 
+def _keypad_code(value: str) -> str:
+    if not is_ascii_digits(value):
+        raise ValueError("must be a string of the digits 0-9")
+    return value
+
+
+# What the automat's keypad can type and the device protocol can carry; checked here,
+# so that a code the gateway could not send is a 400, not a failure in the gateway.
+KeypadCode = Annotated[
+    StrictStr, Field(min_length=1, max_length=MAX_CODE_LENGTH), AfterValidator(_keypad_code)
+]
+
+
 class SendPincodeDto(ApiModel):
-    pincode: NonEmptyStr
+    pincode: KeypadCode
     proximity_check: StrictBool = False
 
 
@@ -22,7 +40,7 @@ class SendPincodeResponseDto(ApiModel):
 
 
 class CancelSendPincodeDto(ApiModel):
-    pincode: NonEmptyStr
+    pincode: KeypadCode
 
 
 @router.post("/{id}/sendPincode", operation_id="AutomatsController_sendPincode")
