@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
+from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import error_body
 from keyautomat.service_layer.accounts import AccountKey
 from keyautomat.service_layer.principal import Principal
@@ -245,6 +246,10 @@ class SignedRequestMiddleware:
             )
             return
         scope.setdefault("state", {})["principal"] = outcome
+        problems = body_problems(body)
+        if problems:
+            await _send_json(send, 400, error_body(400, problems))
+            return
         if body and b"content-type" not in headers:
             # Bodies of this API are always JSON; a client that forgot the header
             # (the Go example sends it on POST only) still gets its body parsed.

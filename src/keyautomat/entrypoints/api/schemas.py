@@ -17,8 +17,9 @@ from pydantic import (
     StrictStr,
 )
 from pydantic.alias_generators import to_camel
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from keyautomat.domain.text import printable
 from keyautomat.service_layer.pagination import Page
 
 T = TypeVar("T")
@@ -52,6 +53,32 @@ __all__ = [
 ]
 
 
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def encode_json(payload: Any) -> bytes:
+    """The JSON of a response; text that cannot be UTF-8 (a lone surrogate read back
+    from a stored row) is written with U+FFFD instead of failing the response."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return orjson.dumps(_printable(payload))
+
+
+class SafeJSONResponse(JSONResponse):
+    """The response class of every route and error: renders through ``encode_json``."""
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
+
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """Serialise an already wire-shaped payload once, skipping response-model validation.
 
@@ -59,7 +86,7 @@ def json_response(payload: Any, status_code: int = 200) -> Response:
     ``response_model`` so the OpenAPI document describes the shape.
     """
     return Response(
-        content=orjson.dumps(payload), status_code=status_code, media_type="application/json"
+        content=encode_json(payload), status_code=status_code, media_type="application/json"
     )
 
 

@@ -1,0 +1,159 @@
+"""What every JSON body must meet, whatever route takes it (issue 11, items 8, 10, 13, 15-17).
+
+Bodies are sent as raw bytes: ``"\\ud800"`` is valid JSON but cannot be encoded
+by the client's own serialiser, which is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters.orm_contracts import contracts
+from keyautomat.bootstrap import Container
+from tests.conftest import Tenant
+from tests.contract_helpers import period, stocked_automat
+from tests.integration.test_mechanical_contracts import CONTACT, _times, device_keys
+
+ILOQ = "/iloq/keycontracts"
+MECHANICAL = "/mechanical/keycontracts"
+RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
+SURROGATE = "x\ud800"
+
+
+def send(tenant: Tenant, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """Status and decoded answer of a request whose body is ``json.dumps(body)`` (ASCII)."""
+    response = tenant.api.request(method, path, raw_body=json.dumps(body))
+    return response.status_code, response.json() if response.content else None
+
+
+def iloq_body(automat_id: str, **extra: Any) -> dict[str, Any]:
+    start, end = period()
+    body = {
+        "contractType": 1,
+        "accessRightIds": [RIGHT],
+        "numberOfKeys": 1,
+        "keyAutomatId": automat_id,
+        "start": start,
+        "end": end,
+        **extra,
+    }
+    return {"input": body}
+
+
+def mechanical_body(**extra: Any) -> dict[str, Any]:
+    start, end = _times()
+    return {"start": start, "end": end, "contact": CONTACT, "keys": [{"id": "k1"}], **extra}
+
+
+# --- item 16: lone surrogates and NUL ----------------------------------------------------
+
+
+def test_a_surrogate_in_an_iloq_contact_name_is_refused_and_nothing_is_committed(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, contact={"name": SURROGATE}))
+    assert status == 400
+    assert answer["message"] == ["input.contact.name: must not contain unpaired UTF-16 surrogates"]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+def test_a_surrogate_in_an_access_right_id_is_refused_before_anything_is_stored(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, accessRightIds=[SURROGATE]))
+    assert status == 400
+    assert answer["message"] == [
+        "input.accessRightIds.0: must not contain unpaired UTF-16 surrogates"
+    ]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+def test_a_surrogate_in_a_mechanical_contact_name_is_refused_and_nothing_is_committed(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "k1")
+    status, answer = send(
+        acme, "POST", MECHANICAL, mechanical_body(contact={**CONTACT, "name": SURROGATE})
+    )
+    assert status == 400
+    assert answer["message"] == ["contact.name: must not contain unpaired UTF-16 surrogates"]
+    assert acme.api.get(MECHANICAL)["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/groups", {"name": "G", "customerId": "c\x00", "type": 1}, "customerId"),
+        (
+            "/mechanical/keys",
+            {
+                "id": "k",
+                "name": SURROGATE,
+                "away": False,
+                "selectedStorage": {"manualStorageInfo": "Shelf"},
+            },
+            "name",
+        ),
+        ("/automats/install", {"name": "A", "label": SURROGATE, "product": "key20"}, "label"),
+        (
+            "/automats/install",
+            {"name": "A", "postalCode": "0\x00", "product": "key20"},
+            "postalCode",
+        ),
+    ],
+)
+def test_nul_and_surrogates_are_refused_in_typed_bodies_too(
+    acme: Tenant, path: str, body: dict[str, Any], field: str
+) -> None:
+    status, answer = send(acme, "POST", path, body)
+    assert status == 400
+    assert len(answer["message"]) == 1
+    assert answer["message"][0].startswith(f"{field}: must not contain ")
+
+
+def test_a_property_name_with_a_nul_is_refused(acme: Tenant) -> None:
+    status, answer = send(
+        acme, "POST", "/groups", {"name": "G", "customerId": "c", "type": 1, "x\x00": 1}
+    )
+    assert status == 400
+    assert answer["message"] == ["body: a property name must not contain NUL characters"]
+
+
+def test_a_stored_surrogate_is_answered_with_a_replacement_character_not_a_500(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    created = acme.api.post(ILOQ, iloq_body(automat_id, contact={"name": "Jane"}))
+
+    def corrupt(session: Session) -> None:
+        # How such rows came to be before bodies were checked: JSON text with an escape.
+        session.execute(
+            update(contracts)
+            .where(contracts.c.id == created["id"])
+            .values(contact='{"name": "x\\ud800"}', request=created_request(created))
+        )
+
+    container.db.transaction(corrupt)
+    one = acme.api.get(f"{ILOQ}/{created['id']}")
+    assert one["contact"]["name"] == "x\ufffd"
+    assert one["accessRightIds"] == ["\ufffd"]
+    listed = acme.api.get(ILOQ)["data"]
+    assert [c["contact"]["name"] for c in listed] == ["x\ufffd"]
+
+
+def created_request(created: dict[str, Any]) -> str:
+    request = {k: created[k] for k in ("numberOfKeys", "keyIds", "keyAutomatId", "groupId")}
+    return json.dumps({**request, "accessRightIds": ["\ud800"]})
+
+
+def test_a_body_nested_too_deeply_for_the_decoder_is_a_400(acme: Tenant) -> None:
+    response = acme.api.request("POST", "/groups", raw_body="[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400
+    assert response.json()["message"] == ["body: is nested too deeply"]
