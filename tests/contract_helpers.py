@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.bootstrap import Container
 from keyautomat.domain.model import LifecycleState
+from keyautomat.domain.times import format_utc
 from tests.conftest import Tenant
 from tests.devices import install
 
@@ -52,4 +53,4 @@ def period(hours_from_now: float = -1, length_hours: float = 48) -> tuple[str, s
 
 
 def iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return format_utc(value)

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
 
 from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
 from tests.conftest import Tenant
 from tests.contract_helpers import period, stocked_automat
+from tests.devices import admin_client
 from tests.integration.test_mechanical_contracts import CONTACT, _times, device_keys
 
 ILOQ = "/iloq/keycontracts"
@@ -157,3 +159,52 @@ def test_a_body_nested_too_deeply_for_the_decoder_is_a_400(acme: Tenant) -> None
     response = acme.api.request("POST", "/groups", raw_body="[" * 100_000 + "]" * 100_000)
     assert response.status_code == 400
     assert response.json()["message"] == ["body: is nested too deeply"]
+
+
+# --- item 17: date-times out of range -----------------------------------------------------
+
+LATE_END = "9999-12-31T23:59:59-14:00"
+EARLY_START = "0001-01-01T00:00:00+14:00"
+OUT_OF_RANGE = "must lie between 2000-01-01T00:00:00Z and 2999-12-31T23:59:59Z"
+
+
+@pytest.mark.parametrize(("field", "value"), [("end", LATE_END), ("start", EARLY_START)])
+def test_an_iloq_contract_with_a_date_time_beyond_the_range_is_a_400(
+    container: Container, acme: Tenant, field: str, value: str
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, **{field: value}))
+    assert status == 400
+    assert answer["message"] == [f"{field}: {OUT_OF_RANGE}"]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("end", LATE_END), ("start", EARLY_START)])
+def test_a_mechanical_patch_with_a_date_time_beyond_the_range_is_a_400(
+    container: Container, acme: Tenant, field: str, value: str
+) -> None:
+    device_keys(container, acme, "k1")
+    created = acme.api.post(MECHANICAL, mechanical_body())
+    status, answer = send(acme, "PATCH", f"{MECHANICAL}/{created['id']}", {field: value})
+    assert status == 400
+    assert answer["message"] == [f"{field}: {OUT_OF_RANGE}"]
+    assert acme.api.get(f"{MECHANICAL}/{created['id']}")[field] == created[field]
+
+
+def test_a_typed_date_time_beyond_the_range_is_a_400(acme: Tenant, http: TestClient) -> None:
+    response = admin_client(acme, http).request(
+        "POST", "/admin/webhooks/unknown/recover", {"since": LATE_END}
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == [f"since: {OUT_OF_RANGE}"]
+
+
+def test_date_times_at_the_edges_of_the_range_are_accepted_and_answered_in_utc(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "k1")
+    created = acme.api.post(
+        MECHANICAL, mechanical_body(start="2000-01-01T00:00:00Z", end="2999-12-31T23:59:59+00:00")
+    )
+    assert created["start"] == "2000-01-01T00:00:00.000Z"
+    assert created["end"] == "2999-12-31T23:59:59.000Z"

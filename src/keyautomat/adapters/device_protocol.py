@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +27,8 @@ from pydantic import (
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
+
+from keyautomat.domain.times import format_utc
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -57,12 +59,7 @@ class ProtocolError(Exception):
     """A message that is not valid under this protocol version; it is dropped, never applied."""
 
 
-def _format_time(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-Time = Annotated[AwareDatetime, PlainSerializer(_format_time, return_type=str)]
+Time = Annotated[AwareDatetime, PlainSerializer(format_utc, return_type=str)]
 MessageId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 HwId = Annotated[StrictStr, Field(pattern=HW_ID_PATTERN)]
 Code = Annotated[StrictStr, Field(min_length=1, max_length=32)]
@@ -315,7 +312,7 @@ def encode(
         "v": PROTOCOL_VERSION,
         "id": message_id or new_message_id(),
         "type": type_,
-        "occurredAt": _format_time(occurred_at),
+        "occurredAt": format_utc(occurred_at),
         "hwId": hw_id,
         "data": data.model_dump(mode="json", by_alias=True),
     }

@@ -43,6 +43,7 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
+from keyautomat.domain.times import parse_time
 from keyautomat.service_layer import contract_steps, devices, notifications
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import iloq_keys as registry
@@ -84,18 +85,6 @@ class NewContract:
             return len(self.key_ids)
         assert self.number_of_keys is not None
         return self.number_of_keys
-
-
-def parse_time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidInput(name, "must be an ISO 8601 date-time string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(name, "must be an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise InvalidInput(name, "must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z")
-    return parsed
 
 
 def _string_list(value: Any, name: str, *, allow_empty: bool = False) -> list[str]:

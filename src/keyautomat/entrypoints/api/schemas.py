@@ -17,28 +17,25 @@ from pydantic import (
     StrictStr,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, Response
 
 from keyautomat.domain.text import printable
+from keyautomat.domain.times import format_utc, time_problem
 from keyautomat.service_layer.pagination import Page
 
 T = TypeVar("T")
 
 
-def format_utc(value: datetime) -> str:
-    """``YYYY-MM-DDTHH:mm:ss.sssZ``, the one timestamp format of every response."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _require_offset(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z")
+def _input_time(value: datetime) -> datetime:
+    reason = time_problem(value)
+    if reason is not None:
+        raise PydanticCustomError("datetime_range", reason)
     return value.astimezone(UTC)
 
 
 UtcDatetime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
-InputDatetime = Annotated[datetime, AfterValidator(_require_offset)]
+InputDatetime = Annotated[datetime, AfterValidator(_input_time)]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 
 __all__ = [
