@@ -7,6 +7,7 @@ by the client's own serialiser, which is the point.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from starlette.testclient import TestClient
 
 from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
+from keyautomat.domain.errors import InvalidInput
+from keyautomat.service_layer import devices
 from tests.conftest import Tenant
 from tests.contract_helpers import period, stocked_automat
-from tests.devices import admin_client
+from tests.devices import admin_client, install
 from tests.integration.test_mechanical_contracts import CONTACT, _times, device_keys
 
 ILOQ = "/iloq/keycontracts"
@@ -208,3 +211,52 @@ def test_date_times_at_the_edges_of_the_range_are_accepted_and_answered_in_utc(
     )
     assert created["start"] == "2000-01-01T00:00:00.000Z"
     assert created["end"] == "2999-12-31T23:59:59.000Z"
+
+
+# --- item 10: pincodes are ASCII digits ---------------------------------------------------
+
+UNTYPEABLE = ["١٢٣٤٥٦", "¹²³⁴", "１２３４"]
+DIGITS_ONLY = "must be a string of the digits 0-9"
+
+
+@pytest.mark.parametrize("code", UNTYPEABLE)
+def test_an_iloq_contract_pincode_of_non_ascii_digits_is_refused(
+    container: Container, acme: Tenant, code: str
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, pincodes=[code]))
+    assert status == 400
+    assert answer["message"] == [f"pincodes.0: {DIGITS_ONLY}"]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+@pytest.mark.parametrize("code", UNTYPEABLE)
+def test_a_mechanical_contract_pincode_of_non_ascii_digits_is_refused(
+    container: Container, acme: Tenant, code: str
+) -> None:
+    device_keys(container, acme, "k1")
+    body = mechanical_body(keys=[{"id": "k1", "storageInfo": {"pincode": code}}])
+    status, answer = send(acme, "POST", MECHANICAL, body)
+    assert status == 400
+    assert answer["message"] == [f"keys.0.storageInfo.pincode: {DIGITS_ONLY}"]
+
+
+@pytest.mark.parametrize("code", UNTYPEABLE)
+def test_the_device_layer_refuses_a_code_of_non_ascii_digits(
+    container: Container, acme: Tenant, code: str
+) -> None:
+    automat = install(acme)
+    now = datetime.now(UTC)
+    with pytest.raises(InvalidInput) as info:
+        container.db.transaction(
+            lambda s: devices.add_pincode(
+                s,
+                automat["id"],
+                code=code,
+                locker_index=0,
+                valid_from=now,
+                valid_until=now + timedelta(hours=1),
+                purpose="fetch",
+            )
+        )
+    assert info.value.message == f"pincode: {DIGITS_ONLY}"
