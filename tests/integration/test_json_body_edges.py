@@ -260,3 +260,35 @@ def test_the_device_layer_refuses_a_code_of_non_ascii_digits(
             )
         )
     assert info.value.message == f"pincode: {DIGITS_ONLY}"
+
+
+# --- item 15: integers in bodies are bounded ----------------------------------------------
+
+
+def test_a_number_of_keys_too_big_for_any_column_is_a_400_and_nothing_is_stored(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, numberOfKeys=2**70))
+    assert status == 400
+    assert answer["message"] == [
+        "input.numberOfKeys: must be an integer between -9007199254740991 and 9007199254740991"
+    ]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+def test_a_number_of_keys_beyond_what_an_automat_can_hold_is_a_400(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, numberOfKeys=1001))
+    assert status == 400
+    assert answer["message"] == ["numberOfKeys: must be an integer from 1 to 1000"]
+
+
+def test_a_non_finite_number_is_a_400(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    raw = json.dumps(iloq_body(automat_id)).replace('"numberOfKeys": 1', '"numberOfKeys": NaN')
+    response = acme.api.request("POST", ILOQ, raw_body=raw)
+    assert response.status_code == 400
+    assert response.json()["message"] == ["input.numberOfKeys: must be a finite number"]

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from keyautomat.domain.devices import MAX_LOCKERS
 from keyautomat.domain.times import format_utc
 
 PROTOCOL_VERSION = 1
@@ -80,7 +81,7 @@ class Data(BaseModel):
 class Hello(Data):
     installation_pincode: Code | None = None
     product: Literal["key20", "key30"]
-    locker_count: Annotated[StrictInt, Field(ge=1, le=1000)]
+    locker_count: Annotated[StrictInt, Field(ge=1, le=MAX_LOCKERS)]
     firmware: Annotated[StrictStr, Field(max_length=64)] | None = None
     sync_version: StrictInt | None = None
 
@@ -105,7 +106,7 @@ class LockerState(Data):
 
 
 class LockerInventory(Data):
-    lockers: Annotated[list[LockerState], Field(max_length=1000)]
+    lockers: Annotated[list[LockerState], Field(max_length=MAX_LOCKERS)]
 
 
 class CodeEntered(Data):

@@ -10,12 +10,15 @@ import enum
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from keyautomat.domain.devices import PincodePurpose
+from keyautomat.domain.devices import MAX_LOCKERS, PincodePurpose
 from keyautomat.domain.text import is_ascii_digits
 
 # "No end" in reservation rows: far enough to outlive every contract, and a real
 # value so that an overlap test is one index range (see orm_contracts.py).
 OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
+
+# Keys of one contract: numberOfKeys, keyIds and mechanical keys (docs/api.md).
+MAX_KEYS_PER_CONTRACT = MAX_LOCKERS
 
 MIN_PINCODE_LENGTH = 4
 MAX_PINCODE_LENGTH = 10

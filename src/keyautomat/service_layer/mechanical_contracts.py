@@ -30,6 +30,7 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.contracts import (
+    MAX_KEYS_PER_CONTRACT,
     OPEN_END,
     ContractType,
     KeyStatus,
@@ -129,6 +130,8 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
 def _key_inputs(value: Any) -> list[KeyInput]:  # noqa: PLR0912 - one rule per field
     if not isinstance(value, list) or not value:
         raise InvalidInput("keys", "must be a non-empty array")
+    if len(value) > MAX_KEYS_PER_CONTRACT:
+        raise InvalidInput("keys", f"must hold at most {MAX_KEYS_PER_CONTRACT} keys")
     result: list[KeyInput] = []
     for index, item in enumerate(value):
         name = f"keys.{index}"
