@@ -292,3 +292,17 @@ def test_a_non_finite_number_is_a_400(container: Container, acme: Tenant) -> Non
     response = acme.api.request("POST", ILOQ, raw_body=raw)
     assert response.status_code == 400
     assert response.json()["message"] == ["input.numberOfKeys: must be a finite number"]
+
+
+# --- item 13: validation gaps -------------------------------------------------------------
+
+
+def test_an_iloq_key_id_with_a_trailing_newline_is_refused(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    body = iloq_body(automat_id, keyIds=["K-1\n"])
+    del body["input"]["numberOfKeys"]
+    status, answer = send(acme, "POST", ILOQ, body)
+    assert status == 400
+    assert answer["message"] == ["keyIds.0: must be an iLOQ key id (a UUID, at most 64 characters)"]

@@ -383,8 +383,8 @@ def hw_id_of_up_topic(prefix: str, topic: str) -> str | None:
     if not topic.startswith(head) or not topic.endswith("/up"):
         return None
     hw_id = topic[len(head) : -len("/up")]
-    return hw_id if _HW_ID.match(hw_id) else None
+    return hw_id if _HW_ID.fullmatch(hw_id) else None
 
 
 def valid_hw_id(value: str) -> bool:
-    return bool(_HW_ID.match(value))
+    return bool(_HW_ID.fullmatch(value))
