@@ -15,18 +15,19 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer import devices
-from tests.conftest import Tenant
-from tests.contract_helpers import period, stocked_automat
+from tests.conftest import Tenant, make_tenant
+from tests.contract_helpers import RIGHT, grant_access_right, period, stocked_automat
 from tests.devices import admin_client, install
 from tests.integration.test_mechanical_contracts import CONTACT, _times, device_keys
 
 ILOQ = "/iloq/keycontracts"
 MECHANICAL = "/mechanical/keycontracts"
-RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
+
 SURROGATE = "x\ud800"
 
 
@@ -306,3 +307,39 @@ def test_an_iloq_key_id_with_a_trailing_newline_is_refused(
     status, answer = send(acme, "POST", ILOQ, body)
     assert status == 400
     assert answer["message"] == ["keyIds.0: must be an iLOQ key id (a UUID, at most 64 characters)"]
+
+
+def test_an_unknown_access_right_is_refused_at_creation_not_at_the_automat(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(
+        acme, "POST", ILOQ, iloq_body(automat_id, accessRightIds=[RIGHT, "does-not-exist"])
+    )
+    assert status == 400
+    assert answer["message"] == ["accessRightIds.1: unknown access right"]
+    assert acme.api.get(ILOQ)["data"] == []
+
+
+def test_an_access_right_not_enabled_for_the_api_is_refused_at_creation(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    office = container.db.transaction(
+        lambda s: EmulatedSystem(s, acme.unit_id).add_access_right("Office", api_enabled=False)
+    )
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, accessRightIds=[office]))
+    assert status == 400
+    assert answer["message"] == ["accessRightIds.0: unknown access right"]
+
+
+def test_another_units_access_right_is_unknown_to_the_caller(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    other = make_tenant(container, http, name="Other Housing")
+    theirs = "0b7c4a4e-3f55-4d0f-9d55-1c1b3c9f0a01"
+    grant_access_right(container, other.unit_id, theirs)
+    automat_id, _ = stocked_automat(container, acme, keys=2)
+    status, answer = send(acme, "POST", ILOQ, iloq_body(automat_id, accessRightIds=[theirs]))
+    assert status == 400
+    assert answer["message"] == ["accessRightIds.0: unknown access right"]
