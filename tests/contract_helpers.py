@@ -63,6 +63,21 @@ def stocked_automat(
     return automat["id"], key_ids
 
 
+def default_contract(automat_id: str, **extra: Any) -> dict[str, Any]:
+    """A valid iLOQ default-contract body for one key of ``automat_id``, ``extra`` on top."""
+    start, end = period()
+    body = {
+        "contractType": 1,
+        "accessRightIds": [RIGHT],
+        "numberOfKeys": 1,
+        "keyAutomatId": automat_id,
+        "start": start,
+        "end": end,
+    }
+    body.update(extra)
+    return {"input": body}
+
+
 def period(hours_from_now: float = -1, length_hours: float = 48) -> tuple[str, str]:
     start = datetime.now(UTC) + timedelta(hours=hours_from_now)
     end = start + timedelta(hours=length_hours)

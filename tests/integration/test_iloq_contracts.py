@@ -17,7 +17,14 @@ from keyautomat.client import ApiError
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
-from tests.contract_helpers import RIGHT, grant_access_right, iso, period, stocked_automat
+from tests.contract_helpers import (
+    RIGHT,
+    default_contract,
+    grant_access_right,
+    iso,
+    period,
+    stocked_automat,
+)
 
 PATH = "/iloq/keycontracts"
 
@@ -28,18 +35,7 @@ def _error(tenant: Tenant, body: Any, method: str = "POST", path: str = PATH) ->
     return info.value.status_code, info.value.response.json()["message"]
 
 
-def _default(automat_id: str, **extra: Any) -> dict[str, Any]:
-    start, end = period()
-    body = {
-        "contractType": 1,
-        "accessRightIds": [RIGHT],
-        "numberOfKeys": 1,
-        "keyAutomatId": automat_id,
-        "start": start,
-        "end": end,
-    }
-    body.update(extra)
-    return {"input": body}
+_default = default_contract
 
 
 def test_it_creates_a_default_contract_with_a_pincode_per_key(

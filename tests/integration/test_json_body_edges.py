@@ -21,7 +21,12 @@ from keyautomat.bootstrap import Container
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer import devices
 from tests.conftest import Tenant, make_tenant
-from tests.contract_helpers import RIGHT, grant_access_right, period, stocked_automat
+from tests.contract_helpers import (
+    RIGHT,
+    default_contract,
+    grant_access_right,
+    stocked_automat,
+)
 from tests.devices import admin_client, install
 from tests.integration.test_mechanical_contracts import CONTACT, _times, device_keys
 
@@ -37,18 +42,7 @@ def send(tenant: Tenant, method: str, path: str, body: Any) -> tuple[int, Any]:
     return response.status_code, response.json() if response.content else None
 
 
-def iloq_body(automat_id: str, **extra: Any) -> dict[str, Any]:
-    start, end = period()
-    body = {
-        "contractType": 1,
-        "accessRightIds": [RIGHT],
-        "numberOfKeys": 1,
-        "keyAutomatId": automat_id,
-        "start": start,
-        "end": end,
-        **extra,
-    }
-    return {"input": body}
+iloq_body = default_contract
 
 
 def mechanical_body(**extra: Any) -> dict[str, Any]:
