@@ -14,6 +14,8 @@ query parameters, forms, device messages) calls them.
 from __future__ import annotations
 
 import math
+from collections import deque
+from typing import Any
 
 _ASCII_DIGITS = frozenset("0123456789")
 
@@ -22,6 +24,8 @@ def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be accepted as text, or None when it can."""
     if "\x00" in value:
         return "must not contain NUL characters"
+    if value.isascii():
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -41,47 +45,64 @@ _MAX_REPORTED = 20
 _INTEGER_RANGE = f"must be an integer between {-MAX_JSON_INTEGER} and {MAX_JSON_INTEGER}"
 
 
+# Where a value sits in a document: (where its parent sits, its key or index); None
+# for the document itself. Kept as links and spelled out only for a problem.
+_Place = tuple[Any, str | int] | None
+_Container = dict[Any, Any] | list[Any]
+
+
 def json_problems(value: object) -> list[str]:
     """Every string, property name and number of a decoded JSON document checked at once.
 
     Each problem names its place like ``contact.name`` or ``accessRightIds.0``
     (``body`` for the document itself). Integers must lie within
     ±``MAX_JSON_INTEGER``; ``NaN`` and ``Infinity`` (which Python's decoder
-    accepts) are refused. The walk keeps its own stack, so nesting depth
-    cannot exhaust the interpreter's.
+    accepts) are refused. The walk keeps its own queue, so nesting depth
+    cannot exhaust the interpreter's stack.
     """
     problems: list[str] = []
-    stack: list[tuple[str, object]] = [("", value)]
-    while stack and len(problems) < _MAX_REPORTED:
-        path, item = stack.pop()
-        where = path or "body"
-        if isinstance(item, str):
-            reason = text_problem(item)
-            if reason is not None:
-                problems.append(f"{where}: {reason}")
-        elif isinstance(item, bool) or item is None:
-            continue
-        elif isinstance(item, int):
-            if not -MAX_JSON_INTEGER <= item <= MAX_JSON_INTEGER:
-                problems.append(f"{where}: {_INTEGER_RANGE}")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                problems.append(f"{where}: must be a finite number")
-        elif isinstance(item, dict):
-            children: list[tuple[str, object]] = []
+    pending: deque[tuple[_Container, _Place]] = deque()
+    _check(value, None, pending, problems)
+    while pending and len(problems) < _MAX_REPORTED:
+        item, place = pending.popleft()
+        if isinstance(item, dict):
             for key, child in item.items():
                 reason = text_problem(key)
                 if reason is not None:
-                    problems.append(f"{where}: a property name {reason}")
-                    continue
-                children.append((f"{path}.{key}" if path else key, child))
-            stack.extend(reversed(children))
-        elif isinstance(item, list):
-            stack.extend(
-                (f"{path}.{index}" if path else str(index), child)
-                for index, child in reversed(list(enumerate(item)))
-            )
-    return problems
+                    problems.append(f"{_spell(place)}: a property name {reason}")
+                else:
+                    _check(child, (place, key), pending, problems)
+        else:
+            for index, child in enumerate(item):
+                _check(child, (place, index), pending, problems)
+    return problems[:_MAX_REPORTED]
+
+
+def _check(
+    item: object, place: _Place, pending: deque[tuple[_Container, _Place]], problems: list[str]
+) -> None:
+    if isinstance(item, str):
+        reason = text_problem(item)
+        if reason is not None:
+            problems.append(f"{_spell(place)}: {reason}")
+    elif isinstance(item, dict | list):
+        pending.append((item, place))
+    elif isinstance(item, bool) or item is None:
+        return
+    elif isinstance(item, int):
+        if not -MAX_JSON_INTEGER <= item <= MAX_JSON_INTEGER:
+            problems.append(f"{_spell(place)}: {_INTEGER_RANGE}")
+    elif isinstance(item, float) and not math.isfinite(item):
+        problems.append(f"{_spell(place)}: must be a finite number")
+
+
+def _spell(place: _Place) -> str:
+    parts: list[str] = []
+    while place is not None:
+        parent, key = place
+        parts.append(str(key))
+        place = parent
+    return ".".join(reversed(parts)) or "body"
 
 
 def printable(value: str) -> str:
