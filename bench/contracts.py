@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 from support import serve
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.migrate import upgrade
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
 from keyautomat.bootstrap import bootstrap
@@ -69,6 +70,8 @@ def seed(container: Any, existing: int) -> tuple[str, str, str]:
         created = accounts.create_service_account(
             session, None, organization_unit_id=unit.id, name="bench", role=Role.ADMIN, now=now
         )
+        # Contracts name an access right their unit's (emulated) iLOQ system offers.
+        EmulatedSystem(session, unit.id).add_access_right("Bench door", id="r")
         group_id = new_object_id()
         session.execute(
             insert(orm.groups).values(

@@ -6,20 +6,38 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.iloq.emulator import EmulatedSystem
+from keyautomat.adapters.orm_iloq import iloq_emu_access_rights
 from keyautomat.bootstrap import Container
 from keyautomat.domain.model import LifecycleState
+from keyautomat.domain.times import format_utc
 from tests.conftest import Tenant
 from tests.devices import install
+
+RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
+
+
+def grant_access_right(container: Container, unit_id: str, right_id: str = RIGHT) -> None:
+    """Make ``right_id`` an API-enabled right of the emulated system owned by ``unit_id``."""
+    rights = iloq_emu_access_rights
+
+    def work(session: Session) -> None:
+        if session.scalar(select(rights.c.id).where(rights.c.id == right_id)) is None:
+            EmulatedSystem(session, unit_id).add_access_right("Main door", id=right_id)
+
+    container.db.transaction(work)
 
 
 def stocked_automat(
     container: Container, tenant: Tenant, *, keys: int = 3, empty: int = 2, name: str = "A1"
 ) -> tuple[str, list[str]]:
-    """An active key20 automat with ``keys`` keys in lockers 0.. and ``empty`` empty lockers."""
+    """An active key20 automat with ``keys`` keys in lockers 0.. and ``empty`` empty lockers,
+    in a unit whose locking system offers ``RIGHT``."""
+    grant_access_right(container, tenant.unit_id)
     automat = install(tenant, name=name)
     key_ids = [str(uuid.uuid4()) for _ in range(keys)]
 
@@ -45,6 +63,21 @@ def stocked_automat(
     return automat["id"], key_ids
 
 
+def default_contract(automat_id: str, **extra: Any) -> dict[str, Any]:
+    """A valid iLOQ default-contract body for one key of ``automat_id``, ``extra`` on top."""
+    start, end = period()
+    body = {
+        "contractType": 1,
+        "accessRightIds": [RIGHT],
+        "numberOfKeys": 1,
+        "keyAutomatId": automat_id,
+        "start": start,
+        "end": end,
+    }
+    body.update(extra)
+    return {"input": body}
+
+
 def period(hours_from_now: float = -1, length_hours: float = 48) -> tuple[str, str]:
     start = datetime.now(UTC) + timedelta(hours=hours_from_now)
     end = start + timedelta(hours=length_hours)
@@ -52,4 +85,4 @@ def period(hours_from_now: float = -1, length_hours: float = 48) -> tuple[str, s
 
 
 def iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return format_utc(value)

@@ -21,10 +21,9 @@ from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
 from keyautomat.service_layer.iloq_progress import evaluate_end
 from tests.conftest import Tenant
-from tests.contract_helpers import iso, period, stocked_automat
+from tests.contract_helpers import RIGHT, iso, period, stocked_automat
 
 PATH = "/iloq/keycontracts"
-RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from keyautomat.service_layer import iloq_contracts
 from keyautomat.service_layer.accounts import load_account
 from keyautomat.service_layer.principal import Principal
 from tests.conftest import Tenant
-from tests.contract_helpers import iso, stocked_automat
+from tests.contract_helpers import RIGHT, iso, stocked_automat
 
 
 def _principal(container: Container, acme: Tenant) -> Principal:
@@ -33,7 +33,7 @@ def _body(now: datetime, **location: str) -> dict[str, Any]:
     return {
         "input": {
             "contractType": 1,
-            "accessRightIds": ["right"],
+            "accessRightIds": [RIGHT],
             "numberOfKeys": 1,
             "start": iso(now - timedelta(minutes=1)),
             "end": iso(now + timedelta(days=1)),

@@ -19,10 +19,16 @@ from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
-from tests.contract_helpers import iso, period, stocked_automat
+from tests.contract_helpers import (
+    RIGHT,
+    default_contract,
+    grant_access_right,
+    iso,
+    period,
+    stocked_automat,
+)
 
 PATH = "/iloq/keycontracts"
-RIGHT = "fdef8481-98ad-42b8-b4b6-4eade261e281"
 
 
 def _error(tenant: Tenant, body: Any, method: str = "POST", path: str = PATH) -> tuple[int, Any]:
@@ -31,18 +37,7 @@ def _error(tenant: Tenant, body: Any, method: str = "POST", path: str = PATH) ->
     return info.value.status_code, info.value.response.json()["message"]
 
 
-def _default(automat_id: str, **extra: Any) -> dict[str, Any]:
-    start, end = period()
-    body = {
-        "contractType": 1,
-        "accessRightIds": [RIGHT],
-        "numberOfKeys": 1,
-        "keyAutomatId": automat_id,
-        "start": start,
-        "end": end,
-    }
-    body.update(extra)
-    return {"input": body}
+_default = default_contract
 
 
 def test_it_creates_a_default_contract_with_a_pincode_per_key(
@@ -297,7 +292,8 @@ def test_keys_out_on_a_contract_do_not_hide_an_automat_from_the_shortlist(
     assert acme.api.post(PATH, body)["keys"][0]["storageInfo"]["deviceId"] == best
 
 
-def test_a_group_without_a_usable_automat_is_a_conflict(acme: Tenant) -> None:
+def test_a_group_without_a_usable_automat_is_a_conflict(container: Container, acme: Tenant) -> None:
+    grant_access_right(container, acme.unit_id)
     group = acme.api.post("/groups", {"name": "Empty", "type": 1, "customerId": "empty"})
     start, end = period()
     body = {

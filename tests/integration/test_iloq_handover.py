@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from starlette.testclient import TestClient
 
+from keyautomat.adapters.orm_iloq import iloq_emu_access_rights
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.domain.iloq import IloqKey
@@ -184,7 +186,7 @@ def test_a_failed_programming_keeps_the_locker_shut_and_the_code_valid(
         {
             "input": {
                 "contractType": 1,
-                "accessRightIds": [system.office],  # not enabled for the API: iLOQ refuses
+                "accessRightIds": [system.storage],
                 "numberOfKeys": 1,
                 "keyAutomatId": automat_id,
                 "start": iso(now - timedelta(minutes=5)),
@@ -193,6 +195,16 @@ def test_a_failed_programming_keeps_the_locker_shut_and_the_code_valid(
         },
     )
     code = created["keys"][0]["storageInfo"]["pincode"]
+    # The right is withdrawn from the API after the contract was made: iLOQ refuses it.
+    on_system(
+        container,
+        acme.unit_id,
+        lambda s: s.session.execute(
+            update(iloq_emu_access_rights)
+            .where(iloq_emu_access_rights.c.id == system.storage)
+            .values(api_enabled=False)
+        ),
+    )
     eventually(lambda: synced(sims, sim, code))
     for attempt in range(3):
         assert sims.call(sim.enter_code, code)

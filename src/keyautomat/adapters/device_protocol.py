@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
+
+from keyautomat.domain.devices import MAX_LOCKERS
+from keyautomat.domain.times import format_utc
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -57,12 +60,7 @@ class ProtocolError(Exception):
     """A message that is not valid under this protocol version; it is dropped, never applied."""
 
 
-def _format_time(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-Time = Annotated[AwareDatetime, PlainSerializer(_format_time, return_type=str)]
+Time = Annotated[AwareDatetime, PlainSerializer(format_utc, return_type=str)]
 MessageId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 HwId = Annotated[StrictStr, Field(pattern=HW_ID_PATTERN)]
 MAX_CODE_LENGTH = 32
@@ -84,7 +82,7 @@ class Data(BaseModel):
 class Hello(Data):
     installation_pincode: Code | None = None
     product: Literal["key20", "key30"]
-    locker_count: Annotated[StrictInt, Field(ge=1, le=1000)]
+    locker_count: Annotated[StrictInt, Field(ge=1, le=MAX_LOCKERS)]
     firmware: Annotated[StrictStr, Field(max_length=64)] | None = None
     sync_version: StrictInt | None = None
 
@@ -109,7 +107,7 @@ class LockerState(Data):
 
 
 class LockerInventory(Data):
-    lockers: Annotated[list[LockerState], Field(max_length=1000)]
+    lockers: Annotated[list[LockerState], Field(max_length=MAX_LOCKERS)]
 
 
 class CodeEntered(Data):
@@ -316,7 +314,7 @@ def encode(
         "v": PROTOCOL_VERSION,
         "id": message_id or new_message_id(),
         "type": type_,
-        "occurredAt": _format_time(occurred_at),
+        "occurredAt": format_utc(occurred_at),
         "hwId": hw_id,
         "data": data.model_dump(mode="json", by_alias=True),
     }
@@ -386,8 +384,8 @@ def hw_id_of_up_topic(prefix: str, topic: str) -> str | None:
     if not topic.startswith(head) or not topic.endswith("/up"):
         return None
     hw_id = topic[len(head) : -len("/up")]
-    return hw_id if _HW_ID.match(hw_id) else None
+    return hw_id if _HW_ID.fullmatch(hw_id) else None
 
 
 def valid_hw_id(value: str) -> bool:
-    return bool(_HW_ID.match(value))
+    return bool(_HW_ID.fullmatch(value))

@@ -39,7 +39,7 @@ def normalise_email(value: str, field: str = "contact.email") -> str:
     except UnicodeError as exc:
         raise InvalidInput(field, "is not a valid email address") from exc
     candidate = f"{local}@{domain.lower()}"
-    if len(candidate) > 254 or len(local) > 64 or not _EMAIL.match(candidate):
+    if len(candidate) > 254 or len(local) > 64 or not _EMAIL.fullmatch(candidate):
         raise InvalidInput(field, "is not a valid email address")
     return candidate
 

@@ -10,11 +10,15 @@ import enum
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from keyautomat.domain.devices import PincodePurpose
+from keyautomat.domain.devices import MAX_LOCKERS, PincodePurpose
+from keyautomat.domain.text import is_ascii_digits
 
 # "No end" in reservation rows: far enough to outlive every contract, and a real
 # value so that an overlap test is one index range (see orm_contracts.py).
 OPEN_END = datetime(9999, 1, 1, tzinfo=UTC)
+
+# Keys of one contract: numberOfKeys, keyIds and mechanical keys (docs/api.md).
+MAX_KEYS_PER_CONTRACT = MAX_LOCKERS
 
 MIN_PINCODE_LENGTH = 4
 MAX_PINCODE_LENGTH = 10
@@ -75,9 +79,13 @@ def pincode_purpose(contract_type: ContractType) -> PincodePurpose:
 
 
 def check_pincode(code: object) -> str | None:
-    """The reason a caller-supplied pincode is refused, or None (gaps.md C8)."""
-    if not isinstance(code, str) or not code.isdigit():
-        return "must be a string of digits"
+    """The reason a pincode is refused, or None (gaps.md C8).
+
+    The digits must be ASCII: ``١٢٣٤`` cannot be typed on a keypad and would
+    escape the uniqueness check against ``1234``.
+    """
+    if not isinstance(code, str) or not is_ascii_digits(code):
+        return "must be a string of the digits 0-9"
     if not MIN_PINCODE_LENGTH <= len(code) <= MAX_PINCODE_LENGTH:
         return f"must be {MIN_PINCODE_LENGTH} to {MAX_PINCODE_LENGTH} digits long"
     return None

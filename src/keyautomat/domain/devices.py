@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# The most lockers one automat may report (device protocol); no contract can
+# hold more keys than one automat has lockers.
+MAX_LOCKERS = 1000
+
 
 class PincodePurpose(enum.StrEnum):
     """What a pincode opens its locker for; the device uses it to know what to expect."""

@@ -24,7 +24,7 @@ def new_object_id(now_seconds: float | None = None) -> str:
 
 
 def is_object_id(value: str) -> bool:
-    return bool(_OBJECT_ID.match(value))
+    return bool(_OBJECT_ID.fullmatch(value))
 
 
 def format_automat_id(number: int) -> str:

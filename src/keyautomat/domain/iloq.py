@@ -16,7 +16,7 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 def check_key_id(value: str, field: str) -> str:
     """iLOQ key ids are UUIDs; other printable ids up to 64 characters are accepted too."""
-    if not _KEY_ID.match(value):
+    if not _KEY_ID.fullmatch(value):
         raise InvalidInput(field, "must be an iLOQ key id (a UUID, at most 64 characters)")
     return value
 

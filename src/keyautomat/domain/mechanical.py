@@ -66,7 +66,7 @@ def normalize_rfid(value: str | None, field: str = "rfidHex") -> str | None:
     """RFID ids are hex digits; stored upper-case so that device reads match in any case."""
     if value is None:
         return None
-    if len(value) > MAX_RFID_HEX or not _HEX.match(value):
+    if len(value) > MAX_RFID_HEX or not _HEX.fullmatch(value):
         raise InvalidInput(field, f"must be 1-{MAX_RFID_HEX} hexadecimal digits, e.g. 1A00D1")
     return value.upper()
 

@@ -13,6 +13,10 @@ query parameters, forms, device messages) calls them.
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from typing import Any
+
 _ASCII_DIGITS = frozenset("0123456789")
 
 
@@ -20,6 +24,8 @@ def text_problem(value: str) -> str | None:
     """Why ``value`` cannot be accepted as text, or None when it can."""
     if "\x00" in value:
         return "must not contain NUL characters"
+    if value.isascii():
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -30,3 +36,81 @@ def text_problem(value: str) -> str | None:
 def is_ascii_digits(value: str) -> bool:
     """True for a non-empty string of the ASCII digits 0-9 only."""
     return bool(value) and all(ch in _ASCII_DIGITS for ch in value)
+
+
+# JSON numbers beyond this lose precision in most clients and overflow 64-bit
+# columns; no field of the API means anything near it.
+MAX_JSON_INTEGER = 2**53 - 1
+_MAX_REPORTED = 20
+_INTEGER_RANGE = f"must be an integer between {-MAX_JSON_INTEGER} and {MAX_JSON_INTEGER}"
+
+
+# Where a value sits in a document: (where its parent sits, its key or index); None
+# for the document itself. Kept as links and spelled out only for a problem.
+_Place = tuple[Any, str | int] | None
+_Container = dict[Any, Any] | list[Any]
+
+
+def json_problems(value: object) -> list[str]:
+    """Every string, property name and number of a decoded JSON document checked at once.
+
+    Each problem names its place like ``contact.name`` or ``accessRightIds.0``
+    (``body`` for the document itself). Integers must lie within
+    ±``MAX_JSON_INTEGER``; ``NaN`` and ``Infinity`` (which Python's decoder
+    accepts) are refused. The walk keeps its own queue, so nesting depth
+    cannot exhaust the interpreter's stack.
+    """
+    problems: list[str] = []
+    pending: deque[tuple[_Container, _Place]] = deque()
+    _check(value, None, pending, problems)
+    while pending and len(problems) < _MAX_REPORTED:
+        item, place = pending.popleft()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                reason = text_problem(key)
+                if reason is not None:
+                    problems.append(f"{_spell(place)}: a property name {reason}")
+                else:
+                    _check(child, (place, key), pending, problems)
+        else:
+            for index, child in enumerate(item):
+                _check(child, (place, index), pending, problems)
+    return problems[:_MAX_REPORTED]
+
+
+def _check(
+    item: object, place: _Place, pending: deque[tuple[_Container, _Place]], problems: list[str]
+) -> None:
+    if isinstance(item, str):
+        reason = text_problem(item)
+        if reason is not None:
+            problems.append(f"{_spell(place)}: {reason}")
+    elif isinstance(item, dict | list):
+        pending.append((item, place))
+    elif isinstance(item, bool) or item is None:
+        return
+    elif isinstance(item, int):
+        if not -MAX_JSON_INTEGER <= item <= MAX_JSON_INTEGER:
+            problems.append(f"{_spell(place)}: {_INTEGER_RANGE}")
+    elif isinstance(item, float) and not math.isfinite(item):
+        problems.append(f"{_spell(place)}: must be a finite number")
+
+
+def _spell(place: _Place) -> str:
+    parts: list[str] = []
+    while place is not None:
+        parent, key = place
+        parts.append(str(key))
+        place = parent
+    return ".".join(reversed(parts)) or "body"
+
+
+def printable(value: str) -> str:
+    """``value`` with each unpaired surrogate replaced by U+FFFD, so it always encodes.
+
+    For output only (a response must never fail after its change was committed);
+    input with such text is refused by ``text_problem``.
+    """
+    if text_problem(value) is None:
+        return value
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

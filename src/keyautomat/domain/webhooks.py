@@ -11,10 +11,11 @@ import enum
 import json
 import os
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from keyautomat.domain.errors import InvalidInput
+from keyautomat.domain.times import format_utc
 
 SPEC_VERSION = "1"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -48,8 +49,7 @@ def format_time(value: datetime) -> str:
     """UTC with milliseconds and ``Z``: ``2025-08-03T05:46:40.000Z``."""
     if value.tzinfo is None:
         raise ValueError("naive datetime in a webhook event")
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return format_utc(value)
 
 
 def _optional_time(value: datetime | None) -> str | None:

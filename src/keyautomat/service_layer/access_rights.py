@@ -9,10 +9,12 @@ produce contracts that fail at the automat.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from keyautomat.domain.errors import InvalidInput
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.iloq import (
     AccessRight,
@@ -72,12 +74,7 @@ async def list_access_rights(
     cache: AccessRightsCache,
 ) -> Page[AccessRight]:
     """One page of the caller's system's API-enabled rights, by name; iLOQ errors propagate."""
-    system = await systems.resolve(principal.organization_unit_id)
-    rights = cache.get(system.owner_unit_id, default_only)
-    if rights is None:
-        listed = await systems.port(system).list_access_rights(default_only=default_only)
-        rights = [r for r in listed if r.api_enabled]
-        cache.put(system.owner_unit_id, default_only, rights)
+    rights = await _usable_rights(principal, default_only, systems, cache)
     matching = filter_access_rights(rights, search=search, default_only=default_only)
     items = matching[page.offset : page.offset + page.limit]
     return Page(
@@ -86,3 +83,36 @@ async def list_access_rights(
         page.limit,
         has_next=page.offset + len(items) < len(matching),
     )
+
+
+async def check_access_right_ids(
+    access_right_ids: Sequence[str],
+    principal: Principal,
+    *,
+    systems: IloqSystemsLookup,
+    cache: AccessRightsCache,
+) -> None:
+    """Refuse, naming ``accessRightIds.N``, a right the caller's system would not program.
+
+    The same list as ``GET /iloq/accessRights`` (API-enabled rights, cached), so a
+    contract that would fail at the automat with the guest standing there fails
+    at creation instead.
+    """
+    if not access_right_ids:
+        return
+    known = {r.id for r in await _usable_rights(principal, False, systems, cache)}
+    for index, right_id in enumerate(access_right_ids):
+        if right_id not in known:
+            raise InvalidInput(f"accessRightIds.{index}", "unknown access right")
+
+
+async def _usable_rights(
+    principal: Principal, default_only: bool, systems: IloqSystemsLookup, cache: AccessRightsCache
+) -> list[AccessRight]:
+    system = await systems.resolve(principal.organization_unit_id)
+    rights = cache.get(system.owner_unit_id, default_only)
+    if rights is None:
+        listed = await systems.port(system).list_access_rights(default_only=default_only)
+        rights = [r for r in listed if r.api_enabled]
+        cache.put(system.owner_unit_id, default_only, rights)
+    return rights

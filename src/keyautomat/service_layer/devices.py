@@ -38,6 +38,7 @@ from keyautomat.adapters.orm_devices import (
     device_links,
     device_pincodes,
 )
+from keyautomat.domain.contracts import check_pincode
 from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
@@ -703,8 +704,9 @@ def add_pincode(
     The gateway pushes the change to the device (the sync outbox); the contract
     feature calls this in the transaction that creates the contract.
     """
-    if not code.isdigit() or not 4 <= len(code) <= 10:
-        raise InvalidInput("pincode", "must be 4 to 10 digits")
+    reason = check_pincode(code)
+    if reason is not None:
+        raise InvalidInput("pincode", reason)
     if valid_until is not None and valid_until <= valid_from:
         raise InvalidInput("end", "must be after start")
     purpose = PincodePurpose(purpose)

@@ -23,6 +23,7 @@ from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.contracts import (
+    MAX_KEYS_PER_CONTRACT,
     ContractType,
     check_pincode,
     delete_refusal,
@@ -43,6 +44,7 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
+from keyautomat.domain.times import parse_time
 from keyautomat.service_layer import contract_steps, devices, notifications
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import iloq_keys as registry
@@ -84,18 +86,6 @@ class NewContract:
             return len(self.key_ids)
         assert self.number_of_keys is not None
         return self.number_of_keys
-
-
-def parse_time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidInput(name, "must be an ISO 8601 date-time string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(name, "must be an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise InvalidInput(name, "must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z")
-    return parsed
 
 
 def _string_list(value: Any, name: str, *, allow_empty: bool = False) -> list[str]:
@@ -177,6 +167,8 @@ def parse_new_contract(body: Any, now: datetime) -> NewContract:  # noqa: PLR091
     key_ids = None
     if data.get("keyIds") is not None:
         key_ids = _string_list(data["keyIds"], "keyIds")
+        if len(key_ids) > MAX_KEYS_PER_CONTRACT:
+            raise InvalidInput("keyIds", f"must hold at most {MAX_KEYS_PER_CONTRACT} key ids")
         for index, key_id in enumerate(key_ids):
             check_key_id(key_id, f"keyIds.{index}")
             if key_id in key_ids[:index]:
@@ -190,8 +182,14 @@ def parse_new_contract(body: Any, now: datetime) -> NewContract:  # noqa: PLR091
     if not returning:
         raw_number = data.get("numberOfKeys")
         if raw_number is not None:
-            if isinstance(raw_number, bool) or not isinstance(raw_number, int) or raw_number < 1:
-                raise InvalidInput("numberOfKeys", "must be an integer of at least 1")
+            if (
+                isinstance(raw_number, bool)
+                or not isinstance(raw_number, int)
+                or not 1 <= raw_number <= MAX_KEYS_PER_CONTRACT
+            ):
+                raise InvalidInput(
+                    "numberOfKeys", f"must be an integer from 1 to {MAX_KEYS_PER_CONTRACT}"
+                )
             number_of_keys = raw_number
         if key_ids is not None:
             if number_of_keys is not None and number_of_keys != len(key_ids):

@@ -31,6 +31,7 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.contracts import (
+    MAX_KEYS_PER_CONTRACT,
     OPEN_END,
     ContractType,
     KeyStatus,
@@ -49,11 +50,11 @@ from keyautomat.domain.notifications import (
     NotificationType,
 )
 from keyautomat.domain.notifications import ContractType as NotifyContractType
+from keyautomat.domain.times import parse_time
 from keyautomat.service_layer import contract_steps, devices, notifications
 from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer.contract_steps import schedule_end
 from keyautomat.service_layer.contracts import Slot
-from keyautomat.service_layer.iloq_contracts import parse_time
 from keyautomat.service_layer.mechanical_keys import root_unit_of
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
@@ -130,6 +131,8 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
 def _key_inputs(value: Any) -> list[KeyInput]:  # noqa: PLR0912 - one rule per field
     if not isinstance(value, list) or not value:
         raise InvalidInput("keys", "must be a non-empty array")
+    if len(value) > MAX_KEYS_PER_CONTRACT:
+        raise InvalidInput("keys", f"must hold at most {MAX_KEYS_PER_CONTRACT} keys")
     result: list[KeyInput] = []
     for index, item in enumerate(value):
         name = f"keys.{index}"

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.adapters.iloq.emulator import PLANNING, EmulatedSystem
 from keyautomat.bootstrap import Container
+from keyautomat.domain.times import format_utc
 from keyautomat.service_layer.iloq import IloqPermanentError, KeyInfo
 
 T = TypeVar("T")
@@ -56,8 +57,7 @@ class EmulatorSession:
 def iloq_time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return format_utc(value)
 
 
 def parse_iloq_time(value: str | None) -> datetime | None:

@@ -36,6 +36,7 @@ from keyautomat.adapters.outbound import (
     check_url,
     system_resolve,
 )
+from keyautomat.domain.times import format_utc
 from keyautomat.service_layer.iloq import (
     AccessRight,
     IloqApiConfig,
@@ -73,8 +74,7 @@ CAN_ORDER_REASONS = {
 def _time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return format_utc(value)
 
 
 def _parse_time(value: Any) -> datetime | None:

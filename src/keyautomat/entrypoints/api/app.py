@@ -16,6 +16,7 @@ from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
+from keyautomat.entrypoints.api.schemas import SafeJSONResponse
 from keyautomat.entrypoints.api.v2 import (
     automats,
     devices,
@@ -94,6 +95,7 @@ def create_app(
         docs_url=DOCS_URL,
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.container = container
     install_error_handlers(app)

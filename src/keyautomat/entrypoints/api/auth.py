@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
 from keyautomat.domain.text import text_problem
+from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import send_error
 from keyautomat.service_layer.accounts import AccountKey
 from keyautomat.service_layer.principal import Principal
@@ -262,6 +263,10 @@ class SignedRequestMiddleware:
             await send_error(send, outcome.status, outcome.message, outcome.headers)
             return
         scope.setdefault("state", {})["principal"] = outcome
+        problems = body_problems(body)
+        if problems:
+            await send_error(send, 400, problems)
+            return
         if body and b"content-type" not in headers:
             # Bodies of this API are always JSON; a client that forgot the header
             # (the Go example sends it on POST only) still gets its body parsed.

@@ -32,6 +32,7 @@ from keyautomat.domain.errors import (
     NotFound,
     Unauthorized,
 )
+from keyautomat.entrypoints.api.schemas import SafeJSONResponse
 from keyautomat.service_layer.iloq import IloqError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def error_body(status: int, message: str | list[str]) -> dict[str, Any]:
 def error_response(
     status: int, message: str | list[str], headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+    return SafeJSONResponse(error_body(status, message), status_code=status, headers=headers)
 
 
 async def send_error(

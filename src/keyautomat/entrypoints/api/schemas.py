@@ -17,27 +17,25 @@ from pydantic import (
     StrictStr,
 )
 from pydantic.alias_generators import to_camel
-from starlette.responses import Response
+from pydantic_core import PydanticCustomError
+from starlette.responses import JSONResponse, Response
 
+from keyautomat.domain.text import printable
+from keyautomat.domain.times import format_utc, time_problem
 from keyautomat.service_layer.pagination import Page
 
 T = TypeVar("T")
 
 
-def format_utc(value: datetime) -> str:
-    """``YYYY-MM-DDTHH:mm:ss.sssZ``, the one timestamp format of every response."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _require_offset(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z")
+def _input_time(value: datetime) -> datetime:
+    reason = time_problem(value)
+    if reason is not None:
+        raise PydanticCustomError("datetime_range", reason)
     return value.astimezone(UTC)
 
 
 UtcDatetime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
-InputDatetime = Annotated[datetime, AfterValidator(_require_offset)]
+InputDatetime = Annotated[datetime, AfterValidator(_input_time)]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
 
 __all__ = [
@@ -52,6 +50,32 @@ __all__ = [
 ]
 
 
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def encode_json(payload: Any) -> bytes:
+    """The JSON of a response; text that cannot be UTF-8 (a lone surrogate read back
+    from a stored row) is written with U+FFFD instead of failing the response."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return orjson.dumps(_printable(payload))
+
+
+class SafeJSONResponse(JSONResponse):
+    """The response class of every route and error: renders through ``encode_json``."""
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
+
 def json_response(payload: Any, status_code: int = 200) -> Response:
     """Serialise an already wire-shaped payload once, skipping response-model validation.
 
@@ -59,7 +83,7 @@ def json_response(payload: Any, status_code: int = 200) -> Response:
     ``response_model`` so the OpenAPI document describes the shape.
     """
     return Response(
-        content=orjson.dumps(payload), status_code=status_code, media_type="application/json"
+        content=encode_json(payload), status_code=status_code, media_type="application/json"
     )
 
 

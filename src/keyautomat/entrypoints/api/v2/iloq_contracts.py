@@ -15,7 +15,7 @@ from keyautomat.entrypoints.api.schemas import (
     json_response,
     page_payload,
 )
-from keyautomat.service_layer import iloq_contracts
+from keyautomat.service_layer import access_rights, iloq_contracts
 from keyautomat.service_layer.pagination import PageRequest
 
 router = APIRouter(prefix="/iloq/keycontracts", tags=["iloq"])
@@ -84,6 +84,13 @@ async def list_contracts(
 async def create_contract(body: JsonBody, caller: Caller, services: Services) -> Response:
     now = services.clock.now()
     new = iloq_contracts.parse_new_contract(body, now)
+    if new.access_right_ids is not None:
+        await access_rights.check_access_right_ids(
+            new.access_right_ids,
+            caller,
+            systems=services.iloq,
+            cache=services.access_rights_cache,
+        )
 
     def work(session: Session) -> dict[str, Any]:
         contract = iloq_contracts.create_contract(session, caller, new, now=now)
