@@ -66,12 +66,15 @@ class ServerErrors(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             frames = traceback.extract_tb(exc.__traceback__)
-            where = (
-                f" at {frames[-1].filename.split('/src/')[-1]}:{frames[-1].lineno}"
-                if frames
-                else ""
-            )
-            self.seen.append(f"{type(exc).__name__}: {str(exc)[:300]}{where}")
+            ours = [f for f in frames if "/src/keyautomat/" in f.filename]
+            where = ""
+            if ours:
+                where = f" at {ours[-1].filename.split('/src/')[-1]}:{ours[-1].lineno}"
+            if frames and frames[-1] not in ours:
+                last = frames[-1]
+                where += f" (raised in {last.filename.split('site-packages/')[-1]}:{last.lineno})"
+            message = " ".join(str(exc).split())[:300]
+            self.seen.append(f"{type(exc).__name__}: {message}{where}")
 
 
 @dataclass
@@ -198,7 +201,7 @@ class Failure:
 
     def key(self) -> tuple[str, str, str]:
         """Distinct failures: one per operation, problem kind and exception site."""
-        site = self.exceptions[0].split(" at ")[-1] if self.exceptions else ""
+        site = self.exceptions[0].rpartition(" at ")[2] if self.exceptions else ""
         kind = self.exceptions[0].split(":")[0] if self.exceptions else self.problems[0][:40]
         return self.operation, kind, site
 
@@ -287,6 +290,21 @@ class World:
     subscription_id: str
     spare_account_id: str
     spare_key_ids: list[str]
+
+    def route(self, path: str) -> str:
+        """``path`` with the seeded ids put back as ``{id}``: one name per operation."""
+        for value in (
+            self.automat_id,
+            self.key30_id,
+            self.group_id,
+            self.iloq_contract_id,
+            self.mechanical_contract_id,
+            self.subscription_id,
+            *self.spare_key_ids,
+            self.mechanical_key_id,
+        ):
+            path = path.replace(f"/{value}", "/{id}")
+        return path
 
     def path_values(self, path: str) -> dict[str, str]:
         """Path parameters naming seeded resources for ``path``, a template like /v2/groups/{id}."""
