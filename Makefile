@@ -28,7 +28,7 @@ test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable)
 
 fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLite and PostgreSQL
 	KEYAUTOMAT_FUZZ_ENGINES=sqlite,postgresql KEYAUTOMAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
-	KEYAUTOMAT_FUZZ_MUTATIONS=0 KEYAUTOMAT_FUZZ_PAIRS=$(FUZZ_PAIRS) KEYAUTOMAT_FUZZ_SEED=$(FUZZ_SEED) \
+	KEYAUTOMAT_FUZZ_MUTATIONS=0 KEYAUTOMAT_FUZZ_PARAMS=0 KEYAUTOMAT_FUZZ_PAIRS=$(FUZZ_PAIRS) KEYAUTOMAT_FUZZ_SEED=$(FUZZ_SEED) \
 	$(UV) run --frozen pytest tests/fuzz -s $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
