@@ -9,8 +9,6 @@ meets the same world.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.fuzz.harness import SEED, Exchange, Findings, Sender, World, budget, lists_answer
@@ -20,17 +18,23 @@ MUTATIONS = budget("KEYAUTOMAT_FUZZ_MUTATIONS", 60)  # per body; 0: every single
 PAIRS = budget("KEYAUTOMAT_FUZZ_PAIRS", 0)
 
 
-def _snapshot(sender: Sender, paths: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
-    """The watched resources as JSON, and which of them did not answer 200."""
-    seen: dict[str, Any] = {}
-    broken: list[str] = []
-    for path in paths:
-        got = sender.json("GET", f"{path}?limit=100")
-        seen[path] = got.body
-        if got.status != 200:
+def _snapshot(sender: Sender, paths: tuple[str, ...]) -> dict[str, Exchange]:
+    """The answers of the watched resources."""
+    return {path: sender.json("GET", f"{path}?limit=100") for path in paths}
+
+
+def _newly_broken(before: dict[str, Exchange], after: dict[str, Exchange]) -> list[str]:
+    """Watched resources that answered 200 before the case and do not any more.
+
+    Once a stored value poisons a page it stays poisoned; only the case that did it
+    is reported, not every case after it.
+    """
+    found = []
+    for path, got in after.items():
+        if got.status != 200 and before[path].status == 200:
             extra = f" ({got.exceptions[0]})" if got.exceptions else ""
-            broken.append(f"then GET {path} answered {got.status}{extra}")
-    return seen, broken
+            found.append(f"then GET {path} answered {got.status}{extra}")
+    return found
 
 
 def _undo(sender: Sender, target: Target, world: World, exchange: Exchange) -> None:
@@ -58,19 +62,20 @@ def test_a_hostile_value_in_any_field_gets_a_clean_refusal_and_changes_nothing(
     _undo(sender, target, world, accepted)
 
     findings = Findings()
-    before, _ = _snapshot(sender, watched)
+    before = _snapshot(sender, watched)
     for mutation in mutations(valid, budget=MUTATIONS, pairs=PAIRS, seed=SEED):
         exchange = sender.json(target.method, path, mutation.body)
-        after, broken = _snapshot(sender, watched)
+        after = _snapshot(sender, watched)
         changed = [
             f"the refusal changed GET {p}"
             for p in watched
-            if 400 <= exchange.status < 500 and after[p] != before[p]
+            if 400 <= exchange.status < 500 and after[p].body != before[p].body
         ]
-        findings.record(operation, mutation.what, exchange, broken + changed)
+        findings.record(operation, mutation.what, exchange, _newly_broken(before, after) + changed)
         if 200 <= exchange.status < 300 or exchange.status >= 500:
             _undo(sender, target, world, exchange)
-            before, _ = _snapshot(sender, watched)
+            after = _snapshot(sender, watched)
+        before = after
     broken_lists = lists_answer(sender)
     print(f"\n{operation}: {findings.summary()}")
     if findings.failures or broken_lists:
