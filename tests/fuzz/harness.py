@@ -73,7 +73,7 @@ class ServerErrors(logging.Handler):
             if frames and frames[-1] not in ours:
                 last = frames[-1]
                 where += f" (raised in {last.filename.split('site-packages/')[-1]}:{last.lineno})"
-            message = " ".join(str(exc).split())[:300]
+            message = " ".join(str(exc).split())[:500]
             self.seen.append(f"{type(exc).__name__}: {message}{where}")
 
 
