@@ -11,7 +11,9 @@ from starlette.testclient import TestClient
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from tests.conftest import empty_database
+from tests.devices import Simulators
 from tests.fuzz.harness import Sender, World, engines, seed_world, tolerant_client
+from tests.iloq_helpers import bound_automat
 
 
 @pytest.fixture(params=engines())
@@ -42,3 +44,13 @@ def world(container: Container, http: TestClient) -> World:
 def sender(world: World, http: TestClient) -> Iterator[Sender]:
     with Sender(http, world.tenant.account_id, world.tenant.private_key) as s:
         yield s
+
+
+@pytest.fixture
+def online_automat(world: World, http: TestClient, container: Container) -> Iterator[str]:
+    """A key20 of the world's tenant with a simulated device bound and connected."""
+    sims = Simulators(http, container)
+    automat_id, _sim, _keys = bound_automat(world.tenant, sims)
+    world.online_automat_id = automat_id
+    yield automat_id
+    sims.stop_all()

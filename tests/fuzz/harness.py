@@ -74,7 +74,7 @@ class ServerErrors(logging.Handler):
                 last = frames[-1]
                 where += f" (raised in {last.filename.split('site-packages/')[-1]}:{last.lineno})"
             message = " ".join(str(exc).split())[:500]
-            self.seen.append(f"{type(exc).__name__}: {message}{where}")
+            self.seen.append(f"{type(exc).__name__}{where}: {message}")
 
 
 @dataclass
@@ -202,9 +202,10 @@ class Failure:
 
     def key(self) -> tuple[str, str, str]:
         """Distinct failures: one per operation, problem kind and exception site."""
-        site = self.exceptions[0].rpartition(" at ")[2] if self.exceptions else ""
-        kind = self.exceptions[0].split(":")[0] if self.exceptions else self.problems[0][:40]
-        return self.operation, kind, site
+        if self.exceptions:  # "Type at our/file.py:N (raised in lib.py:M): message"
+            kind, _, site = self.exceptions[0].split(": ")[0].partition(" at ")
+            return self.operation, kind, site
+        return self.operation, self.problems[0][:40], ""
 
     def render(self) -> str:
         lines = [
@@ -291,10 +292,12 @@ class World:
     subscription_id: str
     spare_account_id: str
     spare_key_ids: list[str]
+    online_automat_id: str = ""  # set by the ``online_automat`` fixture: a bound simulator
 
     def route(self, path: str) -> str:
         """``path`` with the seeded ids put back as ``{id}``: one name per operation."""
         for value in (
+            self.online_automat_id or self.automat_id,
             self.automat_id,
             self.key30_id,
             self.group_id,

@@ -129,6 +129,7 @@ class Target:
     body: Callable[[World], Any]
     watch: Callable[[World], tuple[str, ...]]
     undo: Callable[[World, Any], tuple[str, str] | None] = lambda _world, _created: None
+    online: bool = False  # needs a connected device (``World.online_automat_id``)
 
     def name(self, world: World | None = None) -> str:
         return f"{self.method} {self.path(world) if world else ''}"
@@ -277,9 +278,10 @@ TARGETS: dict[str, Target] = {
     ),
     "send-pincode": Target(
         "POST",
-        lambda w: f"/v2/automats/{w.automat_id}/sendPincode",
+        lambda w: f"/v2/automats/{w.online_automat_id}/sendPincode",
         lambda w: {"pincode": "482910", "proximityCheck": False},
         lambda w: (CONTRACTS,),
+        online=True,
     ),
     "webhook-create": Target(
         "POST",
