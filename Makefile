@@ -3,8 +3,11 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
+FUZZ_EXAMPLES ?= 300
+FUZZ_PAIRS ?= 300
+FUZZ_SEED ?= 11
 
-.PHONY: help install run test lint format typecheck check bench bench-devices clean
+.PHONY: help install run test fuzz lint format typecheck check bench bench-devices clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +25,11 @@ run: install  ## migrate a SQLite database and serve the API with demo data on :
 
 test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLite and PostgreSQL
+	KEYAUTOMAT_FUZZ_ENGINES=sqlite,postgresql KEYAUTOMAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	KEYAUTOMAT_FUZZ_MUTATIONS=0 KEYAUTOMAT_FUZZ_PARAMS=0 KEYAUTOMAT_FUZZ_PAIRS=$(FUZZ_PAIRS) KEYAUTOMAT_FUZZ_SEED=$(FUZZ_SEED) \
+	$(UV) run --frozen pytest tests/fuzz -s $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
 	$(UV) run --frozen ruff check src tests bench migrations

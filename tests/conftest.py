@@ -60,7 +60,12 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database of each engine."""
-    if request.param == "sqlite":
+    yield from empty_database(request.param, request, tmp_path)
+
+
+def empty_database(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a migrated, empty database of ``engine`` ("sqlite" or "postgresql")."""
+    if engine == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         path = tmp_path / "keyautomat.db"
         shutil.copyfile(template, path)
