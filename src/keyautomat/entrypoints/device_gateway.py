@@ -20,7 +20,7 @@ import os
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -51,6 +51,7 @@ from keyautomat.adapters.device_protocol import (
     up_pattern,
 )
 from keyautomat.config import Settings
+from keyautomat.domain.attempts import AttemptLimiter
 from keyautomat.service_layer import devices
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.principal import Principal
@@ -96,6 +97,7 @@ class GatewayStats:
     duplicates: int = 0
     malformed: int = 0
     rejected: int = 0
+    backed_off: int = 0  # hellos with a pincode refused unread while backed off
     sent: int = 0
     errors: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
@@ -109,6 +111,7 @@ class DeviceGateway:
         link: Link,
         clock: Clock,
         settings: Settings,
+        code_key: bytes,
         client_id: str | None = None,
         workers: int | None = None,
     ) -> None:
@@ -123,6 +126,21 @@ class DeviceGateway:
         self.offline_after = settings.device_offline_after_seconds
         self.sync_interval = settings.device_sync_interval_seconds
         self.worker_count = workers or (1 if db.is_sqlite else max(2, settings.db_threads))
+        self.bind_policy = devices.BindPolicy(
+            code_key=code_key,
+            code_ttl=timedelta(hours=settings.installation_pincode_ttl_hours),
+            rebind_window=timedelta(seconds=settings.device_rebind_window_seconds),
+        )
+        # Failed hellos with an installation pincode, per hwId and for everybody
+        # (docs/device-protocol.md, "Limits"): kept in memory, so a refusal while
+        # backed off costs no database work.
+        backoff_cap = timedelta(seconds=settings.device_hello_backoff_max_seconds)
+        self.hello_failures = AttemptLimiter(
+            free=settings.device_hello_failures_per_device, cap=backoff_cap
+        )
+        self.global_hello_failures = AttemptLimiter(
+            free=settings.device_hello_failures_global, cap=backoff_cap
+        )
         self.stats = GatewayStats()
         self._connection: Connection | None = None
         self._ready = asyncio.Event()
@@ -269,10 +287,7 @@ class DeviceGateway:
         try:
             if message.type == "hello":
                 assert isinstance(message.data, Hello)
-                hello = message.data
-                welcomed = await self.db.run(
-                    lambda s: devices.hello(s, hw_id=hw_id, token=token, data=hello, now=now)
-                )
+                welcomed = await self._hello(hw_id, token, message.data, now)
                 await self._send(
                     hw_id,
                     "welcome",
@@ -303,6 +318,48 @@ class DeviceGateway:
             log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
             with contextlib.suppress(LinkError):
                 await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
+
+    async def _hello(
+        self, hw_id: str, token: str | None, hello: Hello, now: datetime
+    ) -> devices.Welcomed:
+        """Authenticate or bind; a pincode counts against the hwId's and everybody's limits."""
+        if hello.installation_pincode is not None and (
+            self.hello_failures.blocked(hw_id, now) or self.global_hello_failures.blocked("*", now)
+        ):
+            self.stats.backed_off += 1
+            if token is None:
+                raise devices.DeviceRejected(devices.INSTALLATION_REFUSED)
+            # A device with a credential still gets in with it: guesses on its topic
+            # must not lock the real device out.
+            hello = hello.model_copy(update={"installation_pincode": None})
+        try:
+            return await self.db.run(
+                lambda s: devices.hello(
+                    s, hw_id=hw_id, token=token, data=hello, now=now, policy=self.bind_policy
+                )
+            )
+        except devices.DeviceRejected:
+            if hello.installation_pincode is not None:
+                await self._hello_failed(hw_id, now)
+            raise
+
+    async def _hello_failed(self, hw_id: str, now: datetime) -> None:
+        failures = self.hello_failures.failed(hw_id, now)
+        if self.hello_failures.just_blocked(failures):
+            automat_id = await self.db.run(lambda s: devices.bind_failures_alarm(s, hw_id, now))
+            log.warning(
+                "%d wrong installation pincodes from %s (automat %s): backing off",
+                failures,
+                hw_id,
+                automat_id or "none",
+            )
+        overall = self.global_hello_failures.failed("*", now)
+        if self.global_hello_failures.just_blocked(overall):
+            log.error(
+                "%d wrong installation pincodes from all devices: backing off for everybody; "
+                "someone may be guessing installation pincodes",
+                overall,
+            )
 
     async def _on_event(self, hw_id: str, token: str | None, message: Message) -> None:
         received = self.clock.now()

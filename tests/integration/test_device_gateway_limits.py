@@ -1,0 +1,111 @@
+"""The gateway's limits: wrong installation pincodes back off per device and for everybody,
+without locking a device with its token out. In-process link, a manual clock, both engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from keyautomat.adapters.device_links import InProcessLink
+from keyautomat.adapters.device_protocol import Hello, encode, up_topic
+from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.config import Settings
+from keyautomat.service_layer.clock import ManualClock
+from tests.conftest import Tenant
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, alarm_types, eventually, install
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            **FAST_DEVICE_SETTINGS,
+            "device_hello_failures_per_device": 3,
+            "device_hello_failures_global": 6,
+        }
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC))
+
+
+@pytest.fixture
+def container(settings: Settings, clock: ManualClock) -> Iterator[Container]:
+    c = bootstrap(settings, clock=clock)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
+    simulators = Simulators(http, container)
+    yield simulators
+    simulators.stop_all()
+
+
+def _send_hello(container: Container, hw_id: str, code: str, token: str | None = None) -> None:
+    link = container.device_link
+    assert isinstance(link, InProcessLink)
+    hello = Hello(installation_pincode=code, product="key20", locker_count=4)
+    payload = encode("hello", hello, hw_id=hw_id, occurred_at=datetime.now(UTC), token=token)
+    link.route(up_topic(container.settings.mqtt_topic_prefix, hw_id), payload)
+
+
+def _wrong(code: str, n: int = 0) -> str:
+    guess = f"{n:06d}"
+    return guess if guess != code else f"{n + 1:06d}"
+
+
+def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_device_in(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    sim = sims.start(hw_id="SIM-GUESSED", locker_count=4, installation_pincode=code)
+    sims.call(sim.wait_bound, 5.0)
+    stats = container.devices.stats
+    rejected, backed_off = stats.rejected, stats.backed_off
+
+    for n in range(10):
+        _send_hello(container, sim.hw_id, _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 10)
+    # Three free failures, the fourth starts the back-off; the clock stands still, so
+    # the other six are refused without a look at the database.
+    assert stats.backed_off - backed_off == 6
+    assert alarm_types(container, automat["id"]).count("DEVICE_BIND_FAILURES") == 1
+
+    # A hello with the device's token still gets in while its hwId is backed off.
+    _send_hello(container, sim.hw_id, code, token=sim.token)
+    sims.call(sim.raise_alarm, "DEVICE_MOVED")  # handled after the hello, in order
+    sims.call(sim.wait_flushed, 5.0)
+    assert stats.backed_off - backed_off == 7
+    assert stats.rejected - rejected == 10
+    assert sim.last_rejection is None
+
+
+def test_wrong_codes_from_many_devices_back_off_binding_for_everybody(
+    acme: Tenant, sims: Simulators, container: Container, clock: ManualClock
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    stats = container.devices.stats
+    rejected = stats.rejected
+    for n in range(7):
+        _send_hello(container, f"GUESSER-{n}", _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 7)
+
+    # The right code from fresh hardware is refused while everybody is backed off...
+    sim = sims.start(hw_id="SIM-HONEST", locker_count=4, installation_pincode=code)
+    eventually(lambda: sim.last_rejection)
+    assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "waitingForInstall"
+    # ...and binds once the back-off has passed.
+    clock.advance(timedelta(seconds=2))
+    sims.call(sim.go_offline)
+    sims.call(sim.go_online)
+    sims.call(sim.wait_bound, 5.0)
+    assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
