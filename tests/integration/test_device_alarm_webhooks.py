@@ -115,3 +115,44 @@ def test_alarms_of_another_organization_are_not_delivered(
     sims.call(sim.wait_flushed, 5.0)
     drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
     assert live(receiver) == []
+
+
+def test_a_bind_and_a_keypad_lockout_are_delivered_as_momentary_device_alarms(
+    acme: Tenant,
+    http: TestClient,
+    container: Container,
+    sims: Simulators,
+    receiver: Receiver,
+) -> None:
+    subscribe(admin_client(acme, http), receiver, acme.unit_id, ["device-alarm"])
+    automat = install(acme)
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key20",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+        max_failures=2,
+    )
+    sims.call(sim.wait_bound, 5.0)
+    for _ in range(2):
+        assert sims.call(sim.enter_code, "0000") is False
+    sims.call(sim.wait_flushed, 5.0)
+    drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
+
+    seen = [(e["data"]["alarmType"], e["data"]["state"]) for e in live(receiver)]
+    assert seen == [
+        ("DEVICE_BOUND", "activated"),
+        ("DEVICE_BOUND", "deactivated"),
+        ("DEVICE_KEYPAD_LOCKED", "activated"),
+        ("DEVICE_KEYPAD_LOCKED", "deactivated"),
+    ]
+    for event in live(receiver):
+        assert event["data"]["deviceId"] == automat["id"]
+        assert set(event["data"]) == {
+            "alarmType",
+            "state",
+            "deviceId",
+            "start",
+            "end",
+            "acknowledged",
+        }

@@ -20,7 +20,14 @@ from keyautomat.config import Settings
 from keyautomat.service_layer import devices
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys, mechanical_keys
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually, install
+from tests.devices import (
+    FAST_DEVICE_SETTINGS,
+    Simulators,
+    admin_client,
+    alarm_types,
+    eventually,
+    install,
+)
 
 
 @pytest.fixture
@@ -510,6 +517,27 @@ def test_the_keypad_locks_after_repeated_wrong_codes(
     assert sims.call(sim.enter_code, "8080") is False  # locked out, even for a right code
     sims.call(sim.wait_flushed, 5.0)
     assert _count(container, device_inbox, automat["id"], type="keypad-locked") == 1
+
+
+def test_keypad_lockouts_raise_an_alarm_and_each_lasts_twice_as_long_until_a_right_code(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat, sim = _bound(acme, sims, max_failures=2, lockout_seconds=0.05)
+    _add_pincode(container, automat["id"], "8080", 0)
+    eventually(lambda: sim.pincodes)
+
+    def lock_out() -> float:
+        eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=2.0)
+        for _ in range(2):
+            assert sims.call(sim.enter_code, "0000") is False
+        return float(sim.last_lockout_seconds)
+
+    assert [lock_out() for _ in range(3)] == [0.05, 0.1, 0.2]
+    eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=2.0)
+    assert sims.call(sim.enter_code, "8080") is True  # a right code ends the escalation
+    assert lock_out() == 0.05
+    sims.call(sim.wait_flushed, 5.0)
+    assert alarm_types(container, automat["id"]).count(devices.KEYPAD_LOCKED_ALARM) == 4
 
 
 def test_malformed_and_unauthenticated_messages_are_dropped_without_effect(

@@ -26,6 +26,7 @@ from keyautomat.adapters.device_protocol import (
     CodeEntered,
     Hello,
     KeyEvent,
+    KeypadLocked,
     LockerInventory,
     Message,
     PincodeEntry,
@@ -436,6 +437,9 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id)
         else:
             _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+    elif isinstance(data, KeypadLocked):
+        # Someone is guessing pincodes at the keypad: make it visible.
+        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id)
     return True
 
 
