@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         le=86400,
         description="Longest back-off after failed hellos (it doubles per failure up to this).",
     )
+    device_programming_deadline_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Overall deadline of programming a key before its locker opens (iLOQ).",
+    )
     iloq_mode: Literal["emulator", "live"] = Field(
         default="emulator",
         description="emulator: every unit uses the built-in iLOQ S5 emulator; live: units whose "

@@ -1,8 +1,11 @@
-"""The gateway's limits: wrong installation pincodes back off per device and for everybody,
-without locking a device with its token out. In-process link, a manual clock, both engines."""
+"""The gateway's limits: wrong installation pincodes back off per device and for everybody
+(without locking a device with its token out), and a slow iLOQ system never holds up
+another automat's traffic. In-process link, a manual clock, both engines."""
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,12 +13,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import InProcessLink
-from keyautomat.adapters.device_protocol import Hello, encode, up_topic
+from keyautomat.adapters.device_protocol import CodeEntered, Hello, encode, up_topic
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
 from keyautomat.service_layer.clock import ManualClock
+from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, alarm_types, eventually, install
+from tests.integration.test_device_gateway import _add_pincode
 
 
 @pytest.fixture
@@ -25,6 +30,7 @@ def settings(settings: Settings) -> Settings:
             **FAST_DEVICE_SETTINGS,
             "device_hello_failures_per_device": 3,
             "device_hello_failures_global": 6,
+            "device_programming_deadline_seconds": 1.0,
         }
     )
 
@@ -109,3 +115,42 @@ def test_wrong_codes_from_many_devices_back_off_binding_for_everybody(
     sims.call(sim.go_online)
     sims.call(sim.wait_bound, 5.0)
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
+
+
+def test_a_slow_iloq_system_does_not_delay_another_automats_events(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    gateway = container.devices
+    slow_started = asyncio.Event()
+
+    async def slow_programming(automat_id: str, code: CodeEntered, at: datetime) -> bool:
+        slow_started.set()
+        await asyncio.sleep(3600)  # an iLOQ server that never answers
+        return True
+
+    gateway.before_open = slow_programming
+    first = install(acme, name="Slow")
+    second = install(acme, name="Busy")
+    # Two devices whose messages the gateway handles on the same worker.
+    queues = max(1, gateway.worker_count)
+    other = next(
+        f"SIM-B{n}"
+        for n in range(10_000)
+        if zlib.crc32(f"SIM-B{n}".encode()) % queues == zlib.crc32(b"SIM-A") % queues
+    )
+    a = sims.start(hw_id="SIM-A", locker_count=2, installation_pincode=first["installationPincode"])
+    b = sims.start(hw_id=other, locker_count=2, installation_pincode=second["installationPincode"])
+    sims.call(a.wait_bound, 5.0)
+    sims.call(b.wait_bound, 5.0)
+    _add_pincode(container, first["id"], "4242", 0, purpose="default")
+    eventually(lambda: a.pincodes)
+    sims.call(a.stock, blank_iloq_keys(1))
+    sims.call(a.wait_flushed, 5.0)
+    assert sims.call(a.enter_code, "4242") is True
+    sims.call(slow_started.wait)
+
+    sims.call(b.stock, blank_iloq_keys(2))
+    sims.call(b.wait_flushed, 2.0)  # not held up behind the slow programming
+    # The programming gives up at its deadline; the locker stays shut.
+    eventually(lambda: not gateway._programming, timeout=5.0)
+    assert not a.lockers[0].door_open

@@ -141,10 +141,14 @@ class DeviceGateway:
         self.global_hello_failures = AttemptLimiter(
             free=settings.device_hello_failures_global, cap=backoff_cap
         )
+        self.programming_deadline = settings.device_programming_deadline_seconds
         self.stats = GatewayStats()
         self._connection: Connection | None = None
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Key programming before a locker opens runs apart from the workers, so that a
+        # slow iLOQ system never holds up device traffic (there is one worker on SQLite).
+        self._programming: set[asyncio.Task[None]] = set()
         self._queues: list[asyncio.Queue[tuple[str, str, bytes]]] = []
         self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
         self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
@@ -170,12 +174,14 @@ class DeviceGateway:
             log.warning("device link not connected yet; the gateway keeps trying")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._programming]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        self._programming.clear()
         self._connection = None
 
     @property
@@ -387,15 +393,39 @@ class DeviceGateway:
             if session is not None and session.code == data.code:
                 del self._sessions[automat_id]
         if fresh and isinstance(data, CodeEntered):
-            await self._open_after_programming(hw_id, automat_id, data, message.occurred_at)
+            self._start_programming(hw_id, automat_id, data, message.occurred_at)
 
-    async def _open_after_programming(
+    def _start_programming(
         self, hw_id: str, automat_id: str, data: CodeEntered, occurred_at: datetime
     ) -> None:
         # Only for codes the device holds (``program_first``): it named the pincode.
         if self.before_open is None or data.pincode_id is None or data.locker_index is None:
             return
-        verdict = await self.before_open(automat_id, data, occurred_at)
+        task = asyncio.create_task(
+            self._open_after_programming(hw_id, automat_id, data, occurred_at)
+        )
+        self._programming.add(task)
+        task.add_done_callback(self._programming.discard)
+
+    async def _open_after_programming(
+        self, hw_id: str, automat_id: str, data: CodeEntered, occurred_at: datetime
+    ) -> None:
+        assert self.before_open is not None
+        assert data.locker_index is not None
+        try:
+            async with asyncio.timeout(self.programming_deadline):
+                verdict = await self.before_open(automat_id, data, occurred_at)
+        except TimeoutError:
+            log.warning(
+                "programming for automat %s took over %.0fs; the locker stays shut",
+                automat_id,
+                self.programming_deadline,
+            )
+            return
+        except Exception:
+            self.stats.errors += 1
+            log.exception("programming before opening a locker of %s failed", automat_id)
+            return
         if not verdict:
             return
         with contextlib.suppress(LinkError):
