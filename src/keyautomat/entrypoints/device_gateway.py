@@ -103,6 +103,14 @@ class GatewayStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+class _BackedOff(devices.DeviceRejected):
+    """A hello with a pincode refused from memory while its sender is backed off; counted
+    in ``stats.backed_off`` rather than logged, so that guessing cannot flood the log."""
+
+    def __init__(self) -> None:
+        super().__init__(devices.INSTALLATION_REFUSED)
+
+
 class DeviceGateway:
     def __init__(
         self,
@@ -321,7 +329,8 @@ class DeviceGateway:
                 await self._on_event(hw_id, token, message)
         except devices.DeviceRejected as exc:
             self.stats.rejected += 1
-            log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
+            if not isinstance(exc, _BackedOff):
+                log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
             with contextlib.suppress(LinkError):
                 await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
 
@@ -334,7 +343,7 @@ class DeviceGateway:
         ):
             self.stats.backed_off += 1
             if token is None:
-                raise devices.DeviceRejected(devices.INSTALLATION_REFUSED)
+                raise _BackedOff
             # A device with a credential still gets in with it: guesses on its topic
             # must not lock the real device out.
             hello = hello.model_copy(update={"installation_pincode": None})
