@@ -154,3 +154,34 @@ def test_a_slow_iloq_system_does_not_delay_another_automats_events(
     # The programming gives up at its deadline; the locker stays shut.
     eventually(lambda: not gateway._programming, timeout=5.0)
     assert not a.lockers[0].door_open
+
+
+def test_one_automats_programmings_still_run_one_after_another(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    done: list[str] = []
+
+    async def programming(automat_id: str, code: CodeEntered, at: datetime) -> bool:
+        running.append(code.code)
+        overlaps.append(list(running))
+        await asyncio.sleep(0.2)
+        running.remove(code.code)
+        done.append(code.code)
+        return False
+
+    container.devices.before_open = programming
+    automat = install(acme)
+    sim = sims.start(
+        hw_id="SIM-ORDER", locker_count=2, installation_pincode=automat["installationPincode"]
+    )
+    sims.call(sim.wait_bound, 5.0)
+    _add_pincode(container, automat["id"], "1111", 0, purpose="default")
+    _add_pincode(container, automat["id"], "2222", 1, purpose="default")
+    eventually(lambda: len(sim.pincodes) == 2)
+    sims.call(sim.enter_code, "1111")
+    sims.call(sim.enter_code, "2222")
+    eventually(lambda: len(done) == 2, timeout=5.0)
+    assert done == ["1111", "2222"]
+    assert all(len(together) == 1 for together in overlaps)

@@ -157,6 +157,8 @@ class DeviceGateway:
         # Key programming before a locker opens runs apart from the workers, so that a
         # slow iLOQ system never holds up device traffic (there is one worker on SQLite).
         self._programming: set[asyncio.Task[None]] = set()
+        # ...but one automat's programmings still run one after the other, in order.
+        self._programming_locks: dict[str, asyncio.Lock] = {}
         self._queues: list[asyncio.Queue[tuple[str, str, bytes]]] = []
         self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
         self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
@@ -421,8 +423,9 @@ class DeviceGateway:
     ) -> None:
         assert self.before_open is not None
         assert data.locker_index is not None
+        lock = self._programming_locks.setdefault(automat_id, asyncio.Lock())
         try:
-            async with asyncio.timeout(self.programming_deadline):
+            async with asyncio.timeout(self.programming_deadline), lock:
                 verdict = await self.before_open(automat_id, data, occurred_at)
         except TimeoutError:
             log.warning(
