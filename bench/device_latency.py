@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,11 @@ async def latency(args: argparse.Namespace, db: Database, settings: Settings) ->
     principal = _principal(db, now)
     [(automat_id, pincode)] = _install(db, principal, 1, now)
     gateway = DeviceGateway(
-        db=db, link=MqttLink(args.broker), clock=SystemClock(), settings=settings
+        db=db,
+        link=MqttLink(args.broker),
+        clock=SystemClock(),
+        settings=settings,
+        code_key=secrets.token_bytes(32),
     )
     waiting: dict[str, asyncio.Future[float]] = {}
 
@@ -167,7 +172,11 @@ async def fleet(args: argparse.Namespace, db: Database, settings: Settings) -> N
     principal = _principal(db, now)
     installed = _install(db, principal, args.automats, now)
     gateway = DeviceGateway(
-        db=db, link=MqttLink(args.broker), clock=SystemClock(), settings=settings
+        db=db,
+        link=MqttLink(args.broker),
+        clock=SystemClock(),
+        settings=settings,
+        code_key=secrets.token_bytes(32),
     )
     await gateway.start()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import Link
+from keyautomat.adapters.orm_devices import device_alarms
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.simulator import SimulatedAutomat
@@ -57,6 +59,19 @@ def install(
         },
     )
     return automat
+
+
+def alarm_types(container: Container, automat_id: str) -> list[str]:
+    """The types of the automat's alarms, oldest first (the device's and the server's own)."""
+    return container.db.transaction(
+        lambda s: list(
+            s.scalars(
+                select(device_alarms.c.alarm_type)
+                .where(device_alarms.c.automat_id == automat_id)
+                .order_by(device_alarms.c.started_at, device_alarms.c.id)
+            )
+        )
+    )
 
 
 def admin_client(tenant: Tenant, http: TestClient) -> Client:

@@ -19,6 +19,9 @@ from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.webhook_delivery import WebhookService
 
+# What the key that hashes bound installation pincodes is derived for (adapters/crypto.py).
+INSTALLATION_CODE_KEY = "device installation pincode"
+
 
 @dataclass
 class Container:
@@ -44,7 +47,11 @@ class Container:
         if self.device_link is None:
             self.device_link = link_from_url(self.settings.mqtt_url)
         self.devices = DeviceGateway(
-            db=self.db, link=self.device_link, clock=self.clock, settings=self.settings
+            db=self.db,
+            link=self.device_link,
+            clock=self.clock,
+            settings=self.settings,
+            code_key=self.secrets.derive_key(INSTALLATION_CODE_KEY),
         )
 
     def close(self) -> None:

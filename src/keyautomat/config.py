@@ -127,6 +127,43 @@ class Settings(BaseSettings):
     device_sync_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the gateway looks for devices behind on sync."
     )
+    installation_pincode_ttl_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=8760,
+        description="How long an installation pincode binds hardware; replace issues a new one.",
+    )
+    device_rebind_window_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        le=86400,
+        description="How long after binding a device that lost its welcome may bind again with "
+        "the same pincode (until its first message with the issued token at the latest).",
+    )
+    device_hello_failures_per_device: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="Failed hellos with a pincode one hwId may send before back-off (and alarm).",
+    )
+    device_hello_failures_global: int = Field(
+        default=20,
+        ge=0,
+        le=100000,
+        description="Failed hellos with a pincode across all devices before back-off for all.",
+    )
+    device_hello_backoff_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86400,
+        description="Longest back-off after failed hellos (it doubles per failure up to this).",
+    )
+    device_programming_deadline_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Overall deadline of programming a key before its locker opens (iLOQ).",
+    )
     iloq_mode: Literal["emulator", "live"] = Field(
         default="emulator",
         description="emulator: every unit uses the built-in iLOQ S5 emulator; live: units whose "

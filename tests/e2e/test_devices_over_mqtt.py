@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,13 +17,34 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import MqttLink
-from keyautomat.adapters.orm_devices import automat_events, device_inbox
+from keyautomat.adapters.device_protocol import (
+    Empty,
+    Hello,
+    Message,
+    decode_from_server,
+    down_topic,
+    encode,
+    new_message_id,
+    up_topic,
+)
+from keyautomat.adapters.orm_devices import (
+    automat_events,
+    device_inbox,
+    device_links,
+)
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.service_layer import devices
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually, install
+from tests.devices import (
+    FAST_DEVICE_SETTINGS,
+    Simulators,
+    admin_client,
+    alarm_types,
+    eventually,
+    install,
+)
 from tests.services import MQTT_HOST, MQTT_PORT, need
 
 pytestmark = pytest.mark.mqtt
@@ -57,7 +79,11 @@ def _events(container: Container, automat_id: str) -> list[tuple[str, datetime]]
             (r.type, r.occurred_at)
             for r in s.execute(
                 select(automat_events.c.type, automat_events.c.occurred_at)
-                .where(automat_events.c.automat_id == automat_id)
+                .where(
+                    automat_events.c.automat_id == automat_id,
+                    # The server's own alarms (every bind raises one) are not reports.
+                    automat_events.c.type != "device-alarm",
+                )
                 .order_by(automat_events.c.id)
             )
         ]
@@ -221,3 +247,148 @@ def test_send_pincode_over_mqtt_times_out_when_the_device_does_not_answer(
     sim.mute = True
     result = acme.api.post(f"/automats/{automat['id']}/sendPincode", {"pincode": "1"})
     assert result == {"success": False, "reason": "TIMEOUT"}
+
+
+async def _exchange(
+    prefix: str,
+    hw_id: str,
+    messages: Sequence[tuple[str, Hello | Empty, str | None]],
+    *,
+    answers: int,
+    listen: bool = True,
+    timeout: float = 20.0,
+) -> list[Message]:
+    """Publish ``(type, data, token)`` messages on ``hw_id``'s up topic as anyone with a
+    broker login could, and collect what the server sends down until ``answers`` refusals
+    of them arrived (then half a second more for anything else)."""
+    async with MqttLink(BROKER).connect(f"other-{uuid.uuid4().hex[:8]}") as connection:
+        if listen:
+            await connection.subscribe(down_topic(prefix, hw_id))
+        sent: set[str] = set()
+        for type_, data, token in messages:
+            message_id = new_message_id()
+            sent.add(message_id)
+            payload = encode(
+                type_,
+                data,
+                hw_id=hw_id,
+                occurred_at=datetime.now(UTC),
+                token=token,
+                message_id=message_id,
+            )
+            await connection.publish(up_topic(prefix, hw_id), payload)
+        received: list[Message] = []
+        if not listen:
+            return received
+        refused = 0
+        stream = connection.messages()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                _topic, payload = await asyncio.wait_for(anext(stream), deadline - loop.time())
+            except TimeoutError:
+                break
+            message = decode_from_server(payload)
+            received.append(message)
+            if message.type == "rejected" and getattr(message.data, "ref", None) in sent:
+                refused += 1
+            if refused >= answers or message.type == "welcome":
+                deadline = min(deadline, loop.time() + 0.5)
+        return received
+
+
+def _hello(code: str | None) -> Hello:
+    return Hello(installation_pincode=code, product="key20", locker_count=4)
+
+
+def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_token_and_no_sync(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    hw_id = f"TAKE-{uuid.uuid4().hex[:8]}"
+    sim = sims.start(hw_id=hw_id, locker_count=4, installation_pincode=code)
+    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_flushed, 10.0)
+    _add_fetch_code(container, automat["id"], "271828", 0)
+    eventually(lambda: sim.pincodes, timeout=10.0)
+    # The device has acknowledged its pincodes: the server owes its topic no sync.
+    eventually(lambda: _in_sync(container, automat["id"]), timeout=10.0)
+    token_before = _token_hash(container, automat["id"])
+
+    wrong = [f"{n:06d}" for n in range(300) if f"{n:06d}" != code][:200]
+    attack = [("hello", _hello(guess), None) for guess in [*wrong, code]]
+    answers = asyncio.run(
+        _exchange(container.settings.mqtt_topic_prefix, hw_id, attack, answers=201)
+    )
+
+    types = [m.type for m in answers]
+    assert "welcome" not in types
+    assert "sync" not in types
+    refusals = [m.data for m in answers if m.type == "rejected"]
+    assert len(refusals) == 201
+    assert {getattr(r, "reason", None) for r in refusals} == {devices.INSTALLATION_REFUSED}
+    assert _token_hash(container, automat["id"]) == token_before
+    assert container.devices.stats.backed_off > 0  # most guesses never reached the database
+    assert "DEVICE_BIND_FAILURES" in alarm_types(container, automat["id"])
+    # The real device carries on with its token.
+    sims.call(sim.raise_alarm, "DEVICE_MOVED")
+    sims.call(sim.wait_flushed, 10.0)
+    assert sim.last_rejection is None
+
+
+def test_a_device_that_lost_its_welcome_binds_again_with_its_code_until_it_speaks_with_its_token(
+    acme: Tenant, container: Container, http: TestClient
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    prefix = container.settings.mqtt_topic_prefix
+    hw_id = f"LOST-{uuid.uuid4().hex[:8]}"
+    # The first hello binds, but its welcome is lost (nobody listens).
+    asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=0, listen=False))
+    eventually(
+        lambda: acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active",
+        timeout=10.0,
+    )
+
+    again = asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=1))
+    [welcome] = [m.data for m in again if m.type == "welcome"]
+    token = getattr(welcome, "device_token", None)
+    assert token is not None
+    assert any(m.type == "sync" and getattr(m.data, "full", False) for m in again)
+
+    # Its first message with the token makes the code useless.
+    asyncio.run(_exchange(prefix, hw_id, [("heartbeat", Empty(), token)], answers=0, listen=False))
+    eventually(lambda: _bind_code_forgotten(container, automat["id"]), timeout=10.0)
+    late = asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=1))
+    assert [m.type for m in late] == ["rejected"]
+
+
+def _in_sync(container: Container, automat_id: str) -> bool:
+    link = container.db.transaction(
+        lambda s: s.execute(
+            select(device_links.c.desired_version, device_links.c.synced_version).where(
+                device_links.c.automat_id == automat_id
+            )
+        ).one()
+    )
+    return bool(link.desired_version == link.synced_version)
+
+
+def _token_hash(container: Container, automat_id: str) -> str | None:
+    value: str | None = container.db.transaction(
+        lambda s: s.scalar(
+            select(device_links.c.token_hash).where(device_links.c.automat_id == automat_id)
+        )
+    )
+    return value
+
+
+def _bind_code_forgotten(container: Container, automat_id: str) -> bool:
+    stored = container.db.transaction(
+        lambda s: s.scalar(
+            select(device_links.c.bind_pincode_hash).where(device_links.c.automat_id == automat_id)
+        )
+    )
+    return stored is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,6 +13,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.clock import SystemClock
+from keyautomat.simulator import SimulatedAutomat
 from tests.conftest import Tenant
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, install
 from tests.integration.test_webhooks import drain, live, subscribe
@@ -36,6 +38,18 @@ def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
     simulators.stop_all()
 
 
+def _bound(sims: Simulators, automat: dict[str, Any], **kwargs: Any) -> SimulatedAutomat:
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key20",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+        **kwargs,
+    )
+    sims.call(sim.wait_bound, 5.0)
+    return sim
+
+
 def parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -50,24 +64,22 @@ def test_an_alarm_is_delivered_on_activation_acknowledgement_and_deactivation(
     admin = admin_client(acme, http)
     subscribe(admin, receiver, acme.unit_id, ["device-alarm"])
     automat = install(acme)
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key20",
-        locker_count=4,
-        installation_pincode=automat["installationPincode"],
-    )
-    sims.call(sim.wait_bound, 5.0)
+    sim = _bound(sims, automat)
     worker = OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w")
 
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
     sims.call(sim.wait_flushed, 5.0)
-    [alarm] = admin.get(f"/admin/automats/{automat['id']}/alarms")["data"]
+    [alarm] = [
+        a
+        for a in admin.get(f"/admin/automats/{automat['id']}/alarms")["data"]
+        if a["alarmType"] == "DEVICE_MOVED"
+    ]
     admin.post(f"/admin/automats/{automat['id']}/alarms/{alarm['id']}/acknowledge")
     sims.call(sim.clear_alarm, "DEVICE_MOVED")
     sims.call(sim.wait_flushed, 5.0)
     drain(worker)
 
-    events = live(receiver)
+    events = [e for e in live(receiver) if e["data"]["alarmType"] == "DEVICE_MOVED"]
     assert [e["type"] for e in events] == ["device-alarm"] * 3
     assert all(r.verified for r in receiver.received)
     assert [e["organizationUnitId"] for e in events] == [acme.unit_id] * 3
@@ -100,14 +112,47 @@ def test_alarms_of_another_organization_are_not_delivered(
 ) -> None:
     subscribe(admin_client(acme, http), receiver, acme.unit_id, ["device-alarm"])
     automat = install(operator)
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key20",
-        locker_count=4,
-        installation_pincode=automat["installationPincode"],
-    )
-    sims.call(sim.wait_bound, 5.0)
+    sim = _bound(sims, automat)
     sims.call(sim.raise_alarm, "DEVICE_ERROR")
     sims.call(sim.wait_flushed, 5.0)
     drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
     assert live(receiver) == []
+
+
+def test_a_bind_and_a_keypad_lockout_are_delivered_as_momentary_device_alarms(
+    acme: Tenant,
+    http: TestClient,
+    container: Container,
+    sims: Simulators,
+    receiver: Receiver,
+) -> None:
+    subscribe(admin_client(acme, http), receiver, acme.unit_id, ["device-alarm"])
+    automat = install(acme)
+    sim = _bound(sims, automat, max_failures=2)
+    for _ in range(2):
+        assert sims.call(sim.enter_code, "0000") is False
+    sims.call(sim.wait_flushed, 5.0)
+    drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
+
+    ours = [
+        e
+        for e in live(receiver)
+        if e["data"]["alarmType"] in {"DEVICE_BOUND", "DEVICE_KEYPAD_LOCKED"}
+    ]
+    seen = [(e["data"]["alarmType"], e["data"]["state"]) for e in ours]
+    assert seen == [
+        ("DEVICE_BOUND", "activated"),
+        ("DEVICE_BOUND", "deactivated"),
+        ("DEVICE_KEYPAD_LOCKED", "activated"),
+        ("DEVICE_KEYPAD_LOCKED", "deactivated"),
+    ]
+    for event in ours:
+        assert event["data"]["deviceId"] == automat["id"]
+        assert set(event["data"]) == {
+            "alarmType",
+            "state",
+            "deviceId",
+            "start",
+            "end",
+            "acknowledged",
+        }

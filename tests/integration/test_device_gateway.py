@@ -20,7 +20,14 @@ from keyautomat.config import Settings
 from keyautomat.service_layer import devices
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys, mechanical_keys
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually, install
+from tests.devices import (
+    FAST_DEVICE_SETTINGS,
+    Simulators,
+    admin_client,
+    alarm_types,
+    eventually,
+    install,
+)
 
 
 @pytest.fixture
@@ -111,19 +118,22 @@ def test_a_wrong_installation_pincode_is_refused_and_changes_nothing(
     wrong = "000000" if automat["installationPincode"] != "000000" else "111111"
     sim = sims.start(hw_id="SIM-WRONG", installation_pincode=wrong)
     eventually(lambda: sim.last_rejection)
-    assert sim.last_rejection == "wrong installation pincode"
+    assert sim.last_rejection == devices.INSTALLATION_REFUSED
     body = acme.api.get(f"/automats/{automat['id']}")
     assert body["lifecycleState"] == "waitingForInstall"
     assert body["hwId"] is None
 
 
-def test_a_device_of_the_wrong_product_is_refused(acme: Tenant, sims: Simulators) -> None:
+def test_a_right_code_with_the_wrong_product_is_refused_like_a_wrong_code(
+    acme: Tenant, sims: Simulators
+) -> None:
     automat = install(acme, product="key30")
     sim = sims.start(
         hw_id="SIM-PRODUCT", product="key20", installation_pincode=automat["installationPincode"]
     )
     eventually(lambda: sim.last_rejection)
-    assert "key30" in (sim.last_rejection or "")
+    # Neither confirms the code nor names the automat (issue 11, item 3).
+    assert sim.last_rejection == devices.INSTALLATION_REFUSED
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "waitingForInstall"
 
 
@@ -151,11 +161,15 @@ def test_a_synced_pincode_opens_its_locker_and_the_autopilot_takes_the_key(
 
 
 def _event_types(container: Container, automat_id: str) -> list[str]:
+    """What the automat reported, without the server's alarms (every bind raises one)."""
     return container.db.transaction(
         lambda s: list(
             s.scalars(
                 select(automat_events.c.type)
-                .where(automat_events.c.automat_id == automat_id)
+                .where(
+                    automat_events.c.automat_id == automat_id,
+                    automat_events.c.type != "device-alarm",
+                )
                 .order_by(automat_events.c.id)
             )
         )
@@ -233,7 +247,10 @@ def test_a_device_that_went_offline_delivers_its_events_with_their_original_time
             select(
                 automat_events.c.type, automat_events.c.occurred_at, automat_events.c.recorded_at
             )
-            .where(automat_events.c.automat_id == automat["id"])
+            .where(
+                automat_events.c.automat_id == automat["id"],
+                automat_events.c.type != "device-alarm",
+            )
             .order_by(automat_events.c.id)
         ).all()
     )
@@ -370,6 +387,12 @@ def test_send_pincode_validates_its_body(acme: Tenant) -> None:
         assert acme.api.request("POST", path, body).status_code == 400, body
 
 
+def _device_alarms(admin: Any, automat_id: str) -> list[dict[str, Any]]:
+    """The alarms the device raised, without the one its bind raised."""
+    alarms = admin.get(f"/admin/automats/{automat_id}/alarms")["data"]
+    return [a for a in alarms if a["alarmType"] != devices.BOUND_ALARM]
+
+
 def test_alarms_are_stored_with_start_end_and_acknowledgement(
     acme: Tenant, sims: Simulators, http: TestClient
 ) -> None:
@@ -378,7 +401,7 @@ def test_alarms_are_stored_with_start_end_and_acknowledgement(
     sims.call(sim.raise_alarm, "DEVICE_LOW_POWER")
     sims.call(sim.raise_alarm, "DEVICE_LOW_POWER")  # raising an active alarm again is a no-op
     sims.call(sim.wait_flushed, 5.0)
-    alarms = admin.get(f"/admin/automats/{automat['id']}/alarms")["data"]
+    alarms = _device_alarms(admin, automat["id"])
     assert len(alarms) == 1
     alarm = alarms[0]
     assert alarm["alarmType"] == "DEVICE_LOW_POWER"
@@ -390,7 +413,7 @@ def test_alarms_are_stored_with_start_end_and_acknowledgement(
     assert acked["acknowledged"] is True
     sims.call(sim.clear_alarm, "DEVICE_LOW_POWER")
     sims.call(sim.wait_flushed, 5.0)
-    alarm = admin.get(f"/admin/automats/{automat['id']}/alarms")["data"][0]
+    alarm = _device_alarms(admin, automat["id"])[0]
     assert alarm["state"] == "deactivated"
     assert alarm["end"] is not None
     assert alarm["end"] >= alarm["start"]
@@ -409,7 +432,7 @@ def test_a_silent_device_goes_offline_with_an_alarm_that_ends_when_it_returns(
     assert alarms[0]["alarmType"] == "DEVICE_DISCONNECTED"
     sims.call(sim.go_online)
     eventually(lambda: admin.get(status)["online"], interval=0.05)
-    alarm = admin.get(f"/admin/automats/{automat['id']}/alarms")["data"][0]
+    alarm = _device_alarms(admin, automat["id"])[0]
     assert alarm["state"] == "deactivated"
 
 
@@ -494,6 +517,27 @@ def test_the_keypad_locks_after_repeated_wrong_codes(
     assert sims.call(sim.enter_code, "8080") is False  # locked out, even for a right code
     sims.call(sim.wait_flushed, 5.0)
     assert _count(container, device_inbox, automat["id"], type="keypad-locked") == 1
+
+
+def test_keypad_lockouts_raise_an_alarm_and_each_lasts_twice_as_long_until_a_right_code(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat, sim = _bound(acme, sims, max_failures=2, lockout_seconds=0.05)
+    _add_pincode(container, automat["id"], "8080", 0)
+    eventually(lambda: sim.pincodes)
+
+    def lock_out() -> float:
+        eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=2.0)
+        for _ in range(2):
+            assert sims.call(sim.enter_code, "0000") is False
+        return float(sim.last_lockout_seconds)
+
+    assert [lock_out() for _ in range(3)] == [0.05, 0.1, 0.2]
+    eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=2.0)
+    assert sims.call(sim.enter_code, "8080") is True  # a right code ends the escalation
+    assert lock_out() == 0.05
+    sims.call(sim.wait_flushed, 5.0)
+    assert alarm_types(container, automat["id"]).count(devices.KEYPAD_LOCKED_ALARM) == 4
 
 
 def test_malformed_and_unauthenticated_messages_are_dropped_without_effect(

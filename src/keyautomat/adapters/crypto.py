@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -97,6 +98,15 @@ class SecretBox:
 
     def __init__(self, key: str | bytes) -> None:
         self._fernet = Fernet(key)
+        self._key = base64.urlsafe_b64decode(key)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (e.g. keyed hashes of installation codes), derived
+        from the secret key, so that nothing keyed with it is usable for anything else and
+        a dump of the database alone cannot invert what it protects."""
+        return hmac.new(
+            self._key, b"keyautomat derived key: " + purpose.encode(), "sha256"
+        ).digest()
 
     @staticmethod
     def create_key_file(key_file: Path) -> None:

@@ -131,6 +131,8 @@ automats = Table(
     Column("product", String(16), nullable=False),
     Column("hw_id", Text, unique=True),
     Column("installation_pincode", String(16), unique=True),
+    # When the pincode was drawn: it binds only for installation_pincode_ttl_hours.
+    Column("installation_pincode_issued_at", UtcDateTime),
     Column("lifecycle_state", String(32), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime),

@@ -66,6 +66,18 @@ def secret_matches(value: str | None, stored_hash: str | None) -> bool:
     return hmac.compare_digest(secret_hash(value), stored_hash)
 
 
+def keyed_hash(key: bytes, value: str) -> str:
+    """HMAC-SHA-256 of a low-entropy secret (a six-digit installation code) under a server
+    key: unlike a plain hash, a table dump does not reveal the code by trying all 10^6."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def keyed_hash_matches(key: bytes, value: str, stored_hash: str | None) -> bool:
+    if stored_hash is None:
+        return False
+    return hmac.compare_digest(keyed_hash(key, value), stored_hash)
+
+
 def is_valid_at(valid_from: datetime, valid_until: datetime | None, now: datetime) -> bool:
     """A pincode opens only inside its window: ``valid_from <= now < valid_until``."""
     return valid_from <= now and (valid_until is None or now < valid_until)

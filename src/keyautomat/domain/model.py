@@ -173,8 +173,10 @@ class Automat:
         self.timezone = timezone
         self.product = str(product)
         self.hw_id: str | None = None
-        # Drawn by the service layer, which makes sure no other automat holds it.
+        # Drawn by the service layer, which makes sure no other automat holds it; it
+        # binds hardware only for a while after it was issued (docs/device-protocol.md).
         self.installation_pincode: str | None = None
+        self.installation_pincode_issued_at: datetime | None = None
         self.lifecycle_state = str(LifecycleState.WAITING_FOR_INSTALL)
         self.created_at = created_at
         self.last_seen_at: datetime | None = None
@@ -191,6 +193,7 @@ class Automat:
             raise InvalidInput("id", "is an uninstalled automat and cannot be replaced")
         self.hw_id = None
         self.installation_pincode = None  # a fresh one is drawn by the service layer
+        self.installation_pincode_issued_at = None
         self.lifecycle_state = str(LifecycleState.WAITING_FOR_INSTALL)
 
     def bind(self, hw_id: str, pincode: str) -> bool:
@@ -201,12 +204,14 @@ class Automat:
             return False
         self.hw_id = hw_id
         self.installation_pincode = None
+        self.installation_pincode_issued_at = None
         self.lifecycle_state = str(LifecycleState.ACTIVE)
         return True
 
     def uninstall(self) -> None:
         self.lifecycle_state = str(LifecycleState.DEACTIVATED)
         self.installation_pincode = None
+        self.installation_pincode_issued_at = None
         self.groups = []
 
     def set_groups(self, groups: list[Group]) -> None:

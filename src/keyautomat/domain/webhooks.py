@@ -41,6 +41,11 @@ ALARM_TYPES = (
     "DEVICE_MOVED",
     "DEVICE_DISCONNECTED",
     "DEVICE_WIFI_OFFLINE",
+    # keyautomat's security alarms, in the spec's shape (docs/webhooks.md, "Alarm types"):
+    # a bind, repeated wrong installation pincodes, a keypad lockout.
+    "DEVICE_BOUND",
+    "DEVICE_BIND_FAILURES",
+    "DEVICE_KEYPAD_LOCKED",
 )
 ALARM_STATES = ("activated", "deactivated")
 

@@ -20,7 +20,7 @@ import os
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -51,6 +51,7 @@ from keyautomat.adapters.device_protocol import (
     up_pattern,
 )
 from keyautomat.config import Settings
+from keyautomat.domain.attempts import AttemptLimiter
 from keyautomat.service_layer import devices
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.principal import Principal
@@ -96,9 +97,18 @@ class GatewayStats:
     duplicates: int = 0
     malformed: int = 0
     rejected: int = 0
+    backed_off: int = 0  # hellos with a pincode refused unread while backed off
     sent: int = 0
     errors: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+
+
+class _BackedOff(devices.DeviceRejected):
+    """A hello with a pincode refused from memory while its sender is backed off; counted
+    in ``stats.backed_off`` rather than logged, so that guessing cannot flood the log."""
+
+    def __init__(self) -> None:
+        super().__init__(devices.INSTALLATION_REFUSED)
 
 
 class DeviceGateway:
@@ -109,6 +119,7 @@ class DeviceGateway:
         link: Link,
         clock: Clock,
         settings: Settings,
+        code_key: bytes,
         client_id: str | None = None,
         workers: int | None = None,
     ) -> None:
@@ -123,10 +134,31 @@ class DeviceGateway:
         self.offline_after = settings.device_offline_after_seconds
         self.sync_interval = settings.device_sync_interval_seconds
         self.worker_count = workers or (1 if db.is_sqlite else max(2, settings.db_threads))
+        self.bind_policy = devices.BindPolicy(
+            code_key=code_key,
+            code_ttl=timedelta(hours=settings.installation_pincode_ttl_hours),
+            rebind_window=timedelta(seconds=settings.device_rebind_window_seconds),
+        )
+        # Failed hellos with an installation pincode, per hwId and for everybody
+        # (docs/device-protocol.md, "Limits"): kept in memory, so a refusal while
+        # backed off costs no database work.
+        backoff_cap = timedelta(seconds=settings.device_hello_backoff_max_seconds)
+        self.hello_failures = AttemptLimiter(
+            free=settings.device_hello_failures_per_device, cap=backoff_cap
+        )
+        self.global_hello_failures = AttemptLimiter(
+            free=settings.device_hello_failures_global, cap=backoff_cap
+        )
+        self.programming_deadline = settings.device_programming_deadline_seconds
         self.stats = GatewayStats()
         self._connection: Connection | None = None
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Key programming before a locker opens runs apart from the workers, so that a
+        # slow iLOQ system never holds up device traffic (there is one worker on SQLite).
+        self._programming: set[asyncio.Task[None]] = set()
+        # ...but one automat's programmings still run one after the other, in order.
+        self._programming_locks: dict[str, asyncio.Lock] = {}
         self._queues: list[asyncio.Queue[tuple[str, str, bytes]]] = []
         self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
         self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
@@ -152,12 +184,14 @@ class DeviceGateway:
             log.warning("device link not connected yet; the gateway keeps trying")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._programming]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        self._programming.clear()
         self._connection = None
 
     @property
@@ -269,10 +303,7 @@ class DeviceGateway:
         try:
             if message.type == "hello":
                 assert isinstance(message.data, Hello)
-                hello = message.data
-                welcomed = await self.db.run(
-                    lambda s: devices.hello(s, hw_id=hw_id, token=token, data=hello, now=now)
-                )
+                welcomed = await self._hello(hw_id, token, message.data, now)
                 await self._send(
                     hw_id,
                     "welcome",
@@ -300,9 +331,52 @@ class DeviceGateway:
                 await self._on_event(hw_id, token, message)
         except devices.DeviceRejected as exc:
             self.stats.rejected += 1
-            log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
+            if not isinstance(exc, _BackedOff):
+                log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
             with contextlib.suppress(LinkError):
                 await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
+
+    async def _hello(
+        self, hw_id: str, token: str | None, hello: Hello, now: datetime
+    ) -> devices.Welcomed:
+        """Authenticate or bind; a pincode counts against the hwId's and everybody's limits."""
+        if hello.installation_pincode is not None and (
+            self.hello_failures.blocked(hw_id, now) or self.global_hello_failures.blocked("*", now)
+        ):
+            self.stats.backed_off += 1
+            if token is None:
+                raise _BackedOff
+            # A device with a credential still gets in with it: guesses on its topic
+            # must not lock the real device out.
+            hello = hello.model_copy(update={"installation_pincode": None})
+        try:
+            return await self.db.run(
+                lambda s: devices.hello(
+                    s, hw_id=hw_id, token=token, data=hello, now=now, policy=self.bind_policy
+                )
+            )
+        except devices.DeviceRejected:
+            if hello.installation_pincode is not None:
+                await self._hello_failed(hw_id, now)
+            raise
+
+    async def _hello_failed(self, hw_id: str, now: datetime) -> None:
+        failures = self.hello_failures.failed(hw_id, now)
+        if self.hello_failures.just_blocked(failures):
+            automat_id = await self.db.run(lambda s: devices.bind_failures_alarm(s, hw_id, now))
+            log.warning(
+                "%d wrong installation pincodes from %s (automat %s): backing off",
+                failures,
+                hw_id,
+                automat_id or "none",
+            )
+        overall = self.global_hello_failures.failed("*", now)
+        if self.global_hello_failures.just_blocked(overall):
+            log.error(
+                "%d wrong installation pincodes from all devices: backing off for everybody; "
+                "someone may be guessing installation pincodes",
+                overall,
+            )
 
     async def _on_event(self, hw_id: str, token: str | None, message: Message) -> None:
         received = self.clock.now()
@@ -330,15 +404,40 @@ class DeviceGateway:
             if session is not None and session.code == data.code:
                 del self._sessions[automat_id]
         if fresh and isinstance(data, CodeEntered):
-            await self._open_after_programming(hw_id, automat_id, data, message.occurred_at)
+            self._start_programming(hw_id, automat_id, data, message.occurred_at)
 
-    async def _open_after_programming(
+    def _start_programming(
         self, hw_id: str, automat_id: str, data: CodeEntered, occurred_at: datetime
     ) -> None:
         # Only for codes the device holds (``program_first``): it named the pincode.
         if self.before_open is None or data.pincode_id is None or data.locker_index is None:
             return
-        verdict = await self.before_open(automat_id, data, occurred_at)
+        task = asyncio.create_task(
+            self._open_after_programming(hw_id, automat_id, data, occurred_at)
+        )
+        self._programming.add(task)
+        task.add_done_callback(self._programming.discard)
+
+    async def _open_after_programming(
+        self, hw_id: str, automat_id: str, data: CodeEntered, occurred_at: datetime
+    ) -> None:
+        assert self.before_open is not None
+        assert data.locker_index is not None
+        lock = self._programming_locks.setdefault(automat_id, asyncio.Lock())
+        try:
+            async with asyncio.timeout(self.programming_deadline), lock:
+                verdict = await self.before_open(automat_id, data, occurred_at)
+        except TimeoutError:
+            log.warning(
+                "programming for automat %s took over %.0fs; the locker stays shut",
+                automat_id,
+                self.programming_deadline,
+            )
+            return
+        except Exception:
+            self.stats.errors += 1
+            log.exception("programming before opening a locker of %s failed", automat_id)
+            return
         if not verdict:
             return
         with contextlib.suppress(LinkError):

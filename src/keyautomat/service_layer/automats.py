@@ -159,8 +159,10 @@ def _next_automat_id(session: Session) -> str:
     return format_automat_id(value)
 
 
-def _assign_installation_pincode(session: Session, automat: Automat) -> None:
-    """Give the automat a code no other automat holds.
+def _assign_installation_pincode(session: Session, automat: Automat, now: datetime) -> None:
+    """Give the automat a code no other automat holds, issued ``now``: it binds hardware
+    for ``installation_pincode_ttl_hours`` (docs/device-protocol.md), and a replace
+    issues a fresh one.
 
     The unique constraint is the guard: each draw is written in a savepoint and
     a collision (with a committed automat, or with a concurrent transaction on
@@ -173,11 +175,14 @@ def _assign_installation_pincode(session: Session, automat: Automat) -> None:
         try:
             with session.begin_nested():
                 session.execute(
-                    update(table).where(table.c.id == automat.id).values(installation_pincode=code)
+                    update(table)
+                    .where(table.c.id == automat.id)
+                    .values(installation_pincode=code, installation_pincode_issued_at=now)
                 )
         except IntegrityError:
             continue
         set_committed_value(automat, "installation_pincode", code)
+        set_committed_value(automat, "installation_pincode_issued_at", now)
         return
 
 
@@ -255,7 +260,7 @@ def install_automat(
     if group is not None:
         automat.set_groups([group])
     session.add(automat)
-    _assign_installation_pincode(session, automat)
+    _assign_installation_pincode(session, automat, now)
     return automat
 
 
@@ -298,11 +303,13 @@ def update_automat(
     return automat
 
 
-def replace_automat(session: Session, principal: Principal, automat_id: str) -> Automat:
+def replace_automat(
+    session: Session, principal: Principal, automat_id: str, now: datetime
+) -> Automat:
     principal.require_admin()
     automat = get_automat(session, principal, automat_id)
     automat.replace_hardware()
-    _assign_installation_pincode(session, automat)
+    _assign_installation_pincode(session, automat, now)
     return automat
 
 

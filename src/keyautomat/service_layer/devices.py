@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Row, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +26,7 @@ from keyautomat.adapters.device_protocol import (
     CodeEntered,
     Hello,
     KeyEvent,
+    KeypadLocked,
     LockerInventory,
     Message,
     PincodeEntry,
@@ -43,6 +44,8 @@ from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
     PincodePurpose,
+    keyed_hash,
+    keyed_hash_matches,
     new_device_token,
     secret_hash,
     secret_matches,
@@ -69,6 +72,16 @@ InventoryHandler = Callable[[Session, str, LockerInventory], None]
 inventory_handlers: list[InventoryHandler] = []
 
 DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
+# The server's own security alarms (docs/webhooks.md, "Alarm types"): each is raised
+# and ended at once, so every occurrence is one alarm and one pair of deliveries.
+BOUND_ALARM = "DEVICE_BOUND"  # hardware received a device token
+BIND_FAILURES_ALARM = "DEVICE_BIND_FAILURES"  # wrong installation pincodes on its topic
+KEYPAD_LOCKED_ALARM = "DEVICE_KEYPAD_LOCKED"  # the keypad locked after wrong codes
+
+# The one answer to every hello whose pincode does not bind: a wrong code, the
+# wrong product, an expired code, hardware bound elsewhere, a closed re-bind all
+# look alike, so that no answer confirms a code or names an automat.
+INSTALLATION_REFUSED = "installation pincode not accepted"
 
 # Statements run with every contract's pincode (and every device event) are
 # built once, with bind parameters: building them per call cost several times
@@ -132,13 +145,28 @@ class Welcomed:
     sync: Sync
 
 
+@dataclass(frozen=True, slots=True)
+class BindPolicy:
+    """How installation pincodes bind hardware (docs/device-protocol.md, "Binding")."""
+
+    code_key: bytes  # keys the stored hash of a bound code (derived from the secret key)
+    code_ttl: timedelta  # an installation pincode binds this long after it was issued
+    rebind_window: timedelta  # a lost welcome may be recovered this long after binding
+
+
 def _ensure_link(session: Session, automat_id: str) -> None:
     stmt = _on_conflict_do_nothing(session, device_links, returning=False)
     session.execute(stmt, {"automat_id": automat_id, **_NEW_LINK})
 
 
 def hello(
-    session: Session, *, hw_id: str, token: str | None, data: Hello, now: datetime
+    session: Session,
+    *,
+    hw_id: str,
+    token: str | None,
+    data: Hello,
+    now: datetime,
+    policy: BindPolicy,
 ) -> Welcomed:
     """A device (re)connects: authenticate it by its credential, or bind it by the
     installation pincode (gaps.md D1-D2). Answers with a full sync."""
@@ -149,10 +177,16 @@ def hello(
             return Welcomed(automat_id, None, full_sync(session, automat_id, now))
     if data.installation_pincode is None:
         raise DeviceRejected("unknown device: present the installation pincode")
-    return _bind(session, hw_id, data, now)
+    return _bind(session, hw_id, data, now, policy)
 
 
-def _bind(session: Session, hw_id: str, data: Hello, now: datetime) -> Welcomed:
+def _refuse(hw_id: str, why: str) -> NoReturn:
+    # The reason goes to the log for the operator, never to the device.
+    log.warning("refused the installation pincode of %s: %s", hw_id, why)
+    raise DeviceRejected(INSTALLATION_REFUSED)
+
+
+def _bind(session: Session, hw_id: str, data: Hello, now: datetime, policy: BindPolicy) -> Welcomed:
     code = data.installation_pincode
     assert code is not None
     automat = session.scalars(
@@ -162,14 +196,17 @@ def _bind(session: Session, hw_id: str, data: Hello, now: datetime) -> Welcomed:
         )
     ).first()
     if automat is None:
-        return _rebind_after_lost_welcome(session, hw_id, code, data, now)
+        return _rebind_after_lost_welcome(session, hw_id, code, data, now, policy)
+    issued_at = automat.installation_pincode_issued_at
+    if issued_at is None or now - issued_at >= policy.code_ttl:
+        _refuse(hw_id, f"the pincode of automat {automat.id} has expired; replace issues a new one")
     if automat.product != data.product:
-        raise DeviceRejected(f"automat {automat.id} is a {automat.product}, not a {data.product}")
+        _refuse(hw_id, f"automat {automat.id} is a {automat.product}, not a {data.product}")
     holder = session.scalar(select(orm.automats.c.id).where(orm.automats.c.hw_id == hw_id))
     if holder is not None:
-        raise DeviceRejected(f"hardware {hw_id} is bound to another automat; replace it there")
+        _refuse(hw_id, f"the hardware is bound to automat {holder}; replace it there")
     if not automat.bind(hw_id, code):
-        raise DeviceRejected("wrong installation pincode")
+        _refuse(hw_id, "wrong installation pincode")
     token = new_device_token()
     _ensure_link(session, automat.id)
     session.execute(
@@ -178,25 +215,29 @@ def _bind(session: Session, hw_id: str, data: Hello, now: datetime) -> Welcomed:
         .values(
             hw_id=hw_id,
             token_hash=secret_hash(token),
-            bind_pincode_hash=secret_hash(code),
+            # Kept only for a lost welcome: forgotten at the device's first message
+            # with its token, and useless after the re-bind window anyway.
+            bind_pincode_hash=keyed_hash(policy.code_key, code),
             bound_at=now,
             # New hardware holds nothing yet: everything must be synced again.
             synced_version=0,
         )
     )
     _connected(session, automat.id, now, data)
-    log.info("hardware %s bound to automat %s", hw_id, automat.id)
+    _momentary_alarm(session, automat.id, BOUND_ALARM, now)
+    log.warning("hardware %s bound to automat %s", hw_id, automat.id)
     return Welcomed(automat.id, token, full_sync(session, automat.id, now))
 
 
 def _rebind_after_lost_welcome(
-    session: Session, hw_id: str, code: str, data: Hello, now: datetime
+    session: Session, hw_id: str, code: str, data: Hello, now: datetime, policy: BindPolicy
 ) -> Welcomed:
     # The device bound but never received its welcome (the link dropped): it
-    # presents the same pincode again. Only the same hardware with the same code
-    # gets a new credential; anyone else is refused.
+    # presents the same pincode again. Only the same hardware with the same code,
+    # before it ever spoke with its token and within the re-bind window, gets a
+    # new credential; anyone else is refused.
     row = session.execute(
-        select(device_links.c.automat_id, device_links.c.bind_pincode_hash)
+        select(device_links.c.automat_id, device_links.c.bind_pincode_hash, device_links.c.bound_at)
         .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
         .where(
             orm.automats.c.hw_id == hw_id,
@@ -204,8 +245,16 @@ def _rebind_after_lost_welcome(
             orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
         )
     ).first()
-    if row is None or not secret_matches(code, row.bind_pincode_hash):
-        raise DeviceRejected("wrong installation pincode")
+    if row is None:
+        _refuse(hw_id, "no automat waits for this pincode")
+    if row.bind_pincode_hash is None:
+        _refuse(
+            hw_id, f"automat {row.automat_id} is bound and its device has spoken with its token"
+        )
+    if row.bound_at is None or now - row.bound_at > policy.rebind_window:
+        _refuse(hw_id, f"the re-bind window of automat {row.automat_id} has closed")
+    if not keyed_hash_matches(policy.code_key, code, row.bind_pincode_hash):
+        _refuse(hw_id, f"wrong pincode to re-bind automat {row.automat_id}")
     token = new_device_token()
     session.execute(
         update(device_links)
@@ -213,7 +262,19 @@ def _rebind_after_lost_welcome(
         .values(token_hash=secret_hash(token))
     )
     _connected(session, row.automat_id, now, data)
+    _momentary_alarm(session, row.automat_id, BOUND_ALARM, now)
+    log.warning("hardware %s bound again to automat %s (lost welcome)", hw_id, row.automat_id)
     return Welcomed(row.automat_id, token, full_sync(session, row.automat_id, now))
+
+
+def bind_failures_alarm(session: Session, hw_id: str, now: datetime) -> str | None:
+    """Wrong installation pincodes keep arriving on ``hw_id``'s topic: alarm the automat
+    bound to that hardware, if any. Returns its id."""
+    automat_id = session.scalar(select(orm.automats.c.id).where(orm.automats.c.hw_id == hw_id))
+    if automat_id is None:
+        return None
+    _momentary_alarm(session, automat_id, BIND_FAILURES_ALARM, now)
+    return str(automat_id)
 
 
 def _connected(session: Session, automat_id: str, now: datetime, data: Hello) -> None:
@@ -227,7 +288,9 @@ def _connected(session: Session, automat_id: str, now: datetime, data: Hello) ->
 
 def _authenticated(session: Session, hw_id: str, token: str | None) -> str | None:
     row = session.execute(
-        select(device_links.c.automat_id, device_links.c.token_hash)
+        select(
+            device_links.c.automat_id, device_links.c.token_hash, device_links.c.bind_pincode_hash
+        )
         .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
         .where(
             device_links.c.hw_id == hw_id,
@@ -237,6 +300,14 @@ def _authenticated(session: Session, hw_id: str, token: str | None) -> str | Non
     ).first()
     if row is None or not secret_matches(token, row.token_hash):
         return None
+    if row.bind_pincode_hash is not None:
+        # The device holds its token: the installation pincode has done its job and
+        # must never bind again (docs/device-protocol.md, "Binding and re-binding").
+        session.execute(
+            update(device_links)
+            .where(device_links.c.automat_id == row.automat_id)
+            .values(bind_pincode_hash=None)
+        )
     return str(row.automat_id)
 
 
@@ -367,6 +438,9 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id)
         else:
             _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+    elif isinstance(data, KeypadLocked):
+        # Someone is guessing pincodes at the keypad: make it visible.
+        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id)
     return True
 
 
@@ -527,6 +601,20 @@ def _raise_alarm(
         source_message_id=source_message_id,
         data=_alarm_data(values, "activated"),
     )
+
+
+def _momentary_alarm(
+    session: Session,
+    automat_id: str,
+    alarm_type: str,
+    at: datetime,
+    now: datetime | None = None,
+    source_message_id: str | None = None,
+) -> None:
+    """An alarm about something that happened rather than a lasting state: raised and
+    ended at ``at``, so each occurrence is its own alarm (to acknowledge) and webhook."""
+    _raise_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
+    _clear_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
 
 
 def raise_alarm(

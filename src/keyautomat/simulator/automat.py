@@ -1,6 +1,7 @@
 """A key automat in software. It speaks only the device protocol, over any link.
 
-What it models: a keypad (with a lockout after repeated wrong codes), lockers
+What it models: a keypad (with lockouts after repeated wrong codes, each twice as
+long as the one before until a right code is entered), lockers
 with doors and key sensors, a local store of synced pincodes with validity
 windows (so it keeps working offline), an outbox of events that survives
 disconnection and is flushed in order with the original times, alarms, and an
@@ -182,6 +183,7 @@ class SimulatedAutomat:
         autopilot: bool = True,
         max_failures: int = 5,
         lockout_seconds: float = 60.0,
+        max_lockout_seconds: float = 3600.0,
         resend_seconds: float = 5.0,
         tick_seconds: float = 0.1,
         state_file: Path | None = None,
@@ -197,6 +199,7 @@ class SimulatedAutomat:
         self.person: Person | None = Person() if autopilot else None
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
+        self.max_lockout_seconds = max_lockout_seconds
         self.resend_seconds = resend_seconds
         self.tick_seconds = tick_seconds
         self.state_file = state_file
@@ -209,6 +212,10 @@ class SimulatedAutomat:
         self.active_alarms: set[str] = set()
         self.failures = 0
         self.locked_until = 0.0
+        # Lockouts since the last right code: each one lasts twice as long as the one
+        # before (docs/device-protocol.md, "Keypad lockouts").
+        self.lockouts = 0
+        self.last_lockout_seconds = 0.0
         self.prompt: _Prompt | None = None
         # program_first codes entered, waiting for the server's open-locker: id -> deadline.
         self.awaiting_open: dict[str, float] = {}
@@ -570,13 +577,10 @@ class SimulatedAutomat:
             if source == "keypad":
                 self.failures += 1
                 if self.failures >= self.max_failures:
-                    loop_now = asyncio.get_running_loop().time()
-                    self.locked_until = loop_now + self.lockout_seconds
-                    until = self.clock.now() + timedelta(seconds=self.lockout_seconds)
-                    self._emit("keypad-locked", KeypadLocked(failures=self.failures, until=until))
-                    self.failures = 0
+                    self._lock_keypad()
             return False
         self.failures = 0
+        self.lockouts = 0
         hold = pincode.program_first and self.lockers[pincode.locker_index].key is not None
         self._emit(
             "code-entered",
@@ -596,6 +600,15 @@ class SimulatedAutomat:
             return True
         self.open_locker(pincode.locker_index, pincode)
         return True
+
+    def _lock_keypad(self) -> None:
+        seconds = min(self.max_lockout_seconds, self.lockout_seconds * 2 ** min(self.lockouts, 30))
+        self.lockouts += 1
+        self.last_lockout_seconds = seconds
+        self.locked_until = asyncio.get_running_loop().time() + seconds
+        until = self.clock.now() + timedelta(seconds=seconds)
+        self._emit("keypad-locked", KeypadLocked(failures=self.failures, until=until))
+        self.failures = 0
 
     def open_locker(self, index: int, pincode: StoredPincode | None) -> None:
         locker = self.lockers[index]

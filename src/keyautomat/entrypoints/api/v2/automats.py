@@ -205,8 +205,10 @@ async def uninstall_automat(id: str, caller: Caller, services: Services) -> Resp
     "/{id}/replace", operation_id="AutomatsController_replaceAutomat", response_model=Automat
 )
 async def replace_automat(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
+    now = services.clock.now()
+
     def work(session: Session) -> dict[str, Any]:
-        automats.replace_automat(session, caller, id)
+        automats.replace_automat(session, caller, id, now)
         return wire(automats.view_automat(session, caller, id))
 
     return json_response(await services.db.run(work))

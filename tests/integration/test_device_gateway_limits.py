@@ -1,0 +1,187 @@
+"""The gateway's limits: wrong installation pincodes back off per device and for everybody
+(without locking a device with its token out), and a slow iLOQ system never holds up
+another automat's traffic. In-process link, a manual clock, both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from keyautomat.adapters.device_links import InProcessLink
+from keyautomat.adapters.device_protocol import CodeEntered, Hello, encode, up_topic
+from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.config import Settings
+from keyautomat.service_layer.clock import ManualClock
+from keyautomat.simulator import blank_iloq_keys
+from tests.conftest import Tenant
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, alarm_types, eventually, install
+from tests.integration.test_device_gateway import _add_pincode
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            **FAST_DEVICE_SETTINGS,
+            "device_hello_failures_per_device": 3,
+            "device_hello_failures_global": 6,
+            "device_programming_deadline_seconds": 1.0,
+        }
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC))
+
+
+@pytest.fixture
+def container(settings: Settings, clock: ManualClock) -> Iterator[Container]:
+    c = bootstrap(settings, clock=clock)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
+    simulators = Simulators(http, container)
+    yield simulators
+    simulators.stop_all()
+
+
+def _send_hello(container: Container, hw_id: str, code: str, token: str | None = None) -> None:
+    link = container.device_link
+    assert isinstance(link, InProcessLink)
+    hello = Hello(installation_pincode=code, product="key20", locker_count=4)
+    payload = encode("hello", hello, hw_id=hw_id, occurred_at=datetime.now(UTC), token=token)
+    link.route(up_topic(container.settings.mqtt_topic_prefix, hw_id), payload)
+
+
+def _wrong(code: str, n: int = 0) -> str:
+    guess = f"{n:06d}"
+    return guess if guess != code else f"{n + 1:06d}"
+
+
+def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_device_in(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    sim = sims.start(hw_id="SIM-GUESSED", locker_count=4, installation_pincode=code)
+    sims.call(sim.wait_bound, 5.0)
+    stats = container.devices.stats
+    rejected, backed_off = stats.rejected, stats.backed_off
+
+    for n in range(10):
+        _send_hello(container, sim.hw_id, _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 10)
+    # Three free failures, the fourth starts the back-off; the clock stands still, so
+    # the other six are refused without a look at the database.
+    assert stats.backed_off - backed_off == 6
+    assert alarm_types(container, automat["id"]).count("DEVICE_BIND_FAILURES") == 1
+
+    # A hello with the device's token still gets in while its hwId is backed off.
+    _send_hello(container, sim.hw_id, code, token=sim.token)
+    sims.call(sim.raise_alarm, "DEVICE_MOVED")  # handled after the hello, in order
+    sims.call(sim.wait_flushed, 5.0)
+    assert stats.backed_off - backed_off == 7
+    assert stats.rejected - rejected == 10
+    assert sim.last_rejection is None
+
+
+def test_wrong_codes_from_many_devices_back_off_binding_for_everybody(
+    acme: Tenant, sims: Simulators, container: Container, clock: ManualClock
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    stats = container.devices.stats
+    rejected = stats.rejected
+    for n in range(7):
+        _send_hello(container, f"GUESSER-{n}", _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 7)
+
+    # The right code from fresh hardware is refused while everybody is backed off...
+    sim = sims.start(hw_id="SIM-HONEST", locker_count=4, installation_pincode=code)
+    eventually(lambda: sim.last_rejection)
+    assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "waitingForInstall"
+    # ...and binds once the back-off has passed.
+    clock.advance(timedelta(seconds=2))
+    sims.call(sim.go_offline)
+    sims.call(sim.go_online)
+    sims.call(sim.wait_bound, 5.0)
+    assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
+
+
+def test_a_slow_iloq_system_does_not_delay_another_automats_events(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    gateway = container.devices
+    slow_started = asyncio.Event()
+
+    async def slow_programming(automat_id: str, code: CodeEntered, at: datetime) -> bool:
+        slow_started.set()
+        await asyncio.sleep(3600)  # an iLOQ server that never answers
+        return True
+
+    gateway.before_open = slow_programming
+    first = install(acme, name="Slow")
+    second = install(acme, name="Busy")
+    # Two devices whose messages the gateway handles on the same worker.
+    queues = max(1, gateway.worker_count)
+    other = next(
+        f"SIM-B{n}"
+        for n in range(10_000)
+        if zlib.crc32(f"SIM-B{n}".encode()) % queues == zlib.crc32(b"SIM-A") % queues
+    )
+    a = sims.start(hw_id="SIM-A", locker_count=2, installation_pincode=first["installationPincode"])
+    b = sims.start(hw_id=other, locker_count=2, installation_pincode=second["installationPincode"])
+    sims.call(a.wait_bound, 5.0)
+    sims.call(b.wait_bound, 5.0)
+    _add_pincode(container, first["id"], "4242", 0, purpose="default")
+    eventually(lambda: a.pincodes)
+    sims.call(a.stock, blank_iloq_keys(1))
+    sims.call(a.wait_flushed, 5.0)
+    assert sims.call(a.enter_code, "4242") is True
+    sims.call(slow_started.wait)
+
+    sims.call(b.stock, blank_iloq_keys(2))
+    sims.call(b.wait_flushed, 2.0)  # not held up behind the slow programming
+    # The programming gives up at its deadline; the locker stays shut.
+    eventually(lambda: not gateway._programming, timeout=5.0)
+    assert not a.lockers[0].door_open
+
+
+def test_one_automats_programmings_still_run_one_after_another(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    done: list[str] = []
+
+    async def programming(automat_id: str, code: CodeEntered, at: datetime) -> bool:
+        running.append(code.code)
+        overlaps.append(list(running))
+        await asyncio.sleep(0.2)
+        running.remove(code.code)
+        done.append(code.code)
+        return False
+
+    container.devices.before_open = programming
+    automat = install(acme)
+    sim = sims.start(
+        hw_id="SIM-ORDER", locker_count=2, installation_pincode=automat["installationPincode"]
+    )
+    sims.call(sim.wait_bound, 5.0)
+    _add_pincode(container, automat["id"], "1111", 0, purpose="default")
+    _add_pincode(container, automat["id"], "2222", 1, purpose="default")
+    eventually(lambda: len(sim.pincodes) == 2)
+    sims.call(sim.enter_code, "1111")
+    sims.call(sim.enter_code, "2222")
+    eventually(lambda: len(done) == 2, timeout=5.0)
+    assert done == ["1111", "2222"]
+    assert all(len(together) == 1 for together in overlaps)
