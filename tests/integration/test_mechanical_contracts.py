@@ -546,7 +546,7 @@ def test_signature_tokens_stored_before_hashing_are_hashed_by_the_migration_and_
     device_keys(container, acme, "a")
     create(acme, keys=[{"id": "a"}], userVerification="1")
     config = alembic_config(database_url)
-    before = ScriptDirectory.from_config(config).get_revision("0016").down_revision
+    before = ScriptDirectory.from_config(config).get_revision("0014").down_revision
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as connection:
         config.attributes["connection"] = connection

@@ -1096,7 +1096,7 @@ def token_hash(token: str) -> str:
     """What the database keeps of a signature token (a plain SHA-256: the token is random).
 
     A copy of the database (a backup, a dump) then opens no signature page.
-    Migration 0016 applied the same rule to the tokens stored before it.
+    Migration 0014 applied the same rule to the tokens stored before it.
     """
     return hashlib.sha256(token.encode()).hexdigest()
 
