@@ -284,10 +284,8 @@ def test_a_signature_form_with_nul_is_refused_naming_the_field_and_signs_nothing
     container: Container, acme: Tenant, http: TestClient
 ) -> None:
     device_keys(container, acme, "a")
-    create(acme, keys=[{"id": "a"}], userVerification="1")
-    token = container.db.transaction(
-        lambda s: s.scalar(select(mechanical_contracts.c.signature_token))
-    )
+    create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
+    token = sent_signature_token(container)
     headers = {"content-type": "application/x-www-form-urlencoded"}
     for form, field in (
         (b"name=a%00b", "name"),
@@ -295,7 +293,7 @@ def test_a_signature_form_with_nul_is_refused_naming_the_field_and_signs_nothing
     ):
         response = http.post(f"/sign/{token}", content=form, headers=headers)
         assert response.status_code == 400, form
-        assert response.json()["message"] == [f"{field}: must not contain NUL characters"]
+        assert f"{field}: must not contain NUL characters" in response.text
     signed_at = container.db.transaction(
         lambda s: s.scalar(select(mechanical_contracts.c.signed_at))
     )

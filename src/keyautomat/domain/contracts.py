@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from keyautomat.domain.devices import MAX_LOCKERS, PincodePurpose
-from keyautomat.domain.text import is_ascii_digits
+from keyautomat.domain.text import NOT_ASCII_DIGITS, is_ascii_digits
 
 # "No end" in reservation rows: far enough to outlive every contract, and a real
 # value so that an overlap test is one index range (see orm_contracts.py).
@@ -85,7 +85,7 @@ def check_pincode(code: object) -> str | None:
     escape the uniqueness check against ``1234``.
     """
     if not isinstance(code, str) or not is_ascii_digits(code):
-        return "must be a string of the digits 0-9"
+        return NOT_ASCII_DIGITS
     if not MIN_PINCODE_LENGTH <= len(code) <= MAX_PINCODE_LENGTH:
         return f"must be {MIN_PINCODE_LENGTH} to {MAX_PINCODE_LENGTH} digits long"
     return None

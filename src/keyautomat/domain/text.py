@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any
 
 _ASCII_DIGITS = frozenset("0123456789")
+NOT_ASCII_DIGITS = "must be a string of the digits 0-9"
 
 
 def text_problem(value: str) -> str | None:

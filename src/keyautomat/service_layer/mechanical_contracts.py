@@ -12,7 +12,6 @@ automats, staff handovers and the end are in ``mechanical_progress.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ from keyautomat.domain.contracts import (
     KeyStatus,
     check_pincode,
 )
+from keyautomat.domain.devices import secret_hash
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.mechanical import MechanicalKey, Storage, check_signature_image
@@ -1092,13 +1092,11 @@ def new_signature_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def token_hash(token: str) -> str:
-    """What the database keeps of a signature token (a plain SHA-256: the token is random).
-
-    A copy of the database (a backup, a dump) then opens no signature page.
-    Migration 0014 applied the same rule to the tokens stored before it.
-    """
-    return hashlib.sha256(token.encode()).hexdigest()
+# What the database keeps of a signature token is the same plain SHA-256 as of a
+# device token (the token is random, so no salt is needed): a copy of the database
+# (a backup, a dump) then opens no signature page. Migration 0014 applied the same
+# rule to the tokens stored before it.
+token_hash = secret_hash
 
 
 def contract_for_token(session: Session, token: str) -> ContractRow:

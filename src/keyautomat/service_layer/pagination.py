@@ -11,10 +11,11 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from keyautomat.domain.errors import InvalidInput
+from keyautomat.domain.text import is_ascii_digits
 
 T = TypeVar("T")
 # Offsets stay far below the 64-bit limit of both engines' LIMIT/OFFSET.
-_ASCII_DIGITS = re.compile(r"[0-9]{1,15}")
+MAX_URL_DIGITS = 15
 _SIGNED_INT = re.compile(r"[+-]?[0-9]{1,15}")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -27,7 +28,7 @@ def small_natural(value: str) -> int | None:
     seen, numeric path ids): ``str.isdigit`` would also pass ``²`` and numbers that
     overflow the database's integers.
     """
-    return int(value) if _ASCII_DIGITS.fullmatch(value) else None
+    return int(value) if len(value) <= MAX_URL_DIGITS and is_ascii_digits(value) else None
 
 
 @dataclass(frozen=True, slots=True)

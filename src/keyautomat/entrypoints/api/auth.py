@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
-from keyautomat.domain.text import text_problem
+from keyautomat.domain.text import is_ascii_digits, text_problem
 from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import send_error
 from keyautomat.service_layer.accounts import AccountKey
@@ -40,7 +40,7 @@ AccountLookup = Callable[[str], Awaitable[AccountKey | None]]
 
 
 def _is_ascii_number(value: str, *, max_digits: int) -> bool:
-    return 0 < len(value) <= max_digits and value.isascii() and value.isdigit()
+    return len(value) <= max_digits and is_ascii_digits(value)
 
 
 class ReplayCache:

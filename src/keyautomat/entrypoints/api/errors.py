@@ -80,12 +80,16 @@ def is_invalid_data(exc: StatementError) -> bool:
     """A statement refused for the data it carried, not for a fault of the server.
 
     PostgreSQL reports NUL in text and out-of-range numbers as a DataError; values
-    the driver cannot even bind (an unencodable string) arrive as a StatementError
-    around a ValueError or OverflowError.
+    the driver cannot even bind (an unencodable string, a number too large for the
+    column) arrive as a StatementError around a UnicodeEncodeError or an
+    OverflowError. Any other ValueError at bind time is a bug of the server's own
+    (a naive datetime for a UTC column) and stays a 500.
     """
     if isinstance(exc, DatabaseDataError):
         return True
-    return not isinstance(exc, DBAPIError) and isinstance(exc.orig, ValueError | OverflowError)
+    return not isinstance(exc, DBAPIError) and isinstance(
+        exc.orig, UnicodeEncodeError | OverflowError
+    )
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -84,10 +84,11 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
     form = parse_qs(raw.decode("utf-8", "replace"))
     name = (form.get("name") or [""])[0]
     drawn = (form.get("signature") or [""])[0] or None
+    # A person filled this form in: refusals are pages, like every answer of this router.
     for field, value in (("name", name), ("signature", drawn or "")):
-        problem = text_problem(value)
-        if problem is not None:
-            raise InvalidInput(field, problem)
+        refusal = text_problem(value)
+        if refusal is not None:
+            return _page("Not accepted", f"<p>{html.escape(f'{field}: {refusal}')}</p>", 400)
     now = services.clock.now()
 
     def work(session: Session) -> str | None:

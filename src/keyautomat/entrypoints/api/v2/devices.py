@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import AfterValidator, Field
 
 from keyautomat.adapters.device_protocol import MAX_CODE_LENGTH
-from keyautomat.domain.text import is_ascii_digits
+from keyautomat.domain.text import NOT_ASCII_DIGITS, is_ascii_digits
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import ApiModel, StrictBool, StrictStr
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/automats", tags=["automats"])
 
 def _keypad_code(value: str) -> str:
     if not is_ascii_digits(value):
-        raise ValueError("must be a string of the digits 0-9")
+        raise ValueError(NOT_ASCII_DIGITS)
     return value
 
 
