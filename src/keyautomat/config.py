@@ -146,11 +146,12 @@ class Settings(BaseSettings):
         le=1000,
         description="Failed hellos with a pincode one hwId may send before back-off (and alarm).",
     )
-    device_hello_failures_global: int = Field(
+    device_hello_failures_per_minute: int = Field(
         default=20,
-        ge=0,
+        ge=1,
         le=100000,
-        description="Failed hellos with a pincode across all devices before back-off for all.",
+        description="Failed hellos with a pincode from all devices together per minute; beyond "
+        "it pincodes are refused unread until the rate drops (an error is logged once a minute).",
     )
     device_hello_backoff_max_seconds: float = Field(
         default=3600.0,

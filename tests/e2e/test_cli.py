@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from keyautomat.client import Client
+from keyautomat.entrypoints.cli import main
 
 CLI = [sys.executable, "-m", "keyautomat.entrypoints.cli"]
 
@@ -160,3 +161,65 @@ def test_init_refuses_to_overwrite_an_existing_key_file(
     assert result.returncode == 2
     assert "refusing to overwrite" in result.stderr
     assert key.read_text() == "the only copy of another key"
+
+
+def test_init_with_an_org_name_that_is_not_utf8_exits_2_naming_the_option_and_leaves_nothing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [*CLI, "init", "--org-name", b"\xff", "--key-out", "admin.pem"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--org-name" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "admin.pem").exists()
+    assert not (tmp_path / "cli.db").exists()  # refused before any side effect
+    # ...so a rerun with a good name is not refused.
+    result = run_cli(["init", "--org-name", "Acme", "--key-out", "admin.pem"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (
+            ["init", "--org-name", "Acme", "--customer-id", "c\x00", "--key-out", "k"],
+            "--customer-id",
+        ),
+        (["init", "--org-name", "Acme", "--key-out", "k\udcff"], "--key-out"),
+        (["simulate", "--broker", "mqtt://127.0.0.1:1", "--hw-id", "\udcff"], "--hw-id"),
+        (["serve", "--host", "\x00"], "--host"),
+        (["call", "GET", "/automats\x00"], "path"),
+    ],
+)
+def test_every_text_argument_of_every_command_meets_the_text_rules_before_anything_runs(
+    argv: list[str],
+    option: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"argument {option}: must not contain" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_init_that_fails_after_reserving_the_key_file_removes_it_so_a_rerun_works(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    bad = {**env, "KEYAUTOMAT_PUBLIC_URL": "keys"}
+    result = run_cli(["init", "--org-name", "Acme", "--key-out", "admin.pem"], tmp_path, bad)
+    assert result.returncode == 2
+    assert "KEYAUTOMAT_PUBLIC_URL" in result.stderr
+    assert not (tmp_path / "admin.pem").exists()
+    result = run_cli(["init", "--org-name", "Acme", "--key-out", "admin.pem"], tmp_path, env)
+    assert result.returncode == 0, result.stderr

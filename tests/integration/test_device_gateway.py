@@ -623,6 +623,40 @@ def test_malformed_and_unauthenticated_messages_are_dropped_without_effect(
     assert acme.api.post(f"/automats/{automat['id']}/sendPincode", {"pincode": "1"})["success"]
 
 
+@pytest.mark.parametrize("field", ["firmware", "installationPincode"])
+def test_a_hello_with_nul_in_its_text_is_dropped_as_malformed_and_binds_nothing(
+    acme: Tenant, container: Container, field: str
+) -> None:
+    automat = install(acme)
+    link = container.device_link
+    assert isinstance(link, InProcessLink)
+    stats = container.devices.stats
+    malformed, rejected = stats.malformed, stats.rejected
+    data: dict[str, object] = {
+        "installationPincode": automat["installationPincode"],
+        "product": "key20",
+        "lockerCount": 2,
+        "firmware": "1.0",
+    }
+    data[field] = f"{data[field]}\u0000"
+    payload = {
+        "v": 1,
+        "id": "nul-hello",
+        "type": "hello",
+        "occurredAt": "2030-01-01T00:00:00Z",
+        "hwId": "SIM-NUL",
+        "data": data,
+    }
+    topic = up_topic(container.settings.mqtt_topic_prefix, "SIM-NUL")
+    link.route(topic, json.dumps(payload).encode())
+    eventually(lambda: stats.malformed > malformed)
+    assert stats.errors == 0  # no database error, no stack trace
+    assert stats.rejected == rejected
+    body = acme.api.get(f"/automats/{automat['id']}")
+    assert body["lifecycleState"] == "waitingForInstall"
+    assert body["hwId"] is None
+
+
 def test_a_pincode_the_protocol_cannot_carry_is_refused_at_the_edge_and_leaves_the_automat_free(
     acme: Tenant, sims: Simulators
 ) -> None:

@@ -73,3 +73,40 @@ def test_the_hardware_id_is_read_from_the_up_topic_only_when_valid() -> None:
     assert hw_id_of_up_topic("p", "p/devices/SIM-1/up") == "SIM-1"
     assert hw_id_of_up_topic("p", "p/devices/a b/up") is None
     assert hw_id_of_up_topic("p", "q/devices/SIM-1/up") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("firmware", "f\u0000"),
+        ("installationPincode", "12345\u0000"),
+        ("firmware", "\ud800"),
+    ],
+)
+def test_a_device_message_with_text_no_database_can_store_is_refused_naming_the_field(
+    field: str, value: str
+) -> None:
+    data: dict[str, object] = {"product": "key20", "lockerCount": 2, field: value}
+    raw = {
+        "v": 1,
+        "id": "abc",
+        "type": "hello",
+        "occurredAt": "2030-01-01T00:00:00Z",
+        "hwId": "SIM-1",
+        "data": data,
+    }
+    with pytest.raises(ProtocolError, match=f"data\\.{field}: must not contain"):
+        decode_from_device(json.dumps(raw).encode())
+
+
+def test_a_property_name_with_nul_in_a_device_message_is_refused() -> None:
+    raw = {
+        "v": 1,
+        "id": "abc",
+        "type": "heartbeat",
+        "occurredAt": "2030-01-01T00:00:00Z",
+        "hwId": "SIM-1",
+        "data": {"x\u0000": 1},
+    }
+    with pytest.raises(ProtocolError, match="data: a property name must not contain"):
+        decode_from_device(json.dumps(raw).encode())

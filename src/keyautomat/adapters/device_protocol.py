@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from keyautomat.domain.devices import MAX_LOCKERS
+from keyautomat.domain.text import json_problems
 from keyautomat.domain.times import format_utc
 
 PROTOCOL_VERSION = 1
@@ -332,6 +333,11 @@ def _decode(payload: bytes, registry: dict[str, type[Data]]) -> Message:
         raise ProtocolError("not JSON") from exc
     if not isinstance(raw, dict):
         raise ProtocolError("not a JSON object")
+    # The text rules of every edge (domain/text.py): NUL or a lone surrogate in any
+    # field would otherwise reach SQL, where PostgreSQL fails on it.
+    problems = json_problems(raw)
+    if problems:
+        raise ProtocolError("; ".join(problems[:5]))
     try:
         envelope = _ENVELOPE.validate_python(raw)
     except ValidationError as exc:

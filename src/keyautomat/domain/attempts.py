@@ -1,6 +1,9 @@
-"""Counting failed attempts with exponential back-off (docs/device-protocol.md, "Limits").
+"""Limiting failed attempts (docs/device-protocol.md, "Limits on installation pincodes").
 
-A key (a device's hwId, or one key for everybody) may fail ``free`` times; each
+``AttemptLimiter`` backs off per key with doubling blocks; ``RateLimit`` is a plain
+sliding-window rate for one shared budget.
+
+A key (e.g. a device's hwId) may fail ``free`` times; each
 failure after that blocks the key for ``base * 2^(n - free)``, at most ``cap``.
 Failures are forgotten only after ``forget_after`` without any: an attacker who
 waits out one block starts the next one twice as long, and a patient one gets a
@@ -13,7 +16,8 @@ bounded (``max_keys``) so that made-up keys cannot exhaust memory.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import contextlib
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -68,3 +72,52 @@ class AttemptLimiter:
         """Whether the failure that brought the count to ``failures`` started the back-off
         (once per episode: the moment to raise an alarm)."""
         return failures == self.free + 1
+
+
+class RateLimit:
+    """At most ``limit`` events in any ``window``: a shared budget that nobody can
+    exhaust for longer than they keep spending it.
+
+    Unlike ``AttemptLimiter`` it has no memory beyond one window: once the events
+    slow down below the rate, the budget is there again. An attempt ``take``s a unit
+    before its work starts (so that attempts running side by side cannot overshoot
+    the limit) and ``give_back`` returns it when the attempt did not count (it
+    succeeded). The books hold at most ``limit`` times, however many events come.
+    """
+
+    def __init__(self, *, limit: int, window: timedelta) -> None:
+        if limit < 1:
+            raise ValueError("a rate limit allows at least one event per window")
+        self.limit = limit
+        self.window = window
+        self._times: deque[datetime] = deque(maxlen=limit)
+        self._alarmed: datetime | None = None
+
+    def _forget(self, now: datetime) -> None:
+        while self._times and now - self._times[0] >= self.window:
+            self._times.popleft()
+
+    def take(self, now: datetime) -> bool:
+        """Take a unit of the budget; False (and nothing taken) when ``limit`` units
+        were already taken within the last ``window``."""
+        self._forget(now)
+        if len(self._times) >= self.limit:
+            return False
+        self._times.append(now)
+        return True
+
+    def give_back(self, taken_at: datetime) -> None:
+        """Return the unit taken at ``taken_at`` (a no-op once it has left the window)."""
+        with contextlib.suppress(ValueError):
+            self._times.remove(taken_at)
+
+    def alarm_due(self, now: datetime) -> bool:
+        """True when the budget is spent and no alarm was due within the last
+        ``window``: the moment to raise one (once per window, not per attempt)."""
+        self._forget(now)
+        if len(self._times) < self.limit:
+            return False
+        if self._alarmed is not None and now - self._alarmed < self.window:
+            return False
+        self._alarmed = now
+        return True

@@ -10,16 +10,29 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cryptography.hazmat.primitives import serialization
 
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import SettingsError, load_settings
+from keyautomat.domain.text import text_problem
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
 DEMO_INFO_FILE = Path("demo-service-account.json")
 DEMO_SIMULATOR_DIR = Path("demo-automats")
+
+
+def _text(value: str) -> str:
+    """The type of every text argument (``build_parser`` makes it the default): the text
+    rules of every edge (domain/text.py), checked before any side effect. Bytes that are
+    not UTF-8 arrive as lone surrogates. A refusal makes argparse exit with status 2 and
+    a message naming the option."""
+    problem = text_problem(value)
+    if problem is not None:
+        hint = " (not valid UTF-8?)" if "surrogate" in problem else ""
+        raise argparse.ArgumentTypeError(f"{problem}{hint}")
+    return value
 
 
 def _write_private_key(path: Path, pem: str) -> None:
@@ -66,9 +79,6 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from keyautomat.domain.model import OrgUnitType, Role
-    from keyautomat.service_layer import accounts
-
     key_out = Path(args.key_out)
     key_out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -79,6 +89,28 @@ def cmd_init(args: argparse.Namespace) -> int:
     except FileExistsError:
         print(f"{key_out} exists; refusing to overwrite a private key", file=sys.stderr)
         return 2
+    try:
+        with os.fdopen(fd, "w") as handle:
+            unit_id, account_id = _init_root(args, handle)
+    except BaseException:
+        # Whatever failed (settings, database, the transaction), the reserved file
+        # goes: an empty or orphaned key file would make every rerun refuse.
+        key_out.unlink(missing_ok=True)
+        raise
+    _print_json(
+        {
+            "organizationUnitId": unit_id,
+            "serviceAccountId": account_id,
+            "privateKeyFile": str(key_out.resolve()),
+        }
+    )
+    return 0
+
+
+def _init_root(args: argparse.Namespace, handle: TextIO) -> tuple[str, str]:
+    from keyautomat.domain.model import OrgUnitType, Role
+    from keyautomat.service_layer import accounts
+
     container = _container()
     now = container.clock.now()
 
@@ -97,25 +129,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         created = accounts.create_service_account(
             session, None, organization_unit_id=unit.id, name="admin", role=Role.ADMIN, now=now
         )
-        with os.fdopen(fd, "w") as handle:  # written before the transaction commits
-            handle.write(created.private_key_pem)
+        handle.write(created.private_key_pem)  # written before the transaction commits
+        handle.flush()
         return unit.id, created.account.id
 
     try:
-        unit_id, account_id = container.db.transaction(work)
-    except BaseException:
-        key_out.unlink(missing_ok=True)
-        raise
+        return container.db.transaction(work)
     finally:
         container.close()
-    _print_json(
-        {
-            "organizationUnitId": unit_id,
-            "serviceAccountId": account_id,
-            "privateKeyFile": str(key_out.resolve()),
-        }
-    )
-    return 0
 
 
 def _freeze_startup_objects() -> None:
@@ -326,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account")
     p.add_argument("--key-file")
     p.set_defaults(func=cmd_call)
+    # Every argument of a command without a type of its own is text and meets the text
+    # rules, checked while parsing, i.e. before any command has an effect. (Not on the
+    # top parser: its command argument takes all the rest and would name no option.)
+    for command in sub.choices.values():
+        command.register("type", None, _text)
     return parser
 
 

@@ -51,7 +51,7 @@ from keyautomat.adapters.device_protocol import (
     up_pattern,
 )
 from keyautomat.config import Settings
-from keyautomat.domain.attempts import AttemptLimiter
+from keyautomat.domain.attempts import AttemptLimiter, RateLimit
 from keyautomat.service_layer import devices
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.principal import Principal
@@ -98,6 +98,7 @@ class GatewayStats:
     malformed: int = 0
     rejected: int = 0
     backed_off: int = 0  # hellos with a pincode refused unread while backed off
+    hello_rate_alarms: int = 0  # windows in which all devices' failed hellos hit the rate
     sent: int = 0
     errors: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
@@ -139,15 +140,16 @@ class DeviceGateway:
             code_ttl=timedelta(hours=settings.installation_pincode_ttl_hours),
             rebind_window=timedelta(seconds=settings.device_rebind_window_seconds),
         )
-        # Failed hellos with an installation pincode, per hwId and for everybody
-        # (docs/device-protocol.md, "Limits"): kept in memory, so a refusal while
-        # backed off costs no database work.
-        backoff_cap = timedelta(seconds=settings.device_hello_backoff_max_seconds)
+        # Failed hellos with an installation pincode (docs/device-protocol.md, "Limits
+        # on installation pincodes"): a doubling back-off per hwId, and a plain rate
+        # for all devices together, which honest installs get back as soon as the
+        # guessing slows down. Kept in memory, so a refusal costs no database work.
         self.hello_failures = AttemptLimiter(
-            free=settings.device_hello_failures_per_device, cap=backoff_cap
+            free=settings.device_hello_failures_per_device,
+            cap=timedelta(seconds=settings.device_hello_backoff_max_seconds),
         )
-        self.global_hello_failures = AttemptLimiter(
-            free=settings.device_hello_failures_global, cap=backoff_cap
+        self.hello_failure_rate = RateLimit(
+            limit=settings.device_hello_failures_per_minute, window=timedelta(minutes=1)
         )
         self.programming_deadline = settings.device_programming_deadline_seconds
         self.stats = GatewayStats()
@@ -340,15 +342,17 @@ class DeviceGateway:
         self, hw_id: str, token: str | None, hello: Hello, now: datetime
     ) -> devices.Welcomed:
         """Authenticate or bind; a pincode counts against the hwId's and everybody's limits."""
-        if hello.installation_pincode is not None and (
-            self.hello_failures.blocked(hw_id, now) or self.global_hello_failures.blocked("*", now)
-        ):
-            self.stats.backed_off += 1
-            if token is None:
-                raise _BackedOff
-            # A device with a credential still gets in with it: guesses on its topic
-            # must not lock the real device out.
-            hello = hello.model_copy(update={"installation_pincode": None})
+        taken = False
+        if hello.installation_pincode is not None:
+            if self.hello_failures.blocked(hw_id, now) or not self.hello_failure_rate.take(now):
+                self.stats.backed_off += 1
+                if token is None:
+                    raise _BackedOff
+                # A device with a credential still gets in with it: guesses on its
+                # topic must not lock the real device out.
+                hello = hello.model_copy(update={"installation_pincode": None})
+            else:
+                taken = True  # taken before the database, so concurrent hellos cannot overshoot
         try:
             return await self.db.run(
                 lambda s: devices.hello(
@@ -357,8 +361,12 @@ class DeviceGateway:
             )
         except devices.DeviceRejected:
             if hello.installation_pincode is not None:
+                taken = False  # a failed guess: it keeps its unit of the shared rate
                 await self._hello_failed(hw_id, now)
             raise
+        finally:
+            if taken:
+                self.hello_failure_rate.give_back(now)
 
     async def _hello_failed(self, hw_id: str, now: datetime) -> None:
         failures = self.hello_failures.failed(hw_id, now)
@@ -370,12 +378,12 @@ class DeviceGateway:
                 hw_id,
                 automat_id or "none",
             )
-        overall = self.global_hello_failures.failed("*", now)
-        if self.global_hello_failures.just_blocked(overall):
+        if self.hello_failure_rate.alarm_due(now):
+            self.stats.hello_rate_alarms += 1
             log.error(
-                "%d wrong installation pincodes from all devices: backing off for everybody; "
-                "someone may be guessing installation pincodes",
-                overall,
+                "%d wrong installation pincodes from all devices within a minute: refusing "
+                "pincodes beyond that rate; someone may be guessing installation pincodes",
+                self.hello_failure_rate.limit,
             )
 
     async def _on_event(self, hw_id: str, token: str | None, message: Message) -> None:
