@@ -175,7 +175,7 @@ def _register_notifications(container: Container) -> None:
     """SMTP and the SMS gateway when configured; the development sink for what is not."""
     from keyautomat.adapters.notify.render import Renderer
     from keyautomat.adapters.notify.transports import HttpSmsGateway, SinkTransport, SmtpTransport
-    from keyautomat.service_layer.notifications import KIND
+    from keyautomat.service_layer.notifications import KIND, install_link_box
     from keyautomat.service_layer.notify_sender import (
         RETRY_DELAYS,
         EmailTransport,
@@ -194,3 +194,5 @@ def _register_notifications(container: Container) -> None:
     domain = settings.email_from.rpartition("@")[2] or "keyautomat.local"
     handler = NotificationHandler(container.db, Renderer(), email, sms, domain=domain)
     container.dispatcher.register(KIND, handler, retry_delays=RETRY_DELAYS)
+    # Signature links are stored sealed in notification rows (docs/security.md).
+    install_link_box(container.secrets)
