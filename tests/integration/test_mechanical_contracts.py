@@ -24,6 +24,8 @@ from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
 from keyautomat.config import Settings
 from keyautomat.domain import webhooks as wh
+from keyautomat.domain.notifications import ContractKind, ContractView
+from keyautomat.domain.notifications import ContractType as NotifyContractType
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import mechanical_progress, notifications, webhooks
 from tests.conftest import Tenant, make_tenant
@@ -631,3 +633,46 @@ def test_a_drawn_signature_that_is_not_a_png_or_jpeg_is_refused_naming_the_field
     jpeg = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode()
     body = b"name=Jane&signature=" + quote(jpeg).encode()
     assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
+
+
+def test_signature_links_queued_in_clear_before_sealing_are_sealed_once_at_start(
+    container: Container,
+) -> None:
+    link = "https://keys.example.com/sign/old-plain-token"
+    view = ContractView(
+        kind=ContractKind.MECHANICAL,
+        contract_id="c1",
+        contract_type=NotifyContractType.DEFAULT,
+        organization_unit_id="ou-1",
+        start=datetime.now(UTC),
+        end=None,
+        contact=None,
+        signature_link=link,
+    )
+    old = {"type": "contractSignatureRequested", "channel": "email", "keyId": None}
+    payload = json.dumps({**old, "view": view.to_json()})  # as queued before sealing
+    meta = orm.server_metadata
+
+    def queue_as_before(session: Session) -> None:
+        session.execute(meta.delete().where(meta.c.name == notifications.LINKS_SEALED))
+        session.execute(
+            insert(orm.outbox).values(
+                kind="notification",
+                payload=payload,
+                status="done",
+                due_at=datetime.now(UTC),
+                attempts=1,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    container.db.transaction(queue_as_before)
+    assert container.db.transaction(notifications.seal_stored_links) == 1
+    assert container.db.transaction(notifications.seal_stored_links) == 0  # once only
+    stored = container.db.transaction(
+        lambda s: s.scalars(
+            select(orm.outbox.c.payload).where(orm.outbox.c.kind == "notification")
+        ).all()
+    )
+    assert "old-plain-token" not in " ".join(stored)
+    assert notifications.unsealed_view(json.loads(stored[-1])).signature_link == link

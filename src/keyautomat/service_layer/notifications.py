@@ -80,6 +80,38 @@ def sealed_payload_view(view: ContractView) -> tuple[dict[str, Any], str | None]
     return data, _box().encrypt(link) if link else None
 
 
+# server_metadata row: the plain links queued before sealing have been sealed.
+LINKS_SEALED = "signature-links-sealed"
+
+
+def seal_stored_links(session: Session) -> int:
+    """Seal the signature links of rows queued in clear before links were sealed; once
+    per database (``LINKS_SEALED``). Returns how many rows it sealed."""
+    meta = orm.server_metadata
+    if session.scalar(select(meta.c.name).where(meta.c.name == LINKS_SEALED)) is not None:
+        return 0
+    ob = orm.outbox
+    rows = session.execute(
+        select(ob.c.id, ob.c.payload).where(ob.c.kind == KIND, ob.c.payload.like("%/sign/%"))
+    ).all()
+    sealed = 0
+    for row in rows:
+        payload = json.loads(row.payload)
+        view = payload.get("view")
+        link = view.pop("signatureLink", None) if isinstance(view, dict) else None
+        if not link:
+            continue
+        payload[SEALED_LINK] = _box().encrypt(link)
+        session.execute(
+            update(ob)
+            .where(ob.c.id == row.id)
+            .values(payload=json.dumps(payload, separators=(",", ":")))
+        )
+        sealed += 1
+    session.execute(meta.insert().values(name=LINKS_SEALED, value="1"))
+    return sealed
+
+
 def unsealed_view(payload: dict[str, Any]) -> ContractView:
     """The view of an outbox payload, its signature link decrypted; ``ValueError`` when
     the row is unreadable (e.g. sealed under another key)."""
