@@ -19,6 +19,7 @@ from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
 from keyautomat.domain.errors import InvalidInput
+from keyautomat.entrypoints.api.bodies import NOT_UTF8
 from keyautomat.service_layer import devices
 from tests.conftest import Tenant, make_tenant
 from tests.contract_helpers import (
@@ -157,6 +158,53 @@ def test_a_body_nested_too_deeply_for_the_decoder_is_a_400(acme: Tenant) -> None
     response = acme.api.request("POST", "/groups", raw_body="[" * 100_000 + "]" * 100_000)
     assert response.status_code == 400
     assert response.json()["message"] == ["body: is nested too deeply"]
+
+
+def _mechanical_bytes(name: bytes) -> bytes:
+    """A mechanical contract body whose contact name is ``name``, spliced in as raw bytes."""
+    placeholder = "NAME-PLACEHOLDER"
+    text = json.dumps(mechanical_body(contact={**CONTACT, "name": placeholder}))
+    return text.encode().replace(placeholder.encode(), name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(b"Jo\x00e", id="a raw NUL"),
+        pytest.param(b"Jo\xffe", id="a byte that is never UTF-8"),
+        pytest.param(b"Jo\xc3e", id="a truncated UTF-8 sequence"),
+        # Python's decoder passes a UTF-8-encoded surrogate through as a lone one.
+        pytest.param(b"Jo\xed\xa0\x80e", id="a surrogate encoded as UTF-8"),
+    ],
+)
+def test_raw_nul_and_bytes_that_are_not_utf8_are_a_400_naming_the_body_and_store_nothing(
+    container: Container, acme: Tenant, name: bytes
+) -> None:
+    device_keys(container, acme, "k1")
+    response = acme.api.request("POST", MECHANICAL, raw_body=_mechanical_bytes(name))
+    assert response.status_code == 400
+    assert response.json()["message"] == [NOT_UTF8]
+    assert acme.api.get(MECHANICAL)["data"] == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Jo", id="plain text"),
+        # 00 D8 80 00 in UTF-16LE: every byte sequence of it is valid UTF-8.
+        pytest.param("Jo\ud800\u0080", id="a lone surrogate in UTF-8-valid bytes"),
+    ],
+)
+def test_a_utf16_body_is_refused_as_not_utf8_and_stores_nothing(
+    container: Container, acme: Tenant, name: str
+) -> None:
+    device_keys(container, acme, "k1")
+    text = json.dumps(mechanical_body(contact={**CONTACT, "name": "NAME"}), ensure_ascii=False)
+    body = text.replace("NAME", name).encode("utf-16-le", "surrogatepass")
+    response = acme.api.request("POST", MECHANICAL, raw_body=body)
+    assert response.status_code == 400
+    assert response.json()["message"] == [NOT_UTF8]
+    assert acme.api.get(MECHANICAL)["data"] == []
 
 
 # --- item 17: date-times out of range -----------------------------------------------------

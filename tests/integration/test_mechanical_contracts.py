@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, inspect, literal_column, select, table, text
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -20,9 +22,12 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
+from keyautomat.config import Settings
 from keyautomat.domain import webhooks as wh
+from keyautomat.domain.notifications import ContractKind, ContractView
+from keyautomat.domain.notifications import ContractType as NotifyContractType
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.service_layer import mechanical_progress, webhooks
+from keyautomat.service_layer import mechanical_progress, notifications, webhooks
 from tests.conftest import Tenant, make_tenant
 from tests.contract_helpers import iso
 from tests.devices import admin_client, install
@@ -238,9 +243,15 @@ def test_key_delete_hooks_and_target_storage(container: Container, acme: Tenant)
     assert acme.api.get(PATH)["data"] == []
 
 
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The development sink writes what is sent under this test's directory."""
+    return settings.model_copy(update={"notify_sink_dir": tmp_path / "sink"})
+
+
 def sent_signature_token(container: Container) -> str:
     """The token of the newest signature link queued for the contact (the database keeps
-    only its hash)."""
+    only its hash, the queued message the link sealed with the container's key)."""
     payloads = container.db.transaction(
         lambda s: [
             r.payload
@@ -248,8 +259,37 @@ def sent_signature_token(container: Container) -> str:
             if r.kind == "notification"
         ]
     )
-    tokens: list[str] = re.findall(r"/sign/([A-Za-z0-9_-]+)", " ".join(payloads))
+    links = [notifications.unsealed_view(json.loads(p)).signature_link or "" for p in payloads]
+    tokens: list[str] = re.findall(r"/sign/([A-Za-z0-9_-]+)", " ".join(links))
     return tokens[-1]
+
+
+def test_no_table_holds_the_signature_token_yet_the_sent_message_carries_a_working_link(
+    container: Container, acme: Tenant, http: TestClient
+) -> None:
+    device_keys(container, acme, "a")
+    create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)
+    drain(OutboxWorker(container.db, container.dispatcher, container.clock))
+    sink = container.settings.notify_sink_dir / "notifications.jsonl"
+    sent = [json.loads(line) for line in sink.read_text().splitlines()]
+    tokens = re.findall(r"/sign/([A-Za-z0-9_-]+)", " ".join(m["text"] for m in sent))
+    assert len(set(tokens)) == 1
+    token = tokens[0]
+    assert http.get(f"/sign/{token}").status_code == 200
+
+    def cells(session: Session) -> list[str]:
+        names = inspect(session.connection()).get_table_names()
+        return [
+            str(value)
+            for name in names
+            for row in session.execute(select(literal_column("*")).select_from(table(name)))
+            for value in row
+            if value is not None
+        ]
+
+    stored = container.db.transaction(cells)
+    assert stored  # the scan did read the database
+    assert not [cell for cell in stored if token in cell]
 
 
 def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: TestClient) -> None:
@@ -383,7 +423,8 @@ def test_device_keys_publish_pincode_and_device(
     payloads = " ".join(container.db.transaction(queued))
     assert "contractCreated" in payloads
     assert "contractSignatureRequested" in payloads
-    assert "/sign/" in payloads
+    assert notifications.SEALED_LINK in payloads
+    assert "/sign/" not in payloads  # the link is queued encrypted
 
 
 def test_the_shared_end_job_evaluates_mechanical_contracts(
@@ -592,3 +633,46 @@ def test_a_drawn_signature_that_is_not_a_png_or_jpeg_is_refused_naming_the_field
     jpeg = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0JFIF").decode()
     body = b"name=Jane&signature=" + quote(jpeg).encode()
     assert http.post(f"/sign/{token}", content=body, headers=headers).status_code == 200
+
+
+def test_signature_links_queued_in_clear_before_sealing_are_sealed_once_at_start(
+    container: Container,
+) -> None:
+    link = "https://keys.example.com/sign/old-plain-token"
+    view = ContractView(
+        kind=ContractKind.MECHANICAL,
+        contract_id="c1",
+        contract_type=NotifyContractType.DEFAULT,
+        organization_unit_id="ou-1",
+        start=datetime.now(UTC),
+        end=None,
+        contact=None,
+        signature_link=link,
+    )
+    old = {"type": "contractSignatureRequested", "channel": "email", "keyId": None}
+    payload = json.dumps({**old, "view": view.to_json()})  # as queued before sealing
+    meta = orm.server_metadata
+
+    def queue_as_before(session: Session) -> None:
+        session.execute(meta.delete().where(meta.c.name == notifications.LINKS_SEALED))
+        session.execute(
+            insert(orm.outbox).values(
+                kind="notification",
+                payload=payload,
+                status="done",
+                due_at=datetime.now(UTC),
+                attempts=1,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    container.db.transaction(queue_as_before)
+    assert container.db.transaction(notifications.seal_stored_links) == 1
+    assert container.db.transaction(notifications.seal_stored_links) == 0  # once only
+    stored = container.db.transaction(
+        lambda s: s.scalars(
+            select(orm.outbox.c.payload).where(orm.outbox.c.kind == "notification")
+        ).all()
+    )
+    assert "old-plain-token" not in " ".join(stored)
+    assert notifications.unsealed_view(json.loads(stored[-1])).signature_link == link

@@ -88,7 +88,9 @@ def test_the_check_value_does_not_reveal_the_key(settings: Settings) -> None:
     container = bootstrap(settings)
     try:
         stored = container.db.transaction(
-            lambda s: s.execute(text("SELECT value FROM server_metadata")).scalar_one()
+            lambda s: s.execute(
+                text("SELECT value FROM server_metadata WHERE name = 'secret-key-check'")
+            ).scalar_one()
         )
     finally:
         container.close()

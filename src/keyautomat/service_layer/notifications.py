@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.orm_notify import notification_settings, notifications
 from keyautomat.domain.contact import normalise_email
 from keyautomat.domain.errors import InvalidInput, NotFound
@@ -53,6 +54,74 @@ from keyautomat.service_layer import outbox
 from keyautomat.service_layer.principal import Principal, in_scope
 
 KIND = "notification"
+# The payload field holding the signature link, encrypted (docs/security.md).
+SEALED_LINK = "sealedSignatureLink"
+
+# The container's secret box, installed by bootstrap: it seals signature links in
+# outbox payloads, which are kept after sending, so a database copy opens no page.
+_link_box: list[SecretBox] = []
+
+
+def install_link_box(box: SecretBox) -> None:
+    _link_box[:] = [box]
+
+
+def _box() -> SecretBox:
+    if not _link_box:
+        raise RuntimeError("no secret box installed to seal signature links")
+    return _link_box[0]
+
+
+def sealed_payload_view(view: ContractView) -> tuple[dict[str, Any], str | None]:
+    """The view as stored in an outbox row: without its signature link, which comes
+    back encrypted as the second value (None when the view has none)."""
+    data = view.to_json()
+    link = data.pop("signatureLink", None)
+    return data, _box().encrypt(link) if link else None
+
+
+# server_metadata row: the plain links queued before sealing have been sealed.
+LINKS_SEALED = "signature-links-sealed"
+
+
+def seal_stored_links(session: Session) -> int:
+    """Seal the signature links of rows queued in clear before links were sealed; once
+    per database (``LINKS_SEALED``). Returns how many rows it sealed."""
+    meta = orm.server_metadata
+    if session.scalar(select(meta.c.name).where(meta.c.name == LINKS_SEALED)) is not None:
+        return 0
+    ob = orm.outbox
+    rows = session.execute(
+        select(ob.c.id, ob.c.payload).where(ob.c.kind == KIND, ob.c.payload.like("%/sign/%"))
+    ).all()
+    sealed = 0
+    for row in rows:
+        payload = json.loads(row.payload)
+        view = payload.get("view")
+        link = view.pop("signatureLink", None) if isinstance(view, dict) else None
+        if not link:
+            continue
+        payload[SEALED_LINK] = _box().encrypt(link)
+        session.execute(
+            update(ob)
+            .where(ob.c.id == row.id)
+            .values(payload=json.dumps(payload, separators=(",", ":")))
+        )
+        sealed += 1
+    session.execute(meta.insert().values(name=LINKS_SEALED, value="1"))
+    return sealed
+
+
+def unsealed_view(payload: dict[str, Any]) -> ContractView:
+    """The view of an outbox payload, its signature link decrypted; ``ValueError`` when
+    the row is unreadable (e.g. sealed under another key)."""
+    view = ContractView.from_json(payload["view"])
+    sealed = payload.get(SEALED_LINK)
+    if sealed is None:
+        return view
+    return replace(view, signature_link=_box().decrypt(sealed))
+
+
 SCHEDULED_NAMES = tuple(t.value for t in SCHEDULED_TYPES)
 
 # Statements run with every contract change (settings lookup, one notifications
@@ -264,12 +333,15 @@ def _enqueue(
     assert view.contact is not None
     recipient = view.contact.address(channel)
     assert recipient is not None
-    payload = {
+    stored_view, sealed_link = sealed_payload_view(view)
+    payload: dict[str, Any] = {
         "type": type_.value,
         "channel": channel,
         "keyId": key_id,
-        "view": view.to_json(),
+        "view": stored_view,
     }
+    if sealed_link is not None:
+        payload[SEALED_LINK] = sealed_link
     message_id = outbox.enqueue(
         session,
         KIND,

@@ -120,7 +120,7 @@ class NotificationHandler:
         try:
             type_ = NotificationType(payload["type"])
             channel: Channel = "sms" if payload["channel"] == "sms" else "email"
-            view = ContractView.from_json(payload["view"])
+            view = notifications.unsealed_view(payload)
         except (KeyError, ValueError) as exc:
             raise GiveUp(f"unreadable notification row: {exc}") from exc
         key_id = payload.get("keyId")

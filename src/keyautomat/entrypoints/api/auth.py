@@ -1,10 +1,10 @@
 """Signed-request authentication (spec/auth.md §3), as one lean ASGI middleware.
 
 It runs before routing and body validation (inside the edge middleware, which
-bounds the body): it reads the raw body once,
-verifies the signature, and hands the same bytes on to the application, so
-nothing is read or parsed twice. The caller's principal is left in the request
-state for the ``Caller`` dependency.
+bounds the body): it checks every header first, refusing before the body is
+read, then reads the raw body once, verifies the signature, and hands the same
+bytes on to the application, so nothing is read twice. The caller's principal
+is left in the request state for the ``Caller`` dependency.
 """
 
 from __future__ import annotations
@@ -90,16 +90,21 @@ class RateLimiter:
         self.burst = burst
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def retry_after(self, account_id: str, now: float) -> int | None:
-        """None when the request may go ahead, else whole seconds until a token is free."""
+    def retry_after(self, account_id: str, now: float, *, spend: bool = True) -> int | None:
+        """None when the request may go ahead, else whole seconds until a token is free.
+
+        With ``spend=False`` it only looks, taking no token and changing nothing.
+        """
         if self.rate <= 0:
             return None
         tokens, last = self._buckets.get(account_id, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if tokens >= 1:
-            self._buckets[account_id] = (tokens - 1, now)
+            if spend:
+                self._buckets[account_id] = (tokens - 1, now)
             return None
-        self._buckets[account_id] = (tokens, now)
+        if spend:
+            self._buckets[account_id] = (tokens, now)
         return max(1, math.ceil((1 - tokens) / self.rate))
 
 
@@ -185,6 +190,15 @@ class SignatureVerifier:
     async def verify(
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes
     ) -> Principal | Rejection:
+        """Both steps at once, for a caller that already holds the body."""
+        admitted = await self.admit(scope, headers)
+        if isinstance(admitted, Rejection):
+            return admitted
+        return self.check_signature(scope, headers, body, admitted)
+
+    async def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Admitted | Rejection:
+        """Every check that needs no body: a request refused here is refused before its
+        body is read, so garbage headers cost no upload and no hashing."""
         account_id = headers.get(b"x-service-account-id", b"").decode("latin-1")
         timestamp = headers.get(b"x-timestamp", b"").decode("latin-1")
         signature = headers.get(b"x-signature", b"").decode("latin-1")
@@ -209,26 +223,57 @@ class SignatureVerifier:
         account = await self.lookup(account_id)
         if account is None:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
+        # Only looks: a token is spent by a request whose signature holds, so that
+        # unsigned requests naming an account cannot use up its budget.
+        wait = self.rate_limiter.retry_after(account_id, now_ms / 1000, spend=False)
+        if wait is not None:
+            return _too_many(wait)
+        return Admitted(account_id, timestamp, signature, account, now_ms)
+
+    def check_signature(
+        self, scope: Scope, headers: dict[bytes, bytes], body: bytes, admitted: Admitted
+    ) -> Principal | Rejection:
+        """The signature over the body, then the replay cache and the rate limit."""
+        account_id, timestamp, signature = (
+            admitted.account_id,
+            admitted.timestamp,
+            admitted.signature,
+        )
         method = str(scope["method"]).upper()
         tried = []
         for url in signed_url_candidates(scope, headers, self.bases, self.trust_forwarded):
             digest = request_hash(method, url, body)
             message = string_to_sign(account_id, timestamp, digest)
-            if verify_signature(account.public_key_pem, signature, message):
+            if verify_signature(admitted.account.public_key_pem, signature, message):
                 break
             tried.append(f"{url} -> {digest}")
         else:
             return Rejection(
                 401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried)
             )
-        if not self.replays.check_and_remember(account_id, signature, now_ms):
+        if not self.replays.check_and_remember(account_id, signature, admitted.now_ms):
             return Rejection(401, REPLAYED, f"signature already used by {account_id}")
-        wait = self.rate_limiter.retry_after(account_id, now_ms / 1000)
+        wait = self.rate_limiter.retry_after(account_id, admitted.now_ms / 1000)
         if wait is not None:
-            return Rejection(
-                429, "Too Many Requests", "rate limit", ((b"retry-after", str(wait).encode()),)
-            )
-        return account.principal
+            return _too_many(wait)
+        return admitted.account.principal
+
+
+def _too_many(wait: int) -> Rejection:
+    return Rejection(
+        429, "Too Many Requests", "rate limit", ((b"retry-after", str(wait).encode()),)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request whose headers passed every check but the signature."""
+
+    account_id: str
+    timestamp: str
+    signature: str
+    account: AccountKey
+    now_ms: int
 
 
 class SignedRequestMiddleware:
@@ -255,9 +300,15 @@ class SignedRequestMiddleware:
         if scope["type"] != "http" or not self._is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
         headers = dict(scope["headers"])
-        outcome = await self.verifier.verify(scope, headers, body)
+        admitted = await self.verifier.admit(scope, headers)
+        if isinstance(admitted, Rejection):
+            log.info("rejected %s %s: %s", scope["method"], scope["path"], admitted.reason)
+            await send_error(send, admitted.status, admitted.message, admitted.headers)
+            return
+        # Only now, for a request that may be genuine, is the body read and hashed.
+        body = await _read_body(receive)
+        outcome = self.verifier.check_signature(scope, headers, body, admitted)
         if isinstance(outcome, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
             await send_error(send, outcome.status, outcome.message, outcome.headers)
