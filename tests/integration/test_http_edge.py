@@ -108,12 +108,24 @@ def test_a_chunked_sign_form_over_its_limit_is_refused_while_it_streams_and_neve
 
 
 def test_a_body_that_lies_about_its_length_is_counted_and_refused_on_every_route(
-    container: Container,
+    container: Container, acme: Tenant
 ) -> None:
     app = create_app(container)
-    for path in ("/v2/groups", "/admin/webhooks", "/sign/any-token"):
+    # Signed routes read a body only once its headers pass (a known account, a fresh
+    # timestamp); the signature itself cannot be checked before the body is read.
+    now_ms = str(int(container.clock.now().timestamp() * 1000)).encode()
+    signed = [
+        (b"x-service-account-id", acme.account_id.encode()),
+        (b"x-timestamp", now_ms),
+        (b"x-signature", b"AAAA"),
+    ]
+    for path, headers in (
+        ("/v2/groups", signed),
+        ("/admin/webhooks", signed),
+        ("/sign/any-token", []),
+    ):
         stream = Stream(16 << 20)
-        _post(app, path, stream, [(b"content-length", b"10")])
+        _post(app, path, stream, [(b"content-length", b"10"), *headers])
         assert stream.status == 413, path
         assert stream.pulled <= MAX_BODY_BYTES // len(CHUNK) + 1, path
     # Routes that take no body never read it: the server drops the rest.
