@@ -392,3 +392,53 @@ def _bind_code_forgotten(container: Container, automat_id: str) -> bool:
         )
     )
     return stored is None
+
+
+def test_guessing_installation_codes_over_the_broker_gets_one_answer_and_binds_nothing(
+    acme: Tenant, container: Container
+) -> None:
+    key20 = install(acme)
+    key30 = install(acme, product="key30")
+    prefix = container.settings.mqtt_topic_prefix
+    hw_id = f"GUESS-{uuid.uuid4().hex[:8]}"
+    wrong = [
+        f"{n:06d}"
+        for n in range(40)
+        if f"{n:06d}" not in {key20["installationPincode"], key30["installationPincode"]}
+    ][:30]
+    # The right code of the key30 offered as a key20 must not confirm the code, nor name
+    # the automat; nor may the right code of the key20 once this hwId is backed off.
+    guesses = [*wrong, key30["installationPincode"], key20["installationPincode"]]
+    attack = [("hello", _hello(code), None) for code in guesses]
+
+    answers = asyncio.run(_exchange(prefix, hw_id, attack, answers=len(attack)))
+
+    assert "welcome" not in [m.type for m in answers]
+    refusals = [getattr(m.data, "reason", None) for m in answers if m.type == "rejected"]
+    assert refusals == [devices.INSTALLATION_REFUSED] * len(attack)
+    assert container.devices.stats.backed_off > 0
+    for automat in (key20, key30):
+        assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] != "active"
+
+
+def test_keypad_lockouts_over_the_broker_raise_an_alarm_each(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat = install(acme)
+    sim = sims.start(
+        hw_id=f"KEYPAD-{uuid.uuid4().hex[:8]}",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+        max_failures=2,
+        lockout_seconds=0.05,
+    )
+    sims.call(sim.wait_bound, 10.0)
+    for _ in range(2):
+        eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=5.0)
+        for _ in range(2):
+            assert sims.call(sim.enter_code, "0000") is False
+    sims.call(sim.wait_flushed, 10.0)
+    eventually(
+        lambda: alarm_types(container, automat["id"]).count(devices.KEYPAD_LOCKED_ALARM) == 2,
+        timeout=10.0,
+    )
