@@ -175,3 +175,16 @@ def operator(container: Container, http: TestClient) -> Tenant:
 def acme(container: Container, http: TestClient) -> Tenant:
     """An admin of a customer organization."""
     return make_tenant(container, http, name="Acme Housing")
+
+
+@pytest.fixture
+def acme_pms(container: Container, http: TestClient, acme: Tenant) -> Tenant:
+    """An integration account (a booking system) of a company under Acme."""
+    return make_tenant(
+        container,
+        http,
+        name="Acme PMS",
+        parent_id=acme.unit_id,
+        unit_type=OrgUnitType.COMPANY,
+        role=Role.INTEGRATION,
+    )

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
-from keyautomat.domain.model import OrgUnitType, Role
+from keyautomat.domain.model import OrgUnitType
 from keyautomat.domain.notifications import NotificationType
 from keyautomat.service_layer import notifications as notify
 from tests.conftest import Tenant, make_tenant
@@ -126,16 +126,9 @@ def test_organization_settings_are_inherited_and_overridden_per_unit(
 
 
 def test_only_admins_change_notification_settings(
-    container: Container, http: TestClient, acme: Tenant
+    http: TestClient, acme: Tenant, acme_pms: Tenant
 ) -> None:
-    integration = make_tenant(
-        container,
-        http,
-        name="Acme PMS",
-        parent_id=acme.unit_id,
-        unit_type=OrgUnitType.COMPANY,
-        role=Role.INTEGRATION,
-    )
+    integration = acme_pms
     path = f"/admin/organizationunits/{integration.unit_id}/notification-settings"
     response = admin(integration, http).request("PUT", path, {"senderName": "Me"})
     assert response.status_code == 403

@@ -459,19 +459,8 @@ def test_target_storage_comes_from_a_resolver_when_one_knows_better(acme: Tenant
     ]
 
 
-def test_an_integration_account_may_manage_keys(
-    acme: Tenant, container: Container, http: TestClient
-) -> None:
-    from keyautomat.domain.model import Role
-
-    pms = make_tenant(
-        container,
-        http,
-        name="Acme PMS",
-        parent_id=acme.unit_id,
-        unit_type=OrgUnitType.COMPANY,
-        role=Role.INTEGRATION,
-    )
+def test_an_integration_account_may_manage_keys(acme_pms: Tenant) -> None:
+    pms = acme_pms
     assert new_key(pms)["organizationUnitId"] == pms.unit_id
     assert pms.api.patch("/mechanical/keys/room-101-key", {"name": "n"})["name"] == "n"
     pms.api.delete("/mechanical/keys/room-101-key")

@@ -187,15 +187,6 @@ class SignatureVerifier:
         self.replays = ReplayCache(ttl_ms=2 * window_ms, covers_from_ms=clock_ms())
         self.rate_limiter = rate_limiter or RateLimiter(0, 1)
 
-    async def verify(
-        self, scope: Scope, headers: dict[bytes, bytes], body: bytes
-    ) -> Principal | Rejection:
-        """Both steps at once, for a caller that already holds the body."""
-        admitted = await self.admit(scope, headers)
-        if isinstance(admitted, Rejection):
-            return admitted
-        return self.check_signature(scope, headers, body, admitted)
-
     async def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Admitted | Rejection:
         """Every check that needs no body: a request refused here is refused before its
         body is read, so garbage headers cost no upload and no hashing."""

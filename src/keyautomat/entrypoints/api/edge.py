@@ -60,10 +60,12 @@ def url_problem(scope: Scope) -> str | None:
         # decodes escapes as UTF-8 with replacement, which never yields a lone surrogate.
         return None
     for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        problem = text_problem(name) or text_problem(value)
+        problem = text_problem(name)
         if problem is not None:
-            field = name if text_problem(name) is None else "query"
-            return f"{field}: {problem}"
+            return f"query: {problem}"
+        problem = text_problem(value)
+        if problem is not None:
+            return f"{name}: {problem}"
     return None
 
 
