@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from keyautomat.service_layer.access_rights import AccessRightsCache
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.webhook_delivery import WebhookService
+from keyautomat.service_layer.wiring import Wiring
 
 # What the key that hashes bound installation pincodes is derived for (adapters/crypto.py).
 INSTALLATION_CODE_KEY = "device installation pincode"
@@ -37,6 +39,10 @@ class Container:
     clock: Clock = field(default_factory=SystemClock)
     # Outbox handlers by kind; each feature registers its own in ``bootstrap``.
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    # The handlers features register (device events, guards, hooks): service_layer/wiring.py.
+    wiring: Wiring = field(default_factory=Wiring)
+    # The contract kinds by name (``contracts.kind``), filled by contracts.setup.register.
+    contract_kinds: dict[str, Any] = field(default_factory=dict)
     # MQTT when KEYAUTOMAT_MQTT_URL is set, else an in-process link that simulated
     # automats of this process (serve --demo, tests) connect to.
     device_link: Link | None = None
@@ -71,7 +77,8 @@ def bootstrap(
 ) -> Container:
     settings = settings or load_settings()
     clock = clock or SystemClock()
-    db = Database(settings.database_url, threads=settings.db_threads)
+    wiring = Wiring()
+    db = Database(settings.database_url, threads=settings.db_threads, info={"wiring": wiring})
     try:
         secrets = open_secret_box(settings, db)
     except BaseException:
@@ -88,99 +95,25 @@ def bootstrap(
         secrets=secrets,
         webhooks=WebhookService(db, sender, secrets, clock),
         clock=clock,
+        wiring=wiring,
     )
-    container.dispatcher.register(
-        webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
-    )
-    _register_notifications(container)
-    device_webhooks.register()
-    _register_contracts(container)
-    _register_device_followers()
-    _set_signature_base(settings)
+    for register in FEATURES:
+        register(container)
     return container
 
 
-def _register_contracts(container: Container) -> None:
-    """iLOQ contracts: device progress, just-in-time programming, end and wipe jobs."""
-    from keyautomat.domain.notifications import ContractKind
-    from keyautomat.service_layer import (
-        automats,
-        contract_steps,
-        devices,
-        iloq_contracts,
-        notifications,
+def _register_webhooks(container: Container) -> None:
+    container.dispatcher.register(
+        webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
     )
-    from keyautomat.service_layer.iloq_progress import (
-        ContractJobs,
-        KeyProgrammer,
-        condition,
-        on_automat_event,
-    )
-
-    # Module-level registries: add once per process, however many containers exist.
-    if on_automat_event not in devices.event_handlers:
-        devices.event_handlers.append(on_automat_event)
-    if iloq_contracts.automat_in_use not in automats.uninstall_guards:
-        automats.uninstall_guards.append(iloq_contracts.automat_in_use)
-    notifications.register_condition_checker(ContractKind.ILOQ, condition)
-    jobs = ContractJobs(container.db, container.iloq, container.clock)
-    container.dispatcher.register(contract_steps.END_KIND, _end_by_kind(container, jobs))
-    container.dispatcher.register(iloq_contracts.WIPE_KIND, jobs.wipe)
-    container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)
-
-
-def _end_by_kind(container: Container, jobs: Any) -> Any:
-    """The shared ``contract-end`` job: iLOQ contracts to their jobs, mechanical ones to theirs."""
-    from sqlalchemy import select
-
-    from keyautomat.adapters.orm_contracts import contracts
-    from keyautomat.service_layer import mechanical_progress
-
-    async def end(message: Any) -> None:
-        contract_id = message.payload["contractId"]
-        kind = await container.db.run(
-            lambda s: s.scalar(select(contracts.c.kind).where(contracts.c.id == contract_id))
-        )
-        if kind == "mechanical":
-            now = container.clock.now()
-            await container.db.run(lambda s: mechanical_progress.evaluate_end(s, contract_id, now))
-            return
-        await jobs.end(message)
-
-    return end
-
-
-def _register_device_followers() -> None:
-    """Features that keep their own books in step with what the automats report."""
-    from keyautomat.service_layer import mechanical_contracts, mechanical_keys
-
-    mechanical_keys.install()
-    # After the register: contract progress reads where the key was put.
-    mechanical_contracts.install()
-    mechanical_progress_install()
-
-
-def _set_signature_base(settings: Settings) -> None:
-    """Signature links are absolute when the public URL is known."""
-    from keyautomat.service_layer import mechanical_contracts
-
-    mechanical_contracts.signature_base_url.clear()
-    if settings.public_bases:
-        base = settings.public_bases[0].rstrip("/").removesuffix("/v2")
-        mechanical_contracts.signature_base_url.append(base)
-
-
-def mechanical_progress_install() -> None:
-    from keyautomat.service_layer import mechanical_progress
-
-    mechanical_progress.install()
+    device_webhooks.register(container.wiring)
 
 
 def _register_notifications(container: Container) -> None:
     """SMTP and the SMS gateway when configured; the development sink for what is not."""
     from keyautomat.adapters.notify.render import Renderer
     from keyautomat.adapters.notify.transports import HttpSmsGateway, SinkTransport, SmtpTransport
-    from keyautomat.service_layer.notifications import KIND, install_link_box, seal_stored_links
+    from keyautomat.service_layer.notifications import KIND, seal_stored_links
     from keyautomat.service_layer.notify_sender import (
         RETRY_DELAYS,
         EmailTransport,
@@ -197,13 +130,38 @@ def _register_notifications(container: Container) -> None:
     if settings.sms_gateway_url:
         sms = HttpSmsGateway(settings.sms_gateway_url, settings.sms_gateway_token)
     domain = settings.email_from.rpartition("@")[2] or "keyautomat.local"
-    handler = NotificationHandler(container.db, Renderer(), email, sms, domain=domain)
+    handler = NotificationHandler(
+        container.db, Renderer(), email, sms, box=container.secrets, domain=domain
+    )
     container.dispatcher.register(KIND, handler, retry_delays=RETRY_DELAYS)
     # Signature links are stored sealed in notification rows (docs/security.md).
-    install_link_box(container.secrets)
+    container.wiring.link_box = container.secrets
     if container.db.transaction(
         lambda s: inspect(s.connection()).has_table(orm.server_metadata.name)
     ):
         # IntegrityError: another process starting at once sealed them and set the flag.
         with suppress(IntegrityError):
             container.db.transaction(seal_stored_links)
+
+
+def _register_mechanical_keys(container: Container) -> None:
+    from keyautomat.service_layer import mechanical_keys
+
+    mechanical_keys.register(container.wiring)
+
+
+def _register_contracts(container: Container) -> None:
+    from keyautomat.contracts import setup
+
+    setup.register(container)
+
+
+# Each feature adds its handlers in this order. Device events reach the handlers in
+# the order they were added: the key register must have placed a mechanical key
+# before the contracts read where it went.
+FEATURES: tuple[Callable[[Container], None], ...] = (
+    _register_webhooks,
+    _register_notifications,
+    _register_mechanical_keys,
+    _register_contracts,
+)

@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from cryptography.fernet import Fernet
 
+from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.notify.render import Renderer
 from keyautomat.adapters.notify.transports import HttpSmsGateway, SmtpTransport
@@ -31,6 +33,7 @@ from keyautomat.service_layer.clock import ManualClock
 from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.notifications import KIND
 from keyautomat.service_layer.notify_sender import RETRY_DELAYS, NotificationHandler
+from keyautomat.service_layer.wiring import Wiring
 
 SMS_TOKEN = "test-gateway-token"
 
@@ -144,6 +147,19 @@ class SmsGateway:
         self.server.server_close()
 
 
+def link_box(db: Database) -> SecretBox:
+    """The box that seals signature links in ``db``'s rows: its container's."""
+    box = db.info["wiring"].link_box
+    assert isinstance(box, SecretBox)
+    return box
+
+
+def wired_database(url: str, *, threads: int) -> Database:
+    """A database outside any container whose rows seal links like a container's do."""
+    box = SecretBox(Fernet.generate_key())
+    return Database(url, threads=threads, info={"wiring": Wiring(link_box=box)})
+
+
 def notification_worker(
     db: Database,
     clock: ManualClock,
@@ -158,6 +174,7 @@ def notification_worker(
         Renderer(),
         SmtpTransport(smtp_url, "keys@example.com", timeout=5),
         HttpSmsGateway(sms_url, SMS_TOKEN, timeout=5),
+        box=link_box(db),
         domain="example.com",
     )
     dispatcher = Dispatcher()

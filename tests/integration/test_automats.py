@@ -202,13 +202,12 @@ def test_uninstall_deactivates_and_leaves_groups_but_stays_readable(acme: Tenant
     assert acme.api.request("POST", f"/automats/{automat['id']}/replace").status_code == 400
 
 
-def test_an_uninstall_guard_refuses_while_the_automat_is_in_use(acme: Tenant) -> None:
+def test_an_uninstall_guard_refuses_while_the_automat_is_in_use(
+    container: Container, acme: Tenant
+) -> None:
     automat = install(acme)
-    automat_cases.uninstall_guards.append(lambda _s, _a: "has ongoing or future contracts")
-    try:
-        response = acme.api.request("POST", f"/automats/{automat['id']}/uninstall")
-    finally:
-        automat_cases.uninstall_guards.pop()
+    container.wiring.uninstall_guards.append(lambda _s, _a: "has ongoing or future contracts")
+    response = acme.api.request("POST", f"/automats/{automat['id']}/uninstall")
     assert response.status_code == 400
     assert response.json()["message"] == ["id: has ongoing or future contracts"]
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "waitingForInstall"

@@ -15,11 +15,11 @@ from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
+from keyautomat.contracts.progress import evaluate_end
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.service_layer import contracts as core
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
-from keyautomat.service_layer.iloq_progress import evaluate_end
 from tests.conftest import Tenant
 from tests.contract_helpers import RIGHT, iso, period, stocked_automat
 
@@ -104,7 +104,12 @@ def test_a_key_never_fetched_is_marked_once_when_the_end_passes(
     assert end_rows(container, created["id"]) == [outbox.DONE]
     # Once: a second run of the worker or of the evaluation changes nothing.
     drain(worker)
-    assert container.db.transaction(lambda s: evaluate_end(s, created["id"], clock.now())) == 0
+    assert (
+        container.db.transaction(
+            lambda s: evaluate_end(SqlContractStore(s), created["id"], clock.now())
+        )
+        == 0
+    )
     assert acme.api.get(f"{PATH}/{created['id']}")["keys"][0]["status"] == "key-not-fetched"
     # The key is free again from the end on.
     later = iso(datetime.fromisoformat(end.replace("Z", "+00:00")) + timedelta(hours=2))
@@ -126,7 +131,12 @@ def test_a_key_still_out_is_marked_not_returned_and_its_code_stays_for_the_retur
     [code] = live_pincodes(container, created["id"])
     assert code.code == created["keys"][0]["storageInfo"]["pincode"]
     assert code.valid_until is None  # opens the locker for the late return
-    assert container.db.transaction(lambda s: evaluate_end(s, created["id"], clock.now())) == 0
+    assert (
+        container.db.transaction(
+            lambda s: evaluate_end(SqlContractStore(s), created["id"], clock.now())
+        )
+        == 0
+    )
 
 
 def test_patch_re_issues_the_pincodes_with_the_new_window(
@@ -249,7 +259,7 @@ def _returned(container: Container, contract_id: str, position: int) -> None:
             .where(contract_keys.c.contract_id == contract_id, contract_keys.c.position == position)
             .values(status="key-returned", returned_at=at)
         )
-        core.release(session, contract_id, position, at)
+        SqlContractStore(session).release(contract_id, position, at)
 
     container.db.transaction(work)
 

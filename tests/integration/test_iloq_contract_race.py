@@ -15,8 +15,11 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
+from keyautomat.contracts import service
+from keyautomat.contracts.iloq import wire
+from keyautomat.contracts.iloq.kind import IloqKind
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.errors import Conflict
-from keyautomat.service_layer import iloq_contracts
 from keyautomat.service_layer.accounts import load_account
 from keyautomat.service_layer.principal import Principal
 from tests.conftest import Tenant
@@ -27,6 +30,9 @@ def _principal(container: Container, acme: Tenant) -> Principal:
     account = container.db.transaction(lambda s: load_account(s, acme.account_id))
     assert account is not None
     return account.principal
+
+
+ILOQ = IloqKind()
 
 
 def _body(now: datetime, **location: str) -> dict[str, Any]:
@@ -46,10 +52,10 @@ def _race(
     container: Container, principal: Principal, body: dict[str, Any], now: datetime
 ) -> list[str]:
     def create(_: int) -> str:
-        new = iloq_contracts.parse_new_contract(body, now)
+        new = wire.parse_new_contract(body, now)
         try:
             container.db.transaction(
-                lambda s: iloq_contracts.create_contract(s, principal, new, now=now)
+                lambda s: service.create(SqlContractStore(s), ILOQ, principal, new, now=now)
             )
         except Conflict:
             return "409"
@@ -126,9 +132,9 @@ def test_a_creation_passes_over_an_automat_another_one_is_allocating_from(
     got: list[str] = []
 
     def create() -> None:
-        new = iloq_contracts.parse_new_contract(body, now)
+        new = wire.parse_new_contract(body, now)
         contract = container.db.transaction(
-            lambda s: iloq_contracts.create_contract(s, principal, new, now=now)
+            lambda s: service.create(SqlContractStore(s), ILOQ, principal, new, now=now)
         )
         got.append(str(contract.keys[0].automat_id))
 
@@ -142,8 +148,8 @@ def test_a_creation_passes_over_an_automat_another_one_is_allocating_from(
     assert finished_while_held, "the creation waited for the held automat"
     assert got == [other]
     # Once nobody holds it, the best automat is the one given again.
-    new = iloq_contracts.parse_new_contract(body, now)
+    new = wire.parse_new_contract(body, now)
     again = container.db.transaction(
-        lambda s: iloq_contracts.create_contract(s, principal, new, now=now)
+        lambda s: service.create(SqlContractStore(s), ILOQ, principal, new, now=now)
     )
     assert again.keys[0].automat_id == best

@@ -14,10 +14,10 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
+from keyautomat.contracts.allocation import SHORTLIST
 from keyautomat.domain.iloq import IloqKey
 from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer import outbox
-from keyautomat.service_layer.contracts import SHORTLIST
 from tests.conftest import Tenant
 from tests.contract_helpers import (
     RIGHT,

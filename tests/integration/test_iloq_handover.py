@@ -13,11 +13,11 @@ from starlette.testclient import TestClient
 from keyautomat.adapters.orm_iloq import iloq_emu_access_rights
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
+from keyautomat.contracts.iloq.kind import WIPE_KIND
 from keyautomat.domain.iloq import IloqKey
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer import outbox
-from keyautomat.service_layer.iloq_contracts import WIPE_KIND
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually

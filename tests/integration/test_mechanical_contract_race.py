@@ -9,8 +9,11 @@ from sqlalchemy import func, select
 
 from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
+from keyautomat.contracts import service
+from keyautomat.contracts.mechanical import wire
+from keyautomat.contracts.mechanical.kind import MechanicalKind
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.errors import Conflict
-from keyautomat.service_layer import mechanical_contracts
 from keyautomat.service_layer.accounts import load_account
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
@@ -33,10 +36,12 @@ def test_concurrent_creations_book_a_key_once(container: Container, acme: Tenant
     }
 
     def create(_: int) -> str:
-        new = mechanical_contracts.parse_new_contract(body, now)
+        new = wire.parse_new_contract(body, now)
         try:
             container.db.transaction(
-                lambda s: mechanical_contracts.create_contract(s, principal, new, now=now)
+                lambda s: service.create(
+                    SqlContractStore(s), MechanicalKind(), principal, new, now=now
+                )
             )
         except Conflict:
             return "409"

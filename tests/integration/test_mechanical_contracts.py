@@ -23,11 +23,13 @@ from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
 from keyautomat.config import Settings
+from keyautomat.contracts.progress import evaluate_end
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.notifications import ContractKind, ContractView
 from keyautomat.domain.notifications import ContractType as NotifyContractType
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.service_layer import mechanical_progress, notifications, webhooks
+from keyautomat.service_layer import notifications, webhooks
 from tests.conftest import Tenant, make_tenant
 from tests.contract_helpers import iso
 from tests.devices import admin_client, install
@@ -259,7 +261,10 @@ def sent_signature_token(container: Container) -> str:
             if r.kind == "notification"
         ]
     )
-    links = [notifications.unsealed_view(json.loads(p)).signature_link or "" for p in payloads]
+    links = [
+        notifications.unsealed_view(json.loads(p), container.secrets).signature_link or ""
+        for p in payloads
+    ]
     tokens: list[str] = re.findall(r"/sign/([A-Za-z0-9_-]+)", " ".join(links))
     return tokens[-1]
 
@@ -349,7 +354,7 @@ def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
 
         internal = session.scalar(select(contracts.c.id))
         assert internal is not None
-        return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
+        return evaluate_end(SqlContractStore(session), internal, datetime.now(UTC))
 
     def booked(session: Session) -> int:
         return int(session.scalar(select(func.sum(orm.automats.c.keys_booked))) or 0)
@@ -675,4 +680,7 @@ def test_signature_links_queued_in_clear_before_sealing_are_sealed_once_at_start
         ).all()
     )
     assert "old-plain-token" not in " ".join(stored)
-    assert notifications.unsealed_view(json.loads(stored[-1])).signature_link == link
+    assert (
+        notifications.unsealed_view(json.loads(stored[-1]), container.secrets).signature_link
+        == link
+    )

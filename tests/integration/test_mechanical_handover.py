@@ -15,7 +15,8 @@ from keyautomat.adapters.orm_contracts import contracts
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError
 from keyautomat.config import Settings
-from keyautomat.service_layer import mechanical_progress
+from keyautomat.contracts.progress import evaluate_end
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import period
@@ -120,7 +121,7 @@ def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_retu
     def end_now(session: Session) -> int:
         internal = session.scalar(select(contracts.c.id).where(contracts.c.kind == "mechanical"))
         assert internal is not None
-        return mechanical_progress.evaluate_end(session, internal, datetime.now(UTC))
+        return evaluate_end(SqlContractStore(session), internal, datetime.now(UTC))
 
     assert container.db.transaction(end_now) == 1
     assert container.db.transaction(end_now) == 0  # once

@@ -20,12 +20,15 @@ from keyautomat.service_layer import notifications as notify
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock, SystemClock
 from keyautomat.service_layer.principal import Principal
+from keyautomat.service_layer.wiring import Wiring
 from tests.conftest import Tenant
 from tests.integration.notify_support import (
     SmsGateway,
     SmtpServer,
+    link_box,
     make_view,
     notification_worker,
+    wired_database,
 )
 
 T = NotificationType
@@ -159,7 +162,8 @@ def test_two_workers_send_each_notification_exactly_once(
     postgres_url: str, smtp: SmtpServer, gateway: SmsGateway
 ) -> None:
     clock = SystemClock()
-    setup = Database(postgres_url, threads=2)
+    setup = wired_database(postgres_url, threads=2)
+    box = link_box(setup)
 
     def fill(session: Session) -> None:
         now = clock.now()
@@ -170,7 +174,7 @@ def test_two_workers_send_each_notification_exactly_once(
     setup.transaction(fill)
 
     def run_worker(name: str) -> None:
-        db = Database(postgres_url, threads=4)
+        db = Database(postgres_url, threads=4, info={"wiring": Wiring(link_box=box)})
         worker = notification_worker(db, clock, smtp.url, gateway.url, worker_id=name)  # type: ignore[arg-type]
 
         async def until_empty() -> None:

@@ -71,13 +71,6 @@ def unit(acme: Tenant) -> str:
     return acme.unit_id
 
 
-@pytest.fixture(autouse=True)
-def _no_checkers() -> Iterator[None]:
-    yield
-    for kind in ContractKind:
-        notify.unregister_condition_checker(kind)
-
-
 def drain(worker: OutboxWorker) -> int:
     return asyncio.run(worker.drain())
 
@@ -298,7 +291,7 @@ def test_a_reminder_whose_condition_no_longer_holds_is_skipped_when_it_fires(
             return Condition(holds=False, reason="every key is back")
         return Condition(holds=True, missing_key_ids=("key-2",))
 
-    notify.register_condition_checker(ContractKind.MECHANICAL, keys_out)
+    container.wiring.condition_checkers[ContractKind.MECHANICAL.value] = keys_out
     view = make_view(
         unit,
         clock.now(),

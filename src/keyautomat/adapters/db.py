@@ -154,7 +154,7 @@ def _make_private(path: Path) -> None:
 class Database:
     """Owns the engine, the session factory and the threads that run database work."""
 
-    def __init__(self, url: str, *, threads: int = 8) -> None:
+    def __init__(self, url: str, *, threads: int = 8, info: dict[str, Any] | None = None) -> None:
         start_mappers()
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
@@ -162,7 +162,9 @@ class Database:
         path = sqlite_database_path(url)
         self.engine = make_engine(url, pool_size=workers, autocheckpoint=path is None)
         self.checkpointer = Checkpointer(str(path)) if path is not None else None
-        self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        # ``info`` reaches every session: the container's registries (service_layer/wiring.py).
+        self.info: dict[str, Any] = info if info is not None else {}
+        self.session_factory = sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keyautomat-db")
         # SQLite has one connection (StaticPool). ``run`` only ever uses it from the
         # one database thread, but ``transaction`` may be called from any thread (the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,11 +20,10 @@ from keyautomat.domain.ids import format_automat_id, new_pincode
 from keyautomat.domain.model import Automat, Group, GroupType, Product
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.wiring import wiring_of
 
-# Later features (contracts) register checks that refuse an uninstall while the
-# automat is still in use; each returns a reason, or None when it has no objection.
-UninstallGuard = Callable[[Session, Automat], str | None]
-uninstall_guards: list[UninstallGuard] = []
+# Features (contracts) register checks that refuse an uninstall while the automat is
+# still in use (``Wiring.uninstall_guards``): each returns a reason, or None.
 
 
 _TIMEZONE = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,3}")
@@ -316,7 +315,7 @@ def replace_automat(
 def uninstall_automat(session: Session, principal: Principal, automat_id: str) -> None:
     principal.require_admin()
     automat = get_automat(session, principal, automat_id)
-    for guard in uninstall_guards:
+    for guard in wiring_of(session).uninstall_guards:
         reason = guard(session, automat)
         if reason is not None:
             raise InvalidInput("id", reason)

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType
-from keyautomat.service_layer import devices, webhooks
+from keyautomat.service_layer import webhooks
+from keyautomat.service_layer.wiring import Wiring
 
 
 def publish_device_alarm(session: Session, event: AutomatEvent) -> None:
@@ -48,7 +49,5 @@ def publish_device_alarm(session: Session, event: AutomatEvent) -> None:
     )
 
 
-def register() -> None:
-    """Subscribe to device events once per process (bootstrap may run many times in tests)."""
-    if publish_device_alarm not in devices.event_handlers:
-        devices.event_handlers.append(publish_device_alarm)
+def register(wiring: Wiring) -> None:
+    wiring.device_event_handlers.append(publish_device_alarm)

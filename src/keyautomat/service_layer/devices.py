@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -39,7 +38,7 @@ from keyautomat.adapters.orm_devices import (
     device_links,
     device_pincodes,
 )
-from keyautomat.domain.contracts import check_pincode
+from keyautomat.contracts.rules import check_pincode
 from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
@@ -55,21 +54,13 @@ from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.model import Automat, LifecycleState
 from keyautomat.service_layer.automats import get_automat
 from keyautomat.service_layer.principal import Principal
+from keyautomat.service_layer.wiring import wiring_of
 
 log = logging.getLogger(__name__)
 
-# Later features subscribe here: contracts turn code-entered / key-removed /
-# key-inserted into progress, webhooks and notifications turn them into
-# deliveries. Each handler runs inside the transaction that applies the device
-# event, so what it writes (an outbox row, a contract update) commits with it.
-AutomatEventHandler = Callable[[Session, AutomatEvent], None]
-event_handlers: list[AutomatEventHandler] = []
-
-# A locker inventory is a full report of an automat's stock rather than one event;
-# features that keep their own books of keys (mechanical keys) follow it here, in
-# the same transaction that rewrites the automat's lockers.
-InventoryHandler = Callable[[Session, str, LockerInventory], None]
-inventory_handlers: list[InventoryHandler] = []
+# Features follow device events and locker inventories through the handlers they
+# registered on the container (service_layer/wiring.py), each inside the
+# transaction that applies the event, so what it writes commits with it.
 
 DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
 # The server's own security alarms (docs/webhooks.md, "Alarm types"): each is raised
@@ -484,7 +475,7 @@ def record_event(
         data=payload,
         recorded_at=now,
     )
-    for handler in event_handlers:
+    for handler in wiring_of(session).device_event_handlers:
         handler(session, event)
     return event
 
@@ -519,7 +510,7 @@ def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -
                 orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index.in_(gone)
             )
         )
-    for handler in inventory_handlers:
+    for handler in wiring_of(session).inventory_handlers:
         handler(session, automat_id, data)
 
 

@@ -6,15 +6,15 @@ an automat that reports it removed makes it away. The handlers below run inside
 the transaction that applies the device event (``devices.event_handlers`` and
 ``devices.inventory_handlers``), so the register and the lockers change together.
 
-Contracts are not part of this module; they plug in through two hooks:
-``target_storage_resolvers`` (F9: the storage of the contract a key is in or
-next due for) and ``delete_hooks`` (F8: refuse, or delete the key's active and
-future contracts first).
+Contracts are not part of this module; they plug in through two hooks on the
+container's wiring: ``target_storage_resolvers`` (F9: the storage of the
+contract a key is in or next due for) and ``key_delete_hooks`` (F8: refuse, or
+delete the key's active and future contracts first).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,23 +30,9 @@ from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.mechanical import MechanicalKey, Storage, check_key_id, normalize_rfid
 from keyautomat.domain.model import Automat, LifecycleState, Product
-from keyautomat.service_layer import devices
 from keyautomat.service_layer.pagination import Page, PageRequest, fetch_page
 from keyautomat.service_layer.principal import Principal, in_scope
-
-# F9: contract code answers "which storage is each of these keys in a contract
-# for, now or next"; keys it leaves out are kept at their selected storage.
-TargetStorageResolver = Callable[
-    [Session, Sequence[MechanicalKey], datetime], Mapping[str, Storage]
-]
-target_storage_resolvers: list[TargetStorageResolver] = []
-
-# F8: called before a key is deleted with the caller's ``deleteActiveContracts``.
-# A hook raises InvalidInput when active or future contracts exist and the flag
-# is false, and deletes those contracts (with the contract delete's own
-# restrictions) when it is true. Without contracts there is nothing to refuse.
-KeyDeleteHook = Callable[[Session, MechanicalKey, bool, datetime], None]
-delete_hooks: list[KeyDeleteHook] = []
+from keyautomat.service_layer.wiring import Wiring, wiring_of
 
 SELECTED_DEVICE = "1"
 SELECTED_MANUAL = "2"
@@ -111,7 +97,7 @@ def target_storages(
 ) -> dict[str, Storage]:
     """F9 for several keys at once, by ``object_id``: a contract's storage, else the selected."""
     result = {key.object_id: key.selected for key in keys}
-    for resolve in target_storage_resolvers:
+    for resolve in wiring_of(session).target_storage_resolvers:
         result.update(resolve(session, keys, now))
     return result
 
@@ -235,7 +221,7 @@ def delete_key(
     now: datetime,
 ) -> None:
     key = get_key(session, principal, key_id)
-    for hook in delete_hooks:
+    for hook in wiring_of(session).key_delete_hooks:
         hook(session, key, delete_active_contracts, now)
     session.delete(key)
     session.flush()
@@ -390,9 +376,7 @@ def on_inventory(session: Session, automat_id: str, inventory: LockerInventory) 
         _point_locker(session, key)
 
 
-def install() -> None:
-    """Subscribe to device events once per process (``bootstrap`` calls this)."""
-    if on_automat_event not in devices.event_handlers:
-        devices.event_handlers.append(on_automat_event)
-    if on_inventory not in devices.inventory_handlers:
-        devices.inventory_handlers.append(on_inventory)
+def register(wiring: Wiring) -> None:
+    """Follow the automats' reports (``bootstrap`` calls this, before the contracts)."""
+    wiring.device_event_handlers.append(on_automat_event)
+    wiring.inventory_handlers.append(on_inventory)

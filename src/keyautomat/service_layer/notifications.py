@@ -13,14 +13,13 @@ Each call only writes outbox rows (kind ``notification``) plus one
 ``notifications`` row per message for the admin view, so a rolled-back change
 sends nothing and a committed one loses nothing. The worker resolves the
 organization defaults when it sends (notifications.md §3), and for scheduled
-messages asks the contract code, through :func:`register_condition_checker`,
+messages asks the contract code, through ``Wiring.condition_checkers``,
 whether the condition still holds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +39,6 @@ from keyautomat.domain.notifications import (
     SCHEDULED_TYPES,
     Channel,
     Contact,
-    ContractKind,
     ContractView,
     Matrix,
     NotificationType,
@@ -52,32 +50,29 @@ from keyautomat.domain.notifications import (
 )
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.wiring import wiring_of
 
 KIND = "notification"
 # The payload field holding the signature link, encrypted (docs/security.md).
 SEALED_LINK = "sealedSignatureLink"
 
-# The container's secret box, installed by bootstrap: it seals signature links in
-# outbox payloads, which are kept after sending, so a database copy opens no page.
-_link_box: list[SecretBox] = []
+# The container's secret box (``Wiring.link_box``, set by bootstrap) seals signature
+# links in outbox payloads, which are kept after sending, so a database copy opens no page.
 
 
-def install_link_box(box: SecretBox) -> None:
-    _link_box[:] = [box]
-
-
-def _box() -> SecretBox:
-    if not _link_box:
+def _box(session: Session) -> SecretBox:
+    box = wiring_of(session).link_box
+    if box is None:
         raise RuntimeError("no secret box installed to seal signature links")
-    return _link_box[0]
+    return box
 
 
-def sealed_payload_view(view: ContractView) -> tuple[dict[str, Any], str | None]:
+def sealed_payload_view(session: Session, view: ContractView) -> tuple[dict[str, Any], str | None]:
     """The view as stored in an outbox row: without its signature link, which comes
     back encrypted as the second value (None when the view has none)."""
     data = view.to_json()
     link = data.pop("signatureLink", None)
-    return data, _box().encrypt(link) if link else None
+    return data, _box(session).encrypt(link) if link else None
 
 
 # server_metadata row: the plain links queued before sealing have been sealed.
@@ -101,7 +96,7 @@ def seal_stored_links(session: Session) -> int:
         link = view.pop("signatureLink", None) if isinstance(view, dict) else None
         if not link:
             continue
-        payload[SEALED_LINK] = _box().encrypt(link)
+        payload[SEALED_LINK] = _box(session).encrypt(link)
         session.execute(
             update(ob)
             .where(ob.c.id == row.id)
@@ -112,14 +107,14 @@ def seal_stored_links(session: Session) -> int:
     return sealed
 
 
-def unsealed_view(payload: dict[str, Any]) -> ContractView:
-    """The view of an outbox payload, its signature link decrypted; ``ValueError`` when
-    the row is unreadable (e.g. sealed under another key)."""
+def unsealed_view(payload: dict[str, Any], box: SecretBox) -> ContractView:
+    """The view of an outbox payload, its signature link decrypted with the container's
+    box; ``ValueError`` when the row is unreadable (e.g. sealed under another key)."""
     view = ContractView.from_json(payload["view"])
     sealed = payload.get(SEALED_LINK)
     if sealed is None:
         return view
-    return replace(view, signature_link=_box().decrypt(sealed))
+    return replace(view, signature_link=box.decrypt(sealed))
 
 
 SCHEDULED_NAMES = tuple(t.value for t in SCHEDULED_TYPES)
@@ -284,27 +279,17 @@ class Condition:
     reason: str | None = None
 
 
-ConditionChecker = Callable[[Session, ContractView, NotificationType], Condition]
-_checkers: dict[ContractKind, ConditionChecker] = {}
 HOLDS = Condition(holds=True)
 
 
-def register_condition_checker(kind: ContractKind, checker: ConditionChecker) -> None:
-    """The contract code of ``kind`` answers "does this reminder still apply?".
-
-    Until a checker is registered for a kind, every condition holds: reminders
-    fire at their time, and listing all of the view's keys.
-    """
-    _checkers[kind] = checker
-
-
-def unregister_condition_checker(kind: ContractKind) -> None:
-    _checkers.pop(kind, None)
-
-
 def check_condition(session: Session, view: ContractView, type_: NotificationType) -> Condition:
-    checker = _checkers.get(view.kind)
-    return HOLDS if checker is None else checker(session, view, type_)
+    """The contract code of the view's kind answers "does this reminder still apply?"
+    (``Wiring.condition_checkers``). Without a checker for a kind, every condition
+    holds: reminders fire at their time, listing all of the view's keys."""
+    checker = wiring_of(session).condition_checkers.get(view.kind.value)
+    result = HOLDS if checker is None else checker(session, view, type_)
+    assert isinstance(result, Condition)
+    return result
 
 
 # --- producer API ----------------------------------------------------------------------
@@ -333,7 +318,7 @@ def _enqueue(
     assert view.contact is not None
     recipient = view.contact.address(channel)
     assert recipient is not None
-    stored_view, sealed_link = sealed_payload_view(view)
+    stored_view, sealed_link = sealed_payload_view(session, view)
     payload: dict[str, Any] = {
         "type": type_.value,
         "channel": channel,

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.domain.notifications import (
     SCHEDULED_TYPES,
@@ -107,9 +108,11 @@ class NotificationHandler:
         email: EmailTransport,
         sms: SmsTransport,
         *,
+        box: SecretBox,
         domain: str = "keyautomat.local",
     ) -> None:
         self.db = db
+        self.box = box
         self.renderer = renderer
         self.email = email
         self.sms = sms
@@ -120,7 +123,7 @@ class NotificationHandler:
         try:
             type_ = NotificationType(payload["type"])
             channel: Channel = "sms" if payload["channel"] == "sms" else "email"
-            view = notifications.unsealed_view(payload)
+            view = notifications.unsealed_view(payload, self.box)
         except (KeyError, ValueError) as exc:
             raise GiveUp(f"unreadable notification row: {exc}") from exc
         key_id = payload.get("keyId")

@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from keyautomat.bootstrap import Container
+from keyautomat.contracts.iloq import routes as iloq_contracts
+from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
@@ -22,8 +24,6 @@ from keyautomat.entrypoints.api.v2 import (
     devices,
     groups,
     iloq,
-    iloq_contracts,
-    mechanical_contracts,
     mechanical_keys,
     organization,
     root,

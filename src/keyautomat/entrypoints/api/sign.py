@@ -15,10 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
+from keyautomat.contracts.mechanical import signature as service
+from keyautomat.contracts.mechanical.routes import kind_of
+from keyautomat.contracts.model import Contract
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.service_layer import mechanical_contracts as service
 
 PREFIX = "/sign"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -53,7 +55,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 @router.get("/{token}")
 async def show(token: str, services: Services) -> HTMLResponse:
-    def work(session: Session) -> service.ContractRow | None:
+    def work(session: Session) -> Contract | None:
         try:
             return service.contract_for_token(session, token)
         except NotFound:
@@ -90,10 +92,11 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
         if refusal is not None:
             return _page("Not accepted", f"<p>{html.escape(f'{field}: {refusal}')}</p>", 400)
     now = services.clock.now()
+    kind = kind_of(services)
 
     def work(session: Session) -> str | None:
         try:
-            service.sign(session, token, name, drawn, now=now)
+            service.sign(session, kind, token, name, drawn, now=now)
         except NotFound:
             return "missing"
         except InvalidInput as exc:

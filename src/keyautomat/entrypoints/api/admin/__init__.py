@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin_webhooks
-from keyautomat.entrypoints.api.admin import (
-    devices,
-    mechanical_contracts,
-    notifications,
-    strong_authentication,
-)
+from keyautomat.entrypoints.api.admin import devices, notifications, strong_authentication
 from keyautomat.entrypoints.api.auth import Caller
 
 PREFIX = "/admin"
@@ -35,5 +31,5 @@ def build_router() -> APIRouter:
     router.include_router(strong_authentication.router)
     router.include_router(admin_webhooks.router)
     router.include_router(devices.router, include_in_schema=False)
-    router.include_router(mechanical_contracts.router)
+    router.include_router(mechanical_contracts.admin_router)
     return router

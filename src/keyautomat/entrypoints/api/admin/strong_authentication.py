@@ -11,10 +11,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
+from keyautomat.contracts.mechanical import signature as service
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import ApiModel, StrictBool
-from keyautomat.service_layer import mechanical_contracts as service
 
 router = APIRouter(tags=["admin: strong authentication"])
 

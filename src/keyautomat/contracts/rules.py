@@ -1,7 +1,11 @@
 """Rules of key contracts that need no I/O: types, key statuses, periods and what they
-block, pincode windows, the end-of-contract outcome and the delete restrictions.
+block, pincode windows, what a fetch and a return do, the end-of-contract outcome
+and the delete restrictions.
 
-Shared by every contract kind; see docs/contracts.md and spec/gaps.md C7-C16.
+Shared by every contract kind (a mechanical contract is a default contract whose
+keys may sit in manual storage and whose locker may be freed at the fetch); see
+docs/contracts.md and spec/gaps.md C7-C16, F1-F11. Unit tests:
+tests/unit/contracts/test_rules.py.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from keyautomat.domain.devices import MAX_LOCKERS, PincodePurpose
+from keyautomat.domain.errors import InvalidInput
 from keyautomat.domain.text import NOT_ASCII_DIGITS, is_ascii_digits
 
 # "No end" in reservation rows: far enough to outlive every contract, and a real
@@ -135,3 +140,87 @@ def delete_refusal(contract_type: ContractType, statuses: Iterable[str | None]) 
         verb = "fetched" if contract_type is ContractType.FETCH else "returned"
         return f"some keys have been {verb} while others are still waiting"
     return None
+
+
+def check_new_period(start: datetime, end: datetime | None, now: datetime) -> None:
+    """A new contract's period: an end after the start and still ahead."""
+    if end is None:
+        return
+    if end <= start:
+        raise InvalidInput("end", "must be after start")
+    if end <= now:
+        raise InvalidInput("end", "must be in the future")
+
+
+def check_changed_period(
+    *,
+    old_start: datetime,
+    old_end: datetime | None,
+    start: datetime,
+    end: datetime | None,
+    progressed: bool,
+    now: datetime,
+) -> None:
+    """A PATCH of the period (endpoints.md §3.5, §9.5): the start is fixed once a key has
+    moved; a changed end must lie ahead; the end stays after the start."""
+    if start != old_start and progressed:
+        raise InvalidInput("start", "cannot change once a key has been fetched or returned")
+    if end is not None and end != old_end and end <= now:
+        raise InvalidInput("end", "must be in the future")
+    if end is not None and end <= start:
+        raise InvalidInput("end", "must be after start")
+
+
+def fetch_completes(contract_type: ContractType) -> bool:
+    """A fetch contract is done with a key once it is fetched: the key is the user's."""
+    return contract_type is ContractType.FETCH
+
+
+def fetch_frees_locker(contract_type: ContractType, free_locker_after_fetch: bool) -> bool:
+    """The locker stops waiting for the key at the fetch: fetch contracts, and contracts
+    that ask for it (``freeLockerAfterFetch``, gaps.md F10)."""
+    return fetch_completes(contract_type) or free_locker_after_fetch
+
+
+def fetchable(contract_type: ContractType, status: str | None, opened: bool) -> bool:
+    """Taking the key out of its locker is the fetch: only a key released by its contract's
+    code since it was last put back (a service opening is no handover), and waiting."""
+    return (
+        contract_type is not ContractType.RETURN and opened and status in (None, KeyStatus.RETURNED)
+    )
+
+
+def awaiting_return(contract_type: ContractType, status: str | None) -> bool:
+    """A key whose insertion into its locker is this contract's return."""
+    if contract_type is ContractType.RETURN:
+        return status in (None, KeyStatus.NOT_RETURNED)
+    if contract_type is ContractType.DEFAULT:
+        return status in (KeyStatus.FETCHED, KeyStatus.NOT_RETURNED)
+    return False
+
+
+def return_ends_custody(
+    contract_type: ContractType,
+    status: str | None,
+    *,
+    end_evaluated: bool,
+    locker_freed: bool,
+) -> bool:
+    """The contract is done with a key that just came back: a return contract's key, a key
+    back late or after the end, and a key whose locker was freed at the fetch."""
+    return (
+        contract_type is ContractType.RETURN
+        or status == KeyStatus.NOT_RETURNED
+        or end_evaluated
+        or locker_freed
+    )
+
+
+def keeps_locker_while_out(in_automat: bool, free_locker_after_fetch: bool) -> bool:
+    """A key still out at the end keeps its locker and its code for the return (C12)."""
+    return in_automat and not free_locker_after_fetch
+
+
+def code_type_name(contract_type: ContractType) -> str:
+    """The pincode purpose a code-entered webhook reports (webhooks.md §5.3)."""
+    return "return" if contract_type is ContractType.RETURN else "default"

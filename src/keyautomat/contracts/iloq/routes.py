@@ -1,4 +1,5 @@
-"""iLOQ key contracts (spec endpoints §3.1-3.6; gaps.md C1-C18)."""
+"""``/v2/iloq/keycontracts`` (spec endpoints §3.1-3.6; gaps.md C1-C18): thin handlers that
+parse the wire format, call the contract flow with the iLOQ kind, and answer."""
 
 from __future__ import annotations
 
@@ -7,51 +8,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy.orm import Session
 
+from keyautomat.contracts import service
+from keyautomat.contracts.iloq import wire
+from keyautomat.contracts.iloq.kind import IloqKind
+from keyautomat.contracts.model import Contract, ListFilters
+from keyautomat.contracts.store import SqlContractStore
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import (
-    ApiModel,
-    Paginated,
-    json_response,
-    page_payload,
-)
-from keyautomat.service_layer import access_rights, iloq_contracts
+from keyautomat.entrypoints.api.schemas import Paginated, json_response, page_payload
+from keyautomat.service_layer import access_rights
+from keyautomat.service_layer.notifications import contact_response
 from keyautomat.service_layer.pagination import PageRequest
 
 router = APIRouter(prefix="/iloq/keycontracts", tags=["iloq"])
-
-
-class IloqContractKeyStorageInfo(ApiModel):
-    device_id: str | None
-    pincode: str | None
-
-
-class IloqContractKey(ApiModel):
-    id: str
-    status: str | None
-    storage_info: IloqContractKeyStorageInfo
-    in_history: bool
-
-
-class IloqKeyContract(ApiModel):
-    id: str
-    access_right_ids: list[str] | None
-    start: str
-    end: str | None
-    contact: dict[str, Any] | None
-    keys: list[IloqContractKey]
-    number_of_keys: int | None
-    key_ids: list[str] | None
-    key_automat_id: str | None
-    group_id: str | None
-    contract_type: int
-
-
 JsonBody = Annotated[Any, Body()]
+KIND = IloqKind.name
+
+
+def _wire(session: Session, contract: Contract) -> dict[str, Any]:
+    contact = contact_response(session, contract.organization_unit_id, contract.contact)
+    return wire.to_wire(contract, contact)
 
 
 @router.get(
-    "", operation_id="IloqController_getContracts", response_model=Paginated[IloqKeyContract]
+    "", operation_id="IloqController_getContracts", response_model=Paginated[wire.IloqKeyContract]
 )
 async def list_contracts(
     caller: Caller,
@@ -63,13 +43,15 @@ async def list_contracts(
     future: Annotated[bool | None, Query()] = None,
 ) -> Response:
     page = PageRequest.parse(after, limit)
+    filters = ListFilters(ongoing=ongoing, ended=ended, future=future)
     now = services.clock.now()
 
     def work(session: Session) -> dict[str, Any]:
-        result = iloq_contracts.list_contracts(
-            session, caller, page, ongoing=ongoing, ended=ended, future=future, now=now
+        store = SqlContractStore(session)
+        result = service.list_contracts(
+            store, services.contract_kinds[KIND], caller, page, filters, now=now
         )
-        return page_payload(result, [iloq_contracts.to_wire(session, c) for c in result.items])
+        return page_payload(result, [_wire(session, c) for c in result.items])
 
     return json_response(await services.db.run(work))
 
@@ -78,12 +60,12 @@ async def list_contracts(
     "",
     status_code=201,
     operation_id="IloqController_createContract",
-    response_model=IloqKeyContract,
+    response_model=wire.IloqKeyContract,
     description='Body: {"input": {...}} (the fields may also be sent unwrapped).',
 )
 async def create_contract(body: JsonBody, caller: Caller, services: Services) -> Response:
     now = services.clock.now()
-    new = iloq_contracts.parse_new_contract(body, now)
+    new = wire.parse_new_contract(body, now)
     if new.access_right_ids is not None:
         await access_rights.check_access_right_ids(
             new.access_right_ids,
@@ -93,33 +75,45 @@ async def create_contract(body: JsonBody, caller: Caller, services: Services) ->
         )
 
     def work(session: Session) -> dict[str, Any]:
-        contract = iloq_contracts.create_contract(session, caller, new, now=now)
-        return iloq_contracts.to_wire(session, contract)
+        contract = service.create(
+            SqlContractStore(session), services.contract_kinds[KIND], caller, new, now=now
+        )
+        return _wire(session, contract)
 
     return json_response(await services.db.run(work), 201)
 
 
-@router.get("/{id}", operation_id="IloqController_getContract", response_model=IloqKeyContract)
+@router.get("/{id}", operation_id="IloqController_getContract", response_model=wire.IloqKeyContract)
 async def get_contract(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
     def work(session: Session) -> dict[str, Any]:
-        return iloq_contracts.to_wire(session, iloq_contracts.scoped_contract(session, caller, id))
+        return _wire(
+            session,
+            service.get(SqlContractStore(session), services.contract_kinds[KIND], caller, id),
+        )
 
     return json_response(await services.db.run(work))
 
 
-@router.patch("/{id}", operation_id="IloqController_updateContract", response_model=IloqKeyContract)
+@router.patch(
+    "/{id}",
+    operation_id="IloqController_updateContract",
+    response_model=wire.IloqKeyContract,
+)
 async def update_contract(
     id: str,  # noqa: A002
     body: JsonBody,
     caller: Caller,
     services: Services,
 ) -> Response:
-    change = iloq_contracts.parse_change(body)
+    change = wire.parse_change(body)
     now = services.clock.now()
 
     def work(session: Session) -> dict[str, Any]:
-        contract = iloq_contracts.update_contract(session, caller, id, change, now=now)
-        return iloq_contracts.to_wire(session, contract)
+        store = SqlContractStore(session)
+        return _wire(
+            session,
+            service.update(store, services.contract_kinds[KIND], caller, id, change, now=now),
+        )
 
     return json_response(await services.db.run(work))
 
@@ -132,5 +126,9 @@ async def update_contract(
 )
 async def delete_contract(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
     now = services.clock.now()
-    await services.db.run(lambda s: iloq_contracts.delete_contract(s, caller, id, now=now))
+    await services.db.run(
+        lambda s: service.delete(
+            SqlContractStore(s), services.contract_kinds[KIND], caller, id, now=now
+        )
+    )
     return Response(status_code=204)

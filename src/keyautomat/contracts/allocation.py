@@ -1,5 +1,6 @@
-"""The contract core shared by every contract kind: locking automats, finding free keys and
-lockers over a period, reserving and releasing them, and pincodes unique per automat.
+"""Allocation for every contract kind: locking automats, finding free keys and lockers over
+a period, and ranking a group's automats (the reservations themselves are written
+by the store, ``store.py``).
 
 Race-freedom (DESIGN.md "No double booking"): every function that decides on a
 reservation runs after :func:`lock_automats` in the same transaction. On
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,23 +24,16 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
-    delete,
     exists,
-    false,
     func,
-    insert,
-    or_,
     select,
-    update,
 )
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_reservations
-from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_iloq import iloq_keys
-from keyautomat.domain.errors import InvalidInput
-from keyautomat.domain.ids import new_pincode
+from keyautomat.contracts.store import Slot
 from keyautomat.domain.model import LifecycleState
 
 r = contract_reservations
@@ -130,13 +123,6 @@ def _empty_lockers() -> ColumnElement[bool]:
         lk.c.is_key_inside.is_(False),
         ~_locker_reserved(lk.c.automat_id, lk.c.locker_index, start, until),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    automat_id: str
-    locker_index: int
-    key_id: str | None
 
 
 _FREE_KEYS = (
@@ -402,182 +388,3 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
         )
     )
     return stmt.limit(bindparam("limit")) if limited else stmt
-
-
-def slot_is_free(
-    session: Session, slot: Slot, start: datetime, until: datetime, *, ignore_contract: str | None
-) -> bool:
-    """Neither the locker nor the key is reserved by another contract over the period."""
-    conditions = [
-        r.c.until > start,
-        r.c.start < until,
-        or_(
-            and_(r.c.automat_id == slot.automat_id, r.c.locker_index == slot.locker_index),
-            r.c.key_id == slot.key_id if slot.key_id is not None else false(),
-        ),
-    ]
-    if ignore_contract is not None:
-        conditions.append(r.c.contract_id != ignore_contract)
-    return session.execute(select(r.c.id).where(*conditions).limit(1)).first() is None
-
-
-_RESERVE = insert(r)
-
-
-def reserve(
-    session: Session,
-    contract_id: str,
-    position: int,
-    slot: Slot,
-    start: datetime,
-    until: datetime,
-) -> None:
-    session.execute(
-        _RESERVE,
-        {
-            "contract_id": contract_id,
-            "position": position,
-            "automat_id": slot.automat_id,
-            "locker_index": slot.locker_index,
-            "key_id": slot.key_id,
-            "start": start,
-            "until": until,
-        },
-    )
-
-
-def set_reservation_until(
-    session: Session, contract_id: str, position: int | None, until: datetime
-) -> None:
-    """End (or extend) what the contract's key at ``position`` blocks; all keys when None."""
-    stmt = update(r).where(r.c.contract_id == contract_id)
-    if position is not None:
-        stmt = stmt.where(r.c.position == position)
-    # Counted as open again: close_ended() clears it once its contract's end has passed.
-    session.execute(stmt.values(until=until, counted=True))
-
-
-def release(session: Session, contract_id: str, position: int | None, at: datetime) -> None:
-    """Free the key and locker from ``at`` (now, or a moment already past) on; never extends
-    a reservation."""
-    # A reservation that had not begun yet goes away: an empty period [s, s) would
-    # still look like an overlap to the half-open test.
-    scope = [r.c.contract_id == contract_id, r.c.until > at]
-    if position is not None:
-        scope.append(r.c.position == position)
-    session.execute(delete(r).where(*scope, r.c.start >= at))
-    session.execute(update(r).where(*scope).values(until=at, counted=False))
-
-
-_CLOSE_ENDED = (
-    update(r)
-    .where(
-        r.c.contract_id == bindparam("b_contract_id"),
-        r.c.counted.is_(True),
-        r.c.until <= bindparam("b_now", type_=r.c.until.type),
-    )
-    .values(counted=False)
-)
-
-
-def close_ended(session: Session, contract_id: str, now: datetime) -> None:
-    """Stop counting the contract's reservations that are over (its end evaluation), so
-    that its automats rank as free again (:func:`rank_automats`)."""
-    session.execute(_CLOSE_ENDED, {"b_contract_id": contract_id, "b_now": now})
-
-
-def move_reservations(
-    session: Session, contract_id: str, start: datetime, until: datetime | None
-) -> None:
-    """A PATCH of the period: every unreleased reservation takes the new period."""
-    values: dict[str, Any] = {"start": start}
-    if until is not None:
-        values["until"] = until
-    # Only what still blocks: a reservation already released (a key returned, or
-    # fetched from a contract that frees its locker then) stays released.
-    session.execute(
-        update(r).where(r.c.contract_id == contract_id, r.c.counted.is_(True)).values(values)
-    )
-
-
-def _pincode_clash(*, bounded: bool, excepting: bool) -> Select[tuple[str]]:
-    p = device_pincodes
-    conditions = [
-        p.c.automat_id == bindparam("automat_id"),
-        p.c.code == bindparam("code"),
-        p.c.removed.is_(False),
-        or_(p.c.valid_until.is_(None), p.c.valid_until > bindparam("valid_from")),
-    ]
-    if bounded:
-        conditions.append(p.c.valid_from < bindparam("valid_until"))
-    if excepting:
-        conditions.append(p.c.id.not_in(bindparam("except_ids", expanding=True)))
-    return select(p.c.id).where(*conditions).limit(1)
-
-
-_PINCODE_CLASH = {
-    (bounded, excepting): _pincode_clash(bounded=bounded, excepting=excepting)
-    for bounded in (False, True)
-    for excepting in (False, True)
-}
-
-
-def pincode_in_use(
-    session: Session,
-    automat_id: str,
-    code: str,
-    valid_from: datetime,
-    valid_until: datetime | None,
-    *,
-    except_ids: Sequence[str] = (),
-) -> bool:
-    """Another code valid on this automat at an overlapping time (gaps.md C8)."""
-    stmt = _PINCODE_CLASH[valid_until is not None, bool(except_ids)]
-    params: dict[str, Any] = {"automat_id": automat_id, "code": code, "valid_from": valid_from}
-    if valid_until is not None:
-        params["valid_until"] = valid_until
-    if except_ids:
-        params["except_ids"] = list(except_ids)
-    return session.execute(stmt, params).first() is not None
-
-
-def choose_pincode(
-    session: Session,
-    automat_id: str,
-    given: str | None,
-    valid_from: datetime,
-    valid_until: datetime | None,
-    *,
-    taken: set[tuple[str, str]],
-    field: str,
-) -> str:
-    """The caller's code if free (else 400), or a fresh random one (re-drawn on a clash).
-
-    ``taken`` holds the (automat, code) pairs already chosen in this contract.
-    """
-    if given is not None:
-        if (automat_id, given) in taken or pincode_in_use(
-            session, automat_id, given, valid_from, valid_until
-        ):
-            raise InvalidInput(field, "Pincode already in use")
-        taken.add((automat_id, given))
-        return given
-    for _ in range(50):
-        code = new_pincode()
-        if (automat_id, code) not in taken and not pincode_in_use(
-            session, automat_id, code, valid_from, valid_until
-        ):
-            taken.add((automat_id, code))
-            return code
-    raise RuntimeError("no free pincode found after 50 draws")  # 1 in 10^6 per busy code
-
-
-def active_automat_ids(session: Session, automat_ids: Sequence[str]) -> set[str]:
-    a = orm.automats
-    return set(
-        session.scalars(
-            select(a.c.id).where(
-                a.c.id.in_(list(automat_ids)), a.c.lifecycle_state == LifecycleState.ACTIVE
-            )
-        )
-    )
