@@ -9,11 +9,10 @@ Adding a kind is one module with a subclass, its ``wire`` module and a router.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from keyautomat.contracts.model import Contract, ContractChange, ContractKey, PlannedKey, Terms
+from keyautomat.contracts.model import Contract, ContractChange, ContractKey, Draft, Period
 from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import ContractStore
 from keyautomat.domain.devices import AutomatEvent
@@ -21,22 +20,6 @@ from keyautomat.domain.notifications import ContractKind as ViewKind
 from keyautomat.service_layer.principal import Principal
 
 New = TypeVar("New")
-
-
-@dataclass(slots=True)
-class Draft:
-    """A new contract as its kind planned it, before the core books it."""
-
-    terms: Terms
-    keys: list[PlannedKey]
-    request: dict[str, Any]
-    public_id: str | None = None  # the caller's id; None: the internal id
-    root_unit_id: str | None = None  # set for kinds whose ids are unique per root
-    # Where a caller's code is named in the request, for the 400 of a code in use.
-    pincode_field: str = "pincodes.{}"
-    # userVerification "1": the link's token (sent, never stored) and its stored hash.
-    signature_token: str | None = None
-    signature_token_hash: str | None = None
 
 
 class ContractKind(Generic[New]):
@@ -80,14 +63,7 @@ class ContractKind(Generic[New]):
         """Check the kind's own fields of a PATCH; the values of its terms to store."""
         return {}
 
-    def check_period_free(
-        self,
-        store: ContractStore,
-        contract: Contract,
-        start: datetime,
-        end: datetime | None,
-        until: datetime,
-    ) -> None:
+    def check_period_free(self, store: ContractStore, contract: Contract, period: Period) -> None:
         """Raise Conflict when another contract holds a key or locker over the new period."""
 
     def after_delete(self, store: ContractStore, contract: Contract) -> None:

@@ -120,6 +120,31 @@ class Terms:
     pick_up_info: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A contract's (new) period, and until when it blocks its keys and lockers."""
+
+    start: datetime
+    end: datetime | None
+    until: datetime
+
+
+@dataclass(slots=True)
+class Draft:
+    """A new contract as its kind planned it, before the core books it."""
+
+    terms: Terms
+    keys: list[PlannedKey]
+    request: dict[str, Any]
+    public_id: str | None = None  # the caller's id; None: the internal id
+    root_unit_id: str | None = None  # set for kinds whose ids are unique per root
+    # Where a caller's code is named in the request, for the 400 of a code in use.
+    pincode_field: str = "pincodes.{}"
+    # userVerification "1": the link's token (sent, never stored) and its stored hash.
+    signature_token: str | None = None
+    signature_token_hash: str | None = None
+
+
 UNSET: Any = object()
 """A PATCH field that was not sent (None means "sent as null")."""
 

@@ -12,7 +12,14 @@ from typing import Any
 
 from keyautomat.contracts import rules
 from keyautomat.contracts.kind import ContractKind, New
-from keyautomat.contracts.model import UNSET, Contract, ContractChange, ContractKey, ListFilters
+from keyautomat.contracts.model import (
+    UNSET,
+    Contract,
+    ContractChange,
+    ContractKey,
+    ListFilters,
+    Period,
+)
 from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import ContractStore, Slot
 from keyautomat.domain import webhooks as wh
@@ -322,7 +329,7 @@ def update(
         live = [k for k in contract.keys if not k.in_history]
         store.lock_automats(k.automat_id for k in live)
         until = rules.reservation_until(ctype, end)
-        kind.check_period_free(store, contract, start, end, until)
+        kind.check_period_free(store, contract, Period(start, end, until))
         if contract.end_evaluated_at is None:
             store.move_reservations(contract.id, start, until)
     values: dict[str, Any] = {"start": start, "end": end, "updated_at": now}

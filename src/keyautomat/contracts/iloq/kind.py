@@ -19,8 +19,8 @@ from sqlalchemy import bindparam, select, update
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.contracts import allocation
-from keyautomat.contracts.kind import ContractKind, Draft
-from keyautomat.contracts.model import Contract, ContractKey, PlannedKey, Terms
+from keyautomat.contracts.kind import ContractKind
+from keyautomat.contracts.model import Contract, ContractKey, Draft, Period, PlannedKey, Terms
 from keyautomat.contracts.rules import ContractType, reservation_until
 from keyautomat.contracts.store import ContractStore, Slot, SqlContractStore
 from keyautomat.domain.errors import Conflict, InvalidInput
@@ -98,9 +98,9 @@ _REGISTERED = select(iloq_keys.c.id).where(iloq_keys.c.id == bindparam("id"))
 _EMPTY_LOCKER = (
     update(orm.lockers)
     .where(
-        orm.lockers.c.automat_id == bindparam("automat_id"),
-        orm.lockers.c.locker_index == bindparam("li"),
-        orm.lockers.c.key_id == bindparam("key_id"),
+        orm.lockers.c.automat_id == bindparam("b_automat_id"),
+        orm.lockers.c.locker_index == bindparam("b_locker_index"),
+        orm.lockers.c.key_id == bindparam("b_key_id"),
     )
     .values(key_id=None, key_name=None, is_key_inside=False)
 )
@@ -319,13 +319,7 @@ class IloqKind(ContractKind[NewIloqContract]):
                     reserved_key_id=slot.key_id,
                 )
             )
-        terms = Terms(
-            contract_type=new.contract_type,
-            start=new.start,
-            end=new.end,
-            contact=new.contact,
-            iloq_person_id=new.iloq_person_id,
-        )
+        terms = Terms(new.contract_type, new.start, new.end, new.contact, new.iloq_person_id)
         return Draft(terms=terms, keys=keys, request=new.request)
 
     def program_first(self, contract_type: ContractType) -> bool:
@@ -335,21 +329,16 @@ class IloqKind(ContractKind[NewIloqContract]):
     def end_required(self, contract_type: ContractType) -> bool:
         return contract_type is ContractType.DEFAULT
 
-    def check_period_free(
-        self,
-        store: ContractStore,
-        contract: Contract,
-        start: datetime,
-        end: datetime | None,
-        until: datetime,
-    ) -> None:
+    def check_period_free(self, store: ContractStore, contract: Contract, period: Period) -> None:
         returning = contract.contract_type is ContractType.RETURN
         for key in contract.keys:
             if key.in_history or key.automat_id is None:
                 continue
             assert key.locker_index is not None
             slot = Slot(key.automat_id, key.locker_index, None if returning else key.key_id)
-            if not store.slot_is_free(slot, start, until, ignore_contract=contract.id):
+            if not store.slot_is_free(
+                slot, period.start, period.until, ignore_contract=contract.id
+            ):
                 raise Conflict("Overlapping contract")
 
     def after_fetch(
@@ -364,7 +353,11 @@ class IloqKind(ContractKind[NewIloqContract]):
         elif key.automat_id is not None and key.locker_index is not None:
             store.session.execute(
                 _EMPTY_LOCKER,
-                {"automat_id": key.automat_id, "li": key.locker_index, "key_id": key.key_id},
+                {
+                    "b_automat_id": key.automat_id,
+                    "b_locker_index": key.locker_index,
+                    "b_key_id": key.key_id,
+                },
             )
 
     def after_return(

@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from keyautomat.contracts.iloq.kind import NewIloqContract
-from keyautomat.contracts.model import UNSET, Contract, ContractChange
+from keyautomat.contracts.model import Contract, ContractChange
 from keyautomat.contracts.rules import (
     MAX_KEYS_PER_CONTRACT,
     ContractType,
     check_new_period,
     check_pincode,
 )
+from keyautomat.contracts.wire import change_body
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.errors import InvalidInput
@@ -170,13 +171,8 @@ def parse_new_contract(body: Any, now: datetime) -> NewIloqContract:  # noqa: PL
     )
 
 
-def parse_change(body: Any) -> ContractChange:
-    if not isinstance(body, Mapping):
-        raise InvalidInput("body", "must be an object")
-    start = parse_time(body["start"], "start") if body.get("start") is not None else None
-    end: Any = UNSET
-    if "end" in body:
-        end = None if body["end"] is None else parse_time(body["end"], "end")
+def parse_change(raw: Any) -> ContractChange:
+    body, start, end = change_body(raw)
     if "contact" not in body:
         return ContractChange(start=start, end=end)
     contact, person = parse_contact_input(body["contact"])

@@ -21,12 +21,14 @@ from sqlalchemy import bindparam, select
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
-from keyautomat.contracts.kind import ContractKind, Draft
+from keyautomat.contracts.kind import ContractKind
 from keyautomat.contracts.model import (
     UNSET,
     Contract,
     ContractChange,
     ContractKey,
+    Draft,
+    Period,
     PlannedKey,
     Terms,
 )
@@ -292,21 +294,16 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             contract.pick_up_info = terms["pick_up_info"] = change.pick_up_info
         return terms
 
-    def check_period_free(
-        self,
-        store: ContractStore,
-        contract: Contract,
-        start: datetime,
-        end: datetime | None,
-        until: datetime,
-    ) -> None:
+    def check_period_free(self, store: ContractStore, contract: Contract, period: Period) -> None:
         live = [k for k in contract.keys if not k.in_history]
         facts = store.key_facts(k.stored_id for k in live)
         for key in live:
             fact = facts.get(key.stored_id)
             if key.in_automat and fact is not None and fact.shared:
                 continue  # shared keys may have overlapping contracts (F6)
-            if store.key_booked(self.name, key.stored_id, start, end, ignore_contract=contract.id):
+            if store.key_booked(
+                self.name, key.stored_id, period.start, period.end, ignore_contract=contract.id
+            ):
                 raise Conflict("Overlapping contract")
 
     def after_delete(self, store: ContractStore, contract: Contract) -> None:

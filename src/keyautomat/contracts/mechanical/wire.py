@@ -14,6 +14,7 @@ from typing import Any
 from keyautomat.contracts.mechanical.kind import KeyInput, NewMechanicalContract
 from keyautomat.contracts.model import UNSET, Contract, ContractChange, ContractKey
 from keyautomat.contracts.rules import MAX_KEYS_PER_CONTRACT, check_new_period, check_pincode
+from keyautomat.contracts.wire import change_body
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.errors import InvalidInput
@@ -138,14 +139,9 @@ def parse_new_contract(body: Any, now: datetime) -> NewMechanicalContract:
     )
 
 
-def parse_change(body: Any) -> ContractChange:
+def parse_change(raw: Any) -> ContractChange:
     """``UpdateMechanicalKeyContractDto``: all optional; the contact is replaced whole."""
-    if not isinstance(body, Mapping):
-        raise InvalidInput("body", "must be an object")
-    start = parse_time(body["start"], "start") if body.get("start") is not None else None
-    end: Any = UNSET
-    if "end" in body:
-        end = None if body["end"] is None else parse_time(body["end"], "end")
+    body, start, end = change_body(raw)
     contact: Any = _contact(body["contact"]) if body.get("contact") is not None else UNSET
     verification = (
         parse_verification(body["userVerification"])
