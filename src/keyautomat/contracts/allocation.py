@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_reservations
 from keyautomat.adapters.orm_iloq import iloq_keys
-from keyautomat.contracts.store import Slot
+from keyautomat.contracts.model import Slot
 from keyautomat.domain.model import LifecycleState
 
 r = contract_reservations

@@ -93,6 +93,15 @@ class Contract:
 
 
 @dataclass(frozen=True, slots=True)
+class Slot:
+    """A locker of an automat, and the key the contract blocks with it (None: empty)."""
+
+    automat_id: str
+    locker_index: int
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedKey:
     """One key a new contract books, as its kind chose it."""
 

@@ -19,9 +19,10 @@ from keyautomat.contracts.model import (
     ContractKey,
     ListFilters,
     Period,
+    Slot,
 )
 from keyautomat.contracts.rules import ContractType
-from keyautomat.contracts.store import ContractStore, Slot
+from keyautomat.contracts.store import ContractStore
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id, new_pincode

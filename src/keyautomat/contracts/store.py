@@ -42,7 +42,8 @@ from keyautomat.adapters.orm_contracts import contract_keys, contract_reservatio
 from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
-from keyautomat.contracts.model import Contract, ContractKey, ListFilters
+from keyautomat.contracts import allocation
+from keyautomat.contracts.model import Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
 from keyautomat.domain.devices import PincodePurpose
 from keyautomat.domain.errors import Conflict
@@ -64,15 +65,6 @@ _END_KINDS = (END_KIND,)
 
 def end_ref(contract_id: str) -> str:
     return f"contract:{contract_id}:end"
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """A locker of an automat, and the key the contract blocks with it (None: empty)."""
-
-    automat_id: str
-    locker_index: int
-    key_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -868,8 +860,6 @@ class SqlContractStore:
     # --- reservations --------------------------------------------------------------------
 
     def lock_automats(self, automat_ids: Iterable[str | None]) -> None:
-        from keyautomat.contracts import allocation
-
         allocation.lock_automats(self.session, [a for a in automat_ids if a])
 
     def reserve(
@@ -1060,4 +1050,4 @@ def period_condition(filters: ListFilters, now: datetime) -> ColumnElement[bool]
     return or_(*parts) if parts else false()
 
 
-__all__ = ["END_KIND", "OPEN_END", "ContractStore", "KeyRef", "Slot", "SqlContractStore"]
+__all__ = ["END_KIND", "OPEN_END", "ContractStore", "KeyRef", "SqlContractStore"]

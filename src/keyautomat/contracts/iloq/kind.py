@@ -20,9 +20,17 @@ from keyautomat.adapters import orm
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.contracts import allocation
 from keyautomat.contracts.kind import ContractKind
-from keyautomat.contracts.model import Contract, ContractKey, Draft, Period, PlannedKey, Terms
+from keyautomat.contracts.model import (
+    Contract,
+    ContractKey,
+    Draft,
+    Period,
+    PlannedKey,
+    Slot,
+    Terms,
+)
 from keyautomat.contracts.rules import ContractType, reservation_until
-from keyautomat.contracts.store import ContractStore, Slot, SqlContractStore
+from keyautomat.contracts.store import ContractStore, SqlContractStore
 from keyautomat.domain.errors import Conflict, InvalidInput
 from keyautomat.domain.model import GroupType, LifecycleState, Product
 from keyautomat.domain.notifications import Contact
