@@ -7,7 +7,7 @@ import asyncio
 from keyautomat.adapters.iloq.emulator import EmulatorIloq
 from keyautomat.bootstrap import Container
 from keyautomat.domain.iloq import IloqKey
-from keyautomat.service_layer.demo import DemoAccess, demo_iloq_keys, seed_demo
+from keyautomat.entrypoints.demo import DemoAccess, demo_iloq_keys, seed_demo
 
 
 def seed(container: Container) -> DemoAccess:
