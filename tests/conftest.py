@@ -34,6 +34,26 @@ from tests.services import POSTGRES_ADMIN_URL, need
 TEST_BASE = "http://testserver/v2"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked here rather than by hand so that every PostgreSQL instance of the
+    # engine-parametrized fixture is covered: ``pytest -m "not postgres"`` then
+    # runs the same tests on SQLite only.
+    for item in items:
+        if _needs_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    if not isinstance(item, pytest.Function):
+        return False
+    if "postgres_url" in item.fixturenames:
+        return True
+    # ``callspec`` exists only on parametrized tests; its params include those of
+    # fixtures the test reaches through others (container -> settings -> database_url).
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("database_url") == "postgresql"
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("db") / "template.db"
