@@ -18,6 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.migrate import upgrade
@@ -155,9 +156,9 @@ def make_tenant(
     """Create a unit (a new root by default) and a service account, bypassing the API."""
     now = container.clock.now()
 
-    def work(session: object) -> Tenant:
+    def work(session: Session) -> Tenant:
         unit = accounts.create_organization_unit(
-            session,  # type: ignore[arg-type]
+            session,
             None,
             name=name,
             customer_id=name.lower().replace(" ", "-"),
@@ -168,7 +169,7 @@ def make_tenant(
             now=now,
         )
         created = accounts.create_service_account(
-            session,  # type: ignore[arg-type]
+            session,
             None,
             organization_unit_id=unit.id,
             name=f"{name} account",
@@ -182,7 +183,7 @@ def make_tenant(
             Client(TEST_BASE, created.account.id, created.private_key_pem, http=http),
         )
 
-    return container.db.transaction(work)  # type: ignore[arg-type]
+    return container.db.transaction(work)
 
 
 @pytest.fixture
