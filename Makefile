@@ -39,7 +39,7 @@ format: install  ## apply ruff formatting and safe fixes
 	$(UV) run --frozen ruff check --fix src tests bench migrations
 	$(UV) run --frozen ruff format src tests bench migrations
 
-typecheck: install  ## mypy in strict mode
+typecheck: install  ## mypy in strict mode over src, tests and bench
 	$(UV) run --frozen mypy
 
 check: lint typecheck test  ## everything CI runs

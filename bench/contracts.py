@@ -35,13 +35,14 @@ import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from support import serve
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.migrate import upgrade
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
-from keyautomat.bootstrap import bootstrap
+from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import compact_json, signature_headers
 from keyautomat.config import Settings
 from keyautomat.domain.ids import new_object_id
@@ -52,10 +53,10 @@ AUTOMATS = 1000
 LOCKERS = 30
 
 
-def seed(container: Any, existing: int) -> tuple[str, str, str]:
+def seed(container: Container, existing: int) -> tuple[str, str, str]:
     now = datetime.now(UTC)
 
-    def work(session: Any) -> tuple[str, str, str]:
+    def work(session: Session) -> tuple[str, str, str]:
         unit = accounts.create_organization_unit(
             session,
             None,

@@ -28,8 +28,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import MqttLink
 from keyautomat.adapters.device_protocol import Message
@@ -46,31 +49,31 @@ from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 
 
 def _principal(db: Database, now: datetime) -> Principal:
-    def work(session: object) -> Principal:
+    def work(session: Session) -> Principal:
         unit = accounts.create_organization_unit(
-            session,  # type: ignore[arg-type]
+            session,
             None,
             name="Bench",
             customer_id=None,
             type=OrgUnitType.ORGANIZATION,
             parent_id=None,
             iloq_api_user=None,
-            secrets=None,  # type: ignore[arg-type]
+            secrets=SecretBox(Fernet.generate_key()),  # a unit without iLOQ has nothing to seal
             now=now,
         )
         return Principal("bench", unit.id, unit.path, unit.type, Role.ADMIN)
 
-    return db.transaction(work)  # type: ignore[arg-type]
+    return db.transaction(work)
 
 
 def _install(
     db: Database, principal: Principal, count: int, now: datetime
 ) -> list[tuple[str, str]]:
-    def work(session: object) -> list[tuple[str, str]]:
+    def work(session: Session) -> list[tuple[str, str]]:
         out = []
         for i in range(count):
             automat = automats.install_automat(
-                session,  # type: ignore[arg-type]
+                session,
                 principal,
                 name=f"Bench {i}",
                 organization_unit_id=None,
@@ -85,7 +88,7 @@ def _install(
             out.append((automat.id, automat.installation_pincode))
         return out
 
-    return db.transaction(work)  # type: ignore[arg-type]
+    return db.transaction(work)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -196,14 +199,12 @@ async def fleet(args: argparse.Namespace, db: Database, settings: Settings) -> N
     )
     ids = [automat_id for automat_id, _ in installed]
 
-    def connected_count(session: object) -> int:
-        return int(
-            session.scalar(  # type: ignore[attr-defined]
-                select(func.count())
-                .select_from(device_links)
-                .where(device_links.c.connected.is_(True), device_links.c.automat_id.in_(ids))
-            )
-        )
+    def connected_count(session: Session) -> int:
+        return session.execute(
+            select(func.count())
+            .select_from(device_links)
+            .where(device_links.c.connected.is_(True), device_links.c.automat_id.in_(ids))
+        ).scalar_one()
 
     started = time.perf_counter()
     bound = 0
@@ -229,10 +230,10 @@ async def fleet(args: argparse.Namespace, db: Database, settings: Settings) -> N
 
     sync_start = time.perf_counter()
 
-    def add_codes(session: object) -> None:
+    def add_codes(session: Session) -> None:
         for index, automat_id in enumerate(ids):
             devices.add_pincode(
-                session,  # type: ignore[arg-type]
+                session,
                 automat_id,
                 code=f"{100000 + index}",
                 locker_index=0,
@@ -244,17 +245,15 @@ async def fleet(args: argparse.Namespace, db: Database, settings: Settings) -> N
     await db.run(add_codes)
     await gateway.push_syncs(ids)
 
-    def behind(session: object) -> int:
-        return int(
-            session.scalar(  # type: ignore[attr-defined]
-                select(func.count())
-                .select_from(device_links)
-                .where(
-                    device_links.c.automat_id.in_(ids),
-                    device_links.c.synced_version < device_links.c.desired_version,
-                )
+    def behind(session: Session) -> int:
+        return session.execute(
+            select(func.count())
+            .select_from(device_links)
+            .where(
+                device_links.c.automat_id.in_(ids),
+                device_links.c.synced_version < device_links.c.desired_version,
             )
-        )
+        ).scalar_one()
 
     remaining = len(ids)
     while time.perf_counter() - sync_start < 60:

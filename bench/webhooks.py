@@ -35,6 +35,7 @@ import psycopg
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -236,8 +237,9 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
     t0 = time.perf_counter()
     for i in range(total):
         now = datetime.now(UTC)
-        container.db.transaction(
-            lambda s, i=i, now=now: webhooks.publish(
+
+        def publish(s: Session, i: int = i, now: datetime = now) -> list[str]:
+            return webhooks.publish(
                 s,
                 organization_unit_id=unit_id,
                 event_type="key-status",
@@ -245,7 +247,8 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
                 occurred_at=now,
                 now=now,
             )
-        )
+
+        container.db.transaction(publish)
         delay = t0 + (i + 1) * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)

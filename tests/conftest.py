@@ -18,6 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.migrate import upgrade
@@ -32,6 +33,26 @@ from keyautomat.service_layer.clock import SystemClock
 from tests.services import POSTGRES_ADMIN_URL, need
 
 TEST_BASE = "http://testserver/v2"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked here rather than by hand so that every PostgreSQL instance of the
+    # engine-parametrized fixture is covered: ``pytest -m "not postgres"`` then
+    # runs the same tests on SQLite only.
+    for item in items:
+        if _needs_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    if not isinstance(item, pytest.Function):
+        return False
+    if "postgres_url" in item.fixturenames:
+        return True
+    # ``callspec`` exists only on parametrized tests; its params include those of
+    # fixtures the test reaches through others (container -> settings -> database_url).
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("database_url") == "postgresql"
 
 
 @pytest.fixture(scope="session")
@@ -135,9 +156,9 @@ def make_tenant(
     """Create a unit (a new root by default) and a service account, bypassing the API."""
     now = container.clock.now()
 
-    def work(session: object) -> Tenant:
+    def work(session: Session) -> Tenant:
         unit = accounts.create_organization_unit(
-            session,  # type: ignore[arg-type]
+            session,
             None,
             name=name,
             customer_id=name.lower().replace(" ", "-"),
@@ -148,7 +169,7 @@ def make_tenant(
             now=now,
         )
         created = accounts.create_service_account(
-            session,  # type: ignore[arg-type]
+            session,
             None,
             organization_unit_id=unit.id,
             name=f"{name} account",
@@ -162,7 +183,7 @@ def make_tenant(
             Client(TEST_BASE, created.account.id, created.private_key_pem, http=http),
         )
 
-    return container.db.transaction(work)  # type: ignore[arg-type]
+    return container.db.transaction(work)
 
 
 @pytest.fixture

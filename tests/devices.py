@@ -86,7 +86,7 @@ class Simulators:
         assert http.portal is not None, "use inside the http fixture's lifespan"
         self.portal = http.portal
         self.container = container
-        self.link = link or container.device_link
+        self.link = link or container.devices.link  # the link the gateway listens on
         self.running: list[tuple[SimulatedAutomat, Future[Any]]] = []
 
     def start(self, **kwargs: Any) -> SimulatedAutomat:

@@ -52,7 +52,7 @@ class ApiError(Exception):
     def __init__(self, response: Any) -> None:
         super().__init__(f"{response.status_code}: {response.text}")
         self.response = response
-        self.status_code = response.status_code
+        self.status_code: int = response.status_code
 
 
 class Client:

@@ -29,7 +29,7 @@ from keyautomat.domain.notifications import (
     KeyView,
 )
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.service_layer.clock import ManualClock
+from keyautomat.service_layer.clock import Clock, ManualClock
 from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.notifications import KIND
 from keyautomat.service_layer.notify_sender import RETRY_DELAYS, NotificationHandler
@@ -162,7 +162,7 @@ def wired_database(url: str, *, threads: int) -> Database:
 
 def notification_worker(
     db: Database,
-    clock: ManualClock,
+    clock: Clock,
     smtp_url: str,
     sms_url: str,
     *,

@@ -85,7 +85,10 @@ def _post(app: FastAPI, path: str, stream: Stream, headers: list[tuple[bytes, by
 def no_signing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every call that would sign a contract: none may happen for a refused form."""
     calls: list[str] = []
-    monkeypatch.setattr(sign.service, "sign", lambda *a, **k: calls.append("sign"))
+    # By path: the sign route's module does not re-export the service it calls.
+    monkeypatch.setattr(
+        "keyautomat.entrypoints.api.sign.service.sign", lambda *a, **k: calls.append("sign")
+    )
     return calls
 
 

@@ -64,11 +64,13 @@ def set_status(container: Container, contract_id: str, position: int, status: st
 
 def live_pincodes(container: Container, contract_id: str) -> list[Any]:
     return container.db.transaction(
-        lambda s: s.execute(
-            select(device_pincodes).where(
-                device_pincodes.c.reference == contract_id, device_pincodes.c.removed.is_(False)
-            )
-        ).all()
+        lambda s: list(
+            s.execute(
+                select(device_pincodes).where(
+                    device_pincodes.c.reference == contract_id, device_pincodes.c.removed.is_(False)
+                )
+            ).all()
+        )
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy.orm import Session
+
 from keyautomat.adapters.iloq.emulator import EmulatorIloq
 from keyautomat.bootstrap import Container
 from keyautomat.domain.iloq import IloqKey
-from keyautomat.service_layer.demo import DemoAccess, demo_iloq_keys, seed_demo
+from keyautomat.entrypoints.demo import DemoAccess, demo_iloq_keys, seed_demo
 
 
 def seed(container: Container) -> DemoAccess:
@@ -36,7 +38,11 @@ def test_the_demo_organization_has_access_rights_and_blank_keys(container: Conta
         in_system = asyncio.run(port.get_key(demo_key.id))
         assert in_system is not None
         assert in_system.is_blank
-        registered = container.db.transaction(lambda s, k=demo_key.id: s.get(IloqKey, k))
+
+        def registered_key(s: Session, key_id: str = demo_key.id) -> IloqKey | None:
+            return s.get(IloqKey, key_id)
+
+        registered = container.db.transaction(registered_key)
         assert registered is not None
         assert registered.organization_unit_id == access.organization_unit_id
         assert registered.name == demo_key.name

@@ -208,7 +208,11 @@ def test_a_failed_programming_keeps_the_locker_shut_and_the_code_valid(
     eventually(lambda: synced(sims, sim, code))
     for attempt in range(3):
         assert sims.call(sim.enter_code, code)
-        eventually(lambda n=attempt: _failures(container, created["id"]) == n + 1)
+
+        def failed_again(n: int = attempt) -> bool:
+            return _failures(container, created["id"]) == n + 1
+
+        eventually(failed_again)
     assert first_key(acme, created["id"])["status"] is None
     assert sims.call(lambda: sim.lockers[0].key is not None)  # still inside
     alarms = acme.api.call("GET", f"/automats/{automat_id}")  # the automat is still there
@@ -223,11 +227,11 @@ def _failures(container: Container, contract_id: str) -> int:
 
     return int(
         container.db.transaction(
-            lambda s: s.scalar(
+            lambda s: s.execute(
                 select(contract_keys.c.program_failures).where(
                     contract_keys.c.contract_id == contract_id
                 )
-            )
+            ).scalar_one()
         )
     )
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 import uvicorn
 
-from keyautomat.adapters.iloq.emulator_http import EmulatorState, create_emulator_app
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain.model import IloqApiUser
+from keyautomat.entrypoints.iloq_emulator_http import EmulatorState, create_emulator_app
 from keyautomat.service_layer.iloq import (
     IloqApiConfig,
     IloqPermanentError,

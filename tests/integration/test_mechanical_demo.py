@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.config import Settings
-from keyautomat.service_layer.demo import (
+from keyautomat.entrypoints.demo import (
     DEMO_MECHANICAL_KEYS,
     DemoAccess,
     DemoAutomat,

@@ -417,7 +417,7 @@ def test_a_delete_body_of_the_wrong_type_is_refused(acme: Tenant) -> None:
     assert acme.api.get("/mechanical/keys/room-101-key")["id"] == "room-101-key"
 
 
-def test_delete_hooks_can_refuse_and_see_the_flag(acme: Tenant) -> None:
+def test_delete_hooks_can_refuse_and_see_the_flag(container: Container, acme: Tenant) -> None:
     """The contract code plugs F8 in here: refuse without the flag, delete with it."""
     seen: list[bool] = []
 
@@ -427,18 +427,17 @@ def test_delete_hooks_can_refuse_and_see_the_flag(acme: Tenant) -> None:
             raise InvalidInput("deleteActiveContracts", f"key {key.id} has active contracts")
 
     new_key(acme)
-    mechanical_keys.delete_hooks.append(hook)
-    try:
-        response = acme.api.request("DELETE", "/mechanical/keys/room-101-key", {})
-        assert response.status_code == 400
-        assert acme.api.get("/mechanical/keys/room-101-key")["id"] == "room-101-key"
-        acme.api.delete("/mechanical/keys/room-101-key", {"deleteActiveContracts": True})
-    finally:
-        mechanical_keys.delete_hooks.remove(hook)
+    container.wiring.key_delete_hooks.append(hook)
+    response = acme.api.request("DELETE", "/mechanical/keys/room-101-key", {})
+    assert response.status_code == 400
+    assert acme.api.get("/mechanical/keys/room-101-key")["id"] == "room-101-key"
+    acme.api.delete("/mechanical/keys/room-101-key", {"deleteActiveContracts": True})
     assert seen == [False, True]
 
 
-def test_target_storage_comes_from_a_resolver_when_one_knows_better(acme: Tenant) -> None:
+def test_target_storage_comes_from_a_resolver_when_one_knows_better(
+    container: Container, acme: Tenant
+) -> None:
     """The contract code plugs F9 in here: the storage of the key's current or next contract."""
 
     def resolver(
@@ -448,11 +447,8 @@ def test_target_storage_comes_from_a_resolver_when_one_knows_better(acme: Tenant
 
     new_key(acme, "a")
     new_key(acme, "b")
-    mechanical_keys.target_storage_resolvers.append(resolver)
-    try:
-        data = acme.api.get("/mechanical/keys")["data"]
-    finally:
-        mechanical_keys.target_storage_resolvers.remove(resolver)
+    container.wiring.target_storage_resolvers.append(resolver)
+    data = acme.api.get("/mechanical/keys")["data"]
     assert [k["targetStorage"] for k in data] == [
         {"manualStorageInfo": "Shelf 1, Drawer 1"},
         {"manualStorageInfo": "Reception"},

@@ -175,12 +175,13 @@ def test_two_workers_send_each_notification_exactly_once(
 
     def run_worker(name: str) -> None:
         db = Database(postgres_url, threads=4, info={"wiring": Wiring(link_box=box)})
-        worker = notification_worker(db, clock, smtp.url, gateway.url, worker_id=name)  # type: ignore[arg-type]
+        worker = notification_worker(db, clock, smtp.url, gateway.url, worker_id=name)
+
+        def pending(session: Session) -> bool:
+            return bool(outbox.read(session, kinds=[notify.KIND], status="pending", limit=1))
 
         async def until_empty() -> None:
-            while await worker.run_once() or await db.run(
-                lambda s: outbox.read(s, kinds=[notify.KIND], status="pending", limit=1)
-            ):
+            while await worker.run_once() or await db.run(pending):
                 await asyncio.sleep(0)
 
         asyncio.run(until_empty())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.orm import Session
@@ -252,13 +252,14 @@ def test_a_changed_contract_reschedules_and_a_deleted_one_cancels_its_reminders(
     view = make_view(unit, clock.now(), notifications={"contractEndReminder": {"email": True}})
     assert view.end is not None
     create(container, clock, view)
-    later = _with_end(view, view.end + timedelta(days=1))
+    later_end = view.end + timedelta(days=1)
+    later = _with_end(view, later_end)
     container.db.transaction(lambda s: notify.reschedule(s, later, now=clock.now()))
 
     clock.set(view.end - timedelta(hours=23))  # the old reminder's moment has passed
     drain(worker)
     assert smtp.messages == []
-    clock.set(later.end - timedelta(hours=24))  # type: ignore[operator]
+    clock.set(later_end - timedelta(hours=24))
     drain(worker)
     assert len(smtp.messages) == 1
     states = sorted(r.state for r in records(container, unit, type_="contractEndReminder"))
@@ -325,7 +326,7 @@ def test_fetch_contracts_get_no_end_reminders_and_return_contracts_no_fetch_noti
     assert {r.type for r in records(container, unit)} == {"contractStartReminder"}
 
 
-def _with_end(view: ContractView, end: object) -> ContractView:
+def _with_end(view: ContractView, end: datetime) -> ContractView:
     from dataclasses import replace
 
-    return replace(view, end=end)  # type: ignore[arg-type]
+    return replace(view, end=end)

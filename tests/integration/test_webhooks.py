@@ -68,7 +68,7 @@ def subscribe(
     *,
     activate: bool = True,
 ) -> dict[str, Any]:
-    created = api.post(
+    created: dict[str, Any] = api.post(
         "/admin/webhooks",
         {
             "name": "PMS",

@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from keyautomat.adapters.notify.render import Renderer
+from keyautomat.adapters.notify.render import RenderedMessage, Renderer
 from keyautomat.adapters.notify.sms import fold_to_gsm7, is_gsm7, segments
 from keyautomat.domain.notifications import (
     LANGUAGES,
     NOTIFICATION_TYPES,
     AutomatView,
+    Channel,
     Contact,
     ContractKind,
     ContractType,
@@ -63,13 +64,13 @@ def make_view(
 def render(
     view: ContractView,
     type_: NotificationType,
-    channel: str,
+    channel: Channel,
     org: OrgNotificationSettings | None = None,
-):  # type: ignore[no-untyped-def]
+) -> RenderedMessage:
     return RENDERER.render(
         view,
         type_,
-        channel,  # type: ignore[arg-type]
+        channel,
         org or OrgNotificationSettings(),
         key_id="k1" if type_ in KEY_TYPES else None,
     )

@@ -64,7 +64,9 @@ def test_the_standard_webhooks_example_vector_is_reproduced() -> None:
     assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
-def _signed(secret: str, *, at: datetime | None = None, secrets: list[str] | None = None) -> dict:
+def _signed(
+    secret: str, *, at: datetime | None = None, secrets: list[str] | None = None
+) -> dict[str, str]:
     return delivery_headers(
         webhook_id="msg_x",
         event_type="key-status",

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from keyautomat.contracts import service
 from keyautomat.contracts.kind import ContractKind
 from keyautomat.contracts.model import Contract, ContractChange, ListFilters
 from keyautomat.contracts.store import SqlContractStore
-from keyautomat.contracts.wire import PeriodFilters
+from keyautomat.contracts.wire import period_filters
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import Paginated, json_response, page_payload
@@ -62,7 +62,7 @@ def contract_router(
     *,
     tags: list[str],
     operations: dict[str, str],
-    filters: Any = PeriodFilters,
+    filters: Callable[..., Awaitable[ListFilters]] = period_filters,
     before_create: BeforeCreate | None = None,
     create_description: str | None = None,
 ) -> APIRouter:
@@ -72,9 +72,11 @@ def contract_router(
     async def list_contracts(
         caller: Caller,
         services: Services,
-        chosen: filters,
         after: str | None = None,
         limit: str | None = None,
+        # A default, not an Annotated type: this module's annotations are strings, and
+        # ``filters`` is a local name FastAPI could not resolve from one.
+        chosen: ListFilters = Depends(filters),  # noqa: B008
     ) -> Response:
         page = PageRequest.parse(after, limit)
         now = services.clock.now()

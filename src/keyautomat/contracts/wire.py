@@ -25,7 +25,7 @@ def change_body(body: Any) -> tuple[Mapping[str, Any], datetime | None, Any]:
     return body, start, end
 
 
-async def _period_filters(
+async def period_filters(
     ongoing: Annotated[bool | None, Query()] = None,
     ended: Annotated[bool | None, Query()] = None,
     future: Annotated[bool | None, Query()] = None,
@@ -35,4 +35,4 @@ async def _period_filters(
 
 
 # The list filters of gaps.md C14, as query parameters.
-PeriodFilters = Annotated[ListFilters, Depends(_period_filters)]
+PeriodFilters = Annotated[ListFilters, Depends(period_filters)]

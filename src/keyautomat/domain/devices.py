@@ -76,8 +76,3 @@ def keyed_hash_matches(key: bytes, value: str, stored_hash: str | None) -> bool:
     if stored_hash is None:
         return False
     return hmac.compare_digest(keyed_hash(key, value), stored_hash)
-
-
-def is_valid_at(valid_from: datetime, valid_until: datetime | None, now: datetime) -> bool:
-    """A pincode opens only inside its window: ``valid_from <= now < valid_until``."""
-    return valid_from <= now and (valid_until is None or now < valid_until)

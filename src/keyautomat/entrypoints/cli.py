@@ -156,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from keyautomat.entrypoints.api.app import create_app
-    from keyautomat.service_layer.demo import seed_demo
+    from keyautomat.entrypoints.demo import seed_demo
 
     container = _container()
     base_url = (
@@ -237,7 +237,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
     """Simulated automats for the demo organization, on the gateway's own link."""
-    from keyautomat.service_layer.demo import demo_automats, demo_iloq_stocks
+    from keyautomat.entrypoints.demo import demo_automats, demo_iloq_stocks
     from keyautomat.simulator import SimKey
     from keyautomat.simulator.cli import run_demo_automats
 

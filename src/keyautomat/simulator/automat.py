@@ -61,7 +61,7 @@ from keyautomat.adapters.device_protocol import (
     new_message_id,
     up_topic,
 )
-from keyautomat.domain.devices import code_type_for, is_valid_at
+from keyautomat.domain.devices import code_type_for
 from keyautomat.service_layer.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,17 @@ class StoredPincode:
             entry.key_id,
             program_first=entry.program_first,
         )
+
+    def opens_at(self, now: datetime) -> bool:
+        """Inside its window: from ``valid_from`` on, until (not at) ``valid_until``.
+
+        The device keeps its own copy of this rule rather than importing the
+        server's: the simulator stands in for firmware written apart from the
+        server, so a wrong bound in one must show up against the other.
+        """
+        if now < self.valid_from:
+            return False
+        return self.valid_until is None or now < self.valid_until
 
 
 @dataclass(slots=True)
@@ -560,11 +571,7 @@ class SimulatedAutomat:
     def _match(self, code: str) -> StoredPincode | None:
         now = self.clock.now()
         for pincode in self.pincodes.values():
-            if (
-                pincode.code == code
-                and not pincode.spent
-                and is_valid_at(pincode.valid_from, pincode.valid_until, now)
-            ):
+            if pincode.code == code and not pincode.spent and pincode.opens_at(now):
                 return pincode
         return None
 

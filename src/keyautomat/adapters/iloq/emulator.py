@@ -9,8 +9,8 @@ Programming follows the iLOQ S5 public API: changes are first *planned* on the
 key (``PUT Keys/{id}/SecurityAccesses``) and take effect when the key is
 *ordered* (``POST Keys/{id}/Order``), which is the moment the key is written.
 ``EmulatedSystem`` is that state machine on a session; ``EmulatorIloq`` is the
-iLOQ port on top of it, one transaction per call; ``emulator_http`` serves the
-same system in the shape of the iLOQ S5 public API.
+iLOQ port on top of it, one transaction per call; ``entrypoints.iloq_emulator_http``
+serves the same system in the shape of the iLOQ S5 public API.
 """
 
 from __future__ import annotations

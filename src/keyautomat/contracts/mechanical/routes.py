@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
 from keyautomat.contracts.mechanical import custody, wire
@@ -43,7 +43,7 @@ router = contract_router(
     wire.MechanicalKeyContract,
     tags=["mechanical key contracts"],
     operations={name: f"{OP}{name}" for name in ("list", "create", "get", "update", "delete")},
-    filters=Annotated[ListFilters, Depends(_filters)],
+    filters=_filters,
 )
 
 

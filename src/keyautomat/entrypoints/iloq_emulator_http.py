@@ -400,7 +400,7 @@ async def programming_log(
 def app_from_environment() -> FastAPI:
     """For ``uvicorn --factory``: the emulator over the database that KEYAUTOMAT_* settings name.
 
-    ``uv run uvicorn --factory keyautomat.adapters.iloq.emulator_http:app_from_environment
+    ``uv run uvicorn --factory keyautomat.entrypoints.iloq_emulator_http:app_from_environment
     --port 8091`` serves the emulated systems of a keyautomat database on port 8091.
     """
     from keyautomat.bootstrap import bootstrap
