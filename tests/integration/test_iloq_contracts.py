@@ -171,25 +171,45 @@ def test_a_pincode_in_use_on_the_automat_is_refused(container: Container, acme: 
     assert message == ["pincodes.0: Pincode already in use"]
 
 
-def test_key_ids_locate_the_keys_and_must_agree_with_the_automat(
-    container: Container, acme: Tenant
-) -> None:
+def _fetch_by_key_ids(container: Container, acme: Tenant) -> tuple[dict[str, Any], list[str], str]:
+    """A fetch contract body naming the second of two keys of an automat, the keys, and a
+    second automat "B"."""
     _automat_id, key_ids = stocked_automat(container, acme, keys=2)
     other_id, _ = stocked_automat(container, acme, name="B")
     start, _ = period()
     body = {"contractType": 2, "accessRightIds": [RIGHT], "keyIds": [key_ids[1]], "start": start}
+    return body, key_ids, other_id
+
+
+def test_key_ids_locate_the_keys(container: Container, acme: Tenant) -> None:
+    body, key_ids, _ = _fetch_by_key_ids(container, acme)
     created = acme.api.post(PATH, {"input": body})
     assert created["keys"][0]["id"] == key_ids[1]
     assert created["end"] is None  # fetch contracts have none (C3)
     assert created["numberOfKeys"] is None
     assert created["keyIds"] == [key_ids[1]]
+
+
+def test_key_ids_must_be_in_the_named_automat(container: Container, acme: Tenant) -> None:
+    body, key_ids, other_id = _fetch_by_key_ids(container, acme)
     status, message = _error(
         acme, {"input": {**body, "keyIds": [key_ids[0]], "keyAutomatId": other_id}}
     )
     assert status == 400
     assert message[0].startswith("keyIds.0:")
+
+
+def test_a_key_a_fetch_contract_reserves_cannot_be_booked_again(
+    container: Container, acme: Tenant
+) -> None:
+    body, key_ids, _ = _fetch_by_key_ids(container, acme)
+    acme.api.post(PATH, {"input": body})
     status, _ = _error(acme, {"input": {**body, "keyIds": [key_ids[1]]}})
     assert status == 409  # reserved by the fetch contract until fetched
+
+
+def test_an_unknown_key_id_is_refused_naming_it(container: Container, acme: Tenant) -> None:
+    body, _, _ = _fetch_by_key_ids(container, acme)
     status, message = _error(acme, {"input": {**body, "keyIds": ["unknown-key"]}})
     assert status == 400
     assert message[0].startswith("keyIds.0:")
@@ -315,7 +335,7 @@ def test_a_group_without_a_usable_automat_is_a_conflict(container: Container, ac
     )
 
 
-def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(
+def test_a_return_contract_reserves_an_empty_locker_for_a_key_nobody_knows(
     container: Container, acme: Tenant
 ) -> None:
     automat_id, _ = stocked_automat(container, acme, keys=1, empty=1)
@@ -326,8 +346,20 @@ def test_a_return_contract_registers_unknown_keys_and_reserves_empty_lockers(
     assert created["numberOfKeys"] is None
     assert created["keys"][0]["id"] == "locksmith-key-1"
     assert created["keys"][0]["storageInfo"]["deviceId"] == automat_id
+
+
+def test_a_return_contract_without_a_free_empty_locker_is_a_conflict(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1, empty=1)
+    body = {"contractType": 3, "keyIds": ["locksmith-key-1"], "keyAutomatId": automat_id}
+    acme.api.post(PATH, {"input": body})
     status, _ = _error(acme, {"input": {**body, "keyIds": ["locksmith-key-2"]}})
     assert status == 409  # the only empty locker is taken
+
+
+def test_a_return_contract_needs_key_ids(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1, empty=1)
     status, message = _error(acme, {"input": {"contractType": 3, "keyAutomatId": automat_id}})
     assert status == 400
     assert message[0].startswith("keyIds:")
@@ -410,23 +442,49 @@ def test_other_units_do_not_see_a_contract(
     assert operator.api.get(PATH)["data"] == []
 
 
-def test_patch_changes_the_period_and_refuses_overlaps(container: Container, acme: Tenant) -> None:
+def test_patch_changes_the_period(container: Container, acme: Tenant) -> None:
     automat_id, _ = stocked_automat(container, acme, keys=1)
     first = acme.api.post(PATH, _default(automat_id))
-    start, end = period(hours_from_now=100)
-    second = acme.api.post(PATH, _default(automat_id, start=start, end=end))
     new_start, new_end = period(hours_from_now=-2, length_hours=10)
     patched = acme.api.patch(f"{PATH}/{first['id']}", {"start": new_start, "end": new_end})
     assert patched["end"] == new_end
     assert patched["start"] == new_start
+
+
+def test_patch_refuses_an_end_overlapping_the_next_contract_for_the_key(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
+    start, end = period(hours_from_now=100)
+    second = acme.api.post(PATH, _default(automat_id, start=start, end=end))
     status, message = _error(acme, {"end": second["end"]}, "PATCH", f"{PATH}/{first['id']}")
     assert status == 409
     assert message == "Overlapping contract"
+
+
+def test_patch_refuses_an_end_at_the_start_naming_the_end(
+    container: Container, acme: Tenant
+) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
+    new_start, new_end = period(hours_from_now=-2, length_hours=10)
+    acme.api.patch(f"{PATH}/{first['id']}", {"start": new_start, "end": new_end})
     status, message = _error(acme, {"end": new_start}, "PATCH", f"{PATH}/{first['id']}")
     assert status == 400
     assert message[0].startswith("end:")
+
+
+def test_patch_refuses_an_end_long_past(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
     status, _ = _error(acme, {"end": "2001-01-01T00:00:00.000Z"}, "PATCH", f"{PATH}/{first['id']}")
     assert status == 400
+
+
+def test_patch_replaces_the_contact_whole(container: Container, acme: Tenant) -> None:
+    automat_id, _ = stocked_automat(container, acme, keys=1)
+    first = acme.api.post(PATH, _default(automat_id))
     contact = {"name": "New Person", "phoneNumber": "+358401234567", "sendSms": True}
     patched = acme.api.patch(f"{PATH}/{first['id']}", {"contact": contact})
     assert patched["contact"]["name"] == "New Person"

@@ -123,33 +123,85 @@ def test_pms_booking_flow(container: Container, acme: Tenant) -> None:
     assert status_of(lambda: acme.api.get(f"{PATH}/{contract['id']}")) == 404
 
 
-def test_create_rules(container: Container, acme: Tenant) -> None:
+@pytest.fixture
+def keys_a_b_and_m(container: Container, acme: Tenant) -> str:
+    """Keys "a" and "b" in a key30 automat (its id), and "m" in a manual storage."""
     automat_id = device_keys(container, acme, "a", "b")
     manual_key(acme, "m")
-    start, _end = _times()
-    # contact required; mixing storages; unknown key
-    assert status_of(lambda: acme.api.post(PATH, {"start": start, "keys": [{"id": "a"}]})) == 400
-    assert status_of(lambda: create(acme, keys=[{"id": "a"}, {"id": "m"}])) == 400
-    assert status_of(lambda: create(acme, keys=[{"id": "nope"}])) == 400
-    # verification: 2 needs strong auth; numbers answered as strings
-    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification=2)) == 400
-    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification="3")) == 400
-    first = create(
+    return automat_id
+
+
+def booking_1(acme: Tenant) -> dict[str, Any]:
+    """Contract "booking-1" on key "a", with the caller's code 4321."""
+    return create(
         acme,
         id="booking-1",
         keys=[{"id": "a", "storageInfo": {"pincode": "4321"}}],
         userVerification=0,
     )
+
+
+def test_a_contract_needs_a_contact(keys_a_b_and_m: str, acme: Tenant) -> None:
+    start, _end = _times()
+    assert status_of(lambda: acme.api.post(PATH, {"start": start, "keys": [{"id": "a"}]})) == 400
+
+
+def test_automat_and_manual_storage_keys_cannot_be_mixed(keys_a_b_and_m: str, acme: Tenant) -> None:
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}, {"id": "m"}])) == 400
+
+
+def test_an_unknown_key_is_refused(keys_a_b_and_m: str, acme: Tenant) -> None:
+    assert status_of(lambda: create(acme, keys=[{"id": "nope"}])) == 400
+
+
+def test_strong_verification_needs_the_unit_to_enable_strong_authentication(
+    container: Container, keys_a_b_and_m: str, acme: Tenant
+) -> None:
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification=2)) == 400
+
+    def enable(session: Session) -> None:
+        session.execute(insert(strong_auth_units).values(organization_unit_id=acme.unit_id))
+
+    container.db.transaction(enable)
+    strong = create(acme, keys=[{"id": "b"}], userVerification=2)
+    assert strong["userVerification"] == "2"
+
+
+def test_an_unknown_verification_is_refused(keys_a_b_and_m: str, acme: Tenant) -> None:
+    assert status_of(lambda: create(acme, keys=[{"id": "a"}], userVerification="3")) == 400
+
+
+def test_the_callers_id_and_code_are_kept_and_the_verification_is_answered_as_a_string(
+    keys_a_b_and_m: str, acme: Tenant
+) -> None:
+    first = booking_1(acme)
     assert first["id"] == "booking-1"
     assert first["userVerification"] == "0"
-    assert first["keys"][0]["storageInfo"] == {"pincode": "4321", "automatId": automat_id}
-    # duplicate id (F5), overlap (F6), pincode clash on the same automat
+    assert first["keys"][0]["storageInfo"] == {"pincode": "4321", "automatId": keys_a_b_and_m}
+
+
+def test_an_id_in_use_is_a_conflict(keys_a_b_and_m: str, acme: Tenant) -> None:
+    booking_1(acme)  # F5
     assert status_of(lambda: create(acme, id="booking-1", keys=[{"id": "b"}])) == 409
+
+
+def test_a_contract_overlapping_another_for_its_key_is_a_conflict(
+    keys_a_b_and_m: str, acme: Tenant
+) -> None:
+    booking_1(acme)  # F6
     assert status_of(lambda: create(acme, keys=[{"id": "a"}])) == 409
+
+
+def test_a_code_in_use_on_the_same_automat_is_refused(keys_a_b_and_m: str, acme: Tenant) -> None:
+    booking_1(acme)
     clash = [{"id": "b", "storageInfo": {"pincode": "4321"}}]
     assert status_of(lambda: create(acme, keys=clash)) == 400
-    # manual: future contracts need pick-up info (F4); no freeLockerAfterFetch
-    later_start, later_end = _times(24)
+
+
+def test_a_future_manual_storage_contract_needs_pick_up_info(
+    keys_a_b_and_m: str, acme: Tenant
+) -> None:
+    later_start, later_end = _times(24)  # F4
     assert (
         status_of(
             lambda: acme.api.post(
@@ -159,7 +211,18 @@ def test_create_rules(container: Container, acme: Tenant) -> None:
         )
         == 400
     )
+
+
+def test_a_manual_storage_contract_has_no_locker_to_free_after_the_fetch(
+    keys_a_b_and_m: str, acme: Tenant
+) -> None:
     assert status_of(lambda: create(acme, keys=[{"id": "m"}], freeLockerAfterFetch=True)) == 400
+
+
+def test_a_future_manual_storage_contract_with_pick_up_info_shows_where_the_key_is(
+    keys_a_b_and_m: str, acme: Tenant
+) -> None:
+    later_start, later_end = _times(24)
     manual = acme.api.post(
         PATH,
         {
@@ -174,13 +237,6 @@ def test_create_rules(container: Container, acme: Tenant) -> None:
     assert manual["keys"][0]["status"] is None
     assert manual["keys"][0]["inHistory"] is False
 
-    def enable(session: Session) -> None:
-        session.execute(insert(strong_auth_units).values(organization_unit_id=acme.unit_id))
-
-    container.db.transaction(enable)
-    strong = create(acme, keys=[{"id": "b"}], userVerification=2)
-    assert strong["userVerification"] == "2"
-
 
 def test_shared_keys_may_overlap(container: Container, acme: Tenant) -> None:
     device_keys(container, acme, "s", shared=True)
@@ -188,7 +244,7 @@ def test_shared_keys_may_overlap(container: Container, acme: Tenant) -> None:
     create(acme, keys=[{"id": "s"}])
 
 
-def test_list_filters_and_patch_rules(container: Container, acme: Tenant) -> None:
+def test_the_list_filters_by_period_and_key_and_pages(container: Container, acme: Tenant) -> None:
     device_keys(container, acme, "a", "b")
     now_one = create(acme, keys=[{"id": "a"}])
     later_start, later_end = _times(100)
@@ -204,19 +260,43 @@ def test_list_filters_and_patch_rules(container: Container, acme: Tenant) -> Non
     assert ids("?ongoing=true") == [now_one["id"]]
     assert ids("?keyId=b") == [later["id"]]
     assert ids("?limit=1") == [now_one["id"]]
-    # PATCH: overlap with the other contract on b, verification, contact replaced whole
+
+
+def test_patch_refuses_an_end_overlapping_another_contract_for_the_key(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "a")
+    now_one = create(acme, keys=[{"id": "a"}])
+    later_start, later_end = _times(100)
     clash = create(acme, keys=[{"id": "a"}], start=later_start, end=later_end)
     overlap = {"end": iso(datetime.now(UTC) + timedelta(hours=200))}
     assert status_of(lambda: acme.api.patch(f"{PATH}/{now_one['id']}", overlap)) == 409
     assert clash["id"]
+
+
+def test_patch_replaces_the_contact_whole_and_changes_the_verification(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "a")
+    now_one = create(acme, keys=[{"id": "a"}])
     contact = {"name": "Jane Roe", "email": "jane@example.com"}
     changed = acme.api.patch(f"{PATH}/{now_one['id']}", {"contact": contact, "userVerification": 1})
     assert changed["contact"]["name"] == "Jane Roe"
     assert changed["userVerification"] == "1"
+
+
+def test_patch_refuses_strong_verification_the_unit_has_not_enabled(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "a")
+    now_one = create(acme, keys=[{"id": "a"}])
     assert (
         status_of(lambda: acme.api.patch(f"{PATH}/{now_one['id']}", {"userVerification": "2"}))
         == 400
     )
+
+
+def test_an_unknown_contract_is_not_found(acme: Tenant) -> None:
     assert status_of(lambda: acme.api.get(f"{PATH}/unknown")) == 404
 
 
@@ -464,6 +544,10 @@ def test_ids_are_per_root_organization_and_contracts_stay_in_their_unit(
     assert status_of(lambda: other.api.get(f"{PATH}/stay-1")) == 404
     assert other.api.get(PATH)["data"] == []
     assert create(other, id="stay-1", keys=[{"id": "m"}])["id"] == "stay-1"
+
+
+def test_a_contact_without_a_name_is_refused(acme: Tenant) -> None:
+    manual_key(acme, "m")
     assert status_of(lambda: create(acme, keys=[{"id": "m"}], contact={"email": "x@y.fi"})) == 400
 
 
