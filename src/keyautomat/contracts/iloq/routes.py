@@ -15,7 +15,12 @@ from keyautomat.contracts.model import Contract, ListFilters
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import Paginated, json_response, page_payload
+from keyautomat.entrypoints.api.schemas import (
+    Paginated,
+    documented_body,
+    json_response,
+    page_payload,
+)
 from keyautomat.service_layer import access_rights
 from keyautomat.service_layer.notifications import contact_response
 from keyautomat.service_layer.pagination import PageRequest
@@ -23,6 +28,8 @@ from keyautomat.service_layer.pagination import PageRequest
 router = APIRouter(prefix="/iloq/keycontracts", tags=["iloq"])
 JsonBody = Annotated[Any, Body()]
 KIND = IloqKind.name
+# The bodies are parsed by hand (wire.py says why); these models describe them.
+REQUEST_MODELS = (wire.CreateIloqKeyContractDto, wire.UpdateIloqContractDto)
 
 
 def _wire(session: Session, contract: Contract) -> dict[str, Any]:
@@ -61,7 +68,7 @@ async def list_contracts(
     status_code=201,
     operation_id="IloqController_createContract",
     response_model=wire.IloqKeyContract,
-    description='Body: {"input": {...}} (the fields may also be sent unwrapped).',
+    openapi_extra=documented_body(wire.CreateIloqKeyContractDto),
 )
 async def create_contract(body: JsonBody, caller: Caller, services: Services) -> Response:
     now = services.clock.now()
@@ -98,6 +105,7 @@ async def get_contract(id: str, caller: Caller, services: Services) -> Response:
     "/{id}",
     operation_id="IloqController_updateContract",
     response_model=wire.IloqKeyContract,
+    openapi_extra=documented_body(wire.UpdateIloqContractDto),
 )
 async def update_contract(
     id: str,  # noqa: A002

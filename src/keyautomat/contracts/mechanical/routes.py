@@ -15,7 +15,12 @@ from keyautomat.contracts.model import Contract, ListFilters
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import Paginated, json_response, page_payload
+from keyautomat.entrypoints.api.schemas import (
+    Paginated,
+    documented_body,
+    json_response,
+    page_payload,
+)
 from keyautomat.service_layer.notifications import contact_response
 from keyautomat.service_layer.pagination import PageRequest
 
@@ -23,6 +28,8 @@ router = APIRouter(prefix="/mechanical/keycontracts", tags=["mechanical key cont
 admin_router = APIRouter(prefix="/mechanical/keycontracts", tags=["admin"])
 JsonBody = Annotated[Any, Body()]
 OP = "MechanicalKeyContractsController_"
+# The bodies are parsed by hand (wire.py says why); these models describe them.
+REQUEST_MODELS = (wire.CreateMechanicalKeyContractDto, wire.UpdateMechanicalKeyContractDto)
 
 
 def kind_of(services: Services) -> MechanicalKind:
@@ -61,7 +68,11 @@ async def list_contracts(
 
 
 @router.post(
-    "", status_code=201, operation_id=f"{OP}create", response_model=wire.MechanicalKeyContract
+    "",
+    status_code=201,
+    operation_id=f"{OP}create",
+    response_model=wire.MechanicalKeyContract,
+    openapi_extra=documented_body(wire.CreateMechanicalKeyContractDto),
 )
 async def create_contract(body: JsonBody, caller: Caller, services: Services) -> Response:
     now = services.clock.now()
@@ -85,7 +96,12 @@ async def get_contract(id: str, caller: Caller, services: Services) -> Response:
     return json_response(await services.db.run(work))
 
 
-@router.patch("/{id}", operation_id=f"{OP}update", response_model=wire.MechanicalKeyContract)
+@router.patch(
+    "/{id}",
+    operation_id=f"{OP}update",
+    response_model=wire.MechanicalKeyContract,
+    openapi_extra=documented_body(wire.UpdateMechanicalKeyContractDto),
+)
 async def update_contract(
     id: str,  # noqa: A002
     body: JsonBody,
