@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
+from keyautomat.domain.notifications import NOTIFICATION_TYPES
 from keyautomat.entrypoints.api.app import create_app
 from tests.conftest import Tenant
 
@@ -69,6 +73,153 @@ def test_the_openapi_document_names_operations_and_schemas_as_the_spec_does(
         "timestamp",
         "signature",
     }
+
+
+CONTACT_INPUT = {
+    "name",
+    "email",
+    "phoneNumber",
+    "sendSms",
+    "sendEmail",
+    "language",
+    "notifications",
+}
+ILOQ_CREATE = {
+    # contract type: (every property, the required ones), endpoints.md §3.3
+    1: (
+        {"contractType", "accessRightIds", "start", "end", "numberOfKeys", "keyIds"},
+        {"contractType", "accessRightIds", "start", "end"},
+    ),
+    2: (
+        {"contractType", "accessRightIds", "start", "numberOfKeys", "keyIds"},
+        {"contractType", "accessRightIds", "start"},
+    ),
+    3: ({"contractType", "keyIds", "start", "end"}, {"contractType", "keyIds"}),
+}
+LOCATION = {"keyAutomatId", "groupId", "pincodes", "contact"}
+
+
+def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$ref`` followed, and a nullable ``anyOf`` reduced to its value."""
+    if "$ref" in schema:
+        return resolve(doc, doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    values = [s for s in schema.get("anyOf", ()) if s.get("type") != "null"]
+    return resolve(doc, values[0]) if len(values) == 1 else schema
+
+
+def request_body(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    body = doc["paths"][path][method]["requestBody"]
+    assert body["required"] is True
+    return resolve(doc, body["content"]["application/json"]["schema"])
+
+
+@pytest.fixture
+def doc(http: TestClient) -> dict[str, Any]:
+    document: dict[str, Any] = http.get("/v2/openapi.json").json()
+    return document
+
+
+def test_the_iloq_create_body_is_documented_as_one_schema_per_contract_type(
+    doc: dict[str, Any],
+) -> None:
+    body = request_body(doc, "post", "/v2/iloq/keycontracts")
+    assert body["type"] == "object"
+    assert body["required"] == ["input"]
+    variants = [resolve(doc, v) for v in body["properties"]["input"]["oneOf"]]
+    for variant in variants:
+        contract_type = variant["properties"]["contractType"]["const"]
+        documented, required = ILOQ_CREATE[contract_type]
+        assert set(variant["properties"]) == documented | LOCATION, contract_type
+        assert set(variant["required"]) == required, contract_type
+    assert sorted(v["properties"]["contractType"]["const"] for v in variants) == [1, 2, 3]
+    contact = resolve(doc, variants[0]["properties"]["contact"])
+    assert set(contact["properties"]) == CONTACT_INPUT | {"iloqPersonId"}
+    notifications = resolve(doc, contact["properties"]["notifications"])
+    assert list(notifications["properties"]) == [t.value for t in NOTIFICATION_TYPES]
+
+
+def test_the_iloq_patch_body_is_documented_with_the_fields_that_may_change(
+    doc: dict[str, Any],
+) -> None:
+    body = request_body(doc, "patch", "/v2/iloq/keycontracts/{id}")
+    assert body["type"] == "object"
+    assert set(body["properties"]) == {"contact", "start", "end"}
+    assert "required" not in body
+
+
+def test_the_mechanical_create_body_is_documented_flat(doc: dict[str, Any]) -> None:
+    body = request_body(doc, "post", "/v2/mechanical/keycontracts")
+    assert body["type"] == "object"
+    assert set(body["properties"]) == {
+        "start",
+        "end",
+        "contact",
+        "userVerification",
+        "keys",
+        "pickUpInfoForManualStorageKeys",
+        "freeLockerAfterFetch",
+        "id",
+    }
+    assert set(body["required"]) == {"start", "contact", "keys"}
+    assert set(resolve(doc, body["properties"]["contact"])["properties"]) == CONTACT_INPUT
+    key = resolve(doc, body["properties"]["keys"]["items"])
+    assert set(key["properties"]) == {"id", "storageInfo"}
+    storages = [resolve(doc, s) for s in key["properties"]["storageInfo"]["anyOf"][:2]]
+    assert [set(s["properties"]) for s in storages] == [
+        {"pincode", "automatId"},
+        {"manualStorageInfo"},
+    ]
+
+
+def test_the_mechanical_patch_body_is_documented_with_the_fields_that_may_change(
+    doc: dict[str, Any],
+) -> None:
+    body = request_body(doc, "patch", "/v2/mechanical/keycontracts/{id}")
+    assert body["type"] == "object"
+    assert set(body["properties"]) == {
+        "start",
+        "end",
+        "contact",
+        "userVerification",
+        "pickUpInfoForManualStorageKeys",
+    }
+    assert "required" not in body
+
+
+def test_contracts_are_answered_with_the_documented_response_schemas(
+    doc: dict[str, Any],
+) -> None:
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["IloqKeyContract"]["properties"]) == {
+        "id",
+        "accessRightIds",
+        "start",
+        "end",
+        "contact",
+        "keys",
+        "numberOfKeys",
+        "keyIds",
+        "keyAutomatId",
+        "groupId",
+        "contractType",
+    }
+    assert set(schemas["MechanicalKeyContract"]["properties"]) == {
+        "id",
+        "start",
+        "end",
+        "contact",
+        "keys",
+        "freeLockerAfterFetch",
+        "userVerification",
+        "pickUpInfoForManualStorageKeys",
+    }
+    contact = CONTACT_INPUT | {"iloqPersonId"}
+    assert set(schemas["ContractContact"]["properties"]) == contact
+    assert set(schemas["ContractContact"]["required"]) == contact
+    assert set(schemas["CommonContractContact"]["properties"]) == CONTACT_INPUT
+    assert list(schemas["ContactNotifications"]["properties"]) == [
+        t.value for t in NOTIFICATION_TYPES
+    ]
 
 
 def test_an_unknown_route_answers_in_the_error_shape(acme: Tenant) -> None:

@@ -23,7 +23,12 @@ from keyautomat.contracts.store import SqlContractStore
 from keyautomat.contracts.wire import period_filters
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import Paginated, json_response, page_payload
+from keyautomat.entrypoints.api.schemas import (
+    Paginated,
+    documented_body,
+    json_response,
+    page_payload,
+)
 from keyautomat.service_layer.notifications import contact_response
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal
@@ -58,13 +63,13 @@ def contract_router(
     kind: str,
     wire: WireFormat,
     model: type[BaseModel],
+    bodies: tuple[type[BaseModel], type[BaseModel]],
     /,
     *,
     tags: list[str],
     operations: dict[str, str],
     filters: Callable[..., Awaitable[ListFilters]] = period_filters,
     before_create: BeforeCreate | None = None,
-    create_description: str | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix=path, tags=list(tags))
 
@@ -95,7 +100,7 @@ def contract_router(
         status_code=201,
         operation_id=operations["create"],
         response_model=model,
-        description=create_description,
+        openapi_extra=documented_body(bodies[0]),
     )
     async def create_contract(body: JsonBody, caller: Caller, services: Services) -> Response:
         now = services.clock.now()
@@ -120,7 +125,12 @@ def contract_router(
 
         return json_response(await services.db.run(work))
 
-    @router.patch("/{id}", operation_id=operations["update"], response_model=model)
+    @router.patch(
+        "/{id}",
+        operation_id=operations["update"],
+        response_model=model,
+        openapi_extra=documented_body(bodies[1]),
+    )
     async def update_contract(
         id: str,  # noqa: A002
         body: JsonBody,

@@ -11,7 +11,8 @@ from datetime import datetime
 
 from keyautomat.domain.errors import InvalidInput
 
-_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_KEY_ID = re.compile(KEY_ID_PATTERN)
 
 
 def check_key_id(value: str, field: str) -> str:

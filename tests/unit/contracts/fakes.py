@@ -20,8 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from keyautomat.contracts import rules
-from keyautomat.contracts.model import Contract, ContractKey, ListFilters
-from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef, Slot
+from keyautomat.contracts.model import Contract, ContractKey, ListFilters, Slot
+from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef
 from keyautomat.domain.devices import PincodePurpose
 from keyautomat.domain.errors import Conflict, InvalidInput
 from keyautomat.domain.notifications import AutomatView, ContractView, NotificationType

@@ -12,7 +12,7 @@ import pytest
 from keyautomat.contracts import service
 from keyautomat.contracts.iloq.kind import IloqKind
 from keyautomat.contracts.mechanical.kind import MechanicalKind
-from keyautomat.contracts.model import Contract, ContractChange, ListFilters
+from keyautomat.contracts.model import Contract, ContractChange, ListFilters, Period
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.devices import PincodePurpose
@@ -375,14 +375,14 @@ def test_the_mechanical_kind_refuses_a_period_in_which_another_contract_has_the_
     contract = create(store, kind=ScriptedMechanical())
     create(store, kind=ScriptedMechanical(), start=END + HOUR, end=END + 2 * HOUR)
     with pytest.raises(Conflict, match=r"^Overlapping contract$"):
-        MECHANICAL.check_period_free(store, contract, START, END + 2 * HOUR, END + 2 * HOUR)
+        MECHANICAL.check_period_free(store, contract, Period(START, END + 2 * HOUR, END + 2 * HOUR))
 
 
 def test_the_mechanical_kind_lets_periods_of_a_shared_automat_key_overlap() -> None:
     store = new_store(**{"key-0": facts(shared=True)})
     contract = create(store, kind=ScriptedMechanical())
     create(store, kind=ScriptedMechanical(), start=END + HOUR, end=END + 2 * HOUR)
-    MECHANICAL.check_period_free(store, contract, START, END + 2 * HOUR, END + 2 * HOUR)
+    MECHANICAL.check_period_free(store, contract, Period(START, END + 2 * HOUR, END + 2 * HOUR))
 
 
 # --- delete ----------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from keyautomat.contracts import service
-from keyautomat.contracts.kind import ContractKind, Draft
-from keyautomat.contracts.model import Contract, PlannedKey, Terms
+from keyautomat.contracts.kind import ContractKind
+from keyautomat.contracts.model import Contract, Draft, PlannedKey, Terms
 from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import ContractStore, KeyFacts
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType

@@ -10,6 +10,9 @@ from keyautomat.contracts.routes import contract_router
 from keyautomat.service_layer import access_rights
 from keyautomat.service_layer.principal import Principal
 
+# The bodies are parsed by hand (wire.py says why); these models describe them.
+REQUEST_MODELS = (wire.CreateIloqKeyContractDto, wire.UpdateIloqContractDto)
+
 
 async def _known_access_rights(new: NewIloqContract, caller: Principal, services: Any) -> None:
     """Refuse a right the caller's iLOQ system would not program, before any transaction."""
@@ -27,6 +30,7 @@ router = contract_router(
     IloqKind.name,
     wire,
     wire.IloqKeyContract,
+    REQUEST_MODELS,
     tags=["iloq"],
     operations={
         "list": "IloqController_getContracts",
@@ -36,5 +40,4 @@ router = contract_router(
         "delete": "IloqController_deleteContract",
     },
     before_create=_known_access_rights,
-    create_description='Body: {"input": {...}} (the fields may also be sent unwrapped).',
 )

@@ -20,6 +20,8 @@ from keyautomat.entrypoints.api.schemas import json_response
 
 admin_router = APIRouter(prefix="/mechanical/keycontracts", tags=["admin"])
 OP = "MechanicalKeyContractsController_"
+# The bodies are parsed by hand (wire.py says why); these models describe them.
+REQUEST_MODELS = (wire.CreateMechanicalKeyContractDto, wire.UpdateMechanicalKeyContractDto)
 
 
 def kind_of(services: Services) -> MechanicalKind:
@@ -41,6 +43,7 @@ router = contract_router(
     MechanicalKind.name,
     wire,
     wire.MechanicalKeyContract,
+    REQUEST_MODELS,
     tags=["mechanical key contracts"],
     operations={name: f"{OP}{name}" for name in ("list", "create", "get", "update", "delete")},
     filters=_filters,

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
@@ -18,7 +19,7 @@ from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
-from keyautomat.entrypoints.api.schemas import SafeJSONResponse
+from keyautomat.entrypoints.api.schemas import SafeJSONResponse, component_schemas
 from keyautomat.entrypoints.api.v2 import (
     automats,
     devices,
@@ -51,6 +52,16 @@ SECURITY_SCHEMES = {
         "timestamp + hex(sha256(METHOD + URL + body)); see docs/auth.md",
     },
 }
+
+
+# Bodies parsed by hand in their routes, documented by a model (schemas.documented_body).
+REQUEST_MODELS = (*iloq_contracts.REQUEST_MODELS, *mechanical_contracts.REQUEST_MODELS)
+
+
+def _add_schemas(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
+    for name, schema in component_schemas(models).items():
+        if schemas.setdefault(name, schema) != schema:
+            raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
 
 
 def create_app(
@@ -148,7 +159,9 @@ def create_app(
             schema = get_openapi(
                 title=app.title, version=app.version, routes=app.routes, servers=[{"url": "/"}]
             )
-            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = SECURITY_SCHEMES
+            _add_schemas(components.setdefault("schemas", {}), REQUEST_MODELS)
             schema["security"] = [{name: [] for name in SECURITY_SCHEMES}]
             app.openapi_schema = schema
         return app.openapi_schema

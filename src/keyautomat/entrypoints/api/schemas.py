@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, Response
 
+from keyautomat.contracts.rules import MAX_PINCODE_LENGTH, MIN_PINCODE_LENGTH
 from keyautomat.domain.text import printable
 from keyautomat.domain.times import format_utc, time_problem
 from keyautomat.service_layer.pagination import Page
@@ -37,12 +39,21 @@ def _input_time(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
 InputDatetime = Annotated[datetime, AfterValidator(_input_time)]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+Pincode = Annotated[
+    StrictStr, Field(pattern=f"^[0-9]{{{MIN_PINCODE_LENGTH},{MAX_PINCODE_LENGTH}}}$")
+]
+Language = Literal["en", "fi", "sv", "de", "no", "fr"]
 
 __all__ = [
     "ApiModel",
+    "CommonContractContact",
+    "ContactInput",
+    "ContractContact",
+    "ContractContactInput",
     "InputDatetime",
     "NonEmptyStr",
     "Paginated",
+    "Pincode",
     "StrictBool",
     "StrictInt",
     "StrictStr",
@@ -96,6 +107,27 @@ def page_payload(page: Page[Any], data: list[Any]) -> dict[str, Any]:
     }
 
 
+SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def documented_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that parses its raw JSON body itself: the document
+    shows ``model`` as the body. The app adds the model to the components
+    (:func:`component_schemas`)."""
+    schema = {"$ref": SCHEMA_REF.format(model=model.__name__)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def component_schemas(models: Iterable[type[BaseModel]]) -> dict[str, Any]:
+    """The request JSON schemas of ``models`` and of the models they nest, by name."""
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=SCHEMA_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
 class ApiModel(BaseModel):
     """Base of request and response bodies: camelCase on the wire, unknown properties ignored."""
 
@@ -117,3 +149,87 @@ class Paginated(ApiModel, Generic[T]):
     @classmethod
     def of(cls, page: Page[Any], data: list[T]) -> Paginated[T]:
         return cls(after=str(page.next_offset), limit=page.limit, has_next=page.has_next, data=data)
+
+
+# --- contacts of contracts (endpoints.md §2) ------------------------------------------------
+# Contract bodies are parsed by hand (contracts/*/wire.py); these models describe them in
+# the OpenAPI document, with the rules a JSON schema can state.
+
+
+class NotificationChannelDto(ApiModel):
+    """One event's channels; a channel omitted or null counts as false."""
+
+    sms: StrictBool | None = None
+    email: StrictBool | None = None
+
+
+class ContactNotificationsDto(ApiModel):
+    """The contact's own matrix: when present, events not listed send nothing, and
+    `sendSms`/`sendEmail` are ignored. Unknown event names are ignored."""
+
+    contract_key_fetched: NotificationChannelDto | None = None
+    contract_key_returned: NotificationChannelDto | None = None
+    contract_created: NotificationChannelDto | None = None
+    contract_start_reminder: NotificationChannelDto | None = None
+    contract_end_reminder: NotificationChannelDto | None = None
+    contract_keys_not_returned: NotificationChannelDto | None = None
+    contract_updated: NotificationChannelDto | None = None
+    contract_signature_requested: NotificationChannelDto | None = None
+
+
+class ContractContactInput(ApiModel):
+    """The recipient of a contract's notifications (mechanical contracts)."""
+
+    name: NonEmptyStr
+    email: StrictStr | None = None
+    phone_number: StrictStr | None = Field(
+        default=None, description="International format, e.g. +358401234567"
+    )
+    send_sms: StrictBool | None = None
+    send_email: StrictBool | None = None
+    language: Language | None = Field(default=None, description="Default: en")
+    notifications: ContactNotificationsDto | None = None
+
+
+class ContactInput(ContractContactInput):
+    """The recipient of a contract's notifications (iLOQ contracts)."""
+
+    iloq_person_id: NonEmptyStr | None = Field(
+        default=None, description="The person's id in the iLOQ system"
+    )
+
+
+class NotificationChannel(ApiModel):
+    sms: bool
+    email: bool
+
+
+class ContactNotifications(ApiModel):
+    """The effective matrix: every event, both channels."""
+
+    contract_key_fetched: NotificationChannel
+    contract_key_returned: NotificationChannel
+    contract_created: NotificationChannel
+    contract_start_reminder: NotificationChannel
+    contract_end_reminder: NotificationChannel
+    contract_keys_not_returned: NotificationChannel
+    contract_updated: NotificationChannel
+    contract_signature_requested: NotificationChannel
+
+
+class CommonContractContact(ApiModel):
+    """A contract's contact as answered (mechanical contracts)."""
+
+    name: str
+    email: str | None
+    phone_number: str | None
+    send_sms: bool
+    send_email: bool
+    language: Language | None
+    notifications: ContactNotifications
+
+
+class ContractContact(CommonContractContact):
+    """A contract's contact as answered (iLOQ contracts)."""
+
+    iloq_person_id: str | None
