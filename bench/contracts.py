@@ -1,16 +1,41 @@
-"""iLOQ contract creation through the signed API, with a group of 1,000 automats x 30 lockers.
+"""Contract creation through the signed API, iLOQ or mechanical, with 1,000 automats x 30 lockers.
 
-Seeds (bulk Core inserts) one organization, 1,000 active key20 automats of 30
-lockers each holding a key, one device group of them all, and N existing
-contracts (90 % ended, 10 % ongoing, one key each), then creates contracts
-through ``POST /v2/iloq/keycontracts`` (``groupId``, one key, signed) at a fixed
-rate against a real server (``keyautomat serve`` in its own process, with its
-outbox worker, as deployed), from this process over HTTP, and prints throughput,
-latency and the server's CPU time per request. The first ``--warmup`` seconds
-(same rate) are not measured. Run once per size to see the cost of growth:
+Seeds (bulk Core inserts on the tables only, so that the script outlives moves of
+the contract code) one organization, 1,000 active automats of 30 lockers each
+holding a key, and N existing contracts of the kind (90 % ended, 10 % ongoing,
+one key each), then creates contracts through the signed API against a real
+server (``keyautomat serve`` in its own process, with its outbox worker, as
+deployed), from this process over HTTP, and prints throughput, latency and the
+server's CPU time per request. The first ``--warmup`` seconds are not measured.
+
+``--kind iloq`` (the default): key20 automats with iLOQ keys, one device group of
+them all; existing contracts have no pincodes (as this bench first seeded them).
+Each request is ``POST /v2/iloq/keycontracts`` with ``groupId`` and one key, so
+the server ranks the group and picks the key.
+
+``--kind mechanical``: key30 automats whose lockers hold registered mechanical
+keys (``mechanical_keys``, each stored in its home automat's locker, the locker
+showing the key's id); existing contracts are written as the service writes them
+(``contracts``, ``mechanical_contracts``, ``contract_keys``,
+``contract_reservations``, and the automat pincodes of ``device_pincodes``).
+Each request is ``POST /v2/mechanical/keycontracts`` naming one key that no
+ongoing contract holds, a different one each time (successive requests go to
+different automats; once every free key has had a contract, the periods move
+two days on), so every request should answer 201.
+
+``--rate R`` offers R requests a second whatever the answers (latency as a
+client at that load sees it); ``--rate 0`` saturates instead: ``--clients K``
+clients each send their next request as soon as the last one is answered, and
+the throughput printed is what the server achieved (the line then adds
+``clients``). One JSON line per size; run once per size to see the cost of growth:
 
     uv run python bench/contracts.py --existing 1000 --existing 100000 [--rate 100] [--seconds 10]
-    uv run python bench/contracts.py --database-url postgresql+psycopg://... (PostgreSQL)
+    uv run python bench/contracts.py --kind mechanical --existing 1000 --seconds 5
+    uv run python bench/contracts.py --rate 0 [--clients 16] (saturation)
+    uv run python bench/contracts.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+With ``--database-url`` (PostgreSQL) each run gets a fresh database next to the
+one named, dropped afterwards; without it, a SQLite file in a temporary directory.
 """
 
 from __future__ import annotations
@@ -18,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -26,23 +52,25 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 from support import serve
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.migrate import upgrade
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
-from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.adapters.orm_devices import device_links, device_pincodes
+from keyautomat.adapters.orm_mechanical import mechanical_contracts, mechanical_keys
+from keyautomat.bootstrap import bootstrap
 from keyautomat.client import compact_json, signature_headers
 from keyautomat.config import Settings
 from keyautomat.domain.ids import new_object_id
@@ -51,166 +79,403 @@ from keyautomat.service_layer import accounts
 
 AUTOMATS = 1000
 LOCKERS = 30
+KINDS = ("iloq", "mechanical")
+# Mechanical requests name their contact (required there); no address, so nothing is sent.
+CONTACT = {"name": "Bench", "sendSms": False, "sendEmail": False, "language": "en"}
 
 
-def seed(container: Container, existing: int) -> tuple[str, str, str]:
+class Workload(Protocol):
+    """What one kind's requests are: where they go and the body of the n-th one."""
+
+    @property
+    def path(self) -> str: ...
+
+    def body(self, n: int, now: datetime) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class IloqWorkload:
+    group_id: str
+    path: str = "/v2/iloq/keycontracts"
+
+    def body(self, n: int, now: datetime) -> dict[str, Any]:
+        # Each body differs (the end, by n ms): two requests signed in the same
+        # millisecond would otherwise carry the same signature and the second
+        # would be rejected as a replay (401).
+        return {
+            "input": {
+                "contractType": 1,
+                "accessRightIds": ["r"],
+                "numberOfKeys": 1,
+                "groupId": self.group_id,
+                "start": now.isoformat(),
+                "end": (now + timedelta(days=1, milliseconds=n)).isoformat(),
+            }
+        }
+
+
+@dataclass(frozen=True)
+class MechanicalWorkload:
+    key_ids: list[str]  # keys no seeded contract holds now, automats interleaved
+    path: str = "/v2/mechanical/keycontracts"
+
+    def body(self, n: int, now: datetime) -> dict[str, Any]:
+        # A key has one contract per round; the next round's period starts after the
+        # last one's end, so no request overlaps an earlier one (409).
+        turn, index = divmod(n, len(self.key_ids))
+        start = now + timedelta(days=2 * turn)
+        return {
+            "start": start.isoformat(),
+            "end": (start + timedelta(days=1, milliseconds=n)).isoformat(),
+            "contact": CONTACT,
+            "keys": [{"id": self.key_ids[index]}],
+        }
+
+
+@dataclass(frozen=True)
+class Existing:
+    """The n-th seeded contract: its id, period, and whether it is still going on."""
+
+    id: str
+    start: datetime
+    end: datetime
+    ongoing: bool
+
+
+def existing_contracts(count: int, now: datetime) -> Iterator[Existing]:
+    for n in range(count):
+        ongoing = n % 10 == 0
+        start = now - timedelta(days=30 + n % 300) if not ongoing else now - timedelta(hours=1)
+        end = start + timedelta(days=2) if not ongoing else now + timedelta(days=2)
+        yield Existing(f"{n:024x}", start, end, ongoing)
+
+
+def insert_batches(session: Any, rows_by_table: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+    for table, rows in rows_by_table:
+        for i in range(0, len(rows), 5000):
+            session.execute(insert(table), rows[i : i + 5000])
+
+
+def seed_account(session: Any, container: Any, now: datetime) -> tuple[str, str, str]:
+    """A root organization and an admin service account of it: (unit, account, key PEM)."""
+    unit = accounts.create_organization_unit(
+        session,
+        None,
+        name="Bench",
+        customer_id="bench",
+        type=OrgUnitType.ORGANIZATION,
+        parent_id=None,
+        iloq_api_user=None,
+        secrets=container.secrets,
+        now=now,
+    )
+    created = accounts.create_service_account(
+        session, None, organization_unit_id=unit.id, name="bench", role=Role.ADMIN, now=now
+    )
+    return unit.id, created.account.id, created.private_key_pem
+
+
+def automat_rows(unit_id: str, product: str, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{n + 1:06d}",
+            "organization_unit_id": unit_id,
+            "name": f"A{n}",
+            "timezone": "Europe/Helsinki",
+            "product": product,
+            "hw_id": f"HW{n}",
+            "lifecycle_state": "active",
+            "created_at": now,
+            "last_seen_at": now,
+        }
+        for n in range(AUTOMATS)
+    ]
+
+
+def seed_iloq(container: Any, existing: int) -> tuple[str, str, Workload]:
     now = datetime.now(UTC)
 
-    def work(session: Session) -> tuple[str, str, str]:
-        unit = accounts.create_organization_unit(
-            session,
-            None,
-            name="Bench",
-            customer_id="bench",
-            type=OrgUnitType.ORGANIZATION,
-            parent_id=None,
-            iloq_api_user=None,
-            secrets=container.secrets,
-            now=now,
-        )
-        created = accounts.create_service_account(
-            session, None, organization_unit_id=unit.id, name="bench", role=Role.ADMIN, now=now
-        )
+    def work(session: Any) -> tuple[str, str, Workload]:
+        unit_id, account, key = seed_account(session, container, now)
         # Contracts name an access right their unit's (emulated) iLOQ system offers.
-        EmulatedSystem(session, unit.id).add_access_right("Bench door", id="r")
+        EmulatedSystem(session, unit_id).add_access_right("Bench door", id="r")
         group_id = new_object_id()
         session.execute(
             insert(orm.groups).values(
                 id=group_id,
-                organization_unit_id=unit.id,
+                organization_unit_id=unit_id,
                 name="All",
                 customer_id=None,
                 type=1,
                 created_at=now,
             )
         )
-        automat_rows, locker_rows, member_rows = [], [], []
-        for n in range(AUTOMATS):
-            automat_id = f"{n + 1:06d}"
-            automat_rows.append(
-                {
-                    "id": automat_id,
-                    "organization_unit_id": unit.id,
-                    "name": f"A{n}",
-                    "timezone": "Europe/Helsinki",
-                    "product": "key20",
-                    "hw_id": f"HW{n}",
-                    "lifecycle_state": "active",
-                    "created_at": now,
-                    "last_seen_at": now,
-                }
-            )
-            member_rows.append({"automat_id": automat_id, "group_id": group_id})
-            for i in range(LOCKERS):
-                locker_rows.append(
-                    {
-                        "automat_id": automat_id,
-                        "locker_index": i,
-                        "is_key_inside": True,
-                        "key_id": str(uuid.uuid4()),
-                        "key_name": "K",
-                    }
-                )
-        session.execute(insert(orm.automats), automat_rows)
+        automats = automat_rows(unit_id, "key20", now)
+        member_rows = [{"automat_id": a["id"], "group_id": group_id} for a in automats]
+        locker_rows = [
+            {
+                "automat_id": a["id"],
+                "locker_index": i,
+                "is_key_inside": True,
+                "key_id": str(uuid.uuid4()),
+                "key_name": "K",
+            }
+            for a in automats
+            for i in range(LOCKERS)
+        ]
+        session.execute(insert(orm.automats), automats)
         session.execute(insert(orm.automat_groups), member_rows)
         session.execute(insert(orm.lockers), locker_rows)
         c_rows, k_rows, r_rows = [], [], []
-        for n in range(existing):
+        for n, old in enumerate(existing_contracts(existing, now)):
             locker = locker_rows[n % len(locker_rows)]
-            ongoing = n % 10 == 0
-            start = now - timedelta(days=30 + n % 300) if not ongoing else now - timedelta(hours=1)
-            end = start + timedelta(days=2) if not ongoing else now + timedelta(days=2)
-            cid = f"{n:024x}"
             c_rows.append(
                 {
-                    "id": cid,
+                    "id": old.id,
                     "kind": "iloq",
-                    "organization_unit_id": unit.id,
+                    "organization_unit_id": unit_id,
                     "contract_type": 1,
-                    "start": start,
-                    "end": end,
+                    "start": old.start,
+                    "end": old.end,
                     "contact": None,
                     "request": "{}",
-                    "created_at": start,
-                    "updated_at": start,
-                    "end_evaluated_at": None if ongoing else end,
+                    "created_at": old.start,
+                    "updated_at": old.start,
+                    "end_evaluated_at": None if old.ongoing else old.end,
                 }
             )
             k_rows.append(
                 {
-                    "contract_id": cid,
+                    "contract_id": old.id,
                     "position": 0,
                     "key_id": locker["key_id"],
                     "automat_id": locker["automat_id"],
                     "locker_index": locker["locker_index"],
                     "pincode": None,
                     "status": None,
-                    "in_history": not ongoing,
+                    "in_history": not old.ongoing,
                     "program_failures": 0,
                 }
             )
             r_rows.append(
                 {
-                    "contract_id": cid,
+                    "contract_id": old.id,
                     "position": 0,
                     "automat_id": locker["automat_id"],
                     "locker_index": locker["locker_index"],
                     "key_id": locker["key_id"],
-                    "start": start,
-                    "until": end,
+                    "start": old.start,
+                    "until": old.end,
                     # A live system stops counting a reservation at its contract's end.
-                    "counted": ongoing,
+                    "counted": old.ongoing,
                 }
             )
-        for table, rows in (
-            (contracts, c_rows),
-            (contract_keys, k_rows),
-            (contract_reservations, r_rows),
-        ):
-            for i in range(0, len(rows), 5000):
-                session.execute(insert(table), rows[i : i + 5000])
-        return created.account.id, created.private_key_pem, group_id
+        insert_batches(
+            session,
+            [(contracts, c_rows), (contract_keys, k_rows), (contract_reservations, r_rows)],
+        )
+        return account, key, IloqWorkload(group_id)
 
-    return container.db.transaction(work)
+    result: tuple[str, str, Workload] = container.db.transaction(work)
+    return result
+
+
+def seed_mechanical(container: Any, existing: int) -> tuple[str, str, Workload]:
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> tuple[str, str, Workload]:
+        unit_id, account, key = seed_account(session, container, now)
+        # The unit is a root organization: mechanical ids are unique within it.
+        root = unit_id
+        automats = automat_rows(unit_id, "key30", now)
+        # Locker by locker across the automats: consecutive requests (and seeded
+        # contracts) land on different automats, as a fleet's bookings would.
+        slots = [(a["id"], i) for i in range(LOCKERS) for a in automats]
+        key_rows = [
+            {
+                "object_id": new_object_id(),
+                "root_unit_id": root,
+                "id": f"K{automat_id}-{i:02d}",
+                "organization_unit_id": unit_id,
+                "name": None,
+                "rfid_hex": None,
+                "selected_automat_id": automat_id,
+                "selected_manual_info": None,
+                "shared": False,
+                # In its home locker, as after the automat reported it inside.
+                "stored_automat_id": automat_id,
+                "stored_locker_index": i,
+                "stored_manual_info": None,
+                "created_at": now,
+            }
+            for automat_id, i in slots
+        ]
+        # A locker holding a registered mechanical key shows the key's id, as the service sets it.
+        locker_rows = [
+            {
+                "automat_id": k["stored_automat_id"],
+                "locker_index": k["stored_locker_index"],
+                "is_key_inside": True,
+                "key_id": k["id"],
+                "key_name": None,
+            }
+            for k in key_rows
+        ]
+        session.execute(insert(orm.automats), automats)
+        session.execute(insert(orm.lockers), locker_rows)
+        insert_batches(session, [(mechanical_keys, key_rows)])
+        c_rows, m_rows, k_rows, r_rows, p_rows = [], [], [], [], []
+        versions: Counter[str] = Counter()
+        held: set[int] = set()
+        contact = json.dumps(
+            {
+                "name": CONTACT["name"],
+                "email": None,
+                "phoneNumber": None,
+                "language": CONTACT["language"],
+                "sendSms": False,
+                "sendEmail": False,
+                "notifications": None,
+            },
+            separators=(",", ":"),
+        )
+        for n, old in enumerate(existing_contracts(existing, now)):
+            slot = n % len(key_rows)
+            if old.ongoing:
+                held.add(slot)
+            mkey = key_rows[slot]
+            automat_id, locker_index = mkey["stored_automat_id"], mkey["stored_locker_index"]
+            # The contract's code on its automat: added at creation, removed (a
+            # tombstone at a later version) when the key went into history.
+            code = f"{n % 1_000_000:06d}"
+            versions[automat_id] += 1 if old.ongoing else 2
+            pincode_id = new_object_id()
+            p_rows.append(
+                {
+                    "id": pincode_id,
+                    "automat_id": automat_id,
+                    "code": code,
+                    "locker_index": locker_index,
+                    "valid_from": old.start,
+                    "valid_until": old.end,
+                    "purpose": "default",
+                    "key_id": mkey["id"],
+                    "reference": old.id,
+                    "version": versions[automat_id],
+                    "removed": not old.ongoing,
+                    "program_first": False,
+                }
+            )
+            c_rows.append(
+                {
+                    "id": old.id,
+                    "kind": "mechanical",
+                    "organization_unit_id": unit_id,
+                    "contract_type": 1,
+                    "start": old.start,
+                    "end": old.end,
+                    "contact": contact,
+                    "request": json.dumps({"keys": [{"id": mkey["id"]}]}, separators=(",", ":")),
+                    "created_at": old.start,
+                    "updated_at": old.start,
+                    "end_evaluated_at": None if old.ongoing else old.end,
+                }
+            )
+            m_rows.append(
+                {
+                    "contract_id": old.id,
+                    "root_unit_id": root,
+                    "public_id": old.id,
+                    "free_locker_after_fetch": False,
+                    "user_verification": "0",
+                    "pick_up_info": None,
+                }
+            )
+            k_rows.append(
+                {
+                    "contract_id": old.id,
+                    "position": 0,
+                    "key_id": mkey["object_id"],
+                    "automat_id": automat_id,
+                    "locker_index": locker_index,
+                    # History keeps the code; only the automat forgets it.
+                    "pincode": code,
+                    "pincode_id": pincode_id if old.ongoing else None,
+                    "status": None,
+                    "in_history": not old.ongoing,
+                    "program_failures": 0,
+                }
+            )
+            r_rows.append(
+                {
+                    "contract_id": old.id,
+                    "position": 0,
+                    "automat_id": automat_id,
+                    "locker_index": locker_index,
+                    "key_id": mkey["object_id"],
+                    "start": old.start,
+                    "until": old.end,
+                    # A live system stops counting a reservation at its contract's end.
+                    "counted": old.ongoing,
+                }
+            )
+        # The automats' sync outbox, every seeded change already acknowledged.
+        link_rows = [
+            {
+                "automat_id": automat_id,
+                "connected": False,
+                "desired_version": version,
+                "synced_version": version,
+            }
+            for automat_id, version in versions.items()
+        ]
+        insert_batches(
+            session,
+            [
+                (device_links, link_rows),
+                (device_pincodes, p_rows),
+                (contracts, c_rows),
+                (mechanical_contracts, m_rows),
+                (contract_keys, k_rows),
+                (contract_reservations, r_rows),
+            ],
+        )
+        free = [k["id"] for slot, k in enumerate(key_rows) if slot not in held]
+        return account, key, MechanicalWorkload(free)
+
+    result: tuple[str, str, Workload] = container.db.transaction(work)
+    return result
+
+
+SEEDS: dict[str, Callable[[Any, int], tuple[str, str, Workload]]] = {
+    "iloq": seed_iloq,
+    "mechanical": seed_mechanical,
+}
 
 
 async def drive(
     base_url: str,
     pid: int,
     credentials: tuple[str, str],
-    group_id: str,
+    workload: Workload,
     rate: float,
+    clients: int,
     seconds: float,
     warmup: float,
 ) -> tuple[list[float], Counter[int], float, float | None, float | None]:
-    url = f"{base_url}/v2/iloq/keycontracts"
+    """Offer ``rate`` requests a second (``rate`` 0: ``clients`` back-to-back senders)."""
+    url = f"{base_url}{workload.path}"
     account, key = credentials
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     now = datetime.now(UTC)
-
-    def body_for(n: int) -> bytes:
-        # Each body differs (the end, by n ms): two requests signed in the same
-        # millisecond would otherwise carry the same signature and the second
-        # would be rejected as a replay (401).
-        return compact_json(
-            {
-                "input": {
-                    "contractType": 1,
-                    "accessRightIds": ["r"],
-                    "numberOfKeys": 1,
-                    "groupId": group_id,
-                    "start": now.isoformat(),
-                    "end": (now + timedelta(days=1, milliseconds=n)).isoformat(),
-                }
-            }
-        ).encode()
+    numbers = itertools.count()
 
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
 
         async def one(n: int, record: bool) -> None:
-            body = body_for(n)
+            body = compact_json(workload.body(n, now)).encode()
             headers = signature_headers(
                 method="POST",
                 url=url,
@@ -227,25 +492,41 @@ async def drive(
                 latencies.append(time.perf_counter() - t0)
                 statuses[response.status_code] += 1
 
-        async def paced(first: int, count: int, record: bool) -> float:
+        async def paced(count: int, record: bool) -> float:
             tasks = []
             started = time.perf_counter()
             for i in range(count):
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(first + i, record)))
+                tasks.append(asyncio.create_task(one(next(numbers), record)))
             await asyncio.gather(*tasks)
             return time.perf_counter() - started
 
+        async def saturated(duration: float, record: bool) -> float:
+            started = time.perf_counter()
+            deadline = started + duration
+
+            async def sender() -> None:
+                while time.perf_counter() < deadline:
+                    await one(next(numbers), record)
+
+            await asyncio.gather(*(sender() for _ in range(clients)))
+            # Until the last answer: the requests still in flight at the deadline count.
+            return time.perf_counter() - started
+
+        async def phase(duration: float, record: bool) -> float:
+            if rate > 0:
+                return await paced(int(rate * duration), record)
+            return await saturated(duration, record)
+
         # Open the connections, then let the server warm up (its statement caches
-        # fill on first use) at the same rate before measuring, as a long-running
+        # fill on first use) at the same load before measuring, as a long-running
         # server and client would be.
         await asyncio.gather(*(client.get(f"{base_url}/healthz") for _ in range(32)))
-        warm = int(rate * warmup)
-        await paced(0, warm, record=False)
+        await phase(warmup, record=False)
         cpu_before, machine_before = cpu_seconds(pid), machine_ticks()
-        elapsed = await paced(warm, int(rate * seconds), record=True)
+        elapsed = await phase(seconds, record=True)
         cpu_after, machine_after = cpu_seconds(pid), machine_ticks()
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     busy = None
@@ -290,7 +571,13 @@ def fresh_postgres(url: str) -> tuple[str, Callable[[], None]]:
 
 
 def run(
-    existing: int, url: str | None, rate: float, seconds: float, warmup: float
+    kind: str,
+    existing: int,
+    url: str | None,
+    rate: float,
+    clients: int,
+    seconds: float,
+    warmup: float,
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
     drop: Callable[[], None] = lambda: None  # noqa: E731
@@ -308,7 +595,7 @@ def run(
     )
     container = bootstrap(settings)
     t0 = time.perf_counter()
-    account, key, group_id = seed(container, existing)
+    account, key, workload = SEEDS[kind](container, existing)
     if container.db.engine.dialect.name == "postgresql":
         # A live database has planner statistics and autovacuum has cleared the
         # row versions behind it; a bulk-loaded one has neither yet (the seed's
@@ -335,7 +622,7 @@ def run(
     gc.freeze()
     try:
         latencies, statuses, elapsed, cpu, busy = asyncio.run(
-            drive(base_url, server.pid, (account, key), group_id, rate, seconds, warmup)
+            drive(base_url, server.pid, (account, key), workload, rate, clients, seconds, warmup)
         )
     finally:
         server.terminate()
@@ -343,7 +630,7 @@ def run(
         drop()
         shutil.rmtree(tmp, ignore_errors=True)
     ms = sorted(x * 1000 for x in latencies)
-    return {
+    result: dict[str, Any] = {
         "existing": existing,
         "seed_s": round(seeded, 1),
         "requests": len(ms),
@@ -356,18 +643,37 @@ def run(
         # Everything on the machine (database server, this client) over all its cores.
         "machine_cpu_busy": None if busy is None else round(busy, 2),
     }
+    if rate == 0:
+        result["clients"] = clients
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=KINDS, default="iloq")
     parser.add_argument("--existing", type=int, action="append")
     parser.add_argument("--database-url")
-    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="requests offered per second; 0 saturates"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="concurrent senders when saturating"
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
     args = parser.parse_args()
+    if args.rate < 0 or args.clients < 1:
+        parser.error("--rate must be 0 (saturate) or more, --clients at least 1")
     results = [
-        run(n, args.database_url, args.rate, args.seconds, args.warmup)
+        run(
+            args.kind,
+            n,
+            args.database_url,
+            args.rate,
+            args.clients,
+            args.seconds,
+            args.warmup,
+        )
         for n in (args.existing or [1000, 100000])
     ]
     for result in results:
