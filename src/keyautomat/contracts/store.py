@@ -690,6 +690,9 @@ class SqlContractStore:
             "pick_up_info": contract.pick_up_info,
             "signature_token_hash": token_hash,
         }
+        if contract.public_id == contract.id:
+            self.session.execute(_INSERT_TERMS, terms)  # a fresh id: nobody else has it
+            return
         try:
             # The unique (root, public id) is the final guard when two creations race.
             with self.session.begin_nested():

@@ -11,6 +11,7 @@ signs), pick-up info for manual keys, and staff handovers (F11, ``handover.py``)
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from keyautomat.domain.model import Product
 from keyautomat.domain.notifications import Contact
 from keyautomat.domain.notifications import ContractKind as ViewKind
 from keyautomat.service_layer.mechanical_keys import root_unit_of
-from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.principal import Principal, in_scope_bound, scope_params
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,26 @@ def new_signature_token() -> str:
 # rule to the tokens stored before it.
 token_hash = secret_hash
 
-_USABLE_AUTOMAT = select(orm.automats.c.id, orm.automats.c.product)
+# Statements run with every creation are built once (see store.py for why).
+_USABLE_AUTOMAT = select(orm.automats.c.product).where(
+    orm.automats.c.id == bindparam("automat_id"),
+    in_scope_bound(orm.automats.c.organization_unit_id),
+)
+
+
+@functools.cache
+def _keys_by_id(for_update: bool) -> Any:
+    # Built on first use: the ORM maps MechanicalKey when the first Database starts.
+    stmt = (
+        select(MechanicalKey)
+        .where(
+            mk.c.id.in_(bindparam("ids", expanding=True)),
+            mk.c.root_unit_id == bindparam("root"),
+            in_scope_bound(mk.c.organization_unit_id),
+        )
+        .order_by(mk.c.object_id)
+    )
+    return stmt.with_for_update() if for_update else stmt
 
 
 @dataclass(slots=True)
@@ -131,31 +151,19 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
         """The keys, locked on PostgreSQL (in object id order): two contracts racing for one
         key (a manual key has no automat to lock) see each other's rows; SQLite has one
         writer."""
-        stmt = (
-            select(MechanicalKey)
-            .where(
-                mk.c.id.in_(list(ids)),
-                mk.c.root_unit_id == root,
-                in_scope(mk.c.organization_unit_id, principal),
-            )
-            .order_by(mk.c.object_id)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        return {key.id: key for key in session.scalars(stmt)}
+        postgres = session.get_bind().dialect.name == "postgresql"
+        stmt = _keys_by_id(postgres)
+        params = {"ids": list(ids), "root": root, **scope_params(principal)}
+        return {key.id: key for key in session.scalars(stmt, params)}
 
     def _usable_automat(
         self, session: Any, principal: Principal, automat_id: str, name: str
     ) -> None:
-        a = orm.automats
-        row = session.execute(
-            _USABLE_AUTOMAT.where(
-                a.c.id == automat_id, in_scope(a.c.organization_unit_id, principal)
-            )
-        ).first()
-        if row is None:
+        params = {"automat_id": automat_id, **scope_params(principal)}
+        product = session.scalar(_USABLE_AUTOMAT, params)
+        if product is None:
             raise InvalidInput(name, "does not name an automat you can use")
-        if row.product != Product.KEY30:
+        if product != Product.KEY30:
             raise InvalidInput(
                 name, "is not a key30 automat (mechanical keys live in key30 automats)"
             )
