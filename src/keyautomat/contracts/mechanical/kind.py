@@ -133,8 +133,8 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
     # --- identity --------------------------------------------------------------------------
 
     def root_unit_id(self, store: ContractStore, principal: Principal) -> str | None:
-        assert isinstance(store, SqlContractStore)
-        return root_unit_of(principal.own_unit(store.session).path)
+        # The caller's unit path is known from its account: no need to read the unit.
+        return root_unit_of(principal.organization_unit_path)
 
     # --- creation --------------------------------------------------------------------------
 
@@ -219,9 +219,8 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
         now: datetime,
     ) -> Draft:
         assert isinstance(store, SqlContractStore)
-        unit = principal.own_unit(store.session)
-        root = root_unit_of(unit.path)
-        self.check_verification(store, unit.id, new.user_verification)
+        root = root_unit_of(principal.organization_unit_path)
+        self.check_verification(store, principal.organization_unit_id, new.user_verification)
         if new.public_id is not None and store.public_id_taken(root, new.public_id):
             raise Conflict(f"A contract with the id {new.public_id!r} already exists")
         planned = self._plan_keys(store, principal, root, new)
