@@ -9,8 +9,9 @@ from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
-from keyautomat.domain.model import Locker, Role
+from keyautomat.domain.model import Role
 from keyautomat.service_layer import automats as automat_cases
+from keyautomat.service_layer import lockers
 from keyautomat.service_layer.accounts import load_account
 from keyautomat.service_layer.principal import Principal
 from tests.conftest import TEST_BASE, Tenant, make_tenant
@@ -165,12 +166,8 @@ def test_replace_unbinds_the_hardware_and_issues_a_new_pincode(
 
     def bind(session: Any) -> None:
         a = automat_cases.get_automat(session, principal, automat["id"])
-        assert a.bind("hw-123", automat["installationPincode"])
-        a.lockers.append(
-            Locker(
-                automat_id=a.id, locker_index=0, is_key_inside=True, key_id="k1", key_name="740FE4C"
-            )
-        )
+        assert automat_cases.bind_hardware(session, a, "hw-123", automat["installationPincode"])
+        lockers.report_key(session, a.id, 0, inside=True, key_id="k1", key_name="740FE4C")
 
     container.db.transaction(bind)
     bound = acme.api.get(f"/automats/{automat['id']}")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import Row, insert, select
 from sqlalchemy.orm import Session
 
+from keyautomat.adapters import orm
 from keyautomat.bootstrap import Container
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.iloq import IloqKey, short_key_name
-from keyautomat.domain.model import Locker, OrganizationUnit, Role
-from keyautomat.service_layer import automats, iloq_keys
+from keyautomat.domain.model import OrganizationUnit, Role
+from keyautomat.service_layer import automats, iloq_keys, lockers
 from keyautomat.service_layer.automats import Location
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal
@@ -49,8 +51,10 @@ def automat_id(container: Container, unit_id: str) -> str:
             product="key20",
             now=container.clock.now(),
         )
-        automat.lockers.extend(Locker(automat_id=automat.id, locker_index=i) for i in range(3))
-        session.flush()
+        session.execute(
+            insert(orm.lockers),
+            [{"automat_id": automat.id, "locker_index": i} for i in range(3)],
+        )
         return automat.id
 
     return container.db.transaction(work)
@@ -69,10 +73,14 @@ def register(container: Container, unit_id: str, key_id: str) -> IloqKey:
     )
 
 
-def locker(container: Container, automat_id: str, index: int) -> Locker:
-    found = run(container, lambda s: s.get(Locker, (automat_id, index)))
-    assert found is not None
-    return found
+def locker(container: Container, automat_id: str, index: int) -> Row[Any]:
+    lk = orm.lockers
+    return run(
+        container,
+        lambda s: s.execute(
+            select(lk).where(lk.c.automat_id == automat_id, lk.c.locker_index == index)
+        ).one(),
+    )
 
 
 def test_a_registered_key_gets_its_short_name_and_is_neither_blocked_nor_stored(
@@ -201,9 +209,47 @@ def test_taking_a_key_out_clears_both_ends(
     register(container, unit_id, KEY_A)
     run(container, lambda s: iloq_keys.place_key(s, KEY_A, automat_id, 1))
     key = run(container, lambda s: iloq_keys.take_key(s, KEY_A))
+    assert key is not None
     assert not key.is_stored
     emptied = locker(container, automat_id, 1)
     assert (emptied.key_id, emptied.key_name, emptied.is_key_inside) == (None, None, False)
+
+
+def test_taking_a_key_clears_a_locker_a_device_reported_it_in_though_the_registry_did_not(
+    container: Container, unit_id: str, automat_id: str
+) -> None:
+    register(container, unit_id, KEY_A)
+    run(
+        container,
+        lambda s: lockers.report_key(s, automat_id, 2, inside=True, key_id=KEY_A, key_name="A"),
+    )
+    run(container, lambda s: iloq_keys.take_key(s, KEY_A))
+    emptied = locker(container, automat_id, 2)
+    assert (emptied.key_id, emptied.key_name, emptied.is_key_inside) == (None, None, False)
+
+
+def test_taking_a_key_nobody_registered_only_clears_the_lockers_showing_it(
+    container: Container, automat_id: str
+) -> None:
+    run(
+        container,
+        lambda s: lockers.report_key(s, automat_id, 1, inside=False, key_id=KEY_B, key_name="B"),
+    )
+    assert run(container, lambda s: iloq_keys.take_key(s, KEY_B)) is None
+    assert locker(container, automat_id, 1).key_id is None
+
+
+def test_moving_a_key_leaves_a_locker_another_key_took_since_alone(
+    container: Container, unit_id: str, automat_id: str
+) -> None:
+    register(container, unit_id, KEY_A)
+    run(container, lambda s: iloq_keys.place_key(s, KEY_A, automat_id, 0))
+    run(
+        container,
+        lambda s: lockers.report_key(s, automat_id, 0, inside=True, key_id=KEY_B, key_name="B"),
+    )
+    run(container, lambda s: iloq_keys.place_key(s, KEY_A, automat_id, 2))
+    assert locker(container, automat_id, 0).key_id == KEY_B
 
 
 def test_placing_needs_a_known_key_and_locker(

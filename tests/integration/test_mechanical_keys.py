@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.bootstrap import Container
-from keyautomat.domain.errors import InvalidInput
+from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.mechanical import MechanicalKey, Storage
 from keyautomat.domain.model import OrgUnitType
 from keyautomat.service_layer import mechanical_keys
@@ -527,3 +529,31 @@ def test_concurrent_creations_of_one_id_make_one_key_and_conflicts(
         outcomes = sorted(pool.map(create, range(4)))
     assert outcomes == ["conflict"] * 3 + ["created"]
     assert [k["id"] for k in acme.api.get("/mechanical/keys")["data"]] == ["room-101-key"]
+
+
+def object_id_of(container: Container, key_id: str) -> str:
+    found = container.db.transaction(
+        lambda s: s.scalar(select(mk.c.object_id).where(mk.c.id == key_id))
+    )
+    assert isinstance(found, str)
+    return found
+
+
+def test_a_key_handed_over_by_staff_is_away_and_comes_back_to_a_manual_place(
+    acme: Tenant, container: Container
+) -> None:
+    new_key(acme)
+    object_id = object_id_of(container, "room-101-key")
+    container.db.transaction(lambda s: mechanical_keys.hand_over(s, object_id))
+    key = acme.api.get("/mechanical/keys/room-101-key")
+    assert (key["storage"], key["status"]) == (None, {"available": False})
+
+    container.db.transaction(lambda s: mechanical_keys.back_to_manual(s, object_id, "Front desk"))
+    key = acme.api.get("/mechanical/keys/room-101-key")
+    assert key["storage"] == {"manualStorageInfo": "Front desk"}
+    assert key["status"] == {"available": True}
+
+
+def test_handing_over_an_unknown_key_is_not_found(container: Container) -> None:
+    with pytest.raises(NotFound, match="Mechanical key"):
+        container.db.transaction(lambda s: mechanical_keys.hand_over(s, "f" * 24))

@@ -30,7 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
-from sqlalchemy.orm import registry, relationship
+from sqlalchemy.orm import registry
 
 from keyautomat.domain import model
 
@@ -249,36 +249,20 @@ def load_all_tables() -> MetaData:
 
 
 def start_mappers() -> None:
-    """Map the domain classes once per process."""
+    """Map the domain classes once per process.
+
+    Only the classes of tables written through the ORM are mapped; the tables
+    written with Core (``automats``, ``lockers``, ``automat_groups`` and the
+    rest) have no mapped class, so no ORM object can write them by accident or
+    hold a stale copy of their rows (docs/persistence.md).
+    """
     global _mapped
     if _mapped:
         return
     load_all_tables()
     mapper_registry.map_imperatively(model.OrganizationUnit, organization_units)
     mapper_registry.map_imperatively(model.ServiceAccount, service_accounts)
-    mapper_registry.map_imperatively(
-        model.Locker,
-        lockers,
-    )
-    group_mapper = mapper_registry.map_imperatively(model.Group, groups)
-    mapper_registry.map_imperatively(
-        model.Automat,
-        automats,
-        properties={
-            "lockers": relationship(
-                model.Locker,
-                order_by=lockers.c.locker_index,
-                cascade="all, delete-orphan",
-                lazy="selectin",
-            ),
-            "groups": relationship(
-                group_mapper,
-                secondary=automat_groups,
-                order_by=groups.c.name,
-                lazy="selectin",
-            ),
-        },
-    )
+    mapper_registry.map_imperatively(model.Group, groups)
     for name in FEATURE_TABLE_MODULES:
         importlib.import_module(name).map_tables()
     _mapped = True

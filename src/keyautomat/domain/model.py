@@ -1,7 +1,9 @@
 """The core objects of keyautomat: plain classes whose methods enforce the rules.
 
-They are mapped to tables imperatively in ``adapters/orm.py`` so that this module
-imports nothing but the standard library and our own domain modules.
+Those whose tables are written through the ORM are mapped imperatively in
+``adapters/orm.py``, so that this module imports nothing but the standard
+library and our own domain modules; ``Automat`` is loaded and stored with Core
+statements by the service layer (docs/persistence.md).
 """
 
 from __future__ import annotations
@@ -124,30 +126,12 @@ class ServiceAccount:
         self.created_at = created_at
 
 
-class Locker:
-    """One door of an automat; what is inside is reported by the device."""
-
-    def __init__(
-        self,
-        *,
-        automat_id: str,
-        locker_index: int,
-        is_key_inside: bool = False,
-        key_id: str | None = None,
-        key_name: str | None = None,
-    ) -> None:
-        self.automat_id = automat_id
-        self.locker_index = locker_index
-        self.is_key_inside = is_key_inside
-        self.key_id = key_id
-        self.key_name = key_name
-
-
 class Automat:
-    """A key cabinet. Hardware binds to it with the installation pincode (gaps.md D1-D3)."""
+    """A key cabinet. Hardware binds to it with the installation pincode (gaps.md D1-D3).
 
-    lockers: list[Locker]
-    groups: list[Group]
+    Its lockers and group memberships are rows of their own, read and written by
+    the service layer (``service_layer/lockers.py``, ``automats.py``).
+    """
 
     def __init__(
         self,
@@ -180,8 +164,6 @@ class Automat:
         self.lifecycle_state = str(LifecycleState.WAITING_FOR_INSTALL)
         self.created_at = created_at
         self.last_seen_at: datetime | None = None
-        self.lockers = []
-        self.groups = []
 
     @property
     def is_active(self) -> bool:
@@ -209,20 +191,26 @@ class Automat:
         return True
 
     def uninstall(self) -> None:
+        """Deactivate for good; an uninstalled automat belongs to no group either."""
         self.lifecycle_state = str(LifecycleState.DEACTIVATED)
         self.installation_pincode = None
         self.installation_pincode_issued_at = None
-        self.groups = []
 
-    def set_groups(self, groups: list[Group]) -> None:
-        """Replace the whole device-group membership (gaps.md D5)."""
+    def issue_installation_pincode(self, code: str, now: datetime) -> None:
+        """A fresh code (the service layer makes sure no other automat holds it)."""
+        self.installation_pincode = code
+        self.installation_pincode_issued_at = now
+
+    def joinable_groups(self, groups: list[Group]) -> list[Group]:
+        """The whole device-group membership to replace the automat's with, each group
+        once (gaps.md D5)."""
         if groups and self.lifecycle_state == LifecycleState.DEACTIVATED:
             raise InvalidInput("groups", "cannot be joined by an uninstalled automat")
         for index, group in enumerate(groups):
             if group.type != GroupType.DEVICE:
                 raise InvalidInput(f"groups.{index}", "is a key group; automats join device groups")
         unique: dict[str, Group] = {g.id: g for g in groups}
-        self.groups = list(unique.values())
+        return list(unique.values())
 
 
 class Group:

@@ -1,4 +1,11 @@
-"""Automats: install, read, change, replace hardware, uninstall (spec endpoints §4, gaps D1-D5)."""
+"""Automats: install, read, change, replace hardware, uninstall (spec endpoints §4, gaps D1-D5).
+
+``automats`` and ``automat_groups`` are written with Core statements only
+(docs/persistence.md): the device gateway touches ``automats`` on every
+message. ``Automat`` objects are plain domain objects loaded from a row; their
+methods decide a change and the functions here write exactly the columns it
+changed.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from keyautomat.adapters import orm
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import format_automat_id, new_pincode
-from keyautomat.domain.model import Automat, Group, GroupType, Product
+from keyautomat.domain.model import Automat, Group, GroupType, LifecycleState, Product
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
 from keyautomat.service_layer.wiring import wiring_of
@@ -39,16 +45,108 @@ def valid_timezone(value: str, field: str) -> str:
     return value
 
 
+a = orm.automats
+
+# What an ``Automat`` holds; the stock counters kept by triggers are read where
+# they are used (ranking), never through the object.
+_LOAD = select(
+    a.c.id,
+    a.c.organization_unit_id,
+    a.c.name,
+    a.c.label,
+    a.c.address,
+    a.c.postal_code,
+    a.c.postal_office,
+    a.c.timezone,
+    a.c.product,
+    a.c.hw_id,
+    a.c.installation_pincode,
+    a.c.installation_pincode_issued_at,
+    a.c.lifecycle_state,
+    a.c.created_at,
+    a.c.last_seen_at,
+)
+
+
+def _from_row(row: Row[*tuple[Any, ...]]) -> Automat:
+    automat = Automat(
+        id=row.id,
+        organization_unit_id=row.organization_unit_id,
+        name=row.name,
+        label=row.label,
+        address=row.address,
+        postal_code=row.postal_code,
+        postal_office=row.postal_office,
+        timezone=row.timezone,
+        product=Product(row.product),
+        created_at=row.created_at,
+    )
+    automat.hw_id = row.hw_id
+    automat.installation_pincode = row.installation_pincode
+    automat.installation_pincode_issued_at = row.installation_pincode_issued_at
+    automat.lifecycle_state = row.lifecycle_state
+    automat.last_seen_at = row.last_seen_at
+    return automat
+
+
+def find_automat(session: Session, *criteria: ColumnElement[bool]) -> Automat | None:
+    """The first automat (by id) that meets every criterion on ``automats``, or None."""
+    row = session.execute(_LOAD.where(*criteria).order_by(a.c.id).limit(1)).first()
+    return None if row is None else _from_row(row)
+
+
 def get_automat(session: Session, principal: Principal, automat_id: str) -> Automat:
-    automat = session.scalars(
-        select(Automat).where(
-            orm.automats.c.id == automat_id,
-            in_scope(orm.automats.c.organization_unit_id, principal),
-        )
-    ).first()
+    automat = find_automat(
+        session, a.c.id == automat_id, in_scope(a.c.organization_unit_id, principal)
+    )
     if automat is None:
         raise NotFound("Automat")
     return automat
+
+
+_PINCODE_FIELDS = ("installation_pincode", "installation_pincode_issued_at")
+
+
+def _write(session: Session, automat: Automat, *fields: str) -> None:
+    """Store these attributes of ``automat``: only what a change touched, so that two
+    changes of different columns at once both stay."""
+    session.execute(
+        update(a)
+        .where(a.c.id == automat.id)
+        .values({field: getattr(automat, field) for field in fields})
+    )
+
+
+def _write_groups(session: Session, automat_id: str, groups: Sequence[Group]) -> None:
+    """The automat's device-group membership becomes exactly ``groups``."""
+    ag = orm.automat_groups
+    session.execute(delete(ag).where(ag.c.automat_id == automat_id))
+    if groups:
+        session.execute(
+            insert(ag), [{"automat_id": automat_id, "group_id": group.id} for group in groups]
+        )
+
+
+def bind_hardware(session: Session, automat: Automat, hw_id: str, code: str) -> bool:
+    """Bind hardware presenting the installation pincode (gaps.md D1-D2). False when the
+    code does not bind: it is wrong, or another device bound the automat with it first."""
+    if not automat.bind(hw_id, code):
+        return False
+    result = session.execute(
+        update(a)
+        .where(
+            a.c.id == automat.id,
+            a.c.lifecycle_state == LifecycleState.WAITING_FOR_INSTALL,
+            a.c.installation_pincode == code,
+        )
+        .values(
+            hw_id=automat.hw_id,
+            installation_pincode=automat.installation_pincode,
+            installation_pincode_issued_at=automat.installation_pincode_issued_at,
+            lifecycle_state=automat.lifecycle_state,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +176,16 @@ class AutomatView:
 
 
 _VIEW_COLUMNS = (
-    orm.automats.c.id,
-    orm.automats.c.name,
-    orm.automats.c.label,
-    orm.automats.c.address,
-    orm.automats.c.postal_code,
-    orm.automats.c.postal_office,
-    orm.automats.c.timezone,
-    orm.automats.c.hw_id,
-    orm.automats.c.installation_pincode,
-    orm.automats.c.lifecycle_state,
+    a.c.id,
+    a.c.name,
+    a.c.label,
+    a.c.address,
+    a.c.postal_code,
+    a.c.postal_office,
+    a.c.timezone,
+    a.c.hw_id,
+    a.c.installation_pincode,
+    a.c.lifecycle_state,
 )
 
 
@@ -122,7 +220,6 @@ def _views(session: Session, rows: Sequence[Any], principal: Principal) -> list[
 
 
 def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[AutomatView]:
-    a = orm.automats
     rows = session.execute(
         select(*_VIEW_COLUMNS)
         .where(in_scope(a.c.organization_unit_id, principal))
@@ -135,7 +232,6 @@ def list_automats(session: Session, principal: Principal, page: PageRequest) -> 
 
 
 def view_automat(session: Session, principal: Principal, automat_id: str) -> AutomatView:
-    a = orm.automats
     rows = session.execute(
         select(*_VIEW_COLUMNS).where(
             a.c.id == automat_id, in_scope(a.c.organization_unit_id, principal)
@@ -167,21 +263,18 @@ def _assign_installation_pincode(session: Session, automat: Automat, now: dateti
     a collision (with a committed automat, or with a concurrent transaction on
     PostgreSQL) rolls back only that draw and tries another code.
     """
-    session.flush()
-    table = orm.automats
     while True:
         code = new_pincode()
         try:
             with session.begin_nested():
                 session.execute(
-                    update(table)
-                    .where(table.c.id == automat.id)
+                    update(a)
+                    .where(a.c.id == automat.id)
                     .values(installation_pincode=code, installation_pincode_issued_at=now)
                 )
         except IntegrityError:
             continue
-        set_committed_value(automat, "installation_pincode", code)
-        set_committed_value(automat, "installation_pincode_issued_at", now)
+        automat.issue_installation_pincode(code, now)
         return
 
 
@@ -256,10 +349,25 @@ def install_automat(
         product=Product(product),
         created_at=now,
     )
-    if group is not None:
-        automat.set_groups([group])
-    session.add(automat)
+    joined = automat.joinable_groups([group] if group is not None else [])
+    session.execute(
+        insert(a).values(
+            id=automat.id,
+            organization_unit_id=automat.organization_unit_id,
+            name=automat.name,
+            label=automat.label,
+            address=automat.address,
+            postal_code=automat.postal_code,
+            postal_office=automat.postal_office,
+            timezone=automat.timezone,
+            product=automat.product,
+            lifecycle_state=automat.lifecycle_state,
+            created_at=automat.created_at,
+        )
+    )
     _assign_installation_pincode(session, automat, now)
+    if joined:
+        _write_groups(session, automat.id, joined)
     return automat
 
 
@@ -276,29 +384,40 @@ def update_automat(
 ) -> Automat:
     principal.require_admin()
     automat = get_automat(session, principal, automat_id)
+    changed: list[str] = []
     if name is not None:
         automat.name = name
+        changed.append("name")
     if label is not None:
         automat.label = label
+        changed.append("label")
     if timezone is not None:
         automat.timezone = valid_timezone(timezone, "timezone")
+        changed.append("timezone")
     if location is not None:
         # Only the sub-fields given are changed (endpoints.md §4.4).
         if location.address is not None:
             automat.address = location.address
+            changed.append("address")
         if location.postal_code is not None:
             automat.postal_code = location.postal_code
+            changed.append("postal_code")
         if location.postal_office is not None:
             automat.postal_office = location.postal_office
+            changed.append("postal_office")
+    joined = None
     if group_ids is not None:
         unit_path = _unit_path(session, automat.organization_unit_id)
-        automat.set_groups(
+        joined = automat.joinable_groups(
             [
                 _device_group(session, principal, gid, f"groups.{index}", unit_path)
                 for index, gid in enumerate(group_ids)
             ]
         )
-    session.flush()
+    if changed:
+        _write(session, automat, *changed)
+    if joined is not None:
+        _write_groups(session, automat.id, joined)
     return automat
 
 
@@ -308,6 +427,7 @@ def replace_automat(
     principal.require_admin()
     automat = get_automat(session, principal, automat_id)
     automat.replace_hardware()
+    _write(session, automat, "hw_id", "lifecycle_state")
     _assign_installation_pincode(session, automat, now)
     return automat
 
@@ -320,4 +440,5 @@ def uninstall_automat(session: Session, principal: Principal, automat_id: str) -
         if reason is not None:
             raise InvalidInput("id", reason)
     automat.uninstall()
-    session.flush()
+    _write(session, automat, *_PINCODE_FIELDS, "lifecycle_state")
+    _write_groups(session, automat.id, [])

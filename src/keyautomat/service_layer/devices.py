@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import Row, bindparam, delete, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -51,8 +51,9 @@ from keyautomat.domain.devices import (
 )
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
-from keyautomat.domain.model import Automat, LifecycleState
-from keyautomat.service_layer.automats import get_automat
+from keyautomat.domain.model import LifecycleState
+from keyautomat.service_layer import lockers
+from keyautomat.service_layer.automats import bind_hardware, find_automat, get_automat
 from keyautomat.service_layer.principal import Principal
 from keyautomat.service_layer.wiring import wiring_of
 
@@ -180,12 +181,11 @@ def _refuse(hw_id: str, why: str) -> NoReturn:
 def _bind(session: Session, hw_id: str, data: Hello, now: datetime, policy: BindPolicy) -> Welcomed:
     code = data.installation_pincode
     assert code is not None
-    automat = session.scalars(
-        select(Automat).where(
-            orm.automats.c.installation_pincode == code,
-            orm.automats.c.lifecycle_state == LifecycleState.WAITING_FOR_INSTALL,
-        )
-    ).first()
+    automat = find_automat(
+        session,
+        orm.automats.c.installation_pincode == code,
+        orm.automats.c.lifecycle_state == LifecycleState.WAITING_FOR_INSTALL,
+    )
     if automat is None:
         return _rebind_after_lost_welcome(session, hw_id, code, data, now, policy)
     issued_at = automat.installation_pincode_issued_at
@@ -196,8 +196,8 @@ def _bind(session: Session, hw_id: str, data: Hello, now: datetime, policy: Bind
     holder = session.scalar(select(orm.automats.c.id).where(orm.automats.c.hw_id == hw_id))
     if holder is not None:
         _refuse(hw_id, f"the hardware is bound to automat {holder}; replace it there")
-    if not automat.bind(hw_id, code):
-        _refuse(hw_id, "wrong installation pincode")
+    if not bind_hardware(session, automat, hw_id, code):
+        _refuse(hw_id, "wrong installation pincode, or another device bound with it first")
     token = new_device_token()
     _ensure_link(session, automat.id)
     session.execute(
@@ -412,7 +412,14 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
         )
     elif isinstance(data, KeyEvent):
         inside = message.type == "key-inserted"
-        _set_locker(session, automat_id, data, inside)
+        lockers.report_key(
+            session,
+            automat_id,
+            data.locker_index,
+            inside=inside,
+            key_id=data.key_id,
+            key_name=data.key_name,
+        )
         record_event(
             session,
             automat_id,
@@ -481,61 +488,9 @@ def record_event(
 
 
 def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -> None:
-    reported = {locker.locker_index: locker for locker in data.lockers}
-    existing = set(
-        session.scalars(
-            select(orm.lockers.c.locker_index).where(orm.lockers.c.automat_id == automat_id)
-        )
-    )
-    for index, locker in reported.items():
-        values = {
-            "is_key_inside": locker.key_inside,
-            "key_id": locker.key_id,
-            "key_name": locker.key_name,
-        }
-        if index in existing:
-            session.execute(
-                update(orm.lockers)
-                .where(orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index == index)
-                .values(values)
-            )
-        else:
-            session.execute(
-                insert(orm.lockers).values(automat_id=automat_id, locker_index=index, **values)
-            )
-    gone = existing - set(reported)
-    if gone:
-        session.execute(
-            delete(orm.lockers).where(
-                orm.lockers.c.automat_id == automat_id, orm.lockers.c.locker_index.in_(gone)
-            )
-        )
+    lockers.report_inventory(session, automat_id, data.lockers)
     for handler in wiring_of(session).inventory_handlers:
         handler(session, automat_id, data)
-
-
-def _set_locker(session: Session, automat_id: str, data: KeyEvent, inside: bool) -> None:
-    # A removed key stays assigned to its locker (``key``) with ``isKeyInside``
-    # false; what happens to the assignment is the contracts' business.
-    values: dict[str, Any] = {"is_key_inside": inside}
-    if data.key_id is not None:
-        values["key_id"] = data.key_id
-        if data.key_name is not None:
-            values["key_name"] = data.key_name
-    result = session.execute(
-        update(orm.lockers)
-        .where(
-            orm.lockers.c.automat_id == automat_id,
-            orm.lockers.c.locker_index == data.locker_index,
-        )
-        .values(values)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        session.execute(
-            insert(orm.lockers).values(
-                automat_id=automat_id, locker_index=data.locker_index, **values
-            )
-        )
 
 
 # --- alarms -----------------------------------------------------------------------------

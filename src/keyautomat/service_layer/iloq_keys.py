@@ -5,6 +5,9 @@ describe the same fact from both ends; only ``place_key`` and ``take_key``
 change them, always together, so a locker holding an iLOQ key points at that
 key and the key points back. A unique index on the key side makes a second key
 in the same locker impossible even when two placements race.
+
+``iloq_keys`` is written through the ORM (``IloqKey``), ``lockers`` with Core
+statements through ``service_layer/lockers.py`` (docs/persistence.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters import orm, orm_iloq
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.iloq import IloqKey, check_key_id, short_key_name
-from keyautomat.domain.model import Locker
+from keyautomat.service_layer import lockers
 from keyautomat.service_layer.pagination import Page, PageRequest, fetch_page
 from keyautomat.service_layer.principal import Principal, in_scope
 
@@ -150,15 +153,14 @@ def place_key(session: Session, key_id: str, automat_id: str, locker_index: int)
     key = session.get(IloqKey, key_id)
     if key is None:
         raise NotFound("iLOQ key")
-    locker = session.get(Locker, (automat_id, locker_index))
-    if locker is None:
-        raise NotFound("Locker")
     if key.automat_id == automat_id and key.locker_index == locker_index:
-        _point_locker_at(locker, key)
-        session.flush()
+        if not lockers.point_at_key(session, automat_id, locker_index, key.id, key.name):
+            raise NotFound("Locker")
         return key
     if key.is_stored:
         _take_out(session, key)
+    if not lockers.point_at_key(session, automat_id, locker_index, key.id, key.name):
+        raise NotFound("Locker")
     previous = session.scalars(
         select(IloqKey).where(
             orm_iloq.iloq_keys.c.automat_id == automat_id,
@@ -170,17 +172,22 @@ def place_key(session: Session, key_id: str, automat_id: str, locker_index: int)
     # The old occupant must leave the unique (automat, locker) slot before the new one enters.
     session.flush()
     key.stored_in(automat_id, locker_index)
-    _point_locker_at(locker, key)
     session.flush()
     return key
 
 
-def take_key(session: Session, key_id: str) -> IloqKey:
-    """The key left its locker (fetched, or removed by staff)."""
+def take_key(session: Session, key_id: str) -> IloqKey | None:
+    """The key left the automats for good (fetched on a fetch contract, or taken by staff).
+
+    No locker shows it any more, wherever the devices last reported it, and the
+    registry holds it in no locker. A key the registry does not know (None) is
+    only cleared from the lockers: a device can report a key nobody registered.
+    """
+    lockers.forget_key(session, key_id)
     key = session.get(IloqKey, key_id)
     if key is None:
-        raise NotFound("iLOQ key")
-    _take_out(session, key)
+        return None
+    key.taken_out()
     session.flush()
     return key
 
@@ -192,17 +199,7 @@ def block_key(session: Session, principal: Principal, key_id: str) -> IloqKey:
     return key
 
 
-def _point_locker_at(locker: Locker, key: IloqKey) -> None:
-    locker.key_id = key.id
-    locker.key_name = key.name
-    locker.is_key_inside = True
-
-
 def _take_out(session: Session, key: IloqKey) -> None:
     if key.automat_id is not None and key.locker_index is not None:
-        locker = session.get(Locker, (key.automat_id, key.locker_index))
-        if locker is not None and locker.key_id == key.id:
-            locker.key_id = None
-            locker.key_name = None
-            locker.is_key_inside = False
+        lockers.empty(session, key.automat_id, key.locker_index, only_if_key=key.id)
     key.taken_out()

@@ -3,8 +3,12 @@
 Where a key is now (``storage``) follows the devices: an automat that reports a
 key inside one of its lockers, by the key's id or its RFID, puts the key there;
 an automat that reports it removed makes it away. The handlers below run inside
-the transaction that applies the device event (``devices.event_handlers`` and
-``devices.inventory_handlers``), so the register and the lockers change together.
+the transaction that applies the device event (the container's device-event and
+inventory handlers, service_layer/wiring.py), so the register and the lockers
+change together.
+Every write of ``mechanical_keys`` goes through the ORM (``MechanicalKey``) in
+this module; other features call :func:`hand_over` and :func:`back_to_manual`
+rather than updating the table (docs/persistence.md).
 
 Contracts are not part of this module; they plug in through two hooks on the
 container's wiring: ``target_storage_resolvers`` (F9: the storage of the
@@ -18,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +33,9 @@ from keyautomat.domain.devices import AutomatEvent, AutomatEventType
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.mechanical import MechanicalKey, Storage, check_key_id, normalize_rfid
-from keyautomat.domain.model import Automat, LifecycleState, Product
+from keyautomat.domain.model import LifecycleState, Product
+from keyautomat.service_layer import lockers
+from keyautomat.service_layer.automats import find_automat
 from keyautomat.service_layer.pagination import Page, PageRequest, fetch_page
 from keyautomat.service_layer.principal import Principal, in_scope
 from keyautomat.service_layer.wiring import Wiring, wiring_of
@@ -109,12 +115,11 @@ def _selectable(session: Session, principal: Principal, storage: Storage, field:
     """A selected storage must be a live mechanical-key automat the caller can use (D4)."""
     if storage.automat_id is None:
         return storage
-    automat = session.scalars(
-        select(Automat).where(
-            orm.automats.c.id == storage.automat_id,
-            in_scope(orm.automats.c.organization_unit_id, principal),
-        )
-    ).first()
+    automat = find_automat(
+        session,
+        orm.automats.c.id == storage.automat_id,
+        in_scope(orm.automats.c.organization_unit_id, principal),
+    )
     if automat is None:
         raise InvalidInput(f"{field}.automatId", "does not name an automat you can use")
     if automat.product != Product.KEY30:
@@ -227,6 +232,25 @@ def delete_key(
     session.flush()
 
 
+def _by_object_id(session: Session, object_id: str) -> MechanicalKey:
+    key = session.get(MechanicalKey, object_id)
+    if key is None:
+        raise NotFound("Mechanical key")
+    return key
+
+
+def hand_over(session: Session, object_id: str) -> None:
+    """Staff handed the key to its user (F11): it leaves its storage and is away."""
+    _by_object_id(session, object_id).take_away()
+    session.flush()
+
+
+def back_to_manual(session: Session, object_id: str, manual_info: str) -> None:
+    """Staff took the key back (F11): it is stored at the manual place ``manual_info``."""
+    _by_object_id(session, object_id).put_in(Storage.manual(manual_info))
+    session.flush()
+
+
 # --- what the automats report -----------------------------------------------------------
 
 
@@ -309,17 +333,7 @@ def _point_locker(session: Session, key: MechanicalKey) -> None:
     """The locker holding the key shows our id and name (the device may know only the RFID)."""
     if key.stored_automat_id is None or key.stored_locker_index is None:
         return
-    lk = orm.lockers
-    values: dict[str, object] = {"key_id": key.id, "is_key_inside": True}
-    if key.name is not None:
-        values["key_name"] = key.name
-    session.execute(
-        update(lk)
-        .where(
-            lk.c.automat_id == key.stored_automat_id, lk.c.locker_index == key.stored_locker_index
-        )
-        .values(values)
-    )
+    lockers.point_at_key(session, key.stored_automat_id, key.stored_locker_index, key.id, key.name)
 
 
 def on_automat_event(session: Session, event: AutomatEvent) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_iloq import iloq_keys
@@ -100,17 +100,6 @@ _HOLDERS = select(orm.lockers.c.key_id, orm.lockers.c.automat_id, orm.lockers.c.
 )
 _BLOCKED = select(iloq_keys.c.id).where(
     iloq_keys.c.id.in_(bindparam("ids", expanding=True)), iloq_keys.c.blocked.is_(True)
-)
-_REGISTERED = select(iloq_keys.c.id).where(iloq_keys.c.id == bindparam("id"))
-# A key the registry does not know (C17) still leaves the locker it was reported in.
-_EMPTY_LOCKER = (
-    update(orm.lockers)
-    .where(
-        orm.lockers.c.automat_id == bindparam("b_automat_id"),
-        orm.lockers.c.locker_index == bindparam("b_locker_index"),
-        orm.lockers.c.key_id == bindparam("b_key_id"),
-    )
-    .values(key_id=None, key_name=None, is_key_inside=False)
 )
 
 
@@ -356,17 +345,7 @@ class IloqKind(ContractKind[NewIloqContract]):
             return
         # The key is the user's now: it leaves our automat and our books of its locker.
         assert isinstance(store, SqlContractStore)
-        if store.session.execute(_REGISTERED, {"id": key.key_id}).first() is not None:
-            registry.take_key(store.session, key.key_id)
-        elif key.automat_id is not None and key.locker_index is not None:
-            store.session.execute(
-                _EMPTY_LOCKER,
-                {
-                    "b_automat_id": key.automat_id,
-                    "b_locker_index": key.locker_index,
-                    "b_key_id": key.key_id,
-                },
-            )
+        registry.take_key(store.session, key.key_id)
 
     def after_return(
         self,

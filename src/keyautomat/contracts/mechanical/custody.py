@@ -18,6 +18,7 @@ from keyautomat.contracts.rules import KeyStatus
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.mechanical import MechanicalKey, Storage
+from keyautomat.service_layer import mechanical_keys
 from keyautomat.service_layer.principal import Principal
 from keyautomat.service_layer.wiring import Wiring
 
@@ -123,10 +124,7 @@ def record_handover(
         raise InvalidInput("keyId", "the contract is not ongoing")
     if contract.awaiting_signature:
         raise InvalidInput("keyId", "the contract has not been signed yet")
-    held = session.get(MechanicalKey, key.stored_id)
-    if held is not None:
-        held.take_away()
-        session.flush()
+    mechanical_keys.hand_over(session, key.stored_id)
     progress.fetched(store, kind, contract, key, now)
     return contract
 
@@ -145,11 +143,9 @@ def record_return(
     contract, key = _manual_key(store, kind, principal, contract_id, key_id)
     if key.status not in (KeyStatus.FETCHED.value, KeyStatus.NOT_RETURNED.value):
         raise InvalidInput("keyId", "has not been handed over")
-    held = session.get(MechanicalKey, key.stored_id)
-    if held is not None:
-        place = key.manual_info or held.selected_manual_info
-        if place is not None:
-            held.put_in(Storage.manual(place))
-            session.flush()
+    home = store.key_facts([key.stored_id]).get(key.stored_id)
+    place = key.manual_info or (home.selected_manual_info if home is not None else None)
+    if place is not None:
+        mechanical_keys.back_to_manual(session, key.stored_id, place)
     progress.returned(store, kind, contract, key, now)
     return contract
