@@ -428,7 +428,13 @@ def test_a_silent_device_goes_offline_with_an_alarm_that_ends_when_it_returns(
     assert admin.get(status)["online"] is True
     sims.call(sim.go_offline)
     eventually(lambda: admin.get(status)["online"] is False, interval=0.1)
-    alarms = eventually(lambda: admin.get(f"/admin/automats/{automat['id']}/alarms")["data"])
+
+    # Binding raised DEVICE_BOUND already: wait for the sweep's alarm, then it is the newest.
+    def once_disconnected() -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = admin.get(f"/admin/automats/{automat['id']}/alarms")["data"]
+        return listed if any(a["alarmType"] == "DEVICE_DISCONNECTED" for a in listed) else []
+
+    alarms = eventually(once_disconnected)
     assert alarms[0]["alarmType"] == "DEVICE_DISCONNECTED"
     sims.call(sim.go_online)
     eventually(lambda: admin.get(status)["online"], interval=0.05)
