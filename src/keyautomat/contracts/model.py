@@ -102,6 +102,46 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeGrant:
+    """A code the automat honours for one key of a contract, over a window
+    (``devices.add_pincode``)."""
+
+    automat_id: str
+    code: str
+    locker_index: int
+    valid_from: datetime
+    valid_until: datetime | None
+    purpose: str
+    key_id: str
+    reference: str  # the contract's id
+    program_first: bool = False
+
+    @classmethod
+    def for_key(
+        cls,
+        contract: Contract,
+        key: ContractKey,
+        window: tuple[datetime, datetime | None],
+        purpose: str,
+        *,
+        program_first: bool = False,
+    ) -> CodeGrant:
+        assert key.automat_id is not None
+        assert key.locker_index is not None
+        assert key.pincode is not None
+        return cls(
+            key.automat_id,
+            key.pincode,
+            key.locker_index,
+            *window,
+            purpose,
+            key.key_id,
+            contract.id,
+            program_first,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedKey:
     """One key a new contract books, as its kind chose it."""
 

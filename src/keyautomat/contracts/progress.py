@@ -17,12 +17,12 @@ from typing import Any
 
 from keyautomat.contracts import rules
 from keyautomat.contracts.kind import ContractKind
-from keyautomat.contracts.model import Contract, ContractKey
+from keyautomat.contracts.model import CodeGrant, Contract, ContractKey
 from keyautomat.contracts.rules import OPEN_END, KeyStatus
 from keyautomat.contracts.service import notification_view
 from keyautomat.contracts.store import ContractStore, KeyRef
 from keyautomat.domain import webhooks as wh
-from keyautomat.domain.devices import AutomatEvent, AutomatEventType, code_type_for
+from keyautomat.domain.devices import AutomatEvent, AutomatEventType, PincodePurpose, code_type_for
 from keyautomat.domain.notifications import ContractView, NotificationType
 from keyautomat.service_layer.notifications import HOLDS, Condition
 
@@ -227,19 +227,9 @@ def reopen_for_return(store: ContractStore, contract: Contract, key: ContractKey
     """A key still out after the end: its code keeps opening its locker for the return."""
     if key.pincode_id is None or key.automat_id is None or key.pincode is None:
         return
-    assert key.locker_index is not None
     store.remove_pincode(key.automat_id, key.pincode_id)
-    key.pincode_id = store.add_pincode(
-        key.automat_id,
-        code=key.pincode,
-        locker_index=key.locker_index,
-        valid_from=contract.start,
-        valid_until=None,
-        purpose="return",
-        key_id=key.key_id,
-        reference=contract.id,
-        program_first=False,
-    )
+    grant = CodeGrant.for_key(contract, key, (contract.start, None), PincodePurpose.RETURN)
+    key.pincode_id = store.add_pincode(grant)
     store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
 
 

@@ -14,6 +14,7 @@ from keyautomat.contracts import rules
 from keyautomat.contracts.kind import ContractKind, New
 from keyautomat.contracts.model import (
     UNSET,
+    CodeGrant,
     Contract,
     ContractChange,
     ContractKey,
@@ -143,23 +144,13 @@ def put_code_on_automat(
     store: ContractStore, kind: ContractKind[Any], contract: Contract, key: ContractKey
 ) -> None:
     """Make the key's automat honour its code over the contract's window (next sync)."""
-    assert key.automat_id is not None
-    assert key.locker_index is not None
-    assert key.pincode is not None
-    valid_from, valid_until = rules.pincode_window(
-        contract.contract_type, contract.start, contract.end
+    ctype = contract.contract_type
+    window = rules.pincode_window(ctype, contract.start, contract.end)
+    purpose = rules.pincode_purpose(ctype)
+    grant = CodeGrant.for_key(
+        contract, key, window, purpose, program_first=kind.program_first(ctype)
     )
-    key.pincode_id = store.add_pincode(
-        key.automat_id,
-        code=key.pincode,
-        locker_index=key.locker_index,
-        valid_from=valid_from,
-        valid_until=valid_until,
-        purpose=rules.pincode_purpose(contract.contract_type),
-        key_id=key.key_id,
-        reference=contract.id,
-        program_first=kind.program_first(contract.contract_type),
-    )
+    key.pincode_id = store.add_pincode(grant)
 
 
 # --- create -------------------------------------------------------------------------------

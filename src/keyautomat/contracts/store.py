@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,9 +43,8 @@ from keyautomat.adapters.orm_devices import device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts import allocation
-from keyautomat.contracts.model import Contract, ContractKey, ListFilters, Slot
+from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
-from keyautomat.domain.devices import PincodePurpose
 from keyautomat.domain.errors import Conflict
 from keyautomat.domain.notifications import AutomatView, Contact, ContractView, NotificationType
 from keyautomat.service_layer import devices, notifications, outbox, webhooks
@@ -165,19 +164,7 @@ class ContractStore(Protocol):
     def close_ended(self, contract_id: str, now: datetime) -> None: ...
 
     # --- the automats' pincodes ----------------------------------------------------------
-    def add_pincode(
-        self,
-        automat_id: str,
-        *,
-        code: str,
-        locker_index: int,
-        valid_from: datetime,
-        valid_until: datetime | None,
-        purpose: PincodePurpose | str,
-        key_id: str,
-        reference: str,
-        program_first: bool,
-    ) -> str: ...
+    def add_pincode(self, grant: CodeGrant) -> str: ...
     def remove_pincode(self, automat_id: str, pincode_id: str) -> None: ...
     def pincode_in_use(
         self,
@@ -926,31 +913,8 @@ class SqlContractStore:
 
     # --- the automats' pincodes ----------------------------------------------------------
 
-    def add_pincode(
-        self,
-        automat_id: str,
-        *,
-        code: str,
-        locker_index: int,
-        valid_from: datetime,
-        valid_until: datetime | None,
-        purpose: PincodePurpose | str,
-        key_id: str,
-        reference: str,
-        program_first: bool,
-    ) -> str:
-        return devices.add_pincode(
-            self.session,
-            automat_id,
-            code=code,
-            locker_index=locker_index,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            purpose=purpose,
-            key_id=key_id,
-            reference=reference,
-            program_first=program_first,
-        )
+    def add_pincode(self, grant: CodeGrant) -> str:
+        return devices.add_pincode(self.session, **asdict(grant))
 
     def remove_pincode(self, automat_id: str, pincode_id: str) -> None:
         devices.remove_pincode(self.session, automat_id, pincode_id)

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from keyautomat.contracts import rules
-from keyautomat.contracts.model import Contract, ContractKey, ListFilters, Slot
+from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef
 from keyautomat.domain.devices import PincodePurpose
 from keyautomat.domain.errors import Conflict, InvalidInput
@@ -487,20 +487,10 @@ class FakeContractStore:
 
     # --- the automats' pincodes ----------------------------------------------------------
 
-    def add_pincode(
-        self,
-        automat_id: str,
-        *,
-        code: str,
-        locker_index: int,
-        valid_from: datetime,
-        valid_until: datetime | None,
-        purpose: PincodePurpose | str,
-        key_id: str,
-        reference: str,
-        program_first: bool,
-    ) -> str:
+    def add_pincode(self, grant: CodeGrant) -> str:
         """As ``devices.add_pincode``: a valid code, a window, no clash on the automat."""
+        automat_id, code = grant.automat_id, grant.code
+        valid_from, valid_until = grant.valid_from, grant.valid_until
         reason = rules.check_pincode(code)
         if reason is not None:
             raise InvalidInput("pincode", reason)
@@ -512,13 +502,13 @@ class FakeContractStore:
         self.pincodes[pincode_id] = Pincode(
             automat_id,
             code,
-            locker_index,
+            grant.locker_index,
             valid_from,
             valid_until,
-            PincodePurpose(purpose),
-            key_id,
-            reference,
-            program_first,
+            PincodePurpose(grant.purpose),
+            grant.key_id,
+            grant.reference,
+            grant.program_first,
         )
         return pincode_id
 
