@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import inspect
-from sqlalchemy.exc import IntegrityError
-
-from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import Link, link_from_url
@@ -113,7 +108,7 @@ def _register_notifications(container: Container) -> None:
     """SMTP and the SMS gateway when configured; the development sink for what is not."""
     from keyautomat.adapters.notify.render import Renderer
     from keyautomat.adapters.notify.transports import HttpSmsGateway, SinkTransport, SmtpTransport
-    from keyautomat.service_layer.notifications import KIND, seal_stored_links
+    from keyautomat.service_layer.notifications import KIND
     from keyautomat.service_layer.notify_sender import (
         RETRY_DELAYS,
         EmailTransport,
@@ -134,14 +129,9 @@ def _register_notifications(container: Container) -> None:
         container.db, Renderer(), email, sms, box=container.secrets, domain=domain
     )
     container.dispatcher.register(KIND, handler, retry_delays=RETRY_DELAYS)
-    # Signature links are stored sealed in notification rows (docs/security.md).
+    # Signature links are stored sealed in notification rows (docs/security.md); rows
+    # queued before that are sealed when a process starts (entrypoints/cli.py).
     container.wiring.link_box = container.secrets
-    if container.db.transaction(
-        lambda s: inspect(s.connection()).has_table(orm.server_metadata.name)
-    ):
-        # IntegrityError: another process starting at once sealed them and set the flag.
-        with suppress(IntegrityError):
-            container.db.transaction(seal_stored_links)
 
 
 def _register_mechanical_keys(container: Container) -> None:

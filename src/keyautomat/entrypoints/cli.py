@@ -61,12 +61,16 @@ def _print_json(payload: dict[str, Any]) -> None:
 
 
 def _container() -> Container:
-    """Migrate, then build the container (which checks the secret key against the database)."""
+    """Migrate, build the container (which checks the secret key against the database), and
+    seal the signature links an older version queued in clear."""
     from keyautomat.adapters.migrate import upgrade
+    from keyautomat.service_layer.notifications import seal_stored_links_at_start
 
     settings = load_settings()
     upgrade(settings.database_url)
-    return bootstrap(settings)
+    container = bootstrap(settings)
+    seal_stored_links_at_start(container.db)
+    return container
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:

@@ -20,15 +20,18 @@ whether the condition still holds.
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, inspect, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.db import Database
 from keyautomat.adapters.orm_notify import notification_settings, notifications
 from keyautomat.domain.contact import normalise_email
 from keyautomat.domain.errors import InvalidInput, NotFound
@@ -105,6 +108,16 @@ def seal_stored_links(session: Session) -> int:
         sealed += 1
     session.execute(meta.insert().values(name=LINKS_SEALED, value="1"))
     return sealed
+
+
+def seal_stored_links_at_start(db: Database) -> None:
+    """:func:`seal_stored_links` in its own transaction, once the tables exist; a process
+    calls it when it starts, after the migrations."""
+    if not db.transaction(lambda s: inspect(s.connection()).has_table(orm.server_metadata.name)):
+        return
+    # IntegrityError: another process starting at once sealed them and set the flag.
+    with suppress(IntegrityError):
+        db.transaction(seal_stored_links)
 
 
 def unsealed_view(payload: dict[str, Any], box: SecretBox) -> ContractView:
