@@ -10,6 +10,7 @@ thread pool with a connection pool of the same size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -17,12 +18,12 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool, StaticPool
@@ -151,6 +152,20 @@ def _make_private(path: Path) -> None:
             log.warning("cannot make %s private (mode 600): %s", file, exc)
 
 
+# session.info key: the automats whose pincodes this transaction changed.
+CHANGED_AUTOMATS = "changed_automats"
+# The PostgreSQL channel that announces them to the other processes (one NOTIFY each).
+SYNC_CHANNEL = "keyautomat_sync"
+_NOTIFY = text(
+    "SELECT pg_notify(CAST(:channel AS text), id) FROM unnest(CAST(:ids AS text[])) AS id"
+).bindparams(channel=SYNC_CHANNEL)
+
+
+def mark_changed(session: Session, automat_id: str) -> None:
+    """The transaction changes what ``automat_id`` must honour: sync it after the commit."""
+    session.info.setdefault(CHANGED_AUTOMATS, set()).add(automat_id)
+
+
 class Database:
     """Owns the engine, the session factory and the threads that run database work."""
 
@@ -171,17 +186,31 @@ class Database:
         # CLI, tests, a background job), so on SQLite every unit of work also holds
         # this lock; uncontended, it costs well under a microsecond.
         self._sqlite_lock = threading.Lock() if self.is_sqlite else None
+        # Called with the automats whose pincodes a transaction changed, after its commit,
+        # on the thread that ran it; they must not block (the gateway hands them to its loop).
+        self.after_commit: list[Callable[[frozenset[str]], None]] = []
 
     def session(self) -> Session:
         return self.session_factory()
 
     def transaction(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction on the calling thread: commit, or roll back on error."""
-        if self._sqlite_lock is None:
-            with self.session_factory() as session, session.begin():
-                return work(session)
-        with self._sqlite_lock, self.session_factory() as session, session.begin():
-            return work(session)
+        """Run ``work`` in one transaction on the calling thread: commit, or roll back on error.
+
+        Automats whose pincodes the transaction changed (:func:`mark_changed`) are
+        announced once it has committed: to this process's ``after_commit`` listeners
+        (the device gateway), and on PostgreSQL to every process listening on
+        :data:`SYNC_CHANNEL` (``NOTIFY`` is delivered at the commit, never before).
+        """
+        lock = self._sqlite_lock or contextlib.nullcontext()
+        with lock, self.session_factory() as session, session.begin():
+            result = work(session)
+            changed = session.info.get(CHANGED_AUTOMATS)
+            if changed and not self.is_sqlite:
+                session.execute(_NOTIFY, {"ids": sorted(changed)})
+        if changed:
+            for listener in self.after_commit:
+                listener(frozenset(changed))
+        return result
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on a database thread and await its result."""
@@ -195,3 +224,16 @@ class Database:
         if self.checkpointer is not None:
             self.checkpointer.close()
         self.engine.dispose()
+
+
+async def listen(url: str, channel: str) -> AsyncIterator[str]:
+    """The payloads ``NOTIFY``-ed on ``channel`` of the PostgreSQL database at ``url``, as
+    they arrive, on a connection of its own (no pool connection is held waiting)."""
+    import psycopg
+    from psycopg import sql
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        async for notify in conn.notifies():
+            yield notify.payload

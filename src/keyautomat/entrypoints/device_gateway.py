@@ -18,14 +18,14 @@ import contextlib
 import logging
 import os
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.db import Database
+from keyautomat.adapters.db import SYNC_CHANNEL, Database, listen
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.adapters.device_protocol import (
     DEVICE_EVENTS,
@@ -164,6 +164,15 @@ class DeviceGateway:
         self._queues: list[asyncio.Queue[tuple[str, str, bytes]]] = []
         self._acks: dict[str, tuple[str, asyncio.Future[Ack]]] = {}
         self._syncs_in_flight: dict[str, tuple[str, int, float]] = {}
+        # Sync on change: automats a committed transaction changed, waiting to be pushed
+        # by the one pusher task (a burst of commits becomes one pass).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: set[str] = set()
+        self._pusher: asyncio.Task[None] | None = None
+        # The newest version each automat acknowledged, and sendPincode calls waiting
+        # for an automat to acknowledge a version.
+        self._acked: dict[str, int] = {}
+        self._sync_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._sessions: dict[str, _PincodeSession] = {}
         # Called with (automat id, message) after a device event has been applied
         # and acknowledged; for metrics and benchmarks. Must not block.
@@ -176,17 +185,27 @@ class DeviceGateway:
         """Start listening; waits up to ``wait`` seconds for the first connection, then
         carries on reconnecting in the background if the broker is not there yet."""
         self._ready = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.db.after_commit.append(self._on_commit)
         self._queues = [asyncio.Queue() for _ in range(self.worker_count)]
         self._tasks = [asyncio.create_task(self._worker(q)) for q in self._queues]
         self._tasks.append(asyncio.create_task(self._listen()))
         self._tasks.append(asyncio.create_task(self._maintain()))
+        if not self.db.is_sqlite:
+            self._tasks.append(asyncio.create_task(self._listen_for_changes()))
         try:
             await asyncio.wait_for(self._ready.wait(), wait)
         except TimeoutError:
             log.warning("device link not connected yet; the gateway keeps trying")
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.db.after_commit.remove(self._on_commit)
+        self._loop = None
         tasks = [*self._tasks, *self._programming]
+        if self._pusher is not None:
+            tasks.append(self._pusher)
+            self._pusher = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -265,6 +284,72 @@ class DeviceGateway:
             if loop_now - sent > max(60.0, 4 * self.ack_timeout):
                 del self._syncs_in_flight[message_id]
         await self.push_syncs()
+
+    # --- sync on change -----------------------------------------------------------------
+
+    def _on_commit(self, automat_ids: frozenset[str]) -> None:
+        """A transaction of this process changed these automats' pincodes (db thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.wake, automat_ids)
+
+    def wake(self, automat_ids: Iterable[str]) -> None:
+        """Push these automats their sync now (the periodic sweep stays the safety net)."""
+        self._changed.update(automat_ids)
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_changed())
+
+    async def _push_changed(self) -> None:
+        while self._changed:
+            batch = sorted(self._changed)
+            self._changed.clear()
+            try:
+                await self.push_syncs(batch)
+            except Exception:
+                log.exception("pushing syncs after a commit failed; the sweep retries")
+
+    async def _listen_for_changes(self) -> None:
+        """Other processes' commits, announced by PostgreSQL ``NOTIFY`` (adapters/db.py)."""
+        backoff = 0.2
+        while True:
+            try:
+                async for automat_id in listen(self.db.url, SYNC_CHANNEL):
+                    backoff = 0.2
+                    self.wake([automat_id])
+            except Exception as exc:
+                log.warning("sync notifications lost: %s; reconnecting in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def until_synced(self, automat_id: str, version: int) -> bool:
+        """Wait, at most the ack timeout, until the automat has acknowledged ``version``;
+        the sync is pushed now if it is not on its way."""
+        if self._acked.get(automat_id, -1) >= version:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._sync_waiters.setdefault(automat_id, [])
+        waiters.append((version, future))
+        try:
+            await self.push_syncs([automat_id])
+            await asyncio.wait_for(future, self.ack_timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters.remove((version, future))
+            if not waiters:
+                self._sync_waiters.pop(automat_id, None)
+
+    def acknowledged_version(self, automat_id: str) -> int:
+        """The newest sync version the automat acknowledged to this gateway (-1: none yet)."""
+        return self._acked.get(automat_id, -1)
+
+    def _acknowledged(self, automat_id: str, version: int) -> None:
+        self._acked[automat_id] = max(version, self._acked.get(automat_id, -1))
+        for wanted, future in self._sync_waiters.get(automat_id, []):
+            if wanted <= version and not future.done():
+                future.set_result(None)
 
     async def push_syncs(self, automat_ids: list[str] | None = None) -> int:
         """Send each connected device behind on its pincodes what it is missing."""
@@ -468,6 +553,7 @@ class DeviceGateway:
         if in_flight is not None and in_flight[0] == automat_id and ack.ok:
             version = in_flight[1]
             await self.db.run(lambda s: devices.record_synced(s, automat_id, version))
+            self._acknowledged(automat_id, version)
 
     # --- outgoing -----------------------------------------------------------------------
 
@@ -525,8 +611,15 @@ class DeviceGateway:
             return SendResult(False, SendFailure.AUTOMAT_BUSY)
         loop = asyncio.get_running_loop()
         # Reserved before the first await, so two concurrent calls cannot both pass.
-        session = _PincodeSession(code, proximity_check, loop.time() + self.ack_timeout + 1)
+        session = _PincodeSession(code, proximity_check, loop.time() + 2 * self.ack_timeout + 1)
         self._sessions[automat_id] = session
+        # A code the automat does not hold yet (a contract created a moment ago) would be
+        # refused at the keypad: the automat first gets, and acknowledges, every code.
+        if target.synced_version < target.desired_version and not await self.until_synced(
+            automat_id, target.desired_version
+        ):
+            self._end_session(automat_id, session)
+            return SendResult(False, SendFailure.TIMEOUT)
         data: Data = (
             ProximityPrompt(code=code, timeout_seconds=self.proximity_seconds)
             if proximity_check

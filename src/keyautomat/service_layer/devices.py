@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import mark_changed
 from keyautomat.adapters.device_protocol import (
     AlarmEvent,
     CodeEntered,
@@ -689,6 +690,10 @@ class CommandTarget:
     automat_id: str
     hw_id: str | None
     online: bool
+    # What the automat must honour now, and what it has acknowledged: a code sent to
+    # it must be in a version it has (sendPincode waits for the sync first).
+    desired_version: int = 0
+    synced_version: int = 0
 
 
 def command_target(
@@ -708,15 +713,21 @@ def command_target(
         and link.hw_id == automat.hw_id
         and is_online(link, automat.last_seen_at, now, offline_after)
     )
-    return CommandTarget(automat.id, automat.hw_id, online)
+    if link is None:
+        return CommandTarget(automat.id, automat.hw_id, online)
+    return CommandTarget(
+        automat.id, automat.hw_id, online, int(link.desired_version), int(link.synced_version)
+    )
 
 
 # --- pincode store and sync -------------------------------------------------------------
 
 
 def _bump_version(session: Session, automat_id: str) -> int:
+    """A new version of what the automat must honour; pushed to it right after the commit."""
     _ensure_link(session, automat_id)
     version = session.execute(_BUMP_VERSION, {"b_automat_id": automat_id}).scalar_one()
+    mark_changed(session, automat_id)
     return int(version)
 
 
