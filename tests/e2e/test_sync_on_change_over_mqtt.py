@@ -107,14 +107,14 @@ def test_a_deleted_contracts_code_leaves_the_automat_at_once(
     eventually(lambda: not synced(sims, sim, code), timeout=1.0)
 
 
+# LISTEN/NOTIFY is PostgreSQL's; on SQLite there is one process.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_commit_in_another_process_wakes_the_gateway_through_postgres(
     container: Container,
 ) -> None:
     """A gateway hears of a commit made through another database (another process) only
     through PostgreSQL's LISTEN/NOTIFY, and wakes for the automat it changed."""
     url = container.settings.database_url
-    if not url.startswith("postgresql"):
-        pytest.skip("LISTEN/NOTIFY: one process is all SQLite runs")
     writer = Database(url, threads=2)  # another process: no listener of its own
     woken: list[list[str]] = []
 
