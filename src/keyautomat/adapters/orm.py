@@ -21,6 +21,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -114,6 +115,23 @@ server_metadata = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# Request state every API process shares (entrypoints/api/auth.py, PostgreSQL only):
+# the signatures accepted within the replay window, by SHA-256 of account and
+# signature, and each service account's token bucket of the rate limit.
+request_signatures = Table(
+    "request_signatures",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
+)
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("stamp", Float, nullable=False),  # seconds since the epoch of the last refill
 )
 
 automats = Table(

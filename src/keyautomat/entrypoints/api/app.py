@@ -12,11 +12,18 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from keyautomat.adapters.request_state import SharedRateBudget, SharedReplayGuard
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin, sign
-from keyautomat.entrypoints.api.auth import RateLimiter, SignatureVerifier, SignedRequestMiddleware
+from keyautomat.entrypoints.api.auth import (
+    RateBudget,
+    RateLimiter,
+    ReplayGuard,
+    SignatureVerifier,
+    SignedRequestMiddleware,
+)
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.schemas import SafeJSONResponse, component_schemas
@@ -137,13 +144,25 @@ def create_app(
     def clock_ms() -> int:
         return int(container.clock.now().timestamp() * 1000)
 
+    rate: RateLimiter | RateBudget = RateLimiter(
+        settings.rate_limit_per_second, settings.rate_limit_burst
+    )
+    replays: ReplayGuard | None = None
+    if not container.db.is_sqlite:
+        # Several API processes may serve one PostgreSQL database: a signature accepted
+        # by one is a replay to all, and an account's rate counts across all of them.
+        replays = SharedReplayGuard(container.db, ttl_ms=2 * settings.signature_window_ms)
+        rate = SharedRateBudget(
+            container.db, settings.rate_limit_per_second, settings.rate_limit_burst
+        )
     verifier = SignatureVerifier(
         lookup=lookup,
         window_ms=settings.signature_window_ms,
         public_bases=settings.public_bases,
         trust_forwarded=settings.trust_forwarded_headers,
         clock_ms=clock_ms,
-        rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        rate_limiter=rate,
+        replays=replays,
     )
     app.add_middleware(
         SignedRequestMiddleware,

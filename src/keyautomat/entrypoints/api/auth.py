@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 from urllib.parse import unquote, urlsplit
 
 from fastapi import Depends, Request
@@ -78,8 +78,36 @@ class ReplayCache:
         self._seen[pair] = now_ms + self.ttl_ms
         return True
 
+    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool:
+        """:class:`ReplayGuard`: this process's memory is the whole store."""
+        return self.check_and_remember(account_id, signature, now_ms)
+
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class ReplayGuard(Protocol):
+    """Where accepted signatures are remembered: this process (:class:`ReplayCache`) or
+    every process (``adapters/request_state.SharedReplayGuard``)."""
+
+    def covers(self, timestamp_ms: int) -> bool: ...
+    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool: ...
+
+
+class RateBudget(Protocol):
+    """The rate limit's buckets: this process's (:class:`MemoryRateBudget`) or shared."""
+
+    async def retry_after(
+        self, account_id: str, now: float, *, spend: bool = True
+    ) -> int | None: ...
+
+
+class MemoryRateBudget:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def retry_after(self, account_id: str, now: float, *, spend: bool = True) -> int | None:
+        return self.limiter.retry_after(account_id, now, spend=spend)
 
 
 class RateLimiter:
@@ -176,16 +204,23 @@ class SignatureVerifier:
         public_bases: tuple[str, ...],
         trust_forwarded: bool = False,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: RateLimiter | RateBudget | None = None,
+        replays: ReplayGuard | None = None,
     ) -> None:
         self.lookup = lookup
         self.window_ms = window_ms
         self.bases = public_bases
         self.trust_forwarded = trust_forwarded
         self.clock_ms = clock_ms
-        # Created at start-up: requests signed before then are refused (see ``covers``).
-        self.replays = ReplayCache(ttl_ms=2 * window_ms, covers_from_ms=clock_ms())
-        self.rate_limiter = rate_limiter or RateLimiter(0, 1)
+        # In memory unless shared: created at start-up, so requests signed before then
+        # are refused (see ``ReplayCache.covers``).
+        self.replays: ReplayGuard = replays or ReplayCache(
+            ttl_ms=2 * window_ms, covers_from_ms=clock_ms()
+        )
+        limiter = rate_limiter or RateLimiter(0, 1)
+        self.rate_limiter: RateBudget = (
+            MemoryRateBudget(limiter) if isinstance(limiter, RateLimiter) else limiter
+        )
 
     async def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Admitted | Rejection:
         """Every check that needs no body: a request refused here is refused before its
@@ -216,12 +251,12 @@ class SignatureVerifier:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
         # Only looks: a token is spent by a request whose signature holds, so that
         # unsigned requests naming an account cannot use up its budget.
-        wait = self.rate_limiter.retry_after(account_id, now_ms / 1000, spend=False)
+        wait = await self.rate_limiter.retry_after(account_id, now_ms / 1000, spend=False)
         if wait is not None:
             return _too_many(wait)
         return Admitted(account_id, timestamp, signature, account, now_ms)
 
-    def check_signature(
+    async def check_signature(
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes, admitted: Admitted
     ) -> Principal | Rejection:
         """The signature over the body, then the replay cache and the rate limit."""
@@ -242,9 +277,9 @@ class SignatureVerifier:
             return Rejection(
                 401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried)
             )
-        if not self.replays.check_and_remember(account_id, signature, admitted.now_ms):
+        if not await self.replays.first_sighting(account_id, signature, admitted.now_ms):
             return Rejection(401, REPLAYED, f"signature already used by {account_id}")
-        wait = self.rate_limiter.retry_after(account_id, admitted.now_ms / 1000)
+        wait = await self.rate_limiter.retry_after(account_id, admitted.now_ms / 1000)
         if wait is not None:
             return _too_many(wait)
         return admitted.account.principal
@@ -299,7 +334,7 @@ class SignedRequestMiddleware:
             return
         # Only now, for a request that may be genuine, is the body read and hashed.
         body = await _read_body(receive)
-        outcome = self.verifier.check_signature(scope, headers, body, admitted)
+        outcome = await self.verifier.check_signature(scope, headers, body, admitted)
         if isinstance(outcome, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
             await send_error(send, outcome.status, outcome.message, outcome.headers)

@@ -1,0 +1,107 @@
+"""Request state every API process shares, in the database (PostgreSQL deployments).
+
+- :class:`SharedReplayGuard`: the signatures accepted within the replay window
+  (``request_signatures``). A signature accepted by any process, before or after
+  any restart, is a replay to every process until it expires.
+- :class:`SharedRateBudget`: each service account's token bucket
+  (``rate_buckets``), spent by whichever process the request reaches.
+
+PostgreSQL only: SQLite installations run one API process, which keeps both in
+memory (a restart does not reopen the replay window there either: a process
+refuses requests signed before it started). Each check is one short transaction
+on the database thread pool. Rows are keyed
+by a SHA-256, so no signature is stored, and expired ones are pruned as requests
+go (:data:`PRUNE_EVERY`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from itertools import count
+
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from keyautomat.adapters.db import Database
+from keyautomat.adapters.orm import rate_buckets, request_signatures
+
+# Expired signatures are deleted on one request in this many.
+PRUNE_EVERY = 500
+
+_PRUNE = delete(request_signatures).where(request_signatures.c.expires_ms < bindparam("now_ms"))
+_LOCK_BUCKET = (
+    select(rate_buckets.c.tokens, rate_buckets.c.stamp)
+    .where(rate_buckets.c.account_id == bindparam("account_id"))
+    .with_for_update()
+)
+_SPEND = (
+    update(rate_buckets)
+    .where(rate_buckets.c.account_id == bindparam("b_account_id"))
+    .values(tokens=bindparam("b_tokens"), stamp=bindparam("b_stamp"))
+)
+
+
+# PostgreSQL's INSERT ... ON CONFLICT DO NOTHING; RETURNING says whether a row was written.
+_REMEMBER = (
+    pg_insert(request_signatures).on_conflict_do_nothing().returning(request_signatures.c.digest)
+)
+_OPEN_BUCKET = pg_insert(rate_buckets).on_conflict_do_nothing()
+
+
+class SharedReplayGuard:
+    def __init__(self, db: Database, ttl_ms: int) -> None:
+        self.db = db
+        self.ttl_ms = ttl_ms
+        self._calls = count()
+
+    def covers(self, timestamp_ms: int) -> bool:
+        """The table outlives every process: it vouches for any time in the window."""
+        return True
+
+    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool:
+        digest = hashlib.sha256(f"{account_id}\n{signature}".encode()).hexdigest()
+        prune = next(self._calls) % PRUNE_EVERY == 0
+
+        def work(session: Session) -> bool:
+            if prune:
+                session.execute(_PRUNE, {"now_ms": now_ms})
+            row = {"digest": digest, "expires_ms": now_ms + self.ttl_ms}
+            return session.execute(_REMEMBER, row).first() is not None
+
+        return await self.db.run(work)
+
+
+class SharedRateBudget:
+    """The token bucket of spec/gaps.md B7 (``rate`` a second, ``burst`` at most), one row
+    per account, read and spent under the row's lock; rate 0 disables it."""
+
+    def __init__(self, db: Database, rate: float, burst: int) -> None:
+        self.db = db
+        self.rate = rate
+        self.burst = burst
+
+    async def retry_after(self, account_id: str, now: float, *, spend: bool = True) -> int | None:
+        # Only looking (before the signature is checked) would cost a round trip on every
+        # request to spare a signature check on the few sent over budget: the look is
+        # skipped, and the bucket is read and spent once the signature holds.
+        if self.rate <= 0 or not spend:
+            return None
+
+        def work(session: Session) -> int | None:
+            # The row exists and is locked before it is read: two processes spending
+            # at once queue on it instead of both taking the last token.
+            session.execute(
+                _OPEN_BUCKET,
+                {"account_id": account_id, "tokens": float(self.burst), "stamp": now},
+            )
+            row = session.execute(_LOCK_BUCKET, {"account_id": account_id}).first()
+            tokens, last = (float(self.burst), now) if row is None else (row.tokens, row.stamp)
+            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
+            wait = None if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
+            left = tokens - 1 if wait is None else tokens
+            session.execute(_SPEND, {"b_account_id": account_id, "b_tokens": left, "b_stamp": now})
+            return wait
+
+        return await self.db.run(work)
