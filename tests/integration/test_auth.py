@@ -14,7 +14,7 @@ from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import signature_headers
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.app import create_app
-from keyautomat.entrypoints.api.auth import ReplayCache
+from keyautomat.entrypoints.api.auth import MemoryLedger
 from keyautomat.service_layer.clock import ManualClock
 from tests.conftest import TEST_BASE, Tenant, make_tenant
 
@@ -86,11 +86,11 @@ def test_a_non_numeric_timestamp_is_refused(acme: Tenant, http: TestClient) -> N
 
 
 def test_a_timestamp_inside_the_window_is_accepted(acme: Tenant, http: TestClient) -> None:
-    replays = http.app.state.verifier.replays  # type: ignore[attr-defined]
-    if isinstance(replays, ReplayCache):
+    ledger = http.app.state.verifier.ledger  # type: ignore[attr-defined]
+    if isinstance(ledger, MemoryLedger):
         # As if the process had been up for longer than the window (a shared table
         # vouches for any time already).
-        replays.covers_from_ms -= 600_000
+        ledger.replays.covers_from_ms -= 600_000
     url = f"{TEST_BASE}/"
     stamp = time.time_ns() // 1_000_000 - 290_000
     response = http.get(url, headers=_signed(acme, "GET", url, timestamp_ms=stamp))

@@ -1,15 +1,15 @@
 """Request state every API process shares, in the database (PostgreSQL deployments).
 
-- :class:`SharedReplayGuard`: the signatures accepted within the replay window
-  (``request_signatures``). A signature accepted by any process, before or after
-  any restart, is a replay to every process until it expires.
-- :class:`SharedRateBudget`: each service account's token bucket
-  (``rate_buckets``), spent by whichever process the request reaches.
+- the signatures accepted within the replay window (``request_signatures``): a
+  signature accepted by any process, before or after any restart, is a replay to
+  every process until it expires;
+- each service account's token bucket (``rate_buckets``), spent by whichever
+  process the request reaches.
 
 PostgreSQL only: SQLite installations run one API process, which keeps both in
 memory (a restart does not reopen the replay window there either: a process
 refuses requests signed before it started). Each check is one short transaction
-on the database thread pool. Rows are keyed
+on the database thread pool (:class:`SharedLedger`). Rows are keyed
 by a SHA-256, so no signature is stored, and expired ones are pruned as requests
 go (:data:`PRUNE_EVERY`).
 """
@@ -50,58 +50,53 @@ _REMEMBER = (
 _OPEN_BUCKET = pg_insert(rate_buckets).on_conflict_do_nothing()
 
 
-class SharedReplayGuard:
-    def __init__(self, db: Database, ttl_ms: int) -> None:
+class SharedLedger:
+    """``RequestLedger`` (entrypoints/api/auth.py) in the database: the signature is
+    remembered and a token spent in one short transaction."""
+
+    def __init__(self, db: Database, *, ttl_ms: int, rate: float, burst: int) -> None:
         self.db = db
         self.ttl_ms = ttl_ms
+        self.rate = rate  # a second; 0: no rate limit
+        self.burst = burst
         self._calls = count()
 
     def covers(self, timestamp_ms: int) -> bool:
         """The table outlives every process: it vouches for any time in the window."""
         return True
 
-    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool:
+    async def over_budget(self, account_id: str, now: float) -> int | None:
+        # Looking before the signature is checked would cost a round trip on every
+        # request to spare a signature check on the few sent over budget: the bucket
+        # is read and spent once, in :meth:`accept`.
+        return None
+
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
         digest = hashlib.sha256(f"{account_id}\n{signature}".encode()).hexdigest()
         prune = next(self._calls) % PRUNE_EVERY == 0
 
-        def work(session: Session) -> bool:
+        def work(session: Session) -> tuple[bool, int | None]:
             if prune:
                 session.execute(_PRUNE, {"now_ms": now_ms})
             row = {"digest": digest, "expires_ms": now_ms + self.ttl_ms}
-            return session.execute(_REMEMBER, row).first() is not None
+            if session.execute(_REMEMBER, row).first() is None:
+                return False, None
+            return True, self._spend(session, account_id, now_ms / 1000)
 
         return await self.db.run(work)
 
-
-class SharedRateBudget:
-    """The token bucket of spec/gaps.md B7 (``rate`` a second, ``burst`` at most), one row
-    per account, read and spent under the row's lock; rate 0 disables it."""
-
-    def __init__(self, db: Database, rate: float, burst: int) -> None:
-        self.db = db
-        self.rate = rate
-        self.burst = burst
-
-    async def retry_after(self, account_id: str, now: float, *, spend: bool = True) -> int | None:
-        # Only looking (before the signature is checked) would cost a round trip on every
-        # request to spare a signature check on the few sent over budget: the look is
-        # skipped, and the bucket is read and spent once the signature holds.
-        if self.rate <= 0 or not spend:
+    def _spend(self, session: Session, account_id: str, now: float) -> int | None:
+        """The token bucket of spec/gaps.md B7 (``rate`` a second, ``burst`` at most), one
+        row per account; None when a token was spent, else seconds to wait."""
+        if self.rate <= 0:
             return None
-
-        def work(session: Session) -> int | None:
-            # The row exists and is locked before it is read: two processes spending
-            # at once queue on it instead of both taking the last token.
-            session.execute(
-                _OPEN_BUCKET,
-                {"account_id": account_id, "tokens": float(self.burst), "stamp": now},
-            )
-            row = session.execute(_LOCK_BUCKET, {"account_id": account_id}).first()
-            tokens, last = (float(self.burst), now) if row is None else (row.tokens, row.stamp)
-            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
-            wait = None if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
-            left = tokens - 1 if wait is None else tokens
-            session.execute(_SPEND, {"b_account_id": account_id, "b_tokens": left, "b_stamp": now})
-            return wait
-
-        return await self.db.run(work)
+        # The row exists and is locked before it is read: two processes spending at
+        # once queue on it instead of both taking the last token.
+        start = {"account_id": account_id, "tokens": float(self.burst), "stamp": now}
+        session.execute(_OPEN_BUCKET, start)
+        bucket = session.execute(_LOCK_BUCKET, {"account_id": account_id}).one()
+        tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.stamp) * self.rate)
+        wait = None if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
+        left = tokens - 1 if wait is None else tokens
+        session.execute(_SPEND, {"b_account_id": account_id, "b_tokens": left, "b_stamp": now})
+        return wait

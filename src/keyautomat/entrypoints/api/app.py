@@ -12,15 +12,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from keyautomat.adapters.request_state import SharedRateBudget, SharedReplayGuard
+from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin, sign
 from keyautomat.entrypoints.api.auth import (
-    RateBudget,
     RateLimiter,
-    ReplayGuard,
+    RequestLedger,
     SignatureVerifier,
     SignedRequestMiddleware,
 )
@@ -144,16 +143,15 @@ def create_app(
     def clock_ms() -> int:
         return int(container.clock.now().timestamp() * 1000)
 
-    rate: RateLimiter | RateBudget = RateLimiter(
-        settings.rate_limit_per_second, settings.rate_limit_burst
-    )
-    replays: ReplayGuard | None = None
+    ledger: RequestLedger | None = None
     if not container.db.is_sqlite:
         # Several API processes may serve one PostgreSQL database: a signature accepted
         # by one is a replay to all, and an account's rate counts across all of them.
-        replays = SharedReplayGuard(container.db, ttl_ms=2 * settings.signature_window_ms)
-        rate = SharedRateBudget(
-            container.db, settings.rate_limit_per_second, settings.rate_limit_burst
+        ledger = SharedLedger(
+            container.db,
+            ttl_ms=2 * settings.signature_window_ms,
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
         )
     verifier = SignatureVerifier(
         lookup=lookup,
@@ -161,8 +159,8 @@ def create_app(
         public_bases=settings.public_bases,
         trust_forwarded=settings.trust_forwarded_headers,
         clock_ms=clock_ms,
-        rate_limiter=rate,
-        replays=replays,
+        rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        ledger=ledger,
     )
     app.add_middleware(
         SignedRequestMiddleware,

@@ -78,36 +78,46 @@ class ReplayCache:
         self._seen[pair] = now_ms + self.ttl_ms
         return True
 
-    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool:
-        """:class:`ReplayGuard`: this process's memory is the whole store."""
-        return self.check_and_remember(account_id, signature, now_ms)
-
     def __len__(self) -> int:
         return len(self._seen)
 
 
-class ReplayGuard(Protocol):
-    """Where accepted signatures are remembered: this process (:class:`ReplayCache`) or
-    every process (``adapters/request_state.SharedReplayGuard``)."""
+class RequestLedger(Protocol):
+    """What the verifier remembers of signed requests: the signatures accepted within
+    the replay window, and each account's rate budget. This process's memory
+    (:class:`MemoryLedger`), or tables every API process shares
+    (``adapters/request_state.SharedLedger``, PostgreSQL)."""
 
-    def covers(self, timestamp_ms: int) -> bool: ...
-    async def first_sighting(self, account_id: str, signature: str, now_ms: int) -> bool: ...
+    def covers(self, timestamp_ms: int) -> bool:
+        """Whether it can vouch for a request signed at ``timestamp_ms``."""
+        ...
+
+    async def over_budget(self, account_id: str, now: float) -> int | None:
+        """Seconds to wait when the account has no token left, looking only (before the
+        signature is checked); None to go on."""
+        ...
+
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
+        """For a request whose signature holds: (first sighting, seconds to wait or None);
+        remembers the signature and spends a token."""
+        ...
 
 
-class RateBudget(Protocol):
-    """The rate limit's buckets: this process's (:class:`MemoryRateBudget`) or shared."""
-
-    async def retry_after(
-        self, account_id: str, now: float, *, spend: bool = True
-    ) -> int | None: ...
-
-
-class MemoryRateBudget:
-    def __init__(self, limiter: RateLimiter) -> None:
+class MemoryLedger:
+    def __init__(self, replays: ReplayCache, limiter: RateLimiter) -> None:
+        self.replays = replays
         self.limiter = limiter
 
-    async def retry_after(self, account_id: str, now: float, *, spend: bool = True) -> int | None:
-        return self.limiter.retry_after(account_id, now, spend=spend)
+    def covers(self, timestamp_ms: int) -> bool:
+        return self.replays.covers(timestamp_ms)
+
+    async def over_budget(self, account_id: str, now: float) -> int | None:
+        return self.limiter.retry_after(account_id, now, spend=False)
+
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
+        if not self.replays.check_and_remember(account_id, signature, now_ms):
+            return False, None
+        return True, self.limiter.retry_after(account_id, now_ms / 1000)
 
 
 class RateLimiter:
@@ -204,22 +214,19 @@ class SignatureVerifier:
         public_bases: tuple[str, ...],
         trust_forwarded: bool = False,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        rate_limiter: RateLimiter | RateBudget | None = None,
-        replays: ReplayGuard | None = None,
+        rate_limiter: RateLimiter | None = None,
+        ledger: RequestLedger | None = None,
     ) -> None:
         self.lookup = lookup
         self.window_ms = window_ms
         self.bases = public_bases
         self.trust_forwarded = trust_forwarded
         self.clock_ms = clock_ms
-        # In memory unless shared: created at start-up, so requests signed before then
-        # are refused (see ``ReplayCache.covers``).
-        self.replays: ReplayGuard = replays or ReplayCache(
-            ttl_ms=2 * window_ms, covers_from_ms=clock_ms()
-        )
-        limiter = rate_limiter or RateLimiter(0, 1)
-        self.rate_limiter: RateBudget = (
-            MemoryRateBudget(limiter) if isinstance(limiter, RateLimiter) else limiter
+        # In memory unless shared: the cache is created at start-up, so requests signed
+        # before then are refused (see ``ReplayCache.covers``).
+        self.ledger: RequestLedger = ledger or MemoryLedger(
+            ReplayCache(ttl_ms=2 * window_ms, covers_from_ms=clock_ms()),
+            rate_limiter or RateLimiter(0, 1),
         )
 
     async def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Admitted | Rejection:
@@ -240,7 +247,7 @@ class SignatureVerifier:
             or abs(now_ms - int(timestamp)) > self.window_ms
         ):
             return Rejection(401, BAD_TIMESTAMP, f"timestamp {timestamp!r} vs now {now_ms}")
-        if not self.replays.covers(int(timestamp)):
+        if not self.ledger.covers(int(timestamp)):
             # Signed before this process started: the process before a restart may
             # have accepted it. A client re-signs with a fresh timestamp.
             return Rejection(
@@ -251,7 +258,7 @@ class SignatureVerifier:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
         # Only looks: a token is spent by a request whose signature holds, so that
         # unsigned requests naming an account cannot use up its budget.
-        wait = await self.rate_limiter.retry_after(account_id, now_ms / 1000, spend=False)
+        wait = await self.ledger.over_budget(account_id, now_ms / 1000)
         if wait is not None:
             return _too_many(wait)
         return Admitted(account_id, timestamp, signature, account, now_ms)
@@ -277,9 +284,9 @@ class SignatureVerifier:
             return Rejection(
                 401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried)
             )
-        if not await self.replays.first_sighting(account_id, signature, admitted.now_ms):
+        first, wait = await self.ledger.accept(account_id, signature, admitted.now_ms)
+        if not first:
             return Rejection(401, REPLAYED, f"signature already used by {account_id}")
-        wait = await self.rate_limiter.retry_after(account_id, admitted.now_ms / 1000)
         if wait is not None:
             return _too_many(wait)
         return admitted.account.principal
