@@ -140,3 +140,19 @@ def test_a_commit_in_another_process_wakes_the_gateway_through_postgres(
         asyncio.run(scenario())
     finally:
         writer.close()
+
+
+def test_send_pincode_times_out_when_the_automat_does_not_take_the_new_code(
+    container: Container, acme: Tenant, sims: Simulators
+) -> None:
+    """The link is cut without the server noticing yet: the sync is never acknowledged, so
+    the code is not sent (TIMEOUT), and the automat is not left busy for the next call."""
+    system = seed_system(container, acme.unit_id)
+    automat_id, sim, _stock = bound_automat(acme, sims)
+    sims.call(sim.go_offline)
+    created = _default_contract(acme, automat_id, system.front_door)
+    code = created["keys"][0]["storageInfo"]["pincode"]
+    send = f"/automats/{automat_id}/sendPincode"
+    assert acme.api.post(send, {"pincode": code}) == {"success": False, "reason": "TIMEOUT"}
+    assert acme.api.post(send, {"pincode": code})["reason"] == "TIMEOUT"  # not AUTOMAT_BUSY
+    assert first_key(acme, created["id"])["status"] is None

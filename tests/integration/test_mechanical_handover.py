@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from keyautomat.contracts.progress import evaluate_end
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
-from tests.contract_helpers import period
+from tests.contract_helpers import iso, period
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
 
 PATH = "/mechanical/keycontracts"
@@ -136,3 +136,71 @@ def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_retu
 
 def sim_of(sims: Simulators) -> SimulatedAutomat:
     return sims.running[0][0]
+
+
+GARAGE = SimKey("garage-key", "Garage", rfid="1a00d2")
+
+
+def test_a_key_returned_into_another_contracts_locker_is_that_keys_return(
+    acme: Tenant, sims: Simulators
+) -> None:
+    """Contract A keeps locker 0 for its key, which is out; contract B freed its key's
+    locker at the fetch. B's key put back into locker 0 is B's return, not ignored
+    because A's key also belongs in that locker."""
+    automat = install(acme, product="key30")
+    for key in (ROOM, GARAGE):
+        acme.api.post(
+            "/mechanical/keys",
+            {
+                "id": key.id,
+                "rfidHex": key.rfid,
+                "away": True,
+                "selectedStorage": {"automatId": automat["id"]},
+            },
+        )
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key30",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+    )
+    sims.call(sim.stock, [ROOM, GARAGE])
+    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: acme.api.get(f"/mechanical/keys/{GARAGE.id}")["storage"] is not None)
+    now = datetime.now(UTC)
+    end = iso(now + timedelta(days=1))
+    first = acme.api.post(
+        PATH,
+        {
+            "start": iso(now - timedelta(hours=2)),
+            "end": end,
+            "contact": CONTACT,
+            "keys": [{"id": ROOM.id}],
+        },
+    )
+    second = acme.api.post(
+        PATH,
+        {
+            "start": iso(now - timedelta(hours=1)),
+            "end": end,
+            "contact": CONTACT,
+            "keys": [{"id": GARAGE.id}],
+            "freeLockerAfterFetch": True,
+        },
+    )
+
+    def fetch(contract: dict[str, Any], locker: int) -> None:
+        code = contract["keys"][0]["storageInfo"]["pincode"]
+        eventually(lambda: _synced(sims, sim, code))
+        assert sims.call(sim.enter_code, code)
+        sims.call(sim.take_key, locker)
+        sims.call(sim.wait_flushed, 5.0)
+        eventually(lambda: _key(acme, contract["id"])["status"] == "key-fetched")
+
+    fetch(first, 0)
+    fetch(second, 1)
+    sims.call(sim.insert_key, 0, GARAGE)
+    sims.call(sim.wait_flushed, 5.0)
+    eventually(lambda: _key(acme, second["id"])["status"] == "key-returned")
+    assert _key(acme, first["id"])["status"] == "key-fetched"

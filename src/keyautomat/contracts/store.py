@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     false,
     insert,
@@ -283,13 +284,15 @@ _REPROGRAMMED = select(ck.c.contract_id).where(
 )
 
 
-def _live_key(*conditions: ColumnElement[bool]) -> Select[Any]:
-    """The first (by start) live contract key matching ``conditions``, and its kind."""
+def _live_key(*conditions: ColumnElement[bool], first: Any = None) -> Select[Any]:
+    """The first (by ``first``, then start) live contract key matching ``conditions``, and
+    its kind."""
+    order = [c.c.start] if first is None else [first, c.c.start]
     return (
         select(ck.c.contract_id, ck.c.position, c.c.kind)
         .join(c, c.c.id == ck.c.contract_id)
         .where(c.c.deleted_at.is_(None), ck.c.in_history.is_(False), *conditions)
-        .order_by(c.c.start)
+        .order_by(*order)
         .limit(1)
     )
 
@@ -311,19 +314,14 @@ _OUT = [KeyStatus.FETCHED.value, KeyStatus.NOT_RETURNED.value]
 # rules.awaiting_return, as SQL. A key of a contract that freed its locker at the fetch
 # comes back into any locker of its automat: it is found by what the key register
 # says went into this locker (the mechanical key's object id is ``contract_keys.key_id``).
+_PLACED_HERE = ck.c.key_id.in_(
+    select(mk.c.object_id).where(
+        mk.c.stored_automat_id == bindparam("automat_id"),
+        mk.c.stored_locker_index == bindparam("locker_index"),
+    )
+)
 _KEY_TO_RETURN = _live_key(
-    or_(
-        and_(*_AT_LOCKER),
-        and_(
-            ck.c.automat_id == bindparam("automat_id"),
-            ck.c.key_id.in_(
-                select(mk.c.object_id).where(
-                    mk.c.stored_automat_id == bindparam("automat_id"),
-                    mk.c.stored_locker_index == bindparam("locker_index"),
-                )
-            ),
-        ),
-    ),
+    or_(and_(*_AT_LOCKER), and_(ck.c.automat_id == bindparam("automat_id"), _PLACED_HERE)),
     or_(
         and_(c.c.contract_type == DEFAULT, ck.c.status.in_(_OUT)),
         and_(
@@ -331,6 +329,9 @@ _KEY_TO_RETURN = _live_key(
             ck.c.status.is_(None) | (ck.c.status == KeyStatus.NOT_RETURNED.value),
         ),
     ),
+    # The key the register just placed here comes first: another contract's key that
+    # belongs in this locker but is still out must not hide the one that came back.
+    first=case((_PLACED_HERE, 0), else_=1),
 )
 _LIVE_KEY_CONTRACTS = (
     select(ck.c.contract_id, ck.c.key_id)

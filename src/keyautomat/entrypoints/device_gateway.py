@@ -104,6 +104,11 @@ class GatewayStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+# While sendPincode waits for a sync's ack, how often the database is asked whether
+# the automat acknowledged it (to another gateway process, or before the wait began).
+SYNC_RECHECK_SECONDS = 0.25
+
+
 class _BackedOff(devices.DeviceRejected):
     """A hello with a pincode refused from memory while its sender is backed off; counted
     in ``stats.backed_off`` rather than logged, so that guessing cannot flood the log."""
@@ -296,6 +301,8 @@ class DeviceGateway:
 
     def wake(self, automat_ids: Iterable[str]) -> None:
         """Push these automats their sync now (the periodic sweep stays the safety net)."""
+        if self._loop is None:
+            return  # stopped: a wake queued just before ``stop`` finds nothing to push with
         self._changed.update(automat_ids)
         if self._pusher is None or self._pusher.done():
             self._pusher = asyncio.create_task(self._push_changed())
@@ -324,18 +331,26 @@ class DeviceGateway:
 
     async def until_synced(self, automat_id: str, version: int) -> bool:
         """Wait, at most the ack timeout, until the automat has acknowledged ``version``;
-        the sync is pushed now if it is not on its way."""
-        if self._acked.get(automat_id, -1) >= version:
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        the sync is pushed now if it is not on its way. The database is the judge: the
+        ack may reach another gateway process (or have arrived before the wait began),
+        so it is read again every :data:`SYNC_RECHECK_SECONDS` while waiting."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         waiters = self._sync_waiters.setdefault(automat_id, [])
         waiters.append((version, future))
+        deadline = loop.time() + self.ack_timeout
         try:
             await self.push_syncs([automat_id])
-            await asyncio.wait_for(future, self.ack_timeout)
-            return True
-        except TimeoutError:
-            return False
+            while True:
+                synced = await self.db.run(lambda s: devices.synced_version(s, automat_id))
+                if synced >= version:
+                    return True
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(future), min(left, SYNC_RECHECK_SECONDS))
+                    return True
         finally:
             waiters.remove((version, future))
             if not waiters:
@@ -391,6 +406,9 @@ class DeviceGateway:
             if message.type == "hello":
                 assert isinstance(message.data, Hello)
                 welcomed = await self._hello(hw_id, token, message.data, now)
+                # The hardware behind the automat may be new: what an earlier one
+                # acknowledged says nothing about what this one holds.
+                self._acked.pop(welcomed.automat_id, None)
                 await self._send(
                     hw_id,
                     "welcome",
@@ -615,11 +633,18 @@ class DeviceGateway:
         self._sessions[automat_id] = session
         # A code the automat does not hold yet (a contract created a moment ago) would be
         # refused at the keypad: the automat first gets, and acknowledges, every code.
-        if target.synced_version < target.desired_version and not await self.until_synced(
-            automat_id, target.desired_version
-        ):
-            self._end_session(automat_id, session)
-            return SendResult(False, SendFailure.TIMEOUT)
+        if target.synced_version < target.desired_version:
+            try:
+                synced = await self.until_synced(automat_id, target.desired_version)
+            except BaseException:
+                self._end_session(automat_id, session)
+                raise
+            if not synced:
+                self._end_session(automat_id, session)
+                return SendResult(False, SendFailure.TIMEOUT)
+            if self._sessions.get(automat_id) is not session:
+                # cancelSendPincode came while the sync was awaited: nothing is sent.
+                return SendResult(False, SendFailure.AUTOMAT_BUSY)
         data: Data = (
             ProximityPrompt(code=code, timeout_seconds=self.proximity_seconds)
             if proximity_check

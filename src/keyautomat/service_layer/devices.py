@@ -863,6 +863,14 @@ def pending_syncs(session: Session, automat_ids: list[str] | None = None) -> lis
     ]
 
 
+def synced_version(session: Session, automat_id: str) -> int:
+    """The newest sync version the automat acknowledged (0: none)."""
+    version = session.scalar(
+        select(device_links.c.synced_version).where(device_links.c.automat_id == automat_id)
+    )
+    return int(version or 0)
+
+
 def record_synced(session: Session, automat_id: str, version: int) -> None:
     session.execute(
         update(device_links)

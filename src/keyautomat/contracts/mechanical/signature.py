@@ -19,10 +19,10 @@ from keyautomat.service_layer import devices, notifications
 from keyautomat.service_layer.principal import Principal
 
 
-def contract_for_token(session: Session, token: str) -> Contract:
+def contract_for_token(session: Session, token: str, *, for_update: bool = False) -> Contract:
     store = SqlContractStore(session)
     found = store.contract_for_token_hash(token_hash(token)) if token else None
-    contract = store.load(found) if found is not None else None
+    contract = store.load(found, for_update=for_update) if found is not None else None
     if contract is None:
         raise NotFound("Signature request")
     return contract
@@ -38,7 +38,8 @@ def sign(
     now: datetime,
 ) -> Contract:
     """Store the signature and when it was given; the device keys' codes reach the automats."""
-    contract = contract_for_token(session, token)
+    # Locked: two submissions at once (a double tap) must not both put the codes on.
+    contract = contract_for_token(session, token, for_update=True)
     if contract.signed_at is not None:
         return contract
     if not name.strip():
