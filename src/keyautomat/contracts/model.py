@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from keyautomat.contracts.rules import ContractType, KeyStatus
+from keyautomat.contracts.rules import ContractType
 from keyautomat.domain.notifications import Contact
 
 
@@ -40,10 +40,6 @@ class ContractKey:
     @property
     def in_automat(self) -> bool:
         return self.automat_id is not None
-
-    @property
-    def is_out(self) -> bool:
-        return self.status in (KeyStatus.FETCHED, KeyStatus.NOT_RETURNED)
 
 
 @dataclass(slots=True)
@@ -189,9 +185,8 @@ class Draft:
     root_unit_id: str | None = None  # set for kinds whose ids are unique per root
     # Where a caller's code is named in the request, for the 400 of a code in use.
     pincode_field: str = "pincodes.{}"
-    # userVerification "1": the link's token (sent, never stored) and its stored hash.
+    # userVerification "1": the link's token (sent; the store keeps only its hash).
     signature_token: str | None = None
-    signature_token_hash: str | None = None
 
 
 UNSET: Any = object()

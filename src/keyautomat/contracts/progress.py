@@ -41,13 +41,18 @@ def _load(store: ContractStore, ref: KeyRef | None) -> tuple[Contract, ContractK
 # --- the steps -----------------------------------------------------------------------------
 
 
-def retire(store: ContractStore, contract: Contract, key: ContractKey) -> None:
-    """The contract is done with the key: its code goes for good, and it is history (C13)."""
+def retire(
+    store: ContractStore, contract: Contract, key: ContractKey, *, history: bool = True
+) -> None:
+    """The key's code goes for good; with ``history`` the contract is done with the key
+    (C13), without it the key is still due back (its locker was freed at the fetch)."""
     if key.pincode_id is not None and key.automat_id is not None:
         store.remove_pincode(key.automat_id, key.pincode_id)
     key.pincode = key.pincode_id = None
-    key.in_history = True
-    store.set_key(contract.id, key.position, pincode=None, pincode_id=None, in_history=True)
+    values: dict[str, Any] = {"pincode": None, "pincode_id": None}
+    if history:
+        key.in_history = values["in_history"] = True
+    store.set_key(contract.id, key.position, **values)
 
 
 def publish_status(
@@ -101,13 +106,7 @@ def fetched(
         contract.contract_type, contract.free_locker_after_fetch
     ):
         # The locker is free at once; the code that opened it opens nothing any more.
-        if rules.fetch_completes(contract.contract_type):
-            retire(store, contract, key)
-        else:
-            if key.pincode_id is not None and key.automat_id is not None:
-                store.remove_pincode(key.automat_id, key.pincode_id)
-            key.pincode = key.pincode_id = None
-            store.set_key(contract.id, key.position, pincode=None, pincode_id=None)
+        retire(store, contract, key, history=rules.fetch_completes(contract.contract_type))
         store.release(contract.id, key.position, at)
     kind.after_fetch(store, contract, key, at)
     if key.in_history:

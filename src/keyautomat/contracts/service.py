@@ -185,12 +185,7 @@ def create(
         pick_up_info=terms.pick_up_info,
         signature_token=draft.signature_token,
     )
-    store.insert(
-        contract,
-        root_unit_id=draft.root_unit_id,
-        token_hash=draft.signature_token_hash,
-        now=now,
-    )
+    store.insert(contract, root_unit_id=draft.root_unit_id, now=now)
     window = rules.pincode_window(terms.contract_type, terms.start, terms.end)
     until = rules.reservation_until(terms.contract_type, terms.end)
     taken: set[tuple[str, str]] = set()

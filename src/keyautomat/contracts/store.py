@@ -46,6 +46,7 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts import allocation
 from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
+from keyautomat.domain.devices import secret_hash
 from keyautomat.domain.errors import Conflict
 from keyautomat.domain.notifications import AutomatView, Contact, ContractView, NotificationType
 from keyautomat.service_layer import devices, notifications, outbox, webhooks
@@ -81,11 +82,10 @@ class KeyFacts:
 
 @dataclass(frozen=True, slots=True)
 class KeyRef:
-    """A contract key found by a device event, and its contract's kind."""
+    """A contract key found by a device event."""
 
     contract_id: str
     position: int
-    kind: str
 
 
 class ContractStore(Protocol):
@@ -112,9 +112,7 @@ class ContractStore(Protocol):
         now: datetime,
     ) -> tuple[list[Contract], bool]: ...
     def public_id_taken(self, root_unit_id: str, public_id: str) -> bool: ...
-    def insert(
-        self, contract: Contract, *, root_unit_id: str | None, token_hash: str | None, now: datetime
-    ) -> None: ...
+    def insert(self, contract: Contract, *, root_unit_id: str | None, now: datetime) -> None: ...
     def insert_keys(self, contract: Contract) -> None: ...
     def update(self, contract: Contract, values: dict[str, Any]) -> None: ...
     def update_terms(self, contract_id: str, values: dict[str, Any]) -> None: ...
@@ -125,9 +123,9 @@ class ContractStore(Protocol):
     def key_with_code(self, pincode_id: str) -> KeyRef | None: ...
     def key_to_fetch(self, automat_id: str, locker_index: int) -> KeyRef | None: ...
     def key_to_return(self, automat_id: str, locker_index: int) -> KeyRef | None: ...
-    def live_key_contracts(
+    def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
-    ) -> list[tuple[str, str]]: ...
+    ) -> list[tuple[str, ContractKey]]: ...
     def key_booked(
         self,
         kind: str,
@@ -285,11 +283,10 @@ _REPROGRAMMED = select(ck.c.contract_id).where(
 
 
 def _live_key(*conditions: ColumnElement[bool], first: Any = None) -> Select[Any]:
-    """The first (by ``first``, then start) live contract key matching ``conditions``, and
-    its kind."""
+    """The first (by ``first``, then start) live contract key matching ``conditions``."""
     order = [c.c.start] if first is None else [first, c.c.start]
     return (
-        select(ck.c.contract_id, ck.c.position, c.c.kind)
+        select(ck.c.contract_id, ck.c.position)
         .join(c, c.c.id == ck.c.contract_id)
         .where(c.c.deleted_at.is_(None), ck.c.in_history.is_(False), *conditions)
         .order_by(*order)
@@ -334,7 +331,7 @@ _KEY_TO_RETURN = _live_key(
     first=case((_PLACED_HERE, 0), else_=1),
 )
 _LIVE_KEY_CONTRACTS = (
-    select(ck.c.contract_id, ck.c.key_id)
+    select(ck, c.c.request)
     .join(c, c.c.id == ck.c.contract_id)
     .where(
         ck.c.key_id.in_(bindparam("ids", expanding=True)),
@@ -548,6 +545,14 @@ def _contract_of(row: Any) -> Contract:
     )
 
 
+def _asked(request: dict[str, Any], position: int) -> dict[str, Any]:
+    """What the caller named for the key at ``position``: mechanical contracts keep the
+    caller's key ids (and manual places) in the request; contract_keys holds the keys'
+    object ids."""
+    asked = request.get("keys") or ()
+    return asked[position] if position < len(asked) else {}
+
+
 def _key_of(row: Any, asked: dict[str, Any]) -> ContractKey:
     return ContractKey(
         position=row.position,
@@ -579,12 +584,7 @@ class SqlContractStore:
         by_id = {row.id: row for row in rows}
         for key in self.session.execute(_KEYS_OF, {"ids": list(by_id)}).all():
             contract = by_id[key.contract_id]
-            # Mechanical contracts keep the caller's key ids (and manual places) in the
-            # request; contract_keys holds the keys' object ids.
-            asked = contract.request.get("keys") or ()
-            contract.keys.append(
-                _key_of(key, asked[key.position] if key.position < len(asked) else {})
-            )
+            contract.keys.append(_key_of(key, _asked(contract.request, key.position)))
         return rows
 
     def load(self, contract_id: str, *, for_update: bool = False) -> Contract | None:
@@ -648,10 +648,10 @@ class SqlContractStore:
         params = {"root": root_unit_id, "public_id": public_id}
         return self.session.scalar(_PUBLIC_ID_TAKEN, params) is not None
 
-    def insert(
-        self, contract: Contract, *, root_unit_id: str | None, token_hash: str | None, now: datetime
-    ) -> None:
-        """The contract's row, and its kind's terms when it has any (ids per root)."""
+    def insert(self, contract: Contract, *, root_unit_id: str | None, now: datetime) -> None:
+        """The contract's row, and its kind's terms when it has any (ids per root). Of a
+        signature token only its hash is stored (docs/security.md)."""
+        token = contract.signature_token
         self.session.execute(
             _INSERT_CONTRACT,
             {
@@ -676,7 +676,7 @@ class SqlContractStore:
             "free_locker_after_fetch": contract.free_locker_after_fetch,
             "user_verification": contract.user_verification,
             "pick_up_info": contract.pick_up_info,
-            "signature_token_hash": token_hash,
+            "signature_token_hash": secret_hash(token) if token else None,
         }
         if contract.public_id == contract.id:
             self.session.execute(_INSERT_TERMS, terms)  # a fresh id: nobody else has it
@@ -749,7 +749,7 @@ class SqlContractStore:
 
     def _ref(self, stmt: Any, params: dict[str, Any]) -> KeyRef | None:
         row = self.session.execute(stmt, params).first()
-        return None if row is None else KeyRef(row.contract_id, row.position, row.kind)
+        return None if row is None else KeyRef(row.contract_id, row.position)
 
     def key_with_code(self, pincode_id: str) -> KeyRef | None:
         return self._ref(_KEY_WITH_CODE, {"pincode_id": pincode_id})
@@ -760,14 +760,18 @@ class SqlContractStore:
     def key_to_return(self, automat_id: str, locker_index: int) -> KeyRef | None:
         return self._ref(_KEY_TO_RETURN, {"automat_id": automat_id, "locker_index": locker_index})
 
-    def live_key_contracts(
+    def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
-    ) -> list[tuple[str, str]]:
-        """(contract id, stored key id) of the live contracts of these keys, by start."""
+    ) -> list[tuple[str, ContractKey]]:
+        """(contract id, key) of these keys in live contracts of ``kind``, by start; one
+        statement, no contract loaded."""
         rows = self.session.execute(
             _LIVE_KEY_CONTRACTS, {"ids": list(stored_ids), "kind": kind, "now": now}
         )
-        return [(row.contract_id, row.key_id) for row in rows]
+        return [
+            (row.contract_id, _key_of(row, _asked(json.loads(row.request), row.position)))
+            for row in rows
+        ]
 
     def _overlaps(
         self,

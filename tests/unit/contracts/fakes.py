@@ -22,7 +22,7 @@ from typing import Any
 from keyautomat.contracts import rules
 from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef
-from keyautomat.domain.devices import PincodePurpose
+from keyautomat.domain.devices import PincodePurpose, secret_hash
 from keyautomat.domain.errors import Conflict, InvalidInput
 from keyautomat.domain.notifications import AutomatView, ContractView, NotificationType
 from keyautomat.service_layer.pagination import PageRequest
@@ -233,9 +233,7 @@ class FakeContractStore:
             for s in self.contracts.values()
         )
 
-    def insert(
-        self, contract: Contract, *, root_unit_id: str | None, token_hash: str | None, now: datetime
-    ) -> None:
+    def insert(self, contract: Contract, *, root_unit_id: str | None, now: datetime) -> None:
         if root_unit_id is not None and self.public_id_taken(root_unit_id, contract.public_id):
             raise Conflict(f"A contract with the id {contract.public_id!r} already exists")
         stored = copy.deepcopy(contract)
@@ -246,7 +244,8 @@ class FakeContractStore:
             created_at=now,
             updated_at=now,
             root_unit_id=root_unit_id,
-            token_hash=token_hash,
+            # As the SQL store: only the token's hash is kept.
+            token_hash=secret_hash(contract.signature_token) if contract.signature_token else None,
         )
 
     def insert_keys(self, contract: Contract) -> None:
@@ -317,7 +316,7 @@ class FakeContractStore:
         for stored in self._by_start():
             for key in stored.live_keys():
                 if matches(stored.contract, key):
-                    return KeyRef(stored.contract.id, key.position, stored.contract.kind)
+                    return KeyRef(stored.contract.id, key.position)
         return None
 
     def key_with_code(self, pincode_id: str) -> KeyRef | None:
@@ -348,11 +347,11 @@ class FakeContractStore:
             lambda c, k: here(k) and rules.awaiting_return(c.contract_type, k.status)
         )
 
-    def live_key_contracts(
+    def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, ContractKey]]:
         return [
-            (s.contract.id, k.stored_id)
+            (s.contract.id, copy.deepcopy(k))
             for s in self._by_start()
             if s.contract.kind == kind
             and s.contract.completed_at is None

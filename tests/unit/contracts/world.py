@@ -122,7 +122,6 @@ def draft(
         keys=planned,
         request={},
         signature_token=token,
-        signature_token_hash="hash-of-" + token if token else None,
     )
 
 

@@ -35,26 +35,13 @@ class KeyCustody:
         """F9: the storage of the contract each key is in or next due for."""
         store = SqlContractStore(session)
         result: dict[str, Storage] = {}
-        loaded: dict[str, Contract | None] = {}
-        for contract_id, stored_id in store.live_key_contracts(
-            self.kind.name, [k.object_id for k in keys], now
-        ):
-            if stored_id in result:
-                continue
-            if contract_id not in loaded:
-                loaded[contract_id] = store.load(contract_id)
-            contract = loaded[contract_id]
-            key = (
-                next((k for k in contract.keys if k.stored_id == stored_id), None)
-                if contract is not None
-                else None
-            )
-            if key is None:
-                continue
+        for _, key in store.live_keys(self.kind.name, [k.object_id for k in keys], now):
+            if key.stored_id in result:
+                continue  # in a contract already, or due in an earlier one
             if key.automat_id is not None:
-                result[stored_id] = Storage.device(key.automat_id)
+                result[key.stored_id] = Storage.device(key.automat_id)
             elif key.manual_info:
-                result[stored_id] = Storage.manual(key.manual_info)
+                result[key.stored_id] = Storage.manual(key.manual_info)
         return result
 
     def before_key_delete(
@@ -65,7 +52,7 @@ class KeyCustody:
         ids = list(
             dict.fromkeys(
                 contract_id
-                for contract_id, _ in store.live_key_contracts(self.kind.name, [key.object_id], now)
+                for contract_id, _ in store.live_keys(self.kind.name, [key.object_id], now)
             )
         )
         if not ids:

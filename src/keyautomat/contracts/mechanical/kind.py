@@ -272,7 +272,6 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             root_unit_id=root,
             pincode_field="keys.{}.storageInfo.pincode",
             signature_token=token,
-            signature_token_hash=token_hash(token) if token else None,
         )
 
     # --- change ----------------------------------------------------------------------------
