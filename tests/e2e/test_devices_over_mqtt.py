@@ -38,39 +38,25 @@ from keyautomat.service_layer import devices
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
 from tests.devices import (
-    FAST_DEVICE_SETTINGS,
     Simulators,
     admin_client,
     alarm_types,
     eventually,
     install,
 )
-from tests.services import MQTT_HOST, MQTT_PORT, need
+from tests.e2e.mqtt_support import BROKER, over_mqtt, simulators_on_the_broker
 
 pytestmark = pytest.mark.mqtt
-BROKER = f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    need("MQTT", MQTT_HOST, MQTT_PORT)
-    run = uuid.uuid4().hex[:10]
-    return settings.model_copy(
-        update={
-            **FAST_DEVICE_SETTINGS,
-            "device_ack_timeout_seconds": 2.0,
-            "mqtt_url": BROKER,
-            "mqtt_topic_prefix": f"test-{run}/keyautomat/v1",
-            "mqtt_client_id": f"gw-{run}",
-        }
-    )
+    return over_mqtt(settings)
 
 
 @pytest.fixture
 def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
-    simulators = Simulators(http, container, link=MqttLink(BROKER))
-    yield simulators
-    simulators.stop_all()
+    yield from simulators_on_the_broker(http, container)
 
 
 def _events(container: Container, automat_id: str) -> list[tuple[str, datetime]]:

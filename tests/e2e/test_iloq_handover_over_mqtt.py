@@ -7,7 +7,6 @@ Return (3): an empty reserved locker opens on the code, takes the key, and it is
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from keyautomat.adapters.device_links import MqttLink
 from keyautomat.adapters.orm import outbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
@@ -23,35 +21,22 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.devices import Simulators, eventually
+from tests.e2e.mqtt_support import over_mqtt, simulators_on_the_broker
 from tests.iloq_helpers import bound_automat, first_key, on_system, seed_system, synced
-from tests.services import MQTT_HOST, MQTT_PORT, need
 
 pytestmark = pytest.mark.mqtt
-BROKER = f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
 PATH = "/iloq/keycontracts"
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    need("MQTT", MQTT_HOST, MQTT_PORT)
-    run = uuid.uuid4().hex[:10]
-    return settings.model_copy(
-        update={
-            **FAST_DEVICE_SETTINGS,
-            "device_ack_timeout_seconds": 2.0,
-            "mqtt_url": BROKER,
-            "mqtt_topic_prefix": f"test-{run}/keyautomat/v1",
-            "mqtt_client_id": f"gw-{run}",
-        }
-    )
+    return over_mqtt(settings)
 
 
 @pytest.fixture
 def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
-    simulators = Simulators(http, container, link=MqttLink(BROKER))
-    yield simulators
-    simulators.stop_all()
+    yield from simulators_on_the_broker(http, container)
 
 
 def test_a_default_contract_over_mqtt_programs_the_key_when_the_pincode_is_sent(

@@ -15,43 +15,31 @@ import pytest
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.db import Database, mark_changed
-from keyautomat.adapters.device_links import MqttLink
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.devices import Simulators, eventually
+from tests.e2e.mqtt_support import over_mqtt, simulators_on_the_broker
 from tests.iloq_helpers import bound_automat, first_key, seed_system, synced
-from tests.services import MQTT_HOST, MQTT_PORT, need
 
 pytestmark = pytest.mark.mqtt
-BROKER = f"mqtt://{MQTT_HOST}:{MQTT_PORT}"
 PATH = "/iloq/keycontracts"
 NO_SWEEP = 3600.0
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    need("MQTT", MQTT_HOST, MQTT_PORT)
-    run = uuid.uuid4().hex[:10]
-    return settings.model_copy(
-        update={
-            **FAST_DEVICE_SETTINGS,
-            "device_sync_interval_seconds": NO_SWEEP,
-            "device_offline_after_seconds": 30.0,
-            "device_ack_timeout_seconds": 2.0,
-            "mqtt_url": BROKER,
-            "mqtt_topic_prefix": f"test-{run}/keyautomat/v1",
-            "mqtt_client_id": f"gw-{run}",
-        }
+    return over_mqtt(
+        settings,
+        device_sync_interval_seconds=NO_SWEEP,
+        device_offline_after_seconds=30.0,
     )
 
 
 @pytest.fixture
 def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
-    simulators = Simulators(http, container, link=MqttLink(BROKER))
-    yield simulators
-    simulators.stop_all()
+    yield from simulators_on_the_broker(http, container)
 
 
 def _default_contract(tenant: Tenant, automat_id: str, right: str) -> dict[str, Any]:
