@@ -198,7 +198,7 @@ class Database:
 
         Automats whose pincodes the transaction changed (:func:`mark_changed`) are
         announced once it has committed: to this process's ``after_commit`` listeners
-        (the device gateway), and on PostgreSQL to every process listening on
+        (the device gateway, on SQLite), and on PostgreSQL to every process listening on
         :data:`SYNC_CHANNEL` (``NOTIFY`` is delivered at the commit, never before).
         """
         lock = self._sqlite_lock or contextlib.nullcontext()

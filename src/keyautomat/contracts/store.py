@@ -369,29 +369,26 @@ def _overlap_stmt(*conditions: ColumnElement[bool], bounded: bool, ignoring: boo
     )
 
 
-_KEY_BOOKED = {
-    (bounded, ignoring): _overlap_stmt(
-        ck.c.key_id == bindparam("stored_id"),
-        c.c.kind == bindparam("kind"),
-        c.c.completed_at.is_(None),
-        bounded=bounded,
-        ignoring=ignoring,
-    )
-    for bounded in (False, True)
-    for ignoring in (False, True)
-}
+def _overlap_variants(*conditions: ColumnElement[bool]) -> dict[tuple[bool, bool], Any]:
+    """:func:`_overlap_stmt` for each (bounded, ignoring), built once."""
+    return {
+        (bounded, ignoring): _overlap_stmt(*conditions, bounded=bounded, ignoring=ignoring)
+        for bounded in (False, True)
+        for ignoring in (False, True)
+    }
+
+
+_KEY_BOOKED = _overlap_variants(
+    ck.c.key_id == bindparam("stored_id"),
+    c.c.kind == bindparam("kind"),
+    c.c.completed_at.is_(None),
+)
 # Codes of contracts waiting for a signature are not on the automat yet, but taken.
-_UNSYNCED_CODE = {
-    (bounded, ignoring): _overlap_stmt(
-        ck.c.automat_id == bindparam("automat_id"),
-        ck.c.pincode == bindparam("code"),
-        ck.c.pincode_id.is_(None),
-        bounded=bounded,
-        ignoring=ignoring,
-    )
-    for bounded in (False, True)
-    for ignoring in (False, True)
-}
+_UNSYNCED_CODE = _overlap_variants(
+    ck.c.automat_id == bindparam("automat_id"),
+    ck.c.pincode == bindparam("code"),
+    ck.c.pincode_id.is_(None),
+)
 
 _RESERVE = insert(r)
 _CLOSE_ENDED = (

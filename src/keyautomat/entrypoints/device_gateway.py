@@ -191,12 +191,15 @@ class DeviceGateway:
         carries on reconnecting in the background if the broker is not there yet."""
         self._ready = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.db.after_commit.append(self._on_commit)
         self._queues = [asyncio.Queue() for _ in range(self.worker_count)]
         self._tasks = [asyncio.create_task(self._worker(q)) for q in self._queues]
         self._tasks.append(asyncio.create_task(self._listen()))
         self._tasks.append(asyncio.create_task(self._maintain()))
-        if not self.db.is_sqlite:
+        # One way to hear of changes per engine. PostgreSQL's NOTIFY reaches this
+        # process's own commits too, so listening to both would push every change twice.
+        if self.db.is_sqlite:
+            self.db.after_commit.append(self._on_commit)
+        else:
             self._tasks.append(asyncio.create_task(self._listen_for_changes()))
         try:
             await asyncio.wait_for(self._ready.wait(), wait)
