@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,13 +97,32 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(args: argparse.Namespace, db: Database, settings: Settings) -> None:
+@dataclass
+class BoundAutomat:
+    """One installed automat whose simulator (one key, same process) bound to a gateway
+    over the broker; ``waiting[type]`` is resolved with the time a message of that type
+    from the automat was applied."""
+
+    principal: Principal
+    automat_id: str
+    gateway: DeviceGateway
+    sim: SimulatedAutomat
+    runner: asyncio.Task[None]
+    waiting: dict[str, asyncio.Future[float]] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.sim.stop()
+        self.runner.cancel()
+        await self.gateway.stop()
+
+
+async def bound_automat(broker: str, db: Database, settings: Settings) -> BoundAutomat:
     now = datetime.now(UTC)
     principal = _principal(db, now)
     [(automat_id, pincode)] = _install(db, principal, 1, now)
     gateway = DeviceGateway(
         db=db,
-        link=MqttLink(args.broker),
+        link=MqttLink(broker),
         clock=SystemClock(),
         settings=settings,
         code_key=secrets.token_bytes(32),
@@ -117,7 +137,7 @@ async def latency(args: argparse.Namespace, db: Database, settings: Settings) ->
     gateway.observers.append(observe)
     await gateway.start()
     sim = SimulatedAutomat(
-        link=MqttLink(args.broker),
+        link=MqttLink(broker),
         hw_id=f"BENCH-{uuid.uuid4().hex[:6]}",
         locker_count=4,
         installation_pincode=pincode,
@@ -127,6 +147,19 @@ async def latency(args: argparse.Namespace, db: Database, settings: Settings) ->
     sim.stock(blank_iloq_keys(1))
     runner = asyncio.create_task(sim.run())
     await sim.wait_bound(10)
+    return BoundAutomat(principal, automat_id, gateway, sim, runner, waiting)
+
+
+async def latency(args: argparse.Namespace, db: Database, settings: Settings) -> None:
+    now = datetime.now(UTC)
+    bound = await bound_automat(args.broker, db, settings)
+    principal, automat_id, gateway, sim = (
+        bound.principal,
+        bound.automat_id,
+        bound.gateway,
+        bound.sim,
+    )
+    waiting = bound.waiting
     # A default-contract code: the autopilot takes the key on one opening and puts it back
     # on the next, so the same code works for every command.
     db.transaction(
@@ -158,9 +191,7 @@ async def latency(args: argparse.Namespace, db: Database, settings: Settings) ->
             continue
         samples.append((await asyncio.wait_for(opened, 10)) - start)
         await asyncio.wait_for(closed, 10)
-    await sim.stop()
-    runner.cancel()
-    await gateway.stop()
+    await bound.close()
     ms = [s * 1000 for s in samples]
     print(
         f"sendPincode -> locker-opened applied, {len(ms)} commands over MQTT "

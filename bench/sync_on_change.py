@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import sys
 import tempfile
@@ -30,18 +29,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).parent))
-from device_latency import _install, _pct, _principal
+from device_latency import _pct, bound_automat
 
 from keyautomat.adapters.db import Database
-from keyautomat.adapters.device_links import MqttLink
-from keyautomat.adapters.device_protocol import Message
 from keyautomat.adapters.migrate import upgrade
 from keyautomat.adapters.orm_devices import device_links
 from keyautomat.config import Settings
-from keyautomat.entrypoints.device_gateway import DeviceGateway
 from keyautomat.service_layer import devices
-from keyautomat.service_layer.clock import SystemClock
-from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 
 
 def _add_code(db: Database, automat_id: str, code: str, now: datetime) -> int:
@@ -67,35 +61,9 @@ def _add_code(db: Database, automat_id: str, code: str, now: datetime) -> int:
 
 async def run(args: argparse.Namespace, db: Database, settings: Settings) -> None:
     now = datetime.now(UTC)
-    principal = _principal(db, now)
-    [(automat_id, pincode)] = _install(db, principal, 1, now)
-    gateway = DeviceGateway(
-        db=db,
-        link=MqttLink(args.broker),
-        clock=SystemClock(),
-        settings=settings,
-        code_key=secrets.token_bytes(32),
-    )
-    opened: dict[str, asyncio.Future[None]] = {}
-
-    def observe(_automat: str, message: Message) -> None:
-        future = opened.get(message.type)
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    gateway.observers.append(observe)
-    await gateway.start()
-    sim = SimulatedAutomat(
-        link=MqttLink(args.broker),
-        hw_id=f"BENCH-{uuid.uuid4().hex[:6]}",
-        locker_count=4,
-        installation_pincode=pincode,
-        prefix=settings.mqtt_topic_prefix,
-        tick_seconds=0.05,
-    )
-    sim.stock(blank_iloq_keys(1))
-    runner = asyncio.create_task(sim.run())
-    await sim.wait_bound(10)
+    bound = await bound_automat(args.broker, db, settings)
+    principal, automat_id, gateway = bound.principal, bound.automat_id, bound.gateway
+    opened = bound.waiting
 
     codes = iter(f"{n:08d}" for n in range(10_000_000, 99_999_999, 7919))
     samples: list[float] = []
@@ -119,9 +87,7 @@ async def run(args: argparse.Namespace, db: Database, settings: Settings) -> Non
             await asyncio.wait_for(opened["locker-opened"], 5)
         except TimeoutError:
             failures += 1
-    await sim.stop()
-    runner.cancel()
-    await gateway.stop()
+    await bound.close()
     engine = "SQLite" if db.is_sqlite else "PostgreSQL"
     print(
         f"commit -> sync acknowledged, {len(samples)} changes over MQTT ({engine}): "
