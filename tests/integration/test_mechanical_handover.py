@@ -24,6 +24,7 @@ from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
 
 PATH = "/mechanical/keycontracts"
 ROOM = SimKey("room-101-key", "Room 101", rfid="1a00d1")
+GARAGE = SimKey("garage-key", "Garage", rfid="1a00d2")
 CONTACT = {"name": "John Doe", "email": "john.doe@example.com"}
 
 
@@ -39,27 +40,32 @@ def sims(http: TestClient, container: Container) -> Iterator[Simulators]:
     simulators.stop_all()
 
 
-def _automat(acme: Tenant, sims: Simulators) -> tuple[str, SimulatedAutomat]:
+def _automat(
+    acme: Tenant, sims: Simulators, keys: tuple[SimKey, ...] = (ROOM,)
+) -> tuple[str, SimulatedAutomat]:
+    """A bound key30 with ``keys`` registered and stocked in lockers 0, 1, ..."""
     automat = install(acme, product="key30")
-    acme.api.post(
-        "/mechanical/keys",
-        {
-            "id": ROOM.id,
-            "rfidHex": ROOM.rfid,
-            "away": True,
-            "selectedStorage": {"automatId": automat["id"]},
-        },
-    )
+    for key in keys:
+        acme.api.post(
+            "/mechanical/keys",
+            {
+                "id": key.id,
+                "rfidHex": key.rfid,
+                "away": True,
+                "selectedStorage": {"automatId": automat["id"]},
+            },
+        )
     sim = sims.start(
         hw_id=f"SIM-{automat['id']}",
         product="key30",
         locker_count=4,
         installation_pincode=automat["installationPincode"],
     )
-    sims.call(sim.stock, [ROOM])
+    sims.call(sim.stock, list(keys))
     sims.call(sim.wait_bound, 5.0)
     sims.call(sim.wait_flushed, 5.0)
-    eventually(lambda: acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] is not None)
+    last = keys[-1].id
+    eventually(lambda: acme.api.get(f"/mechanical/keys/{last}")["storage"] is not None)
     return automat["id"], sim
 
 
@@ -138,36 +144,13 @@ def sim_of(sims: Simulators) -> SimulatedAutomat:
     return sims.running[0][0]
 
 
-GARAGE = SimKey("garage-key", "Garage", rfid="1a00d2")
-
-
 def test_a_key_returned_into_another_contracts_locker_is_that_keys_return(
     acme: Tenant, sims: Simulators
 ) -> None:
     """Contract A keeps locker 0 for its key, which is out; contract B freed its key's
     locker at the fetch. B's key put back into locker 0 is B's return, not ignored
     because A's key also belongs in that locker."""
-    automat = install(acme, product="key30")
-    for key in (ROOM, GARAGE):
-        acme.api.post(
-            "/mechanical/keys",
-            {
-                "id": key.id,
-                "rfidHex": key.rfid,
-                "away": True,
-                "selectedStorage": {"automatId": automat["id"]},
-            },
-        )
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key30",
-        locker_count=4,
-        installation_pincode=automat["installationPincode"],
-    )
-    sims.call(sim.stock, [ROOM, GARAGE])
-    sims.call(sim.wait_bound, 5.0)
-    sims.call(sim.wait_flushed, 5.0)
-    eventually(lambda: acme.api.get(f"/mechanical/keys/{GARAGE.id}")["storage"] is not None)
+    _, sim = _automat(acme, sims, (ROOM, GARAGE))
     now = datetime.now(UTC)
     end = iso(now + timedelta(days=1))
     first = acme.api.post(
