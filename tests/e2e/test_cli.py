@@ -223,3 +223,22 @@ def test_init_that_fails_after_reserving_the_key_file_removes_it_so_a_rerun_work
     assert not (tmp_path / "admin.pem").exists()
     result = run_cli(["init", "--org-name", "Acme", "--key-out", "admin.pem"], tmp_path, env)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [["gateway"], ["serve", "--no-gateway"]])
+def test_running_the_gateway_apart_on_sqlite_exits_2_saying_it_needs_postgresql(
+    tmp_path: Path, env: dict[str, str], command: list[str]
+) -> None:
+    result = run_cli(command, tmp_path, env)
+    assert result.returncode == 2
+    assert "needs PostgreSQL (KEYAUTOMAT_DATABASE_URL)" in result.stderr
+    assert not (tmp_path / "cli.db").exists()
+
+
+def test_running_the_gateway_apart_without_a_broker_exits_2_saying_it_needs_one(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    postgres = {**env, "KEYAUTOMAT_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/x"}
+    result = run_cli(["gateway"], tmp_path, postgres)
+    assert result.returncode == 2
+    assert "needs an MQTT broker (KEYAUTOMAT_MQTT_URL)" in result.stderr

@@ -1,4 +1,4 @@
-"""The ``keyautomat`` command: init, migrate, serve, call, simulate."""
+"""The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives import serialization
 
 from keyautomat.bootstrap import Container, bootstrap
-from keyautomat.config import SettingsError, load_settings
+from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.domain.text import text_problem
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
@@ -156,12 +156,37 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def split_roles_problem(settings: Settings, role: str) -> str | None:
+    """Why the device gateway cannot run apart from the API here, or None when it can.
+
+    Processes hear of each other's commits and route device commands through
+    PostgreSQL's LISTEN/NOTIFY, and reach devices through a broker; SQLite and the
+    in-process device link reach no other process (docs/deployment.md).
+    """
+    if settings.is_sqlite:
+        return (
+            f"{role} needs PostgreSQL (KEYAUTOMAT_DATABASE_URL): on SQLite, run the API "
+            "and the device gateway together in one `keyautomat serve`"
+        )
+    if settings.mqtt_url is None:
+        return (
+            f"{role} needs an MQTT broker (KEYAUTOMAT_MQTT_URL): without one, devices can "
+            "only reach a gateway inside the same process"
+        )
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from keyautomat.entrypoints.api.app import create_app
     from keyautomat.entrypoints.demo import seed_demo
 
+    if args.no_gateway:
+        problem = split_roles_problem(load_settings(), "serve --no-gateway")
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
     container = _container()
     base_url = (
         container.settings.public_bases[0]
@@ -190,7 +215,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     background = []
     if args.demo:
         background.append(_demo_automats(container, access.organization_unit_id))
-    app = create_app(container, run_worker=not args.no_worker, background=background)
+    app = create_app(
+        container,
+        run_worker=not args.no_worker,
+        run_gateway=not args.no_gateway,
+        background=background,
+    )
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -229,6 +259,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             await worker.run(stop)
         finally:
+            await container.webhooks.aclose()
+
+    try:
+        _freeze_startup_objects()
+        asyncio.run(main())
+    finally:
+        container.close()
+    return 0
+
+
+def cmd_gateway(_args: argparse.Namespace) -> int:
+    """The device gateway alone: devices over the broker, commands routed from the API."""
+    import asyncio
+    import logging
+    import signal
+
+    problem = split_roles_problem(load_settings(), "keyautomat gateway")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    container = _container()
+    gateway = container.devices
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        print(f"gateway {gateway.gateway_id} serving devices", file=sys.stderr, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await gateway.stop()
             await container.webhooks.aclose()
 
     try:
@@ -324,7 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-worker", action="store_true", help="leave the outbox to separate worker processes"
     )
+    p.add_argument(
+        "--no-gateway",
+        action="store_true",
+        help="leave devices to separate `keyautomat gateway` processes (PostgreSQL and MQTT)",
+    )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "gateway", help="run the device gateway alone (any number on PostgreSQL and MQTT)"
+    )
+    p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("worker", help="deliver outbox messages (run any number on PostgreSQL)")
     p.add_argument("--batch-size", type=int, default=50)

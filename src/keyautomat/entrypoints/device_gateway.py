@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -133,7 +135,12 @@ class DeviceGateway:
         self.link = link
         self.clock = clock
         self.prefix = settings.mqtt_topic_prefix
-        self.client_id = client_id or settings.mqtt_client_id or f"keyautomat-gw-{os.getpid()}"
+        # Unique among every gateway process on the database, across hosts and restarts:
+        # the holder of device leases (docs/deployment.md).
+        self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.client_id = (
+            client_id or settings.mqtt_client_id or f"keyautomat-gw-{uuid.uuid4().hex[:12]}"
+        )
         self.ack_timeout = settings.device_ack_timeout_seconds
         self.proximity_seconds = settings.device_proximity_seconds
         self.heartbeat_seconds = settings.device_heartbeat_seconds

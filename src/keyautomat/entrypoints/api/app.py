@@ -74,18 +74,22 @@ def create_app(
     container: Container,
     *,
     run_worker: bool = False,
+    run_gateway: bool = True,
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> FastAPI:
     """The API and, for its lifetime, the device gateway.
 
     With ``run_worker`` the outbox worker runs in-process (``keyautomat serve``);
+    without ``run_gateway`` the device gateway runs in another process
+    (``keyautomat gateway``) and device commands are routed to it;
     ``background`` coroutines (e.g. the simulated automats of ``serve --demo``)
     run next to them.
     """
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await container.devices.start()
+        if run_gateway:
+            await container.devices.start()
         stop = asyncio.Event()
         workers: list[asyncio.Task[None]] = []
         if run_worker:
@@ -102,7 +106,8 @@ def create_app(
                     await task
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
-            await container.devices.stop()
+            if run_gateway:
+                await container.devices.stop()
             await container.webhooks.aclose()
 
     app = FastAPI(
