@@ -116,7 +116,10 @@ class BoundAutomat:
         await self.gateway.stop()
 
 
-async def bound_automat(broker: str, db: Database, settings: Settings) -> BoundAutomat:
+async def bound_automat(
+    broker: str, db: Database, settings: Settings, box: SecretBox | None = None
+) -> BoundAutomat:
+    """``box``: the secret key, for a gateway that runs commands routed from elsewhere."""
     now = datetime.now(UTC)
     principal = _principal(db, now)
     [(automat_id, pincode)] = _install(db, principal, 1, now)
@@ -126,6 +129,7 @@ async def bound_automat(broker: str, db: Database, settings: Settings) -> BoundA
         clock=SystemClock(),
         settings=settings,
         code_key=secrets.token_bytes(32),
+        secrets=box,
     )
     waiting: dict[str, asyncio.Future[float]] = {}
 

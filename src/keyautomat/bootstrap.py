@@ -13,6 +13,7 @@ from keyautomat.adapters.iloq.factory import IloqSystems
 from keyautomat.adapters.secret_custody import open_secret_box
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
+from keyautomat.entrypoints.command_router import CommandRouter
 from keyautomat.entrypoints.device_gateway import DeviceGateway
 from keyautomat.service_layer import device_webhooks, webhooks
 from keyautomat.service_layer.access_rights import AccessRightsCache
@@ -42,6 +43,8 @@ class Container:
     # automats of this process (serve --demo, tests) connect to.
     device_link: Link | None = None
     devices: DeviceGateway = field(init=False)
+    # sendPincode / cancelSendPincode, run here or by the gateway process holding the device.
+    commands: CommandRouter = field(init=False)
     iloq: IloqSystems = field(init=False)
     access_rights_cache: AccessRightsCache = field(init=False)
 
@@ -58,6 +61,10 @@ class Container:
             clock=self.clock,
             settings=self.settings,
             code_key=self.secrets.derive_key(INSTALLATION_CODE_KEY),
+            secrets=self.secrets,
+        )
+        self.commands = CommandRouter(
+            db=self.db, gateway=self.devices, secrets=self.secrets, clock=self.clock
         )
 
     def close(self) -> None:

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
         default="keyautomat/v1", description="Prefix of every device topic on the broker."
     )
     mqtt_client_id: str | None = Field(
-        default=None, description="MQTT client id of the gateway (default: derived from the pid)."
+        default=None,
+        description="MQTT client id of the gateway (default: a random one per start); each "
+        "gateway process on a broker needs its own.",
     )
     device_ack_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long sendPincode waits for the device's ack (D6)."
@@ -123,6 +125,13 @@ class Settings(BaseSettings):
     )
     device_offline_after_seconds: float = Field(
         default=90.0, gt=0, description="A device silent for this long counts as offline."
+    )
+    device_lease_seconds: float = Field(
+        default=15.0,
+        ge=3,
+        le=600,
+        description="How long a gateway's hold on a device lasts unrenewed: after a gateway "
+        "dies, its devices move to another within this time (docs/deployment.md).",
     )
     device_sync_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the gateway looks for devices behind on sync."

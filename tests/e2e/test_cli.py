@@ -235,10 +235,11 @@ def test_running_the_gateway_apart_on_sqlite_exits_2_saying_it_needs_postgresql(
     assert not (tmp_path / "cli.db").exists()
 
 
-def test_running_the_gateway_apart_without_a_broker_exits_2_saying_it_needs_one(
-    tmp_path: Path, env: dict[str, str]
+@pytest.mark.parametrize("command", [["gateway"], ["serve", "--demo", "--no-gateway"]])
+def test_talking_to_devices_apart_from_the_gateway_without_a_broker_exits_2_saying_so(
+    tmp_path: Path, env: dict[str, str], command: list[str]
 ) -> None:
     postgres = {**env, "KEYAUTOMAT_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/x"}
-    result = run_cli(["gateway"], tmp_path, postgres)
+    result = run_cli(command, tmp_path, postgres)
     assert result.returncode == 2
     assert "needs an MQTT broker (KEYAUTOMAT_MQTT_URL)" in result.stderr

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +161,16 @@ _NOTIFY = text(
 ).bindparams(channel=SYNC_CHANNEL)
 
 
+_NOTIFY_ONE = text("SELECT pg_notify(CAST(:channel AS text), CAST(:payload AS text))")
+
+
+def notify(session: Session, channel: str, payload: str) -> None:
+    """PostgreSQL ``NOTIFY`` on ``channel``, delivered when the transaction commits; nothing
+    on SQLite, where no other process listens."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_NOTIFY_ONE, {"channel": channel, "payload": payload})
+
+
 def mark_changed(session: Session, automat_id: str) -> None:
     """The transaction changes what ``automat_id`` must honour: sync it after the commit."""
     session.info.setdefault(CHANGED_AUTOMATS, set()).add(automat_id)
@@ -226,14 +236,46 @@ class Database:
         self.engine.dispose()
 
 
-async def listen(url: str, channel: str) -> AsyncIterator[str]:
-    """The payloads ``NOTIFY``-ed on ``channel`` of the PostgreSQL database at ``url``, as
-    they arrive, on a connection of its own (no pool connection is held waiting)."""
+async def watch(
+    check: Callable[[], Awaitable[T | None]],
+    woken: asyncio.Future[None],
+    timeout: float,
+    every: float,
+) -> T | None:
+    """What ``check`` finds, asked at once, whenever ``woken`` completes (a notification of
+    a change), and every ``every`` seconds in any case (a notification can be missed while
+    a connection is re-made); None when it found nothing within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = await check()
+        if found is not None:
+            return found
+        left = deadline - loop.time()
+        if left <= 0:
+            return None
+        if woken.done():
+            await asyncio.sleep(min(left, every))
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(woken), min(left, every))
+
+
+async def listen(
+    url: str, *channels: str, listening: Callable[[], None] | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """(channel, payload) of each ``NOTIFY`` on ``channels`` of the PostgreSQL database at
+    ``url``, as they arrive, on one connection of its own (no pool connection is held
+    waiting). ``listening`` is called once every ``LISTEN`` holds: nothing notified after
+    it is missed while the connection lasts (a caller catches up on what came before)."""
     import psycopg
     from psycopg import sql
 
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        async for notify in conn.notifies():
-            yield notify.payload
+        for channel in channels:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        if listening is not None:
+            listening()
+        async for notification in conn.notifies():
+            yield notification.channel, notification.payload

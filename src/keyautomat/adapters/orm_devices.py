@@ -120,6 +120,34 @@ device_pincodes = Table(
     Index("ix_device_pincodes_automat_id_code", "automat_id", "code"),
 )
 
+# Which gateway process handles each device (docs/deployment.md, "Device leases"):
+# every gateway hears every device, and handles only the devices whose lease it
+# holds. Keyed by hwId, because a message names its hwId before it is authenticated.
+device_leases = Table(
+    "device_leases",
+    metadata,
+    Column("hw_id", Text, primary_key=True),
+    Column("gateway_id", Text, nullable=False, index=True),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+# sendPincode / cancelSendPincode handed by an API process to the gateway holding
+# the device (entrypoints/device_commands.py). ``code`` is encrypted with the secret
+# key; the row is deleted as soon as the API process has read ``answer``.
+device_commands = Table(
+    "device_commands",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("automat_id", String(16), nullable=False),
+    Column("hw_id", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("proximity", Boolean, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("claimed_by", Text),
+    Column("answer", String(32)),
+)
+
 
 def map_tables() -> None:
     """Nothing to map: the device link uses Core statements only."""

@@ -156,19 +156,20 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def split_roles_problem(settings: Settings, role: str) -> str | None:
+def split_roles_problem(settings: Settings, role: str, *, devices_here: bool) -> str | None:
     """Why the device gateway cannot run apart from the API here, or None when it can.
 
     Processes hear of each other's commits and route device commands through
-    PostgreSQL's LISTEN/NOTIFY, and reach devices through a broker; SQLite and the
-    in-process device link reach no other process (docs/deployment.md).
+    PostgreSQL's LISTEN/NOTIFY; SQLite reaches no other process. A process that talks
+    to devices (a gateway, or the demo's simulated automats) needs a broker too: the
+    in-process device link reaches nothing outside the process (docs/deployment.md).
     """
     if settings.is_sqlite:
         return (
             f"{role} needs PostgreSQL (KEYAUTOMAT_DATABASE_URL): on SQLite, run the API "
             "and the device gateway together in one `keyautomat serve`"
         )
-    if settings.mqtt_url is None:
+    if devices_here and settings.mqtt_url is None:
         return (
             f"{role} needs an MQTT broker (KEYAUTOMAT_MQTT_URL): without one, devices can "
             "only reach a gateway inside the same process"
@@ -183,7 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from keyautomat.entrypoints.demo import seed_demo
 
     if args.no_gateway:
-        problem = split_roles_problem(load_settings(), "serve --no-gateway")
+        role = "serve --demo --no-gateway" if args.demo else "serve --no-gateway"
+        problem = split_roles_problem(load_settings(), role, devices_here=args.demo)
         if problem is not None:
             print(problem, file=sys.stderr)
             return 2
@@ -275,7 +277,7 @@ def cmd_gateway(_args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    problem = split_roles_problem(load_settings(), "keyautomat gateway")
+    problem = split_roles_problem(load_settings(), "keyautomat gateway", devices_here=True)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2

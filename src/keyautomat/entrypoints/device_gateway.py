@@ -27,7 +27,8 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.db import SYNC_CHANNEL, Database, listen
+from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.db import SYNC_CHANNEL, Database, listen, watch
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.adapters.device_protocol import (
     DEVICE_EVENTS,
@@ -54,8 +55,9 @@ from keyautomat.adapters.device_protocol import (
 )
 from keyautomat.config import Settings
 from keyautomat.domain.attempts import AttemptLimiter, RateLimit
-from keyautomat.service_layer import devices
+from keyautomat.service_layer import device_commands, device_leases, devices
 from keyautomat.service_layer.clock import Clock
+from keyautomat.service_layer.device_commands import CommandKind
 from keyautomat.service_layer.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class GatewayStats:
     hello_rate_alarms: int = 0  # windows in which all devices' failed hellos hit the rate
     sent: int = 0
     errors: int = 0
+    not_held: int = 0  # messages of devices another gateway holds the lease of
+    routed: int = 0  # commands run for another process's API
     by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -130,8 +134,10 @@ class DeviceGateway:
         code_key: bytes,
         client_id: str | None = None,
         workers: int | None = None,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.db = db
+        self.secrets = secrets  # opens the codes of commands routed from API processes
         self.link = link
         self.clock = clock
         self.prefix = settings.mqtt_topic_prefix
@@ -164,6 +170,13 @@ class DeviceGateway:
             limit=settings.device_hello_failures_per_minute, window=timedelta(minutes=1)
         )
         self.programming_deadline = settings.device_programming_deadline_seconds
+        # Device leases (service_layer/device_leases.py): the devices this gateway handles,
+        # and those another gateway holds, each with its lease's end.
+        self.lease_length = timedelta(seconds=settings.device_lease_seconds)
+        self._held: dict[str, datetime] = {}
+        self._foreign: dict[str, tuple[str, datetime]] = {}
+        # Commands routed from API processes, running (service_layer/device_commands.py).
+        self._commands: set[asyncio.Task[None]] = set()
         self.stats = GatewayStats()
         self._connection: Connection | None = None
         self._ready = asyncio.Event()
@@ -202,12 +215,13 @@ class DeviceGateway:
         self._tasks = [asyncio.create_task(self._worker(q)) for q in self._queues]
         self._tasks.append(asyncio.create_task(self._listen()))
         self._tasks.append(asyncio.create_task(self._maintain()))
+        self._tasks.append(asyncio.create_task(self._keep_leases()))
         # One way to hear of changes per engine. PostgreSQL's NOTIFY reaches this
         # process's own commits too, so listening to both would push every change twice.
         if self.db.is_sqlite:
             self.db.after_commit.append(self._on_commit)
         else:
-            self._tasks.append(asyncio.create_task(self._listen_for_changes()))
+            self._tasks.append(asyncio.create_task(self._listen_to_other_processes()))
         try:
             await asyncio.wait_for(self._ready.wait(), wait)
         except TimeoutError:
@@ -217,7 +231,7 @@ class DeviceGateway:
         with contextlib.suppress(ValueError):
             self.db.after_commit.remove(self._on_commit)
         self._loop = None
-        tasks = [*self._tasks, *self._programming]
+        tasks = [*self._tasks, *self._programming, *self._commands]
         if self._pusher is not None:
             tasks.append(self._pusher)
             self._pusher = None
@@ -228,11 +242,18 @@ class DeviceGateway:
                 await task
         self._tasks = []
         self._programming.clear()
+        self._commands.clear()
         self._connection = None
+        await self._release_leases()
 
     @property
     def connected(self) -> bool:
         return self._connection is not None
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped: this process has a gateway."""
+        return self._loop is not None
 
     async def wait_connected(self, timeout: float) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
@@ -254,6 +275,8 @@ class DeviceGateway:
             finally:
                 self._connection = None
                 self._ready.clear()
+            # Not hearing the devices, the gateway must not keep them from another one.
+            await self._release_leases()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
@@ -272,6 +295,9 @@ class DeviceGateway:
         while True:
             hw_id, _topic, payload = await queue.get()
             try:
+                if not await self.holds(hw_id):
+                    self.stats.not_held += 1
+                    continue
                 await self._handle(hw_id, payload)
             except Exception:
                 self.stats.errors += 1
@@ -300,6 +326,76 @@ class DeviceGateway:
                 del self._syncs_in_flight[message_id]
         await self.push_syncs()
 
+    # --- device leases ------------------------------------------------------------------
+
+    def _lease_known(self, hw_id: str, now: datetime) -> bool | None:
+        """True: ours with time to spare; False: another gateway's; None: ask the database."""
+        ours = self._held.get(hw_id)
+        if ours is not None and ours - self.lease_length / 3 > now:
+            return True
+        theirs = self._foreign.get(hw_id)
+        if theirs is not None and theirs[1] > now:
+            return False
+        return None
+
+    async def holds(self, hw_id: str) -> bool:
+        """Whether this gateway handles the device: it holds the device's lease, taking it
+        when nobody holds it or it lapsed. Only a gateway hearing the devices takes any."""
+        if self._connection is None:
+            return False
+        now = self.clock.now()
+        known = self._lease_known(hw_id, now)
+        if known is not None:
+            return known
+        lease = await self.db.run(
+            lambda s: device_leases.claim(s, hw_id, self.gateway_id, now, self.lease_length)
+        )
+        if lease.gateway_id == self.gateway_id:
+            self._held[hw_id] = lease.expires_at
+            self._foreign.pop(hw_id, None)
+            return True
+        self._held.pop(hw_id, None)
+        self._foreign[hw_id] = (lease.gateway_id, lease.expires_at)
+        return False
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_length.total_seconds() / 3)
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("renewing device leases failed")
+
+    async def renew_leases(self) -> None:
+        """Extend this gateway's leases; delete lapsed leases and commands long expired."""
+        if self._connection is None:
+            return
+        now = self.clock.now()
+        until = now + self.lease_length
+        stale_commands = now - timedelta(seconds=60 + 3 * self.ack_timeout)
+
+        def work(session: Session) -> set[str]:
+            held = device_leases.renew(session, self.gateway_id, now, self.lease_length)
+            device_leases.prune(session, now - self.lease_length)
+            device_commands.prune(session, stale_commands)
+            return held
+
+        held = await self.db.run(work)
+        self._held = dict.fromkeys(held, until)
+        self._foreign = {hw: lease for hw, lease in self._foreign.items() if lease[1] > now}
+
+    def _released(self, gateway_id: str) -> None:
+        """Another gateway gave up its devices: ask again at their next message."""
+        self._foreign = {hw: lease for hw, lease in self._foreign.items() if lease[0] != gateway_id}
+
+    async def _release_leases(self) -> None:
+        """Give up every lease, so that another gateway takes the devices at once."""
+        self._held.clear()
+        try:
+            await self.db.run(lambda s: device_leases.release(s, self.gateway_id))
+        except Exception:
+            log.warning("could not release device leases; they lapse in %s", self.lease_length)
+
     # --- sync on change -----------------------------------------------------------------
 
     def _on_commit(self, automat_ids: frozenset[str]) -> None:
@@ -326,16 +422,30 @@ class DeviceGateway:
             except Exception:
                 log.exception("pushing syncs after a commit failed; the sweep retries")
 
-    async def _listen_for_changes(self) -> None:
-        """Other processes' commits, announced by PostgreSQL ``NOTIFY`` (adapters/db.py)."""
+    async def _listen_to_other_processes(self) -> None:
+        """What other processes announce through PostgreSQL ``NOTIFY``, on one connection:
+        automats whose pincodes a commit changed (adapters/db.py; this process's own commits
+        among them), commands handed over by API processes, and gateways that let go of
+        their devices. After each (re)connection, commands issued meanwhile are caught up."""
+        channels = [SYNC_CHANNEL, device_leases.RELEASED_CHANNEL]
+        if self.secrets is not None:
+            channels.append(device_commands.COMMAND_CHANNEL)
         backoff = 0.2
         while True:
             try:
-                async for automat_id in listen(self.db.url, SYNC_CHANNEL):
+                async for channel, payload in listen(
+                    self.db.url, *channels, listening=self._catch_up
+                ):
                     backoff = 0.2
-                    self.wake([automat_id])
+                    if channel == SYNC_CHANNEL:
+                        self.wake([payload])
+                    elif channel == device_leases.RELEASED_CHANNEL:
+                        self._released(payload)
+                    else:
+                        command_id, _, hw_id = payload.partition(":")
+                        self._run_soon(command_id, hw_id)
             except Exception as exc:
-                log.warning("sync notifications lost: %s; reconnecting in %.1fs", exc, backoff)
+                log.warning("notifications lost: %s; reconnecting in %.1fs", exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
@@ -344,23 +454,17 @@ class DeviceGateway:
         the sync is pushed now if it is not on its way. The database is the judge: the
         ack may reach another gateway process (or have arrived before the wait began),
         so it is read again every :data:`SYNC_RECHECK_SECONDS` while waiting."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._sync_waiters.setdefault(automat_id, [])
         waiters.append((version, future))
-        deadline = loop.time() + self.ack_timeout
+
+        async def synced() -> bool | None:
+            acked = await self.db.run(lambda s: devices.synced_version(s, automat_id))
+            return True if acked >= version else None
+
         try:
             await self.push_syncs([automat_id])
-            while True:
-                synced = await self.db.run(lambda s: devices.synced_version(s, automat_id))
-                if synced >= version:
-                    return True
-                left = deadline - loop.time()
-                if left <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), min(left, SYNC_RECHECK_SECONDS))
-                    return True
+            return bool(await watch(synced, future, self.ack_timeout, SYNC_RECHECK_SECONDS))
         finally:
             waiters.remove((version, future))
             if not waiters:
@@ -380,7 +484,13 @@ class DeviceGateway:
         """Send each connected device behind on its pincodes what it is missing."""
         if self._connection is None:
             return 0
-        pending = await self.db.run(lambda s: devices.pending_syncs(s, automat_ids))
+        now = self.clock.now()
+
+        def not_foreign(hw_id: str) -> bool:
+            # Read on the database thread: a stale answer only costs one sync built in vain.
+            return self._lease_known(hw_id, now) is not False
+
+        pending = await self.db.run(lambda s: devices.pending_syncs(s, automat_ids, not_foreign))
         loop_now = asyncio.get_running_loop().time()
         recent = {
             automat: version
@@ -391,6 +501,8 @@ class DeviceGateway:
         for item in pending:
             if recent.get(item.automat_id, -1) >= item.sync.version:
                 continue  # the same sync is on its way; give the device time to ack it
+            if not await self.holds(item.hw_id):
+                continue
             with contextlib.suppress(LinkError):
                 await self._send_sync(item.hw_id, item.automat_id, item.sync)
                 sent += 1
@@ -627,11 +739,18 @@ class DeviceGateway:
     async def send_pincode(
         self, principal: Principal, automat_id: str, code: str, *, proximity_check: bool
     ) -> SendResult:
-        """sendPincode (endpoints.md §4.8, gaps.md D6-D7)."""
+        """sendPincode (endpoints.md §4.8, gaps.md D6-D7) to an automat of this gateway's."""
         now = self.clock.now()
         target = await self.db.run(
             lambda s: devices.command_target(s, principal, automat_id, now, self.offline_after)
         )
+        return await self.send_to(target, code, proximity_check=proximity_check)
+
+    async def send_to(
+        self, target: devices.CommandTarget, code: str, *, proximity_check: bool
+    ) -> SendResult:
+        """Send the code to the automat, once it holds every code (the caller checked scope)."""
+        automat_id = target.automat_id
         if not target.online or target.hw_id is None or self._connection is None:
             return SendResult(False, SendFailure.AUTOMAT_OFFLINE)
         self._expire_sessions()
@@ -689,10 +808,65 @@ class DeviceGateway:
         target = await self.db.run(
             lambda s: devices.command_target(s, principal, automat_id, now, self.offline_after)
         )
+        await self.cancel_on(target, code)
+
+    async def cancel_on(self, target: devices.CommandTarget, code: str) -> None:
+        """End the automat's prompt for ``code`` if it has one (the caller checked scope)."""
         self._expire_sessions()
-        session = self._sessions.get(automat_id)
+        session = self._sessions.get(target.automat_id)
         if session is None or session.code != code or target.hw_id is None:
             return
-        del self._sessions[automat_id]
+        del self._sessions[target.automat_id]
         with contextlib.suppress(LinkError):
             await self._send(target.hw_id, "cancel-prompt", CancelPrompt(code=code))
+
+    # --- commands routed from API processes ---------------------------------------------
+
+    def _catch_up(self) -> None:
+        if self.secrets is None:
+            return
+
+        async def waiting() -> None:
+            now = self.clock.now()
+            for command_id, hw_id in await self.db.run(lambda s: device_commands.waiting(s, now)):
+                self._run_soon(command_id, hw_id)
+
+        self._track(asyncio.get_running_loop().create_task(waiting()))
+
+    def _run_soon(self, command_id: str, hw_id: str) -> None:
+        self._track(asyncio.get_running_loop().create_task(self._run_command(command_id, hw_id)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _run_command(self, command_id: str, hw_id: str) -> None:
+        """Run a routed command if this gateway holds its device; the answer goes back
+        through the database. Exactly one gateway claims it."""
+        assert self.secrets is not None
+        try:
+            if not await self.holds(hw_id):
+                return
+            now = self.clock.now()
+            command = await self.db.run(
+                lambda s: device_commands.claim(s, command_id, self.gateway_id, now)
+            )
+            if command is None:
+                return
+            self.stats.routed += 1
+            code = self.secrets.decrypt(command.sealed_code)
+            target = await self.db.run(
+                lambda s: devices.command_target_of(s, command.automat_id, now, self.offline_after)
+            )
+            if target.hw_id != command.hw_id:  # the automat's hardware changed meanwhile
+                target = devices.CommandTarget(target.automat_id, None, False)
+            if command.kind is CommandKind.CANCEL:
+                await self.cancel_on(target, code)
+                outcome = device_commands.CANCELLED
+            else:
+                result = await self.send_to(target, code, proximity_check=command.proximity)
+                outcome = device_commands.SENT if result.success else str(result.reason)
+            await self.db.run(lambda s: device_commands.answer(s, command_id, outcome))
+        except Exception:
+            self.stats.errors += 1
+            log.exception("running the routed command %s failed", command_id)

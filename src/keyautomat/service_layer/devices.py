@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -705,18 +706,45 @@ def command_target(
         raise InvalidInput(
             "id", f"automat is not active (lifecycleState {automat.lifecycle_state})"
         )
+    return _target(session, automat.id, automat.hw_id, automat.last_seen_at, now, offline_after)
+
+
+def command_target_of(
+    session: Session, automat_id: str, now: datetime, offline_after: float
+) -> CommandTarget:
+    """The target of a command an API process already allowed (routed to this gateway);
+    an automat that stopped being active meanwhile counts as offline."""
+    automat = session.execute(
+        select(orm.automats.c.hw_id, orm.automats.c.last_seen_at).where(
+            orm.automats.c.id == automat_id,
+            orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
+        )
+    ).first()
+    if automat is None:
+        return CommandTarget(automat_id, None, False)
+    return _target(session, automat_id, automat.hw_id, automat.last_seen_at, now, offline_after)
+
+
+def _target(
+    session: Session,
+    automat_id: str,
+    hw_id: str | None,
+    last_seen_at: datetime | None,
+    now: datetime,
+    offline_after: float,
+) -> CommandTarget:
     link = session.execute(
         select(device_links).where(device_links.c.automat_id == automat_id)
     ).first()
     online = (
         link is not None
-        and link.hw_id == automat.hw_id
-        and is_online(link, automat.last_seen_at, now, offline_after)
+        and link.hw_id == hw_id
+        and is_online(link, last_seen_at, now, offline_after)
     )
     if link is None:
-        return CommandTarget(automat.id, automat.hw_id, online)
+        return CommandTarget(automat_id, hw_id, online)
     return CommandTarget(
-        automat.id, automat.hw_id, online, int(link.desired_version), int(link.synced_version)
+        automat_id, hw_id, online, int(link.desired_version), int(link.synced_version)
     )
 
 
@@ -841,8 +869,13 @@ class PendingSync:
     sync: Sync
 
 
-def pending_syncs(session: Session, automat_ids: list[str] | None = None) -> list[PendingSync]:
-    """Connected, bound devices behind on their pincodes, with what brings each up to date."""
+def pending_syncs(
+    session: Session,
+    automat_ids: list[str] | None = None,
+    wanted: Callable[[str], bool] | None = None,
+) -> list[PendingSync]:
+    """Connected, bound devices behind on their pincodes, with what brings each up to date;
+    only those whose hwId ``wanted`` accepts (the gateway's own devices) when it is given."""
     stmt = (
         select(device_links.c.automat_id, device_links.c.hw_id, device_links.c.synced_version)
         .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
@@ -860,6 +893,7 @@ def pending_syncs(session: Session, automat_ids: list[str] | None = None) -> lis
             r.automat_id, r.hw_id, incremental_sync(session, r.automat_id, r.synced_version)
         )
         for r in session.execute(stmt).all()
+        if wanted is None or wanted(r.hw_id)
     ]
 
 

@@ -106,6 +106,7 @@ def create_app(
                     await task
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
+            await container.commands.close()
             if run_gateway:
                 await container.devices.stop()
             await container.webhooks.aclose()

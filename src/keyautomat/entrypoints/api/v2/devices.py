@@ -50,7 +50,7 @@ async def send_pincode(
     caller: Caller,
     services: Services,
 ) -> SendPincodeResponseDto:
-    result = await services.devices.send_pincode(
+    result = await services.commands.send_pincode(
         caller, id, body.pincode, proximity_check=body.proximity_check
     )
     return SendPincodeResponseDto(
@@ -70,5 +70,5 @@ async def cancel_send_pincode(
     services: Services,
 ) -> Response:
     # 200 with an empty body, as documented (gaps.md A7), whether or not anything was pending.
-    await services.devices.cancel_send_pincode(caller, id, body.pincode)
+    await services.commands.cancel_send_pincode(caller, id, body.pincode)
     return Response(status_code=200)
