@@ -16,7 +16,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import MqttLink
-from keyautomat.adapters.orm_devices import device_leases
+from keyautomat.adapters.orm_devices import device_commands, device_leases
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.app import create_app
@@ -148,3 +148,22 @@ def test_an_api_process_without_a_gateway_sends_and_cancels_prompts_through_the_
         assert gateway_process.devices.stats.routed == 3
     finally:
         simulators.stop_all()
+
+
+@pytest.mark.parametrize("http", ["api-only"], indirect=True)
+def test_a_command_no_gateway_takes_up_answers_timeout_and_leaves_nothing_to_run_later(
+    http: TestClient, settings: Settings, container: Container, acme: Tenant
+) -> None:
+    simulators = Simulators(http, container, link=MqttLink(BROKER))
+    other, other_http = another_gateway_process(settings, "leaving")
+    try:
+        with other_http:
+            automat_id, _sim, _stock = bound_automat(acme, simulators)
+        # The gateway stopped; the automat still counts as online for a while.
+        sent = acme.api.post(f"/automats/{automat_id}/sendPincode", {"pincode": "2468"})
+        assert sent == {"success": False, "reason": "TIMEOUT"}
+        left = container.db.transaction(lambda s: s.scalars(select(device_commands.c.id)).all())
+        assert left == []
+    finally:
+        simulators.stop_all()
+        other.close()

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import InProcessLink
 from keyautomat.adapters.device_protocol import CodeEntered, Hello, encode, up_topic
+from keyautomat.adapters.orm_devices import device_leases
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
 from keyautomat.service_layer.clock import ManualClock
@@ -206,3 +208,30 @@ def test_one_automats_programmings_still_run_one_after_another(
     eventually(lambda: len(done) == 2, timeout=5.0)
     assert done == ["1111", "2222"]
     assert all(len(together) == 1 for together in overlaps)
+
+
+def leased_hw_ids(container: Container) -> set[str]:
+    return set(container.db.transaction(lambda s: s.scalars(select(device_leases.c.hw_id)).all()))
+
+
+def test_hwids_that_send_junk_or_are_refused_are_left_holding_no_lease(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    """Someone with a broker login writing on made-up topics leaves nothing behind: junk is
+    dropped before any lease is taken, a refused hwId's lease is given up at once, and a
+    guess refused from memory takes none."""
+    automat = install(acme)
+    code = automat["installationPincode"]
+    sim = sims.start(hw_id="SIM-REAL", locker_count=4, installation_pincode=code)
+    sims.call(sim.wait_bound, 5.0)
+    stats = container.devices.stats
+    rejected, malformed = stats.rejected, stats.malformed
+    link = container.device_link
+    assert isinstance(link, InProcessLink)
+    prefix = container.settings.mqtt_topic_prefix
+    for n in range(5):
+        link.route(up_topic(prefix, f"JUNK-{n}"), b'{"not": "a message"}')
+    for n in range(10):  # six reach the database (the rate), four are refused from memory
+        _send_hello(container, f"GUESSER-{n}", _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 10 and stats.malformed - malformed >= 5)
+    assert leased_hw_ids(container) == {"SIM-REAL"}

@@ -3,7 +3,10 @@ lapses (service_layer/device_leases.py), and routed commands are claimed once.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from keyautomat.bootstrap import Container
 from keyautomat.service_layer import device_commands, device_leases
@@ -15,6 +18,7 @@ LENGTH = timedelta(seconds=15)
 
 def claim(container: Container, hw_id: str, gateway: str, at: datetime) -> str:
     lease = container.db.transaction(lambda s: device_leases.claim(s, hw_id, gateway, at, LENGTH))
+    assert lease is not None
     return lease.gateway_id
 
 
@@ -38,7 +42,9 @@ def test_renewing_extends_only_the_leases_the_gateway_still_holds(container: Con
     claim(container, "HW-3", "gw-b", NOW)
     later = NOW + LENGTH
     claim(container, "HW-2", "gw-b", later)  # gw-a's lease on HW-2 lapsed and was taken
-    held = container.db.transaction(lambda s: device_leases.renew(s, "gw-a", later, LENGTH))
+    held = container.db.transaction(
+        lambda s: device_leases.renew(s, "gw-a", later, LENGTH, ["HW-1", "HW-2"])
+    )
     assert held == {"HW-1"}
     assert claim(container, "HW-1", "gw-b", later + timedelta(seconds=14)) == "gw-a"
 
@@ -81,10 +87,63 @@ def test_a_routed_command_is_claimed_by_one_gateway_only_and_not_after_its_deadl
     assert second is None
 
 
+def answer_of(container: Container, at: datetime) -> str | None:
+    return container.db.transaction(lambda s: device_commands.answer_of(s, "c" * 32, at))
+
+
 def test_an_answer_is_read_back_and_the_command_then_forgotten(container: Container) -> None:
     issue(container, NOW + timedelta(seconds=3))
-    assert container.db.transaction(lambda s: device_commands.answer_of(s, "c" * 32)) is None
+    assert answer_of(container, NOW) is None
     container.db.transaction(lambda s: device_commands.answer(s, "c" * 32, "SENT"))
-    assert container.db.transaction(lambda s: device_commands.answer_of(s, "c" * 32)) == "SENT"
+    assert answer_of(container, NOW) == "SENT"
     container.db.transaction(lambda s: device_commands.forget(s, "c" * 32))
     assert container.db.transaction(lambda s: device_commands.waiting(s, NOW)) == []
+
+
+def test_a_command_nobody_claimed_by_its_deadline_is_withdrawn_and_no_gateway_runs_it(
+    container: Container,
+) -> None:
+    issue(container, NOW + timedelta(seconds=3))
+    deadline = NOW + timedelta(seconds=3)
+    assert answer_of(container, deadline) == device_commands.UNANSWERED
+    claimed = container.db.transaction(lambda s: device_commands.claim(s, "c" * 32, "gw-a", NOW))
+    assert claimed is None
+
+
+def test_a_claimed_command_is_waited_for_past_its_claim_deadline(container: Container) -> None:
+    issue(container, NOW + timedelta(seconds=3))
+    container.db.transaction(lambda s: device_commands.claim(s, "c" * 32, "gw-a", NOW))
+    assert answer_of(container, NOW + timedelta(seconds=10)) is None
+
+
+def test_renewing_leaves_out_the_leases_not_named_and_releasing_some_keeps_the_rest(
+    container: Container,
+) -> None:
+    claim(container, "HW-1", "gw-a", NOW)
+    claim(container, "HW-2", "gw-a", NOW)
+    released = container.db.transaction(lambda s: device_leases.release(s, "gw-a", ["HW-2"]))
+    assert released == 1
+    held = container.db.transaction(
+        lambda s: device_leases.renew(s, "gw-a", NOW, LENGTH, ["HW-1", "HW-2"])
+    )
+    assert held == {"HW-1"}
+    assert claim(container, "HW-2", "gw-b", NOW) == "gw-b"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_a_starting_gateway_forgets_the_leases_of_a_process_that_died(
+    container: Container,
+) -> None:
+    """One process runs on SQLite: after a kill -9, the restarted one handles its devices
+    at once instead of waiting for the dead process's leases to lapse."""
+    claim(container, "HW-1", "host:4242:deadbeef", datetime.now(UTC))
+
+    async def scenario() -> bool:
+        gateway = container.devices
+        await gateway.start(wait=1.0)
+        try:
+            return await gateway.holds("HW-1")
+        finally:
+            await gateway.stop()
+
+    assert asyncio.run(scenario())

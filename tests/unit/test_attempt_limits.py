@@ -99,3 +99,14 @@ def test_the_shared_rate_keeps_at_most_its_limit_of_times() -> None:
     assert len(rate._times) == 5
     with pytest.raises(ValueError, match="at least one"):
         RateLimit(limit=0, window=timedelta(minutes=1))
+
+
+def test_asking_whether_the_rate_is_spent_takes_nothing() -> None:
+    rate = RateLimit(limit=2, window=timedelta(minutes=1))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not rate.spent(start)
+    assert not rate.spent(start)
+    assert rate.take(start)
+    assert rate.take(start)
+    assert rate.spent(start)
+    assert not rate.spent(start + timedelta(minutes=1))

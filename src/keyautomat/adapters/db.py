@@ -272,7 +272,16 @@ async def listen(
     from psycopg import sql
 
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+    # TCP keepalives: a connection a firewall dropped in silence is noticed in about a
+    # minute, not hours (libpq's default), and the caller re-makes it.
+    async with await psycopg.AsyncConnection.connect(
+        conninfo,
+        autocommit=True,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+    ) as conn:
         for channel in channels:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         if listening is not None:

@@ -106,6 +106,11 @@ class RateLimit:
         self._times.append(now)
         return True
 
+    def spent(self, now: datetime) -> bool:
+        """Whether a ``take`` now would be refused (nothing is taken)."""
+        self._forget(now)
+        return len(self._times) >= self.limit
+
     def give_back(self, taken_at: datetime) -> None:
         """Return the unit taken at ``taken_at`` (a no-op once it has left the window)."""
         with contextlib.suppress(ValueError):

@@ -77,11 +77,13 @@ class CommandRouter:
         await self._route(target, CommandKind.CANCEL, code, False, 1.0)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        with contextlib.suppress(RuntimeError):  # its event loop is closed: nothing runs
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
+                await listener
 
     async def _target(self, principal: Principal, automat_id: str) -> devices.CommandTarget:
         now = self.clock.now()
@@ -120,14 +122,23 @@ class CommandRouter:
         self._answers[command.id] = answered
 
         async def answer() -> str | None:
-            return await self.db.run(lambda s: device_commands.answer_of(s, command.id))
+            now = self.clock.now()
+            return await self.db.run(lambda s: device_commands.answer_of(s, command.id, now))
 
+        issued = asyncio.ensure_future(
+            self.db.run(lambda s: device_commands.issue(s, command, expires_at))
+        )
         try:
-            await self.db.run(lambda s: device_commands.issue(s, command, expires_at))
-            return await watch(answer, answered, CLAIM_SECONDS + run_seconds, SYNC_RECHECK_SECONDS)
+            await asyncio.shield(issued)
+            outcome = await watch(
+                answer, answered, CLAIM_SECONDS + run_seconds, SYNC_RECHECK_SECONDS
+            )
+            return None if outcome == device_commands.UNANSWERED else outcome
         finally:
             del self._answers[command.id]
             with contextlib.suppress(Exception):
+                # Even when the caller went away: the row must not outlive the wait.
+                await issued
                 await self.db.run(lambda s: device_commands.forget(s, command.id))
 
     async def _start_listening(self) -> None:
@@ -141,7 +152,7 @@ class CommandRouter:
             self._listening = asyncio.Event()  # an event serves the one loop it first waited in
             self._listener = asyncio.create_task(self._listen_for_answers())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), 1.0)
+            await asyncio.wait_for(self._listening.wait(), 0.5)
 
     async def _listen_for_answers(self) -> None:
         backoff = 0.2

@@ -175,6 +175,13 @@ class DeviceGateway:
         self.lease_length = timedelta(seconds=settings.device_lease_seconds)
         self._held: dict[str, datetime] = {}
         self._foreign: dict[str, tuple[str, datetime]] = {}
+        # When each held device was last heard from: a lease is renewed only while its
+        # device speaks (heartbeats), so hwIds that sent junk once are let go.
+        self._heard: dict[str, datetime] = {}
+        self._quiet_after = max(self.lease_length, timedelta(seconds=3 * self.heartbeat_seconds))
+        # Bumped by every release of all leases: a claim or renewal still in flight then
+        # must not bring a lease back (the broker was lost, or the gateway stopped).
+        self._lease_epoch = 0
         # Commands routed from API processes, running (service_layer/device_commands.py).
         self._commands: set[asyncio.Task[None]] = set()
         self.stats = GatewayStats()
@@ -211,6 +218,9 @@ class DeviceGateway:
         carries on reconnecting in the background if the broker is not there yet."""
         self._ready = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        if self.db.is_sqlite:
+            # One process runs on SQLite: leases left by one that died hold nothing.
+            await self.db.run(device_leases.clear)
         self._queues = [asyncio.Queue() for _ in range(self.worker_count)]
         self._tasks = [asyncio.create_task(self._worker(q)) for q in self._queues]
         self._tasks.append(asyncio.create_task(self._listen()))
@@ -295,10 +305,15 @@ class DeviceGateway:
         while True:
             hw_id, _topic, payload = await queue.get()
             try:
-                if not await self.holds(hw_id):
+                message = self._decode(hw_id, payload)
+                if message is None:
+                    continue
+                # A guess refused from memory takes no lease: no database work at all.
+                if not self._refused_in_memory(hw_id, message) and not await self.holds(hw_id):
                     self.stats.not_held += 1
                     continue
-                await self._handle(hw_id, payload)
+                self._heard[hw_id] = self.clock.now()
+                await self._handle(hw_id, message)
             except Exception:
                 self.stats.errors += 1
                 log.exception("failed to handle a message from %s", hw_id)
@@ -325,6 +340,10 @@ class DeviceGateway:
             if loop_now - sent > max(60.0, 4 * self.ack_timeout):
                 del self._syncs_in_flight[message_id]
         await self.push_syncs()
+        # Commands whose notification was missed (a LISTEN connection silently dropped,
+        # or heard before the broker connected): the safety net, as for syncs.
+        if self.secrets is not None and not self.db.is_sqlite:
+            await self._run_waiting()
 
     # --- device leases ------------------------------------------------------------------
 
@@ -347,11 +366,19 @@ class DeviceGateway:
         known = self._lease_known(hw_id, now)
         if known is not None:
             return known
+        epoch = self._lease_epoch
         lease = await self.db.run(
             lambda s: device_leases.claim(s, hw_id, self.gateway_id, now, self.lease_length)
         )
+        if lease is None:
+            return False
         if lease.gateway_id == self.gateway_id:
+            if epoch != self._lease_epoch or self._connection is None:
+                # All leases were given up while this claim ran: it must not stand.
+                await self._give_up([hw_id])
+                return False
             self._held[hw_id] = lease.expires_at
+            self._heard.setdefault(hw_id, now)
             self._foreign.pop(hw_id, None)
             return True
         self._held.pop(hw_id, None)
@@ -367,21 +394,37 @@ class DeviceGateway:
                 log.exception("renewing device leases failed")
 
     async def renew_leases(self) -> None:
-        """Extend this gateway's leases; delete lapsed leases and commands long expired."""
+        """Extend the leases of devices heard from lately, give up the others, and delete
+        lapsed leases and commands long expired."""
         if self._connection is None:
             return
         now = self.clock.now()
         until = now + self.lease_length
+        quiet = now - self._quiet_after
+        keep = [hw for hw in self._held if self._heard.get(hw, now) >= quiet]
+        drop = [hw for hw in self._held if self._heard.get(hw, now) < quiet]
         stale_commands = now - timedelta(seconds=60 + 3 * self.ack_timeout)
 
         def work(session: Session) -> set[str]:
-            held = device_leases.renew(session, self.gateway_id, now, self.lease_length)
+            device_leases.release(session, self.gateway_id, drop)
+            held = device_leases.renew(session, self.gateway_id, now, self.lease_length, keep)
             device_leases.prune(session, now - self.lease_length)
             device_commands.prune(session, stale_commands)
             return held
 
+        epoch = self._lease_epoch
         held = await self.db.run(work)
-        self._held = dict.fromkeys(held, until)
+        if epoch != self._lease_epoch or self._connection is None:
+            await self._give_up(held)  # renewed after all leases were given up: undo
+            return
+        for hw_id in keep:
+            if hw_id in held:
+                self._held[hw_id] = until
+            else:
+                self._held.pop(hw_id, None)  # lapsed, and another gateway took it
+        for hw_id in drop:
+            self._held.pop(hw_id, None)
+        self._heard = {hw: at for hw, at in self._heard.items() if at >= quiet}
         self._foreign = {hw: lease for hw, lease in self._foreign.items() if lease[1] > now}
 
     def _released(self, gateway_id: str) -> None:
@@ -390,11 +433,22 @@ class DeviceGateway:
 
     async def _release_leases(self) -> None:
         """Give up every lease, so that another gateway takes the devices at once."""
+        self._lease_epoch += 1
         self._held.clear()
+        self._heard.clear()
         try:
             await self.db.run(lambda s: device_leases.release(s, self.gateway_id))
         except Exception:
             log.warning("could not release device leases; they lapse in %s", self.lease_length)
+
+    async def _give_up(self, hw_ids: Iterable[str]) -> None:
+        """Give up the leases of these devices only."""
+        given_up = list(hw_ids)
+        for hw_id in given_up:
+            self._held.pop(hw_id, None)
+            self._heard.pop(hw_id, None)
+        if given_up:
+            await self.db.run(lambda s: device_leases.release(s, self.gateway_id, given_up))
 
     # --- sync on change -----------------------------------------------------------------
 
@@ -510,17 +564,22 @@ class DeviceGateway:
 
     # --- incoming -----------------------------------------------------------------------
 
-    async def _handle(self, hw_id: str, payload: bytes) -> None:
+    def _decode(self, hw_id: str, payload: bytes) -> Message | None:
+        """The message, or None (logged and counted) when it is malformed or names another
+        device than its topic. Checked before anything else, with no database work."""
         try:
             message = decode_from_device(payload)
         except ProtocolError as exc:
             self.stats.malformed += 1
             log.warning("dropped a malformed message from %s: %s", hw_id, exc)
-            return
+            return None
         if message.hw_id != hw_id:
             self.stats.malformed += 1
             log.warning("dropped a message for %s sent on the topic of %s", message.hw_id, hw_id)
-            return
+            return None
+        return message
+
+    async def _handle(self, hw_id: str, message: Message) -> None:
         self.stats.by_type[message.type] = self.stats.by_type.get(message.type, 0) + 1
         token = message.envelope.token
         now = self.clock.now()
@@ -560,8 +619,22 @@ class DeviceGateway:
             self.stats.rejected += 1
             if not isinstance(exc, _BackedOff):
                 log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
+            if hw_id in self._held:
+                # Nothing to hold for a device the server refuses (a guessed hwId, say).
+                await self._give_up([hw_id])
             with contextlib.suppress(LinkError):
                 await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
+
+    def _refused_in_memory(self, hw_id: str, message: Message) -> bool:
+        """A hello with an installation pincode and no credential that ``_hello`` refuses
+        before any database work: its hwId is backed off, or all devices' rate is spent."""
+        data = message.data
+        if not isinstance(data, Hello) or data.installation_pincode is None:
+            return False
+        if message.envelope.token is not None:
+            return False
+        now = self.clock.now()
+        return self.hello_failures.blocked(hw_id, now) or self.hello_failure_rate.spent(now)
 
     async def _hello(
         self, hw_id: str, token: str | None, hello: Hello, now: datetime
@@ -823,15 +896,16 @@ class DeviceGateway:
     # --- commands routed from API processes ---------------------------------------------
 
     def _catch_up(self) -> None:
-        if self.secrets is None:
+        if self.secrets is not None:
+            self._track(asyncio.get_running_loop().create_task(self._run_waiting()))
+
+    async def _run_waiting(self) -> None:
+        """Run the commands nobody has claimed yet, for the devices this gateway holds."""
+        if self._connection is None:
             return
-
-        async def waiting() -> None:
-            now = self.clock.now()
-            for command_id, hw_id in await self.db.run(lambda s: device_commands.waiting(s, now)):
-                self._run_soon(command_id, hw_id)
-
-        self._track(asyncio.get_running_loop().create_task(waiting()))
+        now = self.clock.now()
+        for command_id, hw_id in await self.db.run(lambda s: device_commands.waiting(s, now)):
+            self._run_soon(command_id, hw_id)
 
     def _run_soon(self, command_id: str, hw_id: str) -> None:
         self._track(asyncio.get_running_loop().create_task(self._run_command(command_id, hw_id)))

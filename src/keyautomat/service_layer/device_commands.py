@@ -33,6 +33,9 @@ class CommandKind(StrEnum):
 CANCELLED = "CANCELLED"
 # The answer of a send that went out and was acknowledged; a failure is its reason.
 SENT = "SENT"
+# What the caller reads when no gateway claimed the command in time (it is withdrawn),
+# or the row is gone: nobody will answer.
+UNANSWERED = "UNANSWERED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,14 @@ _ANSWER = (
     .where(device_commands.c.id == bindparam("b_id"))
     .values(answer=bindparam("b_answer"))
 )
-_READ_ANSWER = select(device_commands.c.answer).where(device_commands.c.id == bindparam("id"))
+_READ_ANSWER = select(
+    device_commands.c.answer, device_commands.c.claimed_by, device_commands.c.expires_at
+).where(device_commands.c.id == bindparam("id"))
+_WITHDRAW = (
+    delete(device_commands)
+    .where(device_commands.c.id == bindparam("id"), device_commands.c.claimed_by.is_(None))
+    .returning(device_commands.c.id)
+)
 _FORGET = delete(device_commands).where(device_commands.c.id == bindparam("id"))
 
 
@@ -106,8 +116,18 @@ def answer(session: Session, command_id: str, outcome: str) -> None:
     notify(session, ANSWER_CHANNEL, command_id)
 
 
-def answer_of(session: Session, command_id: str) -> str | None:
-    return session.execute(_READ_ANSWER, {"id": command_id}).scalar()
+def answer_of(session: Session, command_id: str, now: datetime) -> str | None:
+    """The command's answer; :data:`UNANSWERED` when nobody claimed it before its deadline
+    (it is withdrawn, so that no gateway runs it later) or it is gone; None while waiting."""
+    row = session.execute(_READ_ANSWER, {"id": command_id}).first()
+    if row is None:
+        return UNANSWERED
+    if row.answer is not None:
+        return str(row.answer)
+    unclaimed_too_long = row.claimed_by is None and row.expires_at <= now
+    if unclaimed_too_long and session.execute(_WITHDRAW, {"id": command_id}).first() is not None:
+        return UNANSWERED
+    return None
 
 
 def forget(session: Session, command_id: str) -> None:

@@ -13,6 +13,7 @@ message by message, which loses their order; hence leases.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,10 @@ RELEASED_CHANNEL = "keyautomat_leases_released"
 
 _RENEW = (
     update(device_leases)
-    .where(device_leases.c.gateway_id == bindparam("b_gateway_id"))
+    .where(
+        device_leases.c.gateway_id == bindparam("b_gateway_id"),
+        device_leases.c.hw_id.in_(bindparam("b_hw_ids", expanding=True)),
+    )
     .values(expires_at=bindparam("b_expires_at", type_=device_leases.c.expires_at.type))
     .returning(device_leases.c.hw_id)
 )
@@ -68,30 +72,54 @@ def _claim_statement(session: Session) -> Any:
     return stmt
 
 
-def claim(session: Session, hw_id: str, gateway_id: str, now: datetime, length: timedelta) -> Lease:
-    """The device's lease after trying to take it: ours, or the holder's that stands."""
+def claim(
+    session: Session, hw_id: str, gateway_id: str, now: datetime, length: timedelta
+) -> Lease | None:
+    """The device's lease after trying to take it: ours, or the holder's that stands;
+    None in the rare case that the holder let go between the two statements, twice."""
     expires_at = now + length
-    taken = session.execute(
-        _claim_statement(session),
-        {"hw_id": hw_id, "gateway_id": gateway_id, "expires_at": expires_at, "now": now},
-    ).first()
-    if taken is not None:
-        return Lease(hw_id, gateway_id, expires_at)
-    holder = session.execute(_HOLDER, {"hw_id": hw_id}).one()
-    return Lease(hw_id, holder.gateway_id, holder.expires_at)
+    values = {"hw_id": hw_id, "gateway_id": gateway_id, "expires_at": expires_at, "now": now}
+    for _attempt in range(2):
+        if session.execute(_claim_statement(session), values).first() is not None:
+            return Lease(hw_id, gateway_id, expires_at)
+        holder = session.execute(_HOLDER, {"hw_id": hw_id}).first()
+        if holder is not None:
+            return Lease(hw_id, holder.gateway_id, holder.expires_at)
+    return None
 
 
-def renew(session: Session, gateway_id: str, now: datetime, length: timedelta) -> set[str]:
-    """Extend every lease the gateway still holds; the hwIds they are for. A lease that
-    lapsed and was taken by another gateway is not among them any more."""
-    rows = session.execute(_RENEW, {"b_gateway_id": gateway_id, "b_expires_at": now + length})
+def renew(
+    session: Session, gateway_id: str, now: datetime, length: timedelta, hw_ids: Collection[str]
+) -> set[str]:
+    """Extend the gateway's leases on ``hw_ids``; those it still held. A lease that lapsed
+    and was taken by another gateway is not among them any more."""
+    if not hw_ids:
+        return set()
+    rows = session.execute(
+        _RENEW,
+        {"b_gateway_id": gateway_id, "b_expires_at": now + length, "b_hw_ids": list(hw_ids)},
+    )
     return {row.hw_id for row in rows}
 
 
-def release(session: Session, gateway_id: str) -> int:
-    """Give up the gateway's leases (a clean stop): its devices move at their next message."""
-    result = session.execute(delete(device_leases).where(device_leases.c.gateway_id == gateway_id))
-    notify(session, RELEASED_CHANNEL, gateway_id)
+def release(session: Session, gateway_id: str, hw_ids: Collection[str] | None = None) -> int:
+    """Give up the gateway's leases on ``hw_ids``, or all of them (a clean stop, the broker
+    lost; announced, so that other gateways take the devices at their next message)."""
+    stmt = delete(device_leases).where(device_leases.c.gateway_id == gateway_id)
+    if hw_ids is not None:
+        if not hw_ids:
+            return 0
+        stmt = stmt.where(device_leases.c.hw_id.in_(list(hw_ids)))
+    result = session.execute(stmt)
+    if hw_ids is None:
+        notify(session, RELEASED_CHANNEL, gateway_id)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def clear(session: Session) -> int:
+    """Forget every lease: on SQLite, where the process starting is the only gateway, the
+    leases of one that died must not keep its devices for their remaining time."""
+    result = session.execute(delete(device_leases))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
