@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -184,6 +185,20 @@ class Welcome(Data):
     device_token: StrictStr | None = None
     heartbeat_seconds: float
     server_time: Time
+
+
+class RejectReason(StrEnum):
+    """Why the server refused a device's message: the ``reason`` of ``rejected``, from
+    this set only. docs/device-protocol.md says what a device does on each."""
+
+    UNAUTHENTICATED = "unauthenticated"  # no or wrong credential, or an unknown device
+    REPLACED = "replaced"  # the automat is bound to other hardware now
+    DEACTIVATED = "deactivated"  # the automat was uninstalled or deactivated
+    WRONG_INSTALLATION_CODE = "wrong-installation-code"  # binding refused, whatever the cause
+    LOCKED_OUT = "locked-out"  # too many wrong installation codes: wait before the next
+    MALFORMED = "malformed"  # the message breaks its schema: drop it, never resend it
+    UNKNOWN_LOCKER = "unknown-locker"  # names a locker the automat does not have
+    BAD_INVENTORY = "bad-inventory"  # a locker-inventory that is not exactly 0..lockerCount-1
 
 
 class Rejected(Data):
