@@ -1,22 +1,181 @@
-"""keyautomat as separate processes on one PostgreSQL database (DESIGN.md, Scale out):
+"""keyautomat as separate processes on one PostgreSQL database (DESIGN.md, Scale out): API
+processes that race for the same keys, worker processes that share one outbox, and
 processes that migrate the database as they start together."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
 
 from keyautomat.adapters.migrate import MIGRATION_LOCK_KEY, alembic_config
-from tests.devices import eventually
-from tests.processes import Processes
+from keyautomat.adapters.orm import outbox
+from keyautomat.adapters.orm_contracts import contract_keys
+from keyautomat.bootstrap import Container
+from keyautomat.client import Client
+from keyautomat.config import Settings
+from keyautomat.domain import webhooks as wh
+from keyautomat.service_layer import webhooks
+from keyautomat.service_layer.webhooks import KIND as WEBHOOK
+from tests.conftest import Tenant
+from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_automat
+from tests.devices import admin_client, eventually
+from tests.e2e.mqtt_support import BROKER
+from tests.integration.test_webhooks import subscribe
+from tests.processes import Processes, all_ready
 from tests.services import postgres_database
+from tests.webhook_receiver import Received, running_receiver
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+# API processes only: no outbox worker, no device gateway in them. --no-gateway wants a
+# broker's URL; these processes open no connection to it.
+API = ("--no-worker", "--no-gateway")
+API_ENV = {"KEYAUTOMAT_MQTT_URL": BROKER}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Webhooks to the receiver on 127.0.0.1 over http (gaps.md G8).
+    return settings.model_copy(update={"webhooks_allow_private": True})
+
+
+# -- allocation across API processes ------------------------------------------------
+
+
+def _contract(now: datetime, n: int, group_id: str) -> dict[str, Any]:
+    # Each body differs (its end, by n ms): two requests signed in the same millisecond
+    # would otherwise carry the same signature, and the second would be a replay.
+    return {
+        "input": {
+            "contractType": 1,
+            "accessRightIds": [RIGHT],
+            "numberOfKeys": 1,
+            "groupId": group_id,
+            "start": iso(now - timedelta(minutes=1)),
+            "end": iso(now + timedelta(days=1, milliseconds=n)),
+        }
+    }
+
+
+def test_fifty_creations_split_across_two_api_processes_race_for_ten_keys_and_exactly_ten_win(
+    processes: Processes, container: Container, acme: Tenant
+) -> None:
+    automats = [stocked_automat(container, acme, keys=5, empty=0, name=f"A{i}") for i in range(2)]
+    seeded = {key for _, keys in automats for key in keys}
+    group_id = group_of(acme, [automat_id for automat_id, _ in automats])
+    apis = all_ready([processes.serve(*API, env=API_ENV, wait=False) for _ in range(2)])
+    now = datetime.now(UTC)
+    # All 50 are signed first and sent at once, half to each process.
+    gate = threading.Barrier(50)
+
+    def create(n: int) -> tuple[int, Any]:
+        with Client(apis[n % 2].api_url, acme.account_id, acme.private_key) as api:
+            body = _contract(now, n, group_id)
+            gate.wait(timeout=30)
+            response = api.request("POST", "/iloq/keycontracts", body)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(create, range(50)))
+
+    assert Counter(status for status, _ in answers) == {201: 10, 409: 40}, answers
+    refusals = {body["message"] for status, body in answers if status == 409}
+    assert refusals == {"No automat has 1 keys available for the requested period"}
+    won = [body["keys"][0]["id"] for status, body in answers if status == 201]
+    assert sorted(won) == sorted(seeded)
+    assert booked_keys(container) == (10, 10, 10)
+    assert set(container.db.transaction(lambda s: s.scalars(select(contract_keys.c.key_id)))) == (
+        seeded
+    )
+    assert all(api.running for api in apis)
+
+
+# -- one outbox, two worker processes -------------------------------------------------
+
+EVENTS = 1000
+LANES = 100  # devices: each one's events are delivered in order, one after another
+
+
+def _publish(container: Container, unit_id: str) -> list[str]:
+    """EVENTS key-status events, LANES devices taking turns, in one transaction."""
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> list[str]:
+        ids = []
+        for n in range(EVENTS):
+            data = wh.key_status_data(
+                state="key-fetched",
+                device_id=f"{n % LANES + 1:06d}",
+                locker_index=n // LANES,
+                key_id=f"k-{n}",
+                contract_id=f"c-{n}",
+                contract_object_id=f"c-{n}",
+            )
+            ids += webhooks.publish(
+                session,
+                organization_unit_id=unit_id,
+                event_type="key-status",
+                data=data,
+                occurred_at=now,
+                now=now,
+            )
+        return ids
+
+    return container.db.transaction(work)
+
+
+def _statuses(container: Container) -> dict[str, int]:
+    counted = (
+        select(outbox.c.status, func.count())
+        .where(outbox.c.kind == WEBHOOK)
+        .group_by(outbox.c.status)
+    )
+    return container.db.transaction(lambda s: {row[0]: row[1] for row in s.execute(counted)})
+
+
+def _delivered_by(container: Container) -> set[str]:
+    """The pids (from the worker ids) of the workers that delivered a row."""
+    owners = container.db.transaction(
+        lambda s: set(s.scalars(select(outbox.c.claimed_by).where(outbox.c.kind == WEBHOOK)))
+    )
+    return {owner.split(":")[1] for owner in owners}
+
+
+def test_a_thousand_outbox_rows_with_two_worker_processes_are_each_delivered_once(
+    processes: Processes, container: Container, acme: Tenant, http: TestClient
+) -> None:
+    with running_receiver() as receiver:
+        subscribe(admin_client(acme, http), receiver, acme.unit_id, ["key-status"])
+        workers = [processes.worker(wait=False) for _ in range(2)]
+        published = _publish(container, acme.unit_id)
+        # Both ready (the first may have begun): each gets its share of the backlog.
+        all_ready(workers)
+        eventually(lambda: _statuses(container) == {"done": EVENTS}, timeout=90, interval=0.2)
+        live: list[Received] = [
+            r for r in receiver.accepted if r.payload["data"]["deviceId"] != "000000"
+        ]
+
+    assert len(published) == EVENTS
+    assert Counter(r.webhook_id for r in live) == Counter(published)  # each exactly once
+    assert all(r.verified for r in live)
+    lanes: dict[str, list[int]] = defaultdict(list)
+    for r in live:
+        lanes[r.payload["data"]["deviceId"]].append(r.payload["data"]["lockerIndex"])
+    assert len(lanes) == LANES
+    assert all(order == sorted(order) for order in lanes.values())
+    assert _delivered_by(container) == {str(worker.pid) for worker in workers}
 
 
 # -- migrating at start --------------------------------------------------------------
