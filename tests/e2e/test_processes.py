@@ -1,6 +1,6 @@
 """keyautomat as separate processes on one PostgreSQL database (DESIGN.md, Scale out): API
-processes that race for the same keys, worker processes that share one outbox, and
-processes that migrate the database as they start together."""
+processes that race for the same keys and share the replay window, worker processes that
+share one outbox, and processes that migrate the database as they start together."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
@@ -23,9 +24,10 @@ from keyautomat.adapters.migrate import MIGRATION_LOCK_KEY, alembic_config
 from keyautomat.adapters.orm import outbox
 from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
-from keyautomat.client import Client
+from keyautomat.client import Client, signature_headers
 from keyautomat.config import Settings
 from keyautomat.domain import webhooks as wh
+from keyautomat.entrypoints.api.errors import error_body
 from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.webhooks import KIND as WEBHOOK
 from tests.conftest import Tenant
@@ -33,7 +35,7 @@ from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_au
 from tests.devices import admin_client, eventually
 from tests.e2e.mqtt_support import BROKER
 from tests.integration.test_webhooks import subscribe
-from tests.processes import Processes, all_ready
+from tests.processes import KeyautomatProcess, Processes, all_ready
 from tests.services import postgres_database
 from tests.webhook_receiver import Received, running_receiver
 
@@ -100,6 +102,41 @@ def test_fifty_creations_split_across_two_api_processes_race_for_ten_keys_and_ex
         seeded
     )
     assert all(api.running for api in apis)
+
+
+# -- the replay window across API processes -----------------------------------------
+
+PUBLIC = "http://keyautomat.test/v2"
+
+
+def test_a_request_one_api_process_accepted_is_a_replay_at_the_other_and_after_a_restart(
+    processes: Processes, acme: Tenant
+) -> None:
+    # One public URL, as behind a load balancer: a request signed once is good at either.
+    env = {**API_ENV, "KEYAUTOMAT_PUBLIC_URL": PUBLIC}
+    first, second = all_ready([processes.serve(*API, env=env, wait=False) for _ in range(2)])
+    body = '{"name":"Once","customerId":"once","type":1}'
+    headers = signature_headers(
+        method="POST",
+        url=f"{PUBLIC}/groups",
+        body=body,
+        service_account_id=acme.account_id,
+        private_key_pem=acme.private_key,
+    )
+
+    def send(api: KeyautomatProcess) -> tuple[int, Any]:
+        response = httpx.post(
+            f"{api.api_url}/groups",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+        )
+        return response.status_code, response.json()
+
+    assert send(first)[0] == 201
+    assert send(second) == (401, error_body(401, "Replayed request"))
+    first.restart()
+    assert send(first) == (401, error_body(401, "Replayed request"))
+    assert [g["name"] for g in acme.api.get("/groups")["data"]] == ["Once"]
 
 
 # -- one outbox, two worker processes -------------------------------------------------
