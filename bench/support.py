@@ -1,20 +1,21 @@
-"""Pieces the bench scripts share: a free port, and a ``keyautomat serve`` to drive."""
+"""Pieces the bench scripts share: a free port, and a ``keyautomat serve`` to drive.
+
+The benches run as scripts (``python bench/x.py``), so this module puts the project
+root on ``sys.path``: they share the tests' process harness (tests/processes.py) and
+service addresses (tests/services.py) instead of keeping copies.
+"""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
+from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.processes import CLI, free_port, wait_until_serving
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "serve"]
 
 
 def serve(
@@ -24,17 +25,14 @@ def serve(
     process and its base URL. ``quiet`` drops its stderr too."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "keyautomat.entrypoints.cli", "serve", "--port", str(port), *args],
+        [*CLI, "serve", "--port", str(port), *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL if quiet else None,
     )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            return server, base
-        except httpx.TransportError:
-            time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("the server did not start")
+    try:
+        wait_until_serving(port)
+    except AssertionError:
+        server.kill()
+        raise RuntimeError("the server did not start") from None
+    return server, f"http://127.0.0.1:{port}"

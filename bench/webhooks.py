@@ -24,10 +24,8 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,9 +34,6 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from support import free_port
 from tests.services import POSTGRES_ADMIN_URL
 

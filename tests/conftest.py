@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -30,7 +28,7 @@ from keyautomat.domain.model import OrgUnitType, Role
 from keyautomat.entrypoints.api.app import create_app
 from keyautomat.service_layer import accounts
 from keyautomat.service_layer.clock import SystemClock
-from tests.services import POSTGRES_ADMIN_URL, need
+from tests.services import postgres_database
 
 TEST_BASE = "http://testserver/v2"
 
@@ -64,18 +62,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    url = make_url(POSTGRES_ADMIN_URL)
-    need("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
-    name = f"keyautomat_test_{os.getpid()}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    test_url = url.set(database=name).render_as_string(hide_password=False)
-    upgrade(test_url)
-    yield test_url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database(f"keyautomat_test_{os.getpid()}") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,11 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.iloq.emulator import EmulatedSystem
+from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.adapters.orm_iloq import iloq_emu_access_rights
 from keyautomat.bootstrap import Container
 from keyautomat.domain.model import LifecycleState
@@ -61,6 +62,30 @@ def stocked_automat(
 
     container.db.transaction(work)
     return automat["id"], key_ids
+
+
+def group_of(tenant: Tenant, automat_ids: list[str]) -> str:
+    """A new device group of the tenant's holding ``automat_ids``; its id."""
+    group = tenant.api.post("/groups", {"name": "G", "type": 1, "customerId": "g"})
+    for automat_id in automat_ids:
+        tenant.api.patch(f"/automats/{automat_id}", {"groups": [group["id"]]})
+    return str(group["id"])
+
+
+def booked_keys(container: Container) -> tuple[int, int, int]:
+    """Keys booked by contracts, distinct keys among them, distinct lockers among them: all
+    three equal when nothing is booked twice."""
+    k = contract_keys
+
+    def work(session: Session) -> tuple[int, int, int]:
+        booked, keys = session.execute(
+            select(func.count(), func.count(func.distinct(k.c.key_id)))
+        ).one()
+        lockers = select(k.c.automat_id, k.c.locker_index).distinct().subquery()
+        distinct_lockers = session.scalar(select(func.count()).select_from(lockers)) or 0
+        return int(booked), int(keys), int(distinct_lockers)
+
+    return container.db.transaction(work)
 
 
 def default_contract(automat_id: str, **extra: Any) -> dict[str, Any]:

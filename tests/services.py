@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "KEYAUTOMAT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -39,3 +43,20 @@ def need(service: str, host: str, port: int) -> None:
     if services_required():
         pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
     pytest.skip(message + " (start it, or see README: Running the tests)")
+
+
+@contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database ``name`` next to the admin URL's (one a killed run
+    left behind is replaced), dropped on exit; skipped (or failed) without PostgreSQL."""
+    url = make_url(POSTGRES_ADMIN_URL)
+    need("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

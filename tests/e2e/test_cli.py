@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from keyautomat.client import Client
 from keyautomat.entrypoints.cli import main
-
-CLI = [sys.executable, "-m", "keyautomat.entrypoints.cli"]
+from tests.processes import CLI, free_port, wait_until_serving
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -31,13 +27,6 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 def env(tmp_path: Path) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
     return {**clean, "KEYAUTOMAT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_init_creates_the_root_organization_and_an_admin_key(
@@ -86,17 +75,6 @@ def demo_server(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[dict[str,
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-
-
-def wait_until_serving(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing serves on port {port}")
 
 
 def test_serve_demo_prints_how_to_call_it_and_the_printed_call_works(

@@ -16,7 +16,7 @@ import uvicorn
 from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.api.errors import error_body
-from tests.e2e.test_cli import free_port
+from tests.processes import free_port
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,14 +33,9 @@ from keyautomat.service_layer.delivery import Dispatcher
 from keyautomat.service_layer.notifications import KIND
 from keyautomat.service_layer.notify_sender import RETRY_DELAYS, NotificationHandler
 from keyautomat.service_layer.wiring import Wiring
+from tests.processes import free_port
 
 SMS_TOKEN = "test-gateway-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Mailbox:

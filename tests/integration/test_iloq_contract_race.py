@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from keyautomat.adapters import orm
-from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
 from keyautomat.contracts import service
 from keyautomat.contracts.iloq import wire
@@ -23,7 +21,7 @@ from keyautomat.domain.errors import Conflict
 from keyautomat.service_layer.accounts import load_account
 from keyautomat.service_layer.principal import Principal
 from tests.conftest import Tenant
-from tests.contract_helpers import RIGHT, iso, stocked_automat
+from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_automat
 
 
 def _principal(container: Container, acme: Tenant) -> Principal:
@@ -66,21 +64,6 @@ def _race(
         return list(pool.map(create, range(50)))
 
 
-def _assigned(container: Container) -> tuple[int, int, int]:
-    """Keys booked, distinct keys, distinct lockers."""
-    k = contract_keys
-
-    def work(session: Session) -> tuple[int, int, int]:
-        booked, keys = session.execute(
-            select(func.count(), func.count(func.distinct(k.c.key_id)))
-        ).one()
-        lockers = select(k.c.automat_id, k.c.locker_index).distinct().subquery()
-        distinct_lockers = session.scalar(select(func.count()).select_from(lockers)) or 0
-        return int(booked), int(keys), int(distinct_lockers)
-
-    return container.db.transaction(work)
-
-
 def test_fifty_concurrent_creations_share_ten_keys_without_double_booking(
     container: Container, acme: Tenant
 ) -> None:
@@ -91,14 +74,7 @@ def test_fifty_concurrent_creations_share_ten_keys_without_double_booking(
     )
     assert outcomes.count("201") == 10
     assert outcomes.count("409") == 40
-    assert _assigned(container) == (10, 10, 10)
-
-
-def _group(container: Container, acme: Tenant, automat_ids: list[str]) -> str:
-    group = acme.api.post("/groups", {"name": "G", "type": 1, "customerId": "g"})
-    for automat_id in automat_ids:
-        acme.api.patch(f"/automats/{automat_id}", {"groups": [group["id"]]})
-    return str(group["id"])
+    assert booked_keys(container) == (10, 10, 10)
 
 
 def test_fifty_concurrent_creations_in_a_group_share_its_ten_keys_without_double_booking(
@@ -108,11 +84,11 @@ def test_fifty_concurrent_creations_in_a_group_share_its_ten_keys_without_double
         stocked_automat(container, acme, keys=5, empty=0, name=f"A{i}")[0] for i in range(2)
     ]
     now = datetime.now(UTC)
-    body = _body(now, groupId=_group(container, acme, automats))
+    body = _body(now, groupId=group_of(acme, automats))
     outcomes = _race(container, _principal(container, acme), body, now)
     assert outcomes.count("201") == 10
     assert outcomes.count("409") == 40
-    assert _assigned(container) == (10, 10, 10)
+    assert booked_keys(container) == (10, 10, 10)
 
 
 # PostgreSQL only: SQLite has one writer, so no creation ever finds an automat held
@@ -124,7 +100,7 @@ def test_a_creation_passes_over_an_automat_another_one_is_allocating_from(
     best, _ = stocked_automat(container, acme, keys=3, name="best")
     other, _ = stocked_automat(container, acme, keys=2, name="other")
     now = datetime.now(UTC)
-    body = _body(now, groupId=_group(container, acme, [best, other]))
+    body = _body(now, groupId=group_of(acme, [best, other]))
     principal = _principal(container, acme)
     holding = container.db.session()
     # Another transaction allocating from the best automat holds its row.
