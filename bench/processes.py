@@ -53,7 +53,7 @@ import support  # noqa: F401 - puts the project root on sys.path, for tests.*
 from contracts import cpu_seconds, fresh_postgres, machine_ticks, seed_iloq
 from cryptography.fernet import Fernet
 from tests.processes import Processes, all_ready, settings_env
-from tests.services import MQTT_HOST, MQTT_PORT, POSTGRES_ADMIN_URL
+from tests.services import POSTGRES_ADMIN_URL
 
 from keyautomat.adapters.migrate import upgrade
 from keyautomat.bootstrap import bootstrap
@@ -257,8 +257,6 @@ def main() -> None:
             secret_key=Fernet.generate_key().decode(),
             rate_limit_per_second=0,
             public_url=f"{PUBLIC_BASE}/v2",
-            # Only so that `serve --no-gateway` starts; API processes open no connection.
-            mqtt_url=f"mqtt://{MQTT_HOST}:{MQTT_PORT}",
             notify_sink_dir=work / "sink",
         )
         container = bootstrap(settings)

@@ -33,7 +33,6 @@ from keyautomat.service_layer.webhooks import KIND as WEBHOOK
 from tests.conftest import Tenant
 from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_automat
 from tests.devices import admin_client, eventually
-from tests.e2e.mqtt_support import BROKER
 from tests.integration.test_webhooks import subscribe
 from tests.processes import KeyautomatProcess, Processes, all_ready
 from tests.services import postgres_database
@@ -41,10 +40,8 @@ from tests.webhook_receiver import Received, running_receiver
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
-# API processes only: no outbox worker, no device gateway in them. --no-gateway wants a
-# broker's URL; these processes open no connection to it.
+# API processes only: no outbox worker, no device gateway in them.
 API = ("--no-worker", "--no-gateway")
-API_ENV = {"KEYAUTOMAT_MQTT_URL": BROKER}
 
 
 @pytest.fixture
@@ -77,7 +74,7 @@ def test_fifty_creations_split_across_two_api_processes_race_for_ten_keys_and_ex
     automats = [stocked_automat(container, acme, keys=5, empty=0, name=f"A{i}") for i in range(2)]
     seeded = {key for _, keys in automats for key in keys}
     group_id = group_of(acme, [automat_id for automat_id, _ in automats])
-    apis = all_ready([processes.serve(*API, env=API_ENV, wait=False) for _ in range(2)])
+    apis = all_ready([processes.serve(*API, wait=False) for _ in range(2)])
     now = datetime.now(UTC)
     # All 50 are signed first and sent at once, half to each process.
     gate = threading.Barrier(50)
@@ -113,7 +110,7 @@ def test_a_request_one_api_process_accepted_is_a_replay_at_the_other_and_after_a
     processes: Processes, acme: Tenant
 ) -> None:
     # One public URL, as behind a load balancer: a request signed once is good at either.
-    env = {**API_ENV, "KEYAUTOMAT_PUBLIC_URL": PUBLIC}
+    env = {"KEYAUTOMAT_PUBLIC_URL": PUBLIC}
     first, second = all_ready([processes.serve(*API, env=env, wait=False) for _ in range(2)])
     body = '{"name":"Once","customerId":"once","type":1}'
     headers = signature_headers(
