@@ -8,6 +8,7 @@ because its commit was announced (LISTEN/NOTIFY) to the gateway process."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,13 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from keyautomat.adapters.orm_devices import device_links
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client, signature_headers
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.api.errors import error_body
+from keyautomat.entrypoints.demo import demo_automats
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
 from tests.devices import eventually, install
@@ -163,3 +167,25 @@ def test_the_rate_limit_counts_an_accounts_requests_at_both_api_processes(
         with Client(apis[n % 2].api_url, acme.account_id, acme.private_key) as client:
             statuses.append(client.request("GET", "/automats").status_code)
     assert statuses == [200, 200, 429, 429]
+
+
+def test_the_demo_served_without_a_gateway_binds_its_automats_at_the_gateway_process(
+    processes: Processes, container: Container
+) -> None:
+    processes.gateway()
+    demo = processes.serve("--demo", *API)
+    info = json.loads(demo.stdout().splitlines()[0])
+    unit_id = info["organizationUnitId"]
+    automats = container.db.transaction(lambda s: demo_automats(s, unit_id))
+    assert automats
+
+    def bound() -> set[str]:
+        return set(
+            container.db.transaction(
+                lambda s: s.scalars(
+                    select(device_links.c.automat_id).where(device_links.c.connected.is_(True))
+                ).all()
+            )
+        )
+
+    eventually(lambda: bound() >= {a.id for a in automats}, timeout=20.0)
