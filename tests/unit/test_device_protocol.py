@@ -13,12 +13,16 @@ from hypothesis import strategies as st
 
 from keyautomat.adapters.device_links import topic_matches
 from keyautomat.adapters.device_protocol import (
+    MAX_DETAIL,
+    MAX_POINTER,
     Ack,
     CodeEntered,
     Empty,
     LockerEvent,
     PincodeEntry,
     ProtocolError,
+    Rejected,
+    RejectReason,
     Sync,
     Welcome,
     decode_from_device,
@@ -255,6 +259,14 @@ def test_what_is_sent_leaves_out_optional_fields_rather_than_sending_null() -> N
         "deviceToken"
         not in json.loads(encode("welcome", welcome, hw_id="H", occurred_at=NOW))["data"]
     )
+
+
+def test_the_pointer_and_the_detail_of_a_refusal_are_bounded() -> None:
+    refused = ProtocolError("x" * 10_000, ref="m", pointer="/" + "y" * 10_000)
+    assert len(refused.detail) <= MAX_DETAIL
+    assert refused.pointer is not None
+    assert len(refused.pointer) <= MAX_POINTER
+    Rejected(reason=RejectReason.MALFORMED, ref="m", pointer=refused.pointer, detail=refused.detail)
 
 
 def test_a_pointer_escapes_the_characters_json_pointers_reserve() -> None:

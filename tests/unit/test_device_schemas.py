@@ -40,6 +40,7 @@ from keyautomat.adapters.device_protocol import (
     ProtocolError,
     ProximityPrompt,
     Rejected,
+    RejectReason,
     RemoteCode,
     Sync,
     Welcome,
@@ -91,7 +92,9 @@ DEVICE_SAMPLES: dict[str, Data] = {
 }
 SERVER_SAMPLES: dict[str, Data] = {
     "welcome": Welcome(automat_id="a-1", device_token="t", heartbeat_seconds=30.0, server_time=NOW),
-    "rejected": Rejected(reason="not authenticated", ref="m-1"),
+    "rejected": Rejected(
+        reason=RejectReason.MALFORMED, ref="m-1", pointer="/data/lockerIndex", detail="d"
+    ),
     "ack": Ack(ref="m-1"),
     "sync": Sync(
         full=False,

@@ -352,13 +352,28 @@ class RejectReason(StrEnum):
     BAD_INVENTORY = "bad-inventory"  # a locker-inventory that is not exactly 0..lockerCount-1
 
 
+# Refusals of one message only: the device drops that message (never resends it) and
+# carries on; its session and credential stand. Every other reason ends the session.
+MESSAGE_REFUSALS = frozenset(
+    {RejectReason.MALFORMED, RejectReason.UNKNOWN_LOCKER, RejectReason.BAD_INVENTORY}
+)
+
+
 class Rejected(Data):
     """The server refused a message; it changed nothing."""
 
-    reason: StrictStr
+    reason: RejectReason
     # The id of the message refused, so a device can tell a refusal of its own
     # messages from one provoked by someone else writing on its topic.
-    ref: MessageId | None = Field(default=None, description="The id of the refused message.")
+    ref: MessageId = Field(description="The id of the refused message.")
+    pointer: Annotated[StrictStr, Field(max_length=MAX_POINTER)] | None = Field(
+        default=None,
+        description="malformed: a JSON pointer (RFC 6901) to the field that is wrong or "
+        "missing, e.g. /data/lockerIndex; empty for the message as a whole.",
+    )
+    detail: Annotated[StrictStr, Field(max_length=MAX_DETAIL)] | None = Field(
+        default=None, description="A short human-readable explanation, for logs."
+    )
 
 
 class PincodeEntry(Data):
