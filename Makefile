@@ -7,7 +7,7 @@ FUZZ_EXAMPLES ?= 300
 FUZZ_PAIRS ?= 300
 FUZZ_SEED ?= 11
 
-.PHONY: help install run test fuzz lint format typecheck check bench bench-devices clean
+.PHONY: help install run test fuzz lint format typecheck schemas check bench bench-devices clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ format: install  ## apply ruff formatting and safe fixes
 
 typecheck: install  ## mypy in strict mode over src, tests and bench
 	$(UV) run --frozen mypy
+
+schemas: install  ## rewrite the device protocol's JSON Schemas (protocol/v1) from its models
+	$(UV) run --frozen python -m keyautomat.adapters.device_schemas
 
 check: lint typecheck test  ## everything CI runs
 

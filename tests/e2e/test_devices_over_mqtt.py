@@ -21,6 +21,8 @@ from keyautomat.adapters.device_protocol import (
     Empty,
     Hello,
     Message,
+    Rejected,
+    RejectReason,
     decode_from_server,
     down_topic,
     encode,
@@ -312,9 +314,14 @@ def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_t
     types = [m.type for m in answers]
     assert "welcome" not in types
     assert "sync" not in types
-    refusals = [m.data for m in answers if m.type == "rejected"]
+    refusals = [m.data for m in answers if isinstance(m.data, Rejected)]
     assert len(refusals) == 201
-    assert {getattr(r, "reason", None) for r in refusals} == {devices.INSTALLATION_REFUSED}
+    # Wrong until the hwId backs off, locked out after: the answer never depends on the code.
+    assert {r.reason for r in refusals} == {
+        RejectReason.WRONG_INSTALLATION_CODE,
+        RejectReason.LOCKED_OUT,
+    }
+    assert (refusals[-1].reason, refusals[-1].detail) == (refusals[-2].reason, refusals[-2].detail)
     assert _token_hash(container, automat["id"]) == token_before
     assert container.devices.stats.backed_off > 0  # most guesses never reached the database
     assert "DEVICE_BIND_FAILURES" in alarm_types(container, automat["id"])
@@ -400,8 +407,10 @@ def test_guessing_installation_codes_over_the_broker_gets_one_answer_and_binds_n
     answers = asyncio.run(_exchange(prefix, hw_id, attack, answers=len(attack)))
 
     assert "welcome" not in [m.type for m in answers]
-    refusals = [getattr(m.data, "reason", None) for m in answers if m.type == "rejected"]
-    assert refusals == [devices.INSTALLATION_REFUSED] * len(attack)
+    refusals = [m.data.reason for m in answers if isinstance(m.data, Rejected)]
+    assert len(refusals) == len(attack)
+    assert set(refusals) == {RejectReason.WRONG_INSTALLATION_CODE, RejectReason.LOCKED_OUT}
+    assert refusals[-3] == refusals[-2] == refusals[-1]  # the right codes answered as a wrong one
     assert container.devices.stats.backed_off > 0
     for automat in (key20, key30):
         assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] != "active"

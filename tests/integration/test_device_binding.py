@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from keyautomat.adapters.device_protocol import Hello
+from keyautomat.adapters.device_protocol import Hello, RejectReason
 from keyautomat.adapters.orm_devices import device_alarms, device_links
 from keyautomat.bootstrap import INSTALLATION_CODE_KEY, Container
 from keyautomat.domain.devices import keyed_hash
@@ -36,10 +36,16 @@ def _hello(
     )
 
 
-def _refused(container: Container, hw_id: str, now: datetime, **kwargs: Any) -> str:
+# The one answer to every binding that fails (docs/device-protocol.md, "Refusals").
+BINDING_REFUSED = (RejectReason.WRONG_INSTALLATION_CODE, devices.INSTALLATION_REFUSED)
+
+
+def _refused(
+    container: Container, hw_id: str, now: datetime, **kwargs: Any
+) -> tuple[RejectReason, str | None]:
     with pytest.raises(devices.DeviceRejected) as refused:
         _hello(container, hw_id, now, **kwargs)
-    return refused.value.reason
+    return refused.value.reason, refused.value.detail
 
 
 def _issued_at(container: Container, automat_id: str) -> datetime:
@@ -82,7 +88,7 @@ def test_every_failure_to_bind_gets_one_answer_that_neither_confirms_a_code_nor_
             container, "HW-A", now + timedelta(hours=72), code=code, product="key30"
         ),
     }
-    assert set(answers.values()) == {devices.INSTALLATION_REFUSED}, answers
+    assert set(answers.values()) == {BINDING_REFUSED}, answers
     assert acme.api.get(f"/automats/{key30['id']}")["lifecycleState"] == "waitingForInstall"
 
 
@@ -135,7 +141,7 @@ def test_a_device_that_lost_its_welcome_binds_again_with_the_same_code_within_th
     assert again.token != first.token
     assert again.sync.full
     # Another piece of hardware with the same code gets nothing.
-    assert _refused(container, "HW-OTHER", bound_at, code=code) == devices.INSTALLATION_REFUSED
+    assert _refused(container, "HW-OTHER", bound_at, code=code) == BINDING_REFUSED
 
 
 def test_a_rebind_after_the_window_is_refused(acme: Tenant, container: Container) -> None:
@@ -145,7 +151,7 @@ def test_a_rebind_after_the_window_is_refused(acme: Tenant, container: Container
     _hello(container, "HW-SLOW", bound_at, code=code)
     window = timedelta(seconds=container.settings.device_rebind_window_seconds)
     late = bound_at + window + timedelta(seconds=1)
-    assert _refused(container, "HW-SLOW", late, code=code) == devices.INSTALLATION_REFUSED
+    assert _refused(container, "HW-SLOW", late, code=code) == BINDING_REFUSED
 
 
 def test_a_rebind_after_the_first_authenticated_message_is_refused(
@@ -157,7 +163,7 @@ def test_a_rebind_after_the_first_authenticated_message_is_refused(
     welcomed = _hello(container, "HW-TALKED", now, code=code)
     container.db.transaction(lambda s: devices.authenticate(s, "HW-TALKED", welcomed.token))
     assert _link(container, automat["id"]).bind_pincode_hash is None  # the code is forgotten
-    assert _refused(container, "HW-TALKED", now, code=code) == devices.INSTALLATION_REFUSED
+    assert _refused(container, "HW-TALKED", now, code=code) == BINDING_REFUSED
     # The device itself carries on with its token.
     assert _hello(container, "HW-TALKED", now, token=welcomed.token).token is None
 

@@ -13,7 +13,14 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import InProcessLink
-from keyautomat.adapters.device_protocol import Empty, Hello, LockerEvent, encode, up_topic
+from keyautomat.adapters.device_protocol import (
+    Empty,
+    Hello,
+    LockerEvent,
+    RejectReason,
+    encode,
+    up_topic,
+)
 from keyautomat.adapters.orm_devices import automat_events, device_inbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
@@ -118,7 +125,7 @@ def test_a_wrong_installation_pincode_is_refused_and_changes_nothing(
     wrong = "000000" if automat["installationPincode"] != "000000" else "111111"
     sim = sims.start(hw_id="SIM-WRONG", installation_pincode=wrong)
     eventually(lambda: sim.last_rejection)
-    assert sim.last_rejection == devices.INSTALLATION_REFUSED
+    assert sim.last_rejection == RejectReason.WRONG_INSTALLATION_CODE
     body = acme.api.get(f"/automats/{automat['id']}")
     assert body["lifecycleState"] == "waitingForInstall"
     assert body["hwId"] is None
@@ -133,7 +140,7 @@ def test_a_right_code_with_the_wrong_product_is_refused_like_a_wrong_code(
     )
     eventually(lambda: sim.last_rejection)
     # Neither confirms the code nor names the automat (issue 11, item 3).
-    assert sim.last_rejection == devices.INSTALLATION_REFUSED
+    assert sim.last_rejection == RejectReason.WRONG_INSTALLATION_CODE
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "waitingForInstall"
 
 

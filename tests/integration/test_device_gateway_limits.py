@@ -14,7 +14,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import InProcessLink
-from keyautomat.adapters.device_protocol import CodeEntered, Hello, encode, up_topic
+from keyautomat.adapters.device_protocol import CodeEntered, Hello, RejectReason, encode, up_topic
 from keyautomat.adapters.orm_devices import device_leases
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
@@ -138,6 +138,26 @@ def test_one_wrong_code_an_hour_never_keeps_another_tenants_installation_out(
     sim = sims.start(hw_id="SIM-HONEST-LATER", locker_count=4, installation_pincode=code)
     sims.call(sim.wait_bound, 5.0)  # (the API's signatures would not survive 30 h)
     assert sim.last_rejection is None
+
+
+def test_a_device_locked_out_says_hello_again_by_itself_once_it_has_waited(
+    acme: Tenant, sims: Simulators, container: Container, clock: ManualClock
+) -> None:
+    automat = install(acme)
+    code = automat["installationPincode"]
+    stats = container.devices.stats
+    rejected = stats.rejected
+    for n in range(6):  # everybody's rate (six a minute here) is spent
+        _send_hello(container, f"GUESSER-{n}", _wrong(code, n))
+    eventually(lambda: stats.rejected - rejected >= 6)
+    sim = sims.start(
+        hw_id="SIM-PATIENT", locker_count=4, installation_pincode=code, hello_retry_seconds=0.1
+    )
+    eventually(lambda: sim.last_rejection == RejectReason.LOCKED_OUT)
+    assert sim.installation_pincode == code  # kept: nobody judged the code
+    clock.advance(timedelta(seconds=60))
+    sims.call(sim.wait_bound, 5.0)  # without reconnecting: it said hello again by itself
+    assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
 
 
 def test_a_slow_iloq_system_does_not_delay_another_automats_events(

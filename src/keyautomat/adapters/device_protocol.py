@@ -2,15 +2,23 @@
 
 Transport-neutral: the MQTT link and the in-process link carry the same bytes,
 and both the gateway and the simulator speak through this module only.
-Decoding never raises anything but ``ProtocolError``, whatever the bytes are,
-so a malformed message can be logged and dropped without side effects.
+
+The models here are the protocol's one definition: the JSON Schema files in
+``protocol/v1/`` are generated from them (``adapters/device_schemas.py``), and
+decoding validates each message against the model its schema was made from.
+Decoding never raises anything but ``ProtocolError``, whatever the bytes are; the
+error says which message it was about (``ref``) when its id can be read, and
+where it went wrong (a JSON pointer), so that the device can be told.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -18,25 +26,44 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
-    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from keyautomat.domain.devices import MAX_LOCKERS
-from keyautomat.domain.text import json_problems
+from keyautomat.domain.text import MAX_JSON_INTEGER, json_problems_at
 from keyautomat.domain.times import format_utc
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024
 HW_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _HW_ID = re.compile(HW_ID_PATTERN)
+_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+# RFC 3339 with an upper-case ``T``, seconds and an offset (``Z`` or ``±hh:mm``), in
+# the years 2000-2999 (the range of every time the server accepts, domain/times.py).
+# Written with [0-9] rather than \d: a schema's pattern is an ECMA-262 regex, and
+# Python's \d would also match other scripts' digits.
+TIME_PATTERN = (
+    r"^2[0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_TIME = re.compile(TIME_PATTERN)
+# A refusal's pointer and text are bounded whatever the message held.
+MAX_POINTER = 256
+MAX_DETAIL = 256
 
 ALARM_TYPES = (
     "DEVICE_ERROR",
@@ -59,99 +86,217 @@ CodeType = Literal["right-pincode", "right-return-code", "right-access-code"]
 
 
 class ProtocolError(Exception):
-    """A message that is not valid under this protocol version; it is dropped, never applied."""
+    """A message that is not valid under this protocol version; it is dropped, never applied.
+
+    ``ref`` is the message's id when it could be read (the device can then be told,
+    with ``pointer``, a JSON pointer to the offending field, and ``detail``).
+    """
+
+    def __init__(self, detail: str, *, ref: str | None = None, pointer: str | None = None) -> None:
+        self.detail = bounded(detail, MAX_DETAIL)
+        self.ref = ref
+        self.pointer = None if pointer is None else bounded(pointer, MAX_POINTER)
+        super().__init__(self.detail if pointer is None else f"{self.pointer}: {self.detail}")
 
 
-Time = Annotated[AwareDatetime, PlainSerializer(format_utc, return_type=str)]
-MessageId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+def bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the types fields are made of -------------------------------------------------------
+
+
+def _integral(value: object) -> object:
+    # JSON does not tell 1 from 1.0, and JSON Schema's "integer" accepts both: so does
+    # the decoder. Booleans stay refused (StrictInt), as the schema refuses them.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _rfc3339(value: object) -> object:
+    # Objects built in Python carry datetimes; everything decoded is text, and only
+    # the one shape the schema's pattern admits (no epoch numbers, no space for T).
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 time with seconds and an offset, years 2000-2999, "
+            "e.g. 2030-01-01T12:00:00.000Z"
+        )
+    return value
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")  # True == 1 in Python
+    return value
+
+
+_INTEGRAL = BeforeValidator(_integral)
+Time = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    PlainSerializer(format_utc, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIME_PATTERN}),
+]
+Version = Annotated[Literal[1], BeforeValidator(_not_a_boolean)]
+MessageId = Annotated[StrictStr, Field(pattern=MESSAGE_ID_PATTERN)]
 HwId = Annotated[StrictStr, Field(pattern=HW_ID_PATTERN)]
+Token = Annotated[StrictStr, Field(max_length=256)]
 MAX_CODE_LENGTH = 32
 Code = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CODE_LENGTH)]
-LockerIndex = Annotated[StrictInt, Field(ge=0, le=999)]
+LockerIndex = Annotated[StrictInt, Field(ge=0, le=999), _INTEGRAL]
+LockerCount = Annotated[StrictInt, Field(ge=1, le=MAX_LOCKERS), _INTEGRAL]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_JSON_INTEGER), _INTEGRAL]
+Seconds = Annotated[StrictFloat, Field(gt=0)]
 KeyId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+KeyName = Annotated[StrictStr, Field(max_length=128)]
+Rfid = Annotated[StrictStr, Field(max_length=64)]
+ObjectId = Annotated[StrictStr, Field(min_length=1, max_length=64)]
+Reason = Annotated[StrictStr, Field(max_length=64)]
 
 
-class Data(BaseModel):
-    """Base of every message body: camelCase on the wire, unknown fields ignored (forward
-    compatibility within one protocol version)."""
+class Wire(BaseModel):
+    """What every object on the wire shares: camelCase names, unknown fields ignored
+    (forward compatibility within one protocol version), and an optional field that
+    is null counts as absent: both mean its default."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="ignore"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        optional = _optional_names(cls)
+        if not any(value.get(name, False) is None for name in optional):
+            return value
+        return {k: v for k, v in value.items() if not (v is None and k in optional)}
+
+
+@functools.cache
+def _optional_names(model: type[BaseModel]) -> frozenset[str]:
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        if not info.is_required():
+            names.update({name, info.alias or name})
+    return frozenset(names)
+
+
+class Data(Wire):
+    """Base of every message body."""
 
 
 # --- device to server -------------------------------------------------------------------
 
 
 class Hello(Data):
-    installation_pincode: Code | None = None
+    """First message on every connection. With the envelope's `token`: a reconnect. With
+    `installationPincode` and no valid token: binding to the automat waiting for that code."""
+
+    installation_pincode: Code | None = Field(
+        default=None, description="The code the installer entered; only to bind."
+    )
     product: Literal["key20", "key30"]
-    locker_count: Annotated[StrictInt, Field(ge=1, le=MAX_LOCKERS)]
+    locker_count: LockerCount
     firmware: Annotated[StrictStr, Field(max_length=64)] | None = None
-    sync_version: StrictInt | None = None
+    sync_version: Count | None = Field(
+        default=None, description="The version of the last sync the device stored."
+    )
 
 
 class Empty(Data):
-    pass
+    """No fields."""
 
 
 class Ack(Data):
-    ref: MessageId
-    ok: StrictBool = True
-    reason: Annotated[StrictStr, Field(max_length=64)] | None = None
+    """The answer to a message that asks for one: from the server to a device event, from a
+    device to a server command or sync."""
+
+    ref: MessageId = Field(description="The id of the message answered.")
+    ok: StrictBool = Field(
+        default=True,
+        description="False when a device refuses a command (a sync so answered counts as "
+        "not acknowledged). The server's acks are always true: it refuses with `rejected`.",
+    )
+    reason: Reason | None = Field(
+        default=None,
+        description="Why a device refused (ok false); `busy` while a session is in progress.",
+    )
 
 
 class LockerState(Data):
-    locker_index: LockerIndex
+    locker_index: LockerIndex = Field(description="0-based.")
     door_open: StrictBool = False
     key_inside: StrictBool
     key_id: KeyId | None = None
-    key_name: Annotated[StrictStr, Field(max_length=128)] | None = None
-    rfid: Annotated[StrictStr, Field(max_length=64)] | None = None
+    key_name: KeyName | None = None
+    rfid: Rfid | None = Field(default=None, description="The tag read of the key inside.")
 
 
 class LockerInventory(Data):
+    """The full state of every locker."""
+
     lockers: Annotated[list[LockerState], Field(max_length=MAX_LOCKERS)]
 
 
 class CodeEntered(Data):
+    """A code the device honours was entered (or sent with `remote-code`)."""
+
     code: Code
     code_type: CodeType
     locker_index: LockerIndex | None = None
     key_id: KeyId | None = None
-    pincode_id: StrictStr | None = None
+    pincode_id: ObjectId | None = Field(default=None, description="The synced pincode's id.")
     source: Literal["keypad", "remote"] = "keypad"
 
 
 class LockerEvent(Data):
+    """A locker's door opened or closed."""
+
     locker_index: LockerIndex
 
 
 class KeyEvent(Data):
+    """The key sensor of a locker saw a key go or come."""
+
     locker_index: LockerIndex
     key_id: KeyId | None = None
-    key_name: Annotated[StrictStr, Field(max_length=128)] | None = None
-    rfid: Annotated[StrictStr, Field(max_length=64)] | None = None
+    key_name: KeyName | None = None
+    rfid: Rfid | None = None
 
 
 class AlarmEvent(Data):
+    """An alarm of the device starts or ends."""
+
     alarm_type: AlarmType
 
 
 class PromptEnded(Data):
+    """A proximity prompt ended."""
+
     code: Code
     outcome: Literal["confirmed", "cancelled", "expired"]
 
 
 class KeypadLocked(Data):
-    failures: StrictInt
+    """Too many wrong codes at the keypad: it is locked until `until`."""
+
+    failures: Count
     until: Time
 
 
 class KeyProgrammed(Data):
-    ref: MessageId
+    """The outcome of a `program-key` command."""
+
+    ref: MessageId = Field(description="The id of the `program-key` command.")
     locker_index: LockerIndex
     key_id: KeyId | None = None
     ok: StrictBool
-    reason: StrictStr | None = None
+    reason: Annotated[StrictStr, Field(max_length=200)] | None = None
 
 
 # Messages the device sends about its own connection; never queued, never stored.
@@ -181,9 +326,15 @@ DEVICE_MESSAGES = {**DEVICE_SESSION_MESSAGES, **DEVICE_EVENTS}
 
 
 class Welcome(Data):
-    automat_id: StrictStr
-    device_token: StrictStr | None = None
-    heartbeat_seconds: float
+    """The device is authenticated (or bound)."""
+
+    automat_id: ObjectId
+    device_token: Token | None = Field(
+        default=None,
+        description="Present only when a credential is issued (binding): store it. "
+        "Absent on a reconnect, where the stored one stays valid.",
+    )
+    heartbeat_seconds: Seconds
     server_time: Time
 
 
@@ -201,19 +352,36 @@ class RejectReason(StrEnum):
     BAD_INVENTORY = "bad-inventory"  # a locker-inventory that is not exactly 0..lockerCount-1
 
 
+# Refusals of one message only: the device drops that message (never resends it) and
+# carries on; its session and credential stand. Every other reason ends the session.
+MESSAGE_REFUSALS = frozenset(
+    {RejectReason.MALFORMED, RejectReason.UNKNOWN_LOCKER, RejectReason.BAD_INVENTORY}
+)
+
+
 class Rejected(Data):
-    reason: StrictStr
+    """The server refused a message; it changed nothing."""
+
+    reason: RejectReason
     # The id of the message refused, so a device can tell a refusal of its own
     # messages from one provoked by someone else writing on its topic.
-    ref: MessageId | None = None
+    ref: MessageId = Field(description="The id of the refused message.")
+    pointer: Annotated[StrictStr, Field(max_length=MAX_POINTER)] | None = Field(
+        default=None,
+        description="malformed: a JSON pointer (RFC 6901) to the field that is wrong or "
+        "missing, e.g. /data/lockerIndex; empty for the message as a whole.",
+    )
+    detail: Annotated[StrictStr, Field(max_length=MAX_DETAIL)] | None = Field(
+        default=None, description="A short human-readable explanation, for logs."
+    )
 
 
 class PincodeEntry(Data):
-    id: StrictStr
+    id: ObjectId
     code: Code
     locker_index: LockerIndex
     valid_from: Time
-    valid_until: Time | None = None
+    valid_until: Time | None = Field(default=None, description="Absent: no end.")
     purpose: Purpose
     key_id: KeyId | None = None
     # The server programs the key in this locker before it may be taken (iLOQ
@@ -223,37 +391,50 @@ class PincodeEntry(Data):
 
 
 class Sync(Data):
+    """The pincodes the automat honours: all of them (`full`), or the changes since the
+    version the device acknowledged last."""
+
     full: StrictBool
-    version: StrictInt
+    version: Count
     pincodes: list[PincodeEntry]
-    removed: list[StrictStr] = []
+    removed: list[ObjectId] = []
 
 
 class RemoteCode(Data):
+    """Act as if `code` were typed on the keypad."""
+
     code: Code
 
 
 class ProximityPrompt(Data):
+    """Wait up to `timeoutSeconds` for `#`, then act as if `code` were typed."""
+
     code: Code
-    timeout_seconds: float
+    timeout_seconds: Seconds
 
 
 class CancelPrompt(Data):
+    """End the proximity prompt for `code`."""
+
     code: Code
 
 
 class OpenLocker(Data):
+    """Open a locker: a service opening, or the completion of a program-first pincode."""
+
     locker_index: LockerIndex
-    reason: StrictStr = "service"
+    reason: Reason = "service"
     # Set when the opening completes a ``program_first`` pincode the device is holding:
     # the device then treats the opening as that code's (fetch, return, ...).
-    pincode_id: StrictStr | None = None
+    pincode_id: ObjectId | None = None
 
 
 class ProgramKey(Data):
+    """Program the iLOQ key in a locker (key20)."""
+
     locker_index: LockerIndex
     key_id: KeyId | None = None
-    access_right_ids: list[StrictStr]
+    access_right_ids: list[Annotated[StrictStr, Field(max_length=128)]]
     valid_from: Time | None = None
     valid_until: Time | None = None
 
@@ -270,30 +451,71 @@ SERVER_MESSAGES: dict[str, type[Data]] = {
     "program-key": ProgramKey,
 }
 
+# --- the envelope -----------------------------------------------------------------------
 
-class Envelope(BaseModel):
+
+class Header(Wire):
     """What every message carries besides its ``data``."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    v: StrictInt
-    id: MessageId
+    v: Version = Field(description="The protocol version.")
+    id: MessageId = Field(description="Unique per sender; a resent message keeps its id.")
     type: StrictStr
-    occurred_at: Time
-    hw_id: HwId
-    token: Annotated[StrictStr, Field(max_length=256)] | None = None
-    data: dict[str, Any] = {}
+    occurred_at: Time = Field(description="When it happened at the sender (its clock).")
+    hw_id: HwId = Field(description="The device's hardware id; equals the topic's.")
+    token: Token | None = Field(
+        default=None, description="Device to server only: the credential issued at binding."
+    )
 
 
-_ENVELOPE = TypeAdapter(Envelope)
+def _envelope(name: str, types: Mapping[str, type[Data]], doc: str) -> type[Header]:
+    """The envelope alone, for any message of one direction (``data`` left open)."""
+    kinds: Any = Literal[tuple(types)]
+    return create_model(
+        name,
+        __base__=Header,
+        __doc__=doc,
+        type=(kinds, Field(description="The message type; what `data` holds depends on it.")),
+        data=(dict[str, Any], Field(default_factory=dict)),
+    )
 
 
-class Message(BaseModel):
+class Typed(Header):
+    """A message of one type: the envelope and the body of that type."""
+
+    data: Data
+
+
+def _message(type_: str, body: type[Data], direction: str) -> type[Typed]:
+    """The model of one message type: the envelope with its ``type`` and typed ``data``."""
+    name = "".join(part.capitalize() for part in type_.split("-"))
+    kind: Any = Literal[type_]
+    required = any(info.is_required() for info in body.model_fields.values())
+    data: Any = Field() if required else Field(default_factory=body)
+    doc = f"`{type_}` ({direction}). {body.__doc__ or ''}".strip()
+    return create_model(
+        f"{name}Message", __base__=Typed, __doc__=doc, type=(kind, Field()), data=(body, data)
+    )
+
+
+DEVICE_ENVELOPE = _envelope(
+    "DeviceEnvelope", DEVICE_MESSAGES, "The envelope of every message a device sends."
+)
+SERVER_ENVELOPE = _envelope(
+    "ServerEnvelope", SERVER_MESSAGES, "The envelope of every message the server sends."
+)
+DEVICE_MESSAGE_MODELS = {
+    t: _message(t, body, "device to server") for t, body in DEVICE_MESSAGES.items()
+}
+SERVER_MESSAGE_MODELS = {
+    t: _message(t, body, "server to device") for t, body in SERVER_MESSAGES.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
     """A decoded message: its envelope and its typed body."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    envelope: Envelope
+    envelope: Typed
     data: Data
 
     @property
@@ -326,20 +548,22 @@ def encode(
     token: str | None = None,
     message_id: str | None = None,
 ) -> bytes:
+    """The message's bytes. Fields that are None are left out: nothing is sent as null
+    (the receiver must still accept null for an optional field, as absent)."""
     envelope: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "id": message_id or new_message_id(),
         "type": type_,
         "occurredAt": format_utc(occurred_at),
         "hwId": hw_id,
-        "data": data.model_dump(mode="json", by_alias=True),
+        "data": data.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     if token is not None:
         envelope["token"] = token
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def _decode(payload: bytes, registry: dict[str, type[Data]]) -> Message:
+def _decode(payload: bytes, envelope: type[Header], models: Mapping[str, type[Typed]]) -> Message:
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
@@ -348,41 +572,61 @@ def _decode(payload: bytes, registry: dict[str, type[Data]]) -> Message:
         raise ProtocolError("not JSON") from exc
     if not isinstance(raw, dict):
         raise ProtocolError("not a JSON object")
+    message_id = raw.get("id")
+    ref = message_id if isinstance(message_id, str) and _MESSAGE_ID.fullmatch(message_id) else None
     # The text rules of every edge (domain/text.py): NUL or a lone surrogate in any
     # field would otherwise reach SQL, where PostgreSQL fails on it.
-    problems = json_problems(raw)
+    problems = json_problems_at(raw)
     if problems:
-        raise ProtocolError("; ".join(problems[:5]))
+        path, reason = problems[0]
+        raise ProtocolError(reason, ref=ref, pointer=_pointer(path))
+    model = models.get(raw["type"]) if isinstance(raw.get("type"), str) else None
+    # Of a known type, the message is validated once: its fields are declared envelope
+    # first, so the first problem found is the envelope's before the body's. Of an
+    # unknown type, the envelope alone says what is wrong (a version, say) before the type.
     try:
-        envelope = _ENVELOPE.validate_python(raw)
+        message = (model or envelope).model_validate(raw, by_name=False)
     except ValidationError as exc:
-        raise ProtocolError(_describe(exc)) from None
-    if envelope.v != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {envelope.v}")
-    model = registry.get(envelope.type)
-    if model is None:
-        raise ProtocolError(f"unknown message type {envelope.type!r}")
-    try:
-        data = model.model_validate(envelope.data)
-    except ValidationError as exc:
-        raise ProtocolError(f"{envelope.type}: {_describe(exc)}") from None
-    return Message(envelope=envelope, data=data)
+        raise _invalid(exc, raw, ref) from None
+    if not isinstance(message, Typed):
+        raise ProtocolError("unknown message type", ref=ref, pointer="/type")
+    return Message(envelope=message, data=message.data)
 
 
 def decode_from_device(payload: bytes) -> Message:
-    return _decode(payload, DEVICE_MESSAGES)
+    return _decode(payload, DEVICE_ENVELOPE, DEVICE_MESSAGE_MODELS)
 
 
 def decode_from_server(payload: bytes) -> Message:
-    return _decode(payload, SERVER_MESSAGES)
+    return _decode(payload, SERVER_ENVELOPE, SERVER_MESSAGE_MODELS)
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+def _invalid(exc: ValidationError, raw: dict[str, Any], ref: str | None) -> ProtocolError:
+    """The first problem of a failed validation, placed by a JSON pointer into ``raw``."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    if error["loc"] == ("type",):
+        return ProtocolError("unknown message type", ref=ref, pointer="/type")
+    path: list[str | int] = []
+    here: Any = raw
+    # Pydantic's location may end in names of its own (the member of a union that
+    # failed): only what leads through the document, or the missing field, is kept.
+    for step in error["loc"]:
+        if isinstance(here, dict) and isinstance(step, str):
+            path.append(step)
+            if step not in here:
+                break
+            here = here[step]
+        elif isinstance(here, list) and isinstance(step, int) and 0 <= step < len(here):
+            path.append(step)
+            here = here[step]
+        else:
+            break
+    return ProtocolError(error["msg"], ref=ref, pointer=_pointer(path))
+
+
+def _pointer(path: tuple[str | int, ...] | list[str | int]) -> str:
+    """A JSON pointer (RFC 6901) to ``path``."""
+    return "".join("/" + str(step).replace("~", "~0").replace("/", "~1") for step in path)
 
 
 # --- topics -----------------------------------------------------------------------------

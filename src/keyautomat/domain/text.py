@@ -56,12 +56,24 @@ def json_problems(value: object) -> list[str]:
     """Every string, property name and number of a decoded JSON document checked at once.
 
     Each problem names its place like ``contact.name`` or ``accessRightIds.0``
-    (``body`` for the document itself). Integers must lie within
-    ±``MAX_JSON_INTEGER``; ``NaN`` and ``Infinity`` (which Python's decoder
-    accepts) are refused. The walk keeps its own queue, so nesting depth
-    cannot exhaust the interpreter's stack.
+    (``body`` for the document itself); :func:`json_problems_at` gives the places
+    as paths instead.
     """
-    problems: list[str] = []
+    return [
+        f"{'.'.join(map(str, path)) or 'body'}: {reason}"
+        for path, reason in json_problems_at(value)
+    ]
+
+
+def json_problems_at(value: object) -> list[tuple[tuple[str | int, ...], str]]:
+    """The problems of :func:`json_problems`, each with the path of its place (keys and
+    indices from the document down; a bad property name is placed at its object).
+
+    Integers must lie within ±``MAX_JSON_INTEGER``; ``NaN`` and ``Infinity`` (which
+    Python's decoder accepts) are refused. The walk keeps its own queue, so nesting
+    depth cannot exhaust the interpreter's stack.
+    """
+    problems: list[tuple[_Place, str]] = []
     pending: deque[tuple[_Container, _Place]] = deque()
     _check(value, None, pending, problems)
     while pending and len(problems) < _MAX_REPORTED:
@@ -70,40 +82,43 @@ def json_problems(value: object) -> list[str]:
             for key, child in item.items():
                 reason = text_problem(key)
                 if reason is not None:
-                    problems.append(f"{_spell(place)}: a property name {reason}")
+                    problems.append((place, f"a property name {reason}"))
                 else:
                     _check(child, (place, key), pending, problems)
         else:
             for index, child in enumerate(item):
                 _check(child, (place, index), pending, problems)
-    return problems[:_MAX_REPORTED]
+    return [(_path(place), reason) for place, reason in problems[:_MAX_REPORTED]]
 
 
 def _check(
-    item: object, place: _Place, pending: deque[tuple[_Container, _Place]], problems: list[str]
+    item: object,
+    place: _Place,
+    pending: deque[tuple[_Container, _Place]],
+    problems: list[tuple[_Place, str]],
 ) -> None:
     if isinstance(item, str):
         reason = text_problem(item)
         if reason is not None:
-            problems.append(f"{_spell(place)}: {reason}")
+            problems.append((place, reason))
     elif isinstance(item, dict | list):
         pending.append((item, place))
     elif isinstance(item, bool) or item is None:
         return
     elif isinstance(item, int):
         if not -MAX_JSON_INTEGER <= item <= MAX_JSON_INTEGER:
-            problems.append(f"{_spell(place)}: {_INTEGER_RANGE}")
+            problems.append((place, _INTEGER_RANGE))
     elif isinstance(item, float) and not math.isfinite(item):
-        problems.append(f"{_spell(place)}: must be a finite number")
+        problems.append((place, "must be a finite number"))
 
 
-def _spell(place: _Place) -> str:
-    parts: list[str] = []
+def _path(place: _Place) -> tuple[str | int, ...]:
+    parts: list[str | int] = []
     while place is not None:
         parent, key = place
-        parts.append(str(key))
+        parts.append(key)
         place = parent
-    return ".".join(reversed(parts)) or "body"
+    return tuple(reversed(parts))
 
 
 def printable(value: str) -> str:

@@ -7,8 +7,10 @@ and carries commands such as sendPincode to devices, waiting for their ack.
 
 Messages of one device are handled in order by one worker; different devices
 are spread over several workers (one on SQLite, which has one writer anyway).
-Nothing a device sends can crash the gateway: malformed and unauthenticated
-messages are logged, counted and dropped without touching the database.
+Nothing a device sends can crash the gateway. A malformed message is decoded and
+refused before anything else, with no database work: answered ``rejected``
+(``malformed``, naming the field) when its id can be read, else dropped. Every
+refusal carries a reason from the protocol's set (``RejectReason``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from keyautomat.adapters.db import SYNC_CHANNEL, Database, listen, watch
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.adapters.device_protocol import (
     DEVICE_EVENTS,
+    MAX_DETAIL,
+    MESSAGE_REFUSALS,
     Ack,
     CancelPrompt,
     CodeEntered,
@@ -43,9 +47,11 @@ from keyautomat.adapters.device_protocol import (
     ProtocolError,
     ProximityPrompt,
     Rejected,
+    RejectReason,
     RemoteCode,
     Sync,
     Welcome,
+    bounded,
     decode_from_device,
     down_topic,
     encode,
@@ -99,8 +105,9 @@ class GatewayStats:
     received: int = 0
     applied: int = 0
     duplicates: int = 0
-    malformed: int = 0
-    rejected: int = 0
+    malformed: int = 0  # refused as malformed, answered or not
+    unanswered: int = 0  # malformed with no readable id: dropped, nothing to refer to
+    rejected: int = 0  # refused for any other reason
     backed_off: int = 0  # hellos with a pincode refused unread while backed off
     hello_rate_alarms: int = 0  # windows in which all devices' failed hellos hit the rate
     sent: int = 0
@@ -117,10 +124,11 @@ SYNC_RECHECK_SECONDS = 0.25
 
 class _BackedOff(devices.DeviceRejected):
     """A hello with a pincode refused from memory while its sender is backed off; counted
-    in ``stats.backed_off`` rather than logged, so that guessing cannot flood the log."""
+    in ``stats.backed_off`` rather than logged, so that guessing cannot flood the log.
+    The answer depends on nobody's code: only on how many guesses came before."""
 
     def __init__(self) -> None:
-        super().__init__(devices.INSTALLATION_REFUSED)
+        super().__init__(RejectReason.LOCKED_OUT, "too many wrong installation codes: wait")
 
 
 class DeviceGateway:
@@ -306,7 +314,8 @@ class DeviceGateway:
             hw_id, _topic, payload = await queue.get()
             try:
                 message = self._decode(hw_id, payload)
-                if message is None:
+                if isinstance(message, ProtocolError):
+                    await self._refuse_malformed(hw_id, message)
                     continue
                 # A guess refused from memory takes no lease: no database work at all.
                 if not self._refused_in_memory(hw_id, message) and not await self.holds(hw_id):
@@ -564,20 +573,41 @@ class DeviceGateway:
 
     # --- incoming -----------------------------------------------------------------------
 
-    def _decode(self, hw_id: str, payload: bytes) -> Message | None:
-        """The message, or None (logged and counted) when it is malformed or names another
-        device than its topic. Checked before anything else, with no database work."""
+    def _decode(self, hw_id: str, payload: bytes) -> Message | ProtocolError:
+        """The message, or why it is malformed (its schema, or another device than its
+        topic). Checked before anything else, with no database work."""
         try:
             message = decode_from_device(payload)
         except ProtocolError as exc:
-            self.stats.malformed += 1
-            log.warning("dropped a malformed message from %s: %s", hw_id, exc)
-            return None
+            return exc
         if message.hw_id != hw_id:
-            self.stats.malformed += 1
-            log.warning("dropped a message for %s sent on the topic of %s", message.hw_id, hw_id)
-            return None
+            return ProtocolError(
+                "names another device than its topic", ref=message.id, pointer="/hwId"
+            )
         return message
+
+    async def _refuse_malformed(self, hw_id: str, error: ProtocolError) -> None:
+        """Tell the device its message is malformed, so that it drops the message rather
+        than resending it for ever; a message without a readable id is only counted."""
+        self.stats.malformed += 1
+        if error.ref is None:
+            self.stats.unanswered += 1
+            log.warning("dropped a malformed message from %s: %s", hw_id, error)
+            return
+        log.warning("refused malformed message %s from %s: %s", error.ref, hw_id, error)
+        # No lease is taken for it (no database work): the gateway known to hold the
+        # device answers, and any gateway when none is known; an extra refusal of the
+        # same message does no harm, the device has dropped it at the first.
+        if self._lease_known(hw_id, self.clock.now()) is False:
+            return
+        refusal = Rejected(
+            reason=RejectReason.MALFORMED,
+            ref=error.ref,
+            pointer=error.pointer,
+            detail=error.detail,
+        )
+        with contextlib.suppress(LinkError):
+            await self._send(hw_id, "rejected", refusal)
 
     async def _handle(self, hw_id: str, message: Message) -> None:
         self.stats.by_type[message.type] = self.stats.by_type.get(message.type, 0) + 1
@@ -616,14 +646,18 @@ class DeviceGateway:
             elif message.type in DEVICE_EVENTS:
                 await self._on_event(hw_id, token, message)
         except devices.DeviceRejected as exc:
-            self.stats.rejected += 1
             if not isinstance(exc, _BackedOff):
-                log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
-            if hw_id in self._held:
+                log.warning("rejected %s from %s: %s", message.type, hw_id, exc)
+            if exc.reason not in MESSAGE_REFUSALS and hw_id in self._held:
                 # Nothing to hold for a device the server refuses (a guessed hwId, say).
                 await self._give_up([hw_id])
+            detail = None if exc.detail is None else bounded(exc.detail, MAX_DETAIL)
+            refusal = Rejected(reason=exc.reason, ref=message.id, detail=detail)
             with contextlib.suppress(LinkError):
-                await self._send(hw_id, "rejected", Rejected(reason=exc.reason, ref=message.id))
+                await self._send(hw_id, "rejected", refusal)
+            # Counted once dealt with (the lease given up, the device told), so that
+            # whoever waits for the count sees the refusal's whole effect.
+            self.stats.rejected += 1
 
     def _refused_in_memory(self, hw_id: str, message: Message) -> bool:
         """A hello with an installation pincode and no credential that ``_hello`` refuses

@@ -31,6 +31,7 @@ from keyautomat.adapters.device_protocol import (
     LockerInventory,
     Message,
     PincodeEntry,
+    RejectReason,
     Sync,
 )
 from keyautomat.adapters.orm_devices import (
@@ -72,9 +73,10 @@ BOUND_ALARM = "DEVICE_BOUND"  # hardware received a device token
 BIND_FAILURES_ALARM = "DEVICE_BIND_FAILURES"  # wrong installation pincodes on its topic
 KEYPAD_LOCKED_ALARM = "DEVICE_KEYPAD_LOCKED"  # the keypad locked after wrong codes
 
-# The one answer to every hello whose pincode does not bind: a wrong code, the
-# wrong product, an expired code, hardware bound elsewhere, a closed re-bind all
-# look alike, so that no answer confirms a code or names an automat.
+# The one answer to every hello whose pincode does not bind (reason
+# ``wrong-installation-code``, with this text): a wrong code, the wrong product, an
+# expired code, hardware bound elsewhere, a closed re-bind all look alike, so that
+# no answer confirms a code or names an automat.
 INSTALLATION_REFUSED = "installation pincode not accepted"
 
 # Statements run with every contract's pincode (and every device event) are
@@ -122,11 +124,13 @@ def _on_conflict_do_nothing(session: Session, table: Any, *, returning: bool) ->
 
 
 class DeviceRejected(Exception):
-    """A device message that fails authentication or binding; it changes nothing."""
+    """A device message the server refuses; it changes nothing. The device is told the
+    ``reason`` (one of the protocol's set) and, for a human, the ``detail``."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: RejectReason, detail: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason = reason
+        self.detail = detail
 
 
 # --- binding ----------------------------------------------------------------------------
@@ -165,19 +169,21 @@ def hello(
     """A device (re)connects: authenticate it by its credential, or bind it by the
     installation pincode (gaps.md D1-D2). Answers with a full sync."""
     if token is not None:
-        automat_id = _authenticated(session, hw_id, token)
-        if automat_id is not None:
-            _connected(session, automat_id, now, data)
-            return Welcomed(automat_id, None, full_sync(session, automat_id, now))
+        credential = _authenticated(session, hw_id, token)
+        if not isinstance(credential, RejectReason):
+            _connected(session, credential, now, data)
+            return Welcomed(credential, None, full_sync(session, credential, now))
+        if data.installation_pincode is None:
+            raise _unauthenticated(credential)
     if data.installation_pincode is None:
-        raise DeviceRejected("unknown device: present the installation pincode")
+        raise DeviceRejected(RejectReason.UNAUTHENTICATED, "unknown device: bind it with a code")
     return _bind(session, hw_id, data, now, policy)
 
 
 def _refuse(hw_id: str, why: str) -> NoReturn:
     # The reason goes to the log for the operator, never to the device.
     log.warning("refused the installation pincode of %s: %s", hw_id, why)
-    raise DeviceRejected(INSTALLATION_REFUSED)
+    raise DeviceRejected(RejectReason.WRONG_INSTALLATION_CODE, INSTALLATION_REFUSED)
 
 
 def _bind(session: Session, hw_id: str, data: Hello, now: datetime, policy: BindPolicy) -> Welcomed:
@@ -279,20 +285,26 @@ def _connected(session: Session, automat_id: str, now: datetime, data: Hello) ->
     touch(session, automat_id, now)
 
 
-def _authenticated(session: Session, hw_id: str, token: str | None) -> str | None:
+def _authenticated(session: Session, hw_id: str, token: str | None) -> str | RejectReason:
+    """The automat the credential speaks for; else why not: ``replaced`` or ``deactivated``
+    only for the credential the hardware really holds, ``unauthenticated`` for anything
+    else, so that nobody without the token learns anything from the answer."""
+    if token is None:
+        return RejectReason.UNAUTHENTICATED
     row = session.execute(
         select(
-            device_links.c.automat_id, device_links.c.token_hash, device_links.c.bind_pincode_hash
+            device_links.c.automat_id,
+            device_links.c.token_hash,
+            device_links.c.bind_pincode_hash,
+            orm.automats.c.lifecycle_state,
         )
         .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
-        .where(
-            device_links.c.hw_id == hw_id,
-            orm.automats.c.hw_id == hw_id,
-            orm.automats.c.lifecycle_state == LifecycleState.ACTIVE,
-        )
+        .where(device_links.c.hw_id == hw_id, orm.automats.c.hw_id == hw_id)
     ).first()
     if row is None or not secret_matches(token, row.token_hash):
-        return None
+        return _former_link(session, hw_id, token)
+    if row.lifecycle_state != LifecycleState.ACTIVE:
+        return RejectReason.DEACTIVATED
     if row.bind_pincode_hash is not None:
         # The device holds its token: the installation pincode has done its job and
         # must never bind again (docs/device-protocol.md, "Binding and re-binding").
@@ -304,13 +316,45 @@ def _authenticated(session: Session, hw_id: str, token: str | None) -> str | Non
     return str(row.automat_id)
 
 
+def _former_link(session: Session, hw_id: str, token: str) -> RejectReason:
+    """Why a credential that no automat bound to ``hw_id`` accepts fails: ``replaced`` when
+    it is that of an automat whose hardware was replaced (its link still names this
+    hardware until new hardware binds), else ``unauthenticated``.
+
+    Only reached by a failed credential: device_links has no index on hw_id, and the
+    scan is cheap next to the traffic of devices that authenticate."""
+    rows = session.execute(
+        select(device_links.c.token_hash, orm.automats.c.lifecycle_state)
+        .join(orm.automats, orm.automats.c.id == device_links.c.automat_id)
+        .where(device_links.c.hw_id == hw_id)
+    ).all()
+    for row in rows:
+        if secret_matches(token, row.token_hash):
+            if row.lifecycle_state == LifecycleState.DEACTIVATED:
+                return RejectReason.DEACTIVATED
+            return RejectReason.REPLACED
+    return RejectReason.UNAUTHENTICATED
+
+
+_UNAUTHENTICATED_DETAIL = {
+    RejectReason.UNAUTHENTICATED: "unknown device or wrong token",
+    RejectReason.REPLACED: "the automat has new hardware: bind again with a new code",
+    RejectReason.DEACTIVATED: "the automat was uninstalled",
+}
+
+
+def _unauthenticated(reason: RejectReason) -> DeviceRejected:
+    return DeviceRejected(reason, _UNAUTHENTICATED_DETAIL[reason])
+
+
 def authenticate(session: Session, hw_id: str, token: str | None) -> str:
-    """The automat a bound device speaks for; rejects an unknown, unbound or replaced device,
-    a wrong credential and a deactivated automat alike."""
-    automat_id = _authenticated(session, hw_id, token)
-    if automat_id is None:
-        raise DeviceRejected("not authenticated: unknown device, wrong token or not bound")
-    return automat_id
+    """The automat a bound device speaks for. Refused: ``replaced`` (its automat has other
+    hardware now, or waits for it), ``deactivated`` (its automat was uninstalled), and
+    ``unauthenticated`` for an unknown or unbound device and a wrong credential."""
+    credential = _authenticated(session, hw_id, token)
+    if isinstance(credential, RejectReason):
+        raise _unauthenticated(credential)
+    return credential
 
 
 # --- presence ---------------------------------------------------------------------------

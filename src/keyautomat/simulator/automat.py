@@ -4,8 +4,10 @@ What it models: a keypad (with lockouts after repeated wrong codes, each twice a
 long as the one before until a right code is entered), lockers
 with doors and key sensors, a local store of synced pincodes with validity
 windows (so it keeps working offline), an outbox of events that survives
-disconnection and is flushed in order with the original times, alarms, and an
-autopilot person who takes and returns keys when a locker opens.
+disconnection and is flushed in order with the original times, alarms, an
+autopilot person who takes and returns keys when a locker opens, and what a
+device does when the server refuses one of its messages (docs/device-protocol.md,
+"Refusals").
 
 Timers (heartbeats, resends, prompt windows, lockouts) run on the event loop's
 monotonic time; what the device reports as ``occurredAt`` and checks pincode
@@ -29,6 +31,7 @@ from typing import Literal, cast
 
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.adapters.device_protocol import (
+    MESSAGE_REFUSALS,
     Ack,
     AlarmEvent,
     AlarmType,
@@ -52,6 +55,7 @@ from keyautomat.adapters.device_protocol import (
     ProtocolError,
     ProximityPrompt,
     Rejected,
+    RejectReason,
     RemoteCode,
     Sync,
     Welcome,
@@ -199,6 +203,7 @@ class SimulatedAutomat:
         tick_seconds: float = 0.1,
         state_file: Path | None = None,
         firmware: str = "keyautomat-sim/1",
+        hello_retry_seconds: float = 60.0,
     ) -> None:
         self.link = link
         self.hw_id = hw_id
@@ -215,6 +220,8 @@ class SimulatedAutomat:
         self.tick_seconds = tick_seconds
         self.state_file = state_file
         self.firmware = firmware
+        # After ``locked-out``, how long the device waits before its next hello.
+        self.hello_retry_seconds = hello_retry_seconds
         self.lockers = [SimLocker(i) for i in range(locker_count)]
         self.pincodes: dict[str, StoredPincode] = {}
         self.sync_version: int | None = None
@@ -233,10 +240,15 @@ class SimulatedAutomat:
         self.hold_seconds = 15.0
         self.mute = False  # when set, commands get no ack (to provoke TIMEOUT)
         self.outbox: OrderedDict[str, _Queued] = OrderedDict()
-        self.last_rejection: str | None = None
+        self.last_rejection: RejectReason | None = None
+        self.refusals: list[Rejected] = []  # the latest refusals of its messages
         self.welcomed = asyncio.Event()
         self._buffer = ""
-        self._sent_ids: OrderedDict[str, None] = OrderedDict()
+        # The ids of messages it sent lately, with their types: a refusal is acted on
+        # only when it names one of them.
+        self._sent_ids: OrderedDict[str, str] = OrderedDict()
+        # When (loop time) to say hello again while not welcomed: after a refusal.
+        self._hello_due: float | None = None
         self._connection_wanted = asyncio.Event()
         self._connection_wanted.set()
         self._disconnect = asyncio.Event()
@@ -378,12 +390,15 @@ class SimulatedAutomat:
             message_id=message_id,
         )
         if message_id not in self._sent_ids:
-            self._sent_ids[message_id] = None
+            self._sent_ids[message_id] = type_
             while len(self._sent_ids) > 1000:
                 self._sent_ids.popitem(last=False)
         await publish(payload)
 
     async def _hello(self) -> None:
+        self._hello_due = None
+        if self.token is None and self.installation_pincode is None:
+            return  # unbound and no code entered: nothing to say until an installer types one
         hello = Hello(
             installation_pincode=self.installation_pincode if self.token is None else None,
             product=cast("Literal['key20', 'key30']", self.product),
@@ -411,6 +426,12 @@ class SimulatedAutomat:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
+            if (
+                not self.welcomed.is_set()
+                and self._hello_due is not None
+                and self._hello_due <= now
+            ):
+                await self._hello()
             if self.welcomed.is_set() and now - self._last_heartbeat >= self.heartbeat_seconds:
                 self._last_heartbeat = now
                 await self._send("heartbeat", Empty())
@@ -431,13 +452,19 @@ class SimulatedAutomat:
             queued.sent_at = now
             await self._send(queued.type, queued.data, message_id=queued.id, at=queued.occurred_at)
 
-    def _emit(self, type_: str, data: Data) -> None:
+    def _emit(self, type_: str, data: Data) -> str:
         """Queue an event with the time it happened; it is sent when the link allows."""
         message_id = new_message_id()
         self.outbox[message_id] = _Queued(message_id, type_, data, self.clock.now())
         if self._publish is not None and self.welcomed.is_set():
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(self._flush_quietly())
+        return message_id
+
+    def queue_event(self, type_: str, data: Data) -> str:
+        """Queue an event as the firmware would, whatever it holds (``model_construct``
+        builds one the protocol refuses, as a firmware bug would); returns its id."""
+        return self._emit(type_, data)
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(LinkError):
@@ -458,21 +485,17 @@ class SimulatedAutomat:
                 self.installation_pincode = None
             self.heartbeat_seconds = data.heartbeat_seconds
             self.last_rejection = None
+            self._hello_due = None
             self._last_heartbeat = asyncio.get_running_loop().time()
             self._save_state()
             self.welcomed.set()
             self._emit("locker-inventory", self._inventory())
             await self._flush()
         elif isinstance(data, Rejected):
-            if data.ref not in self._sent_ids:
+            refused_type = self._sent_ids.get(data.ref)
+            if refused_type is None:
                 return  # a refusal of a message we never sent: someone else on our topic
-            self.last_rejection = data.reason
-            log.warning("simulator %s rejected: %s", self.hw_id, data.reason)
-            if self.welcomed.is_set():
-                # Our credential stopped working (replaced or uninstalled): start over.
-                self.welcomed.clear()
-                self.token = None
-                self._save_state()
+            self._refused(data, refused_type)
         elif isinstance(data, Ack):
             self.outbox.pop(data.ref, None)
         elif isinstance(data, Sync):
@@ -528,6 +551,63 @@ class SimulatedAutomat:
                     reason=None if locker.key is not None else "no key in the locker",
                 ),
             )
+
+    def _refused(self, refusal: Rejected, refused_type: str) -> None:
+        """What the device does about a refusal of one of its messages."""
+        log.warning(
+            "simulator %s: %s %s refused: %s (%s %s)",
+            self.hw_id,
+            refused_type,
+            refusal.ref,
+            refusal.reason,
+            refusal.pointer or "",
+            refusal.detail or "",
+        )
+        reason = refusal.reason
+        now = asyncio.get_running_loop().time()
+        if reason in MESSAGE_REFUSALS:
+            # The server will never take this message: resent, it would loop for ever.
+            self.outbox.pop(refusal.ref, None)
+        elif reason in {RejectReason.REPLACED, RejectReason.DEACTIVATED} or (
+            reason is RejectReason.UNAUTHENTICATED and refused_type == "hello"
+        ):
+            self.forget_automat()
+        elif reason is RejectReason.UNAUTHENTICATED:
+            # The credential did not pass with this message: say hello again. Refusals
+            # of other messages sent before the hello arrive before its answer, while
+            # not welcomed, and ask for nothing more.
+            if self.welcomed.is_set():
+                self.welcomed.clear()
+                self._hello_due = now
+        elif reason is RejectReason.WRONG_INSTALLATION_CODE:
+            self.installation_pincode = None  # shown on the display; the installer retypes it
+        elif reason is RejectReason.LOCKED_OUT:
+            self._hello_due = now + self.hello_retry_seconds
+        # Recorded last: whoever watches for the refusal then sees what it did.
+        self.refusals = [*self.refusals[-99:], refusal]
+        self.last_rejection = refusal.reason
+
+    def forget_automat(self) -> None:
+        """The automat is no longer this hardware's (replaced, uninstalled, or its token is
+        dead): wipe the codes and the credential, drop the queue of events meant for it,
+        and wait for an installation code."""
+        self.welcomed.clear()
+        self.token = None
+        self.automat_id = None
+        self.pincodes = {}
+        self.sync_version = None
+        self.awaiting_open.clear()
+        self.prompt = None
+        self.outbox.clear()
+        self._hello_due = None
+        self._save_state()
+
+    def enter_installation_code(self, code: str) -> None:
+        """The installer types an installation code: the device binds with it (at once when
+        it is online, else when it connects)."""
+        self.installation_pincode = code
+        if self._publish is not None and not self.welcomed.is_set():
+            self._hello_due = asyncio.get_running_loop().time()
 
     def _apply_sync(self, sync: Sync) -> None:
         if sync.full:
