@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -618,8 +619,8 @@ class DeviceGateway:
         except devices.DeviceRejected as exc:
             self.stats.rejected += 1
             if not isinstance(exc, _BackedOff):
-                log.warning("rejected %s from %s: %s", message.type, hw_id, exc.reason)
-            if hw_id in self._held:
+                log.warning("rejected %s from %s: %s", message.type, hw_id, exc)
+            if hw_id in self._held and not isinstance(exc, devices.EventRefused):
                 # Nothing to hold for a device the server refuses (a guessed hwId, say).
                 await self._give_up([hw_id])
             with contextlib.suppress(LinkError):
@@ -691,7 +692,14 @@ class DeviceGateway:
             automat_id = devices.authenticate(session, hw_id, token)
             return automat_id, devices.apply_event(session, automat_id, message, received)
 
-        automat_id, fresh = await self.db.run(work)
+        try:
+            automat_id, fresh = await self.db.run(work)
+        except devices.EventRefused as refused:
+            # The event's transaction left nothing behind; what the operator must see of
+            # the refusal (an alarm) commits in one of its own. Then `rejected`, no `ack`.
+            record = functools.partial(devices.record_refusal, refused=refused, now=received)
+            await self.db.run(record)
+            raise
         if fresh:
             self.stats.applied += 1
         else:

@@ -25,12 +25,16 @@ from keyautomat.adapters.db import mark_changed
 from keyautomat.adapters.device_protocol import (
     AlarmEvent,
     CodeEntered,
+    Data,
     Hello,
     KeyEvent,
     KeypadLocked,
+    KeyProgrammed,
+    LockerEvent,
     LockerInventory,
     Message,
     PincodeEntry,
+    RejectReason,
     Sync,
 )
 from keyautomat.adapters.orm_devices import (
@@ -45,6 +49,7 @@ from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
     PincodePurpose,
+    inventory_problem,
     keyed_hash,
     keyed_hash_matches,
     new_device_token,
@@ -71,6 +76,9 @@ DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
 BOUND_ALARM = "DEVICE_BOUND"  # hardware received a device token
 BIND_FAILURES_ALARM = "DEVICE_BIND_FAILURES"  # wrong installation pincodes on its topic
 KEYPAD_LOCKED_ALARM = "DEVICE_KEYPAD_LOCKED"  # the keypad locked after wrong codes
+# A lasting state rather: the automat's locker report was refused, so what the server
+# shows of its lockers may be stale. Ends when a locker-inventory is accepted.
+BAD_INVENTORY_ALARM = "DEVICE_BAD_INVENTORY"
 
 # The one answer to every hello whose pincode does not bind: a wrong code, the
 # wrong product, an expired code, hardware bound elsewhere, a closed re-bind all
@@ -127,6 +135,24 @@ class DeviceRejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class EventRefused(DeviceRejected):
+    """An event of an authenticated device that breaks a rule of the protocol (a locker it
+    does not have, an inventory that is not exactly its lockers): refused with ``reason``,
+    nothing of it applied, not recorded in the inbox. ``alarm``, when set, is raised in a
+    transaction of its own (:func:`record_refusal`), since the event's own rolls back."""
+
+    def __init__(
+        self, reason: RejectReason, *, automat_id: str, detail: str, alarm: str | None = None
+    ) -> None:
+        super().__init__(reason.value)
+        self.automat_id = automat_id
+        self.detail = detail  # for the log; the device is told the reason only
+        self.alarm = alarm
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 # --- binding ----------------------------------------------------------------------------
@@ -380,7 +406,13 @@ def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, A
 
 
 def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
-    """Apply one device event exactly once; False when it was applied before (a resend)."""
+    """Apply one device event exactly once; False when it was applied before (a resend).
+
+    Raises :class:`EventRefused`, having written nothing, for an event naming a locker the
+    automat does not have or an inventory that is not exactly its lockers
+    (docs/device-protocol.md, "Lockers")."""
+    data = message.data
+    _check_lockers(session, automat_id, data)
     fresh = insert_ignoring_duplicates(
         session,
         device_inbox,
@@ -395,10 +427,10 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
     touch(session, automat_id, now)
     if not fresh:
         return False
-    data = message.data
     at = message.occurred_at
     if isinstance(data, LockerInventory):
-        _apply_inventory(session, automat_id, data)
+        _apply_inventory(session, automat_id, data, now)
+        _clear_alarm(session, automat_id, BAD_INVENTORY_ALARM, at, now, message.id)
     elif isinstance(data, CodeEntered):
         record_event(
             session,
@@ -442,6 +474,50 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
         # Someone is guessing pincodes at the keypad: make it visible.
         _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id)
     return True
+
+
+def _locker_named(data: Data) -> int | None:
+    """The locker an event is about, if it names one."""
+    if isinstance(data, LockerEvent | KeyEvent | KeyProgrammed | CodeEntered):
+        return data.locker_index
+    return None
+
+
+def _check_lockers(session: Session, automat_id: str, data: Data) -> None:
+    """Refuse an event about a locker the automat does not have, and an inventory that is
+    not exactly its lockers: the lockers are ``0 … lockerCount-1``, ``lockerCount`` as the
+    device said in its latest hello (docs/device-protocol.md, "Lockers")."""
+    inventory = isinstance(data, LockerInventory)
+    index = None if inventory else _locker_named(data)
+    if not inventory and index is None:
+        return
+    count = session.scalar(
+        select(device_links.c.locker_count).where(device_links.c.automat_id == automat_id)
+    )
+    if count is None:
+        return  # never said hello with its count: nothing to check against
+    if isinstance(data, LockerInventory):
+        problem = inventory_problem([locker.locker_index for locker in data.lockers], count)
+        if problem is not None:
+            raise EventRefused(
+                RejectReason.BAD_INVENTORY,
+                automat_id=automat_id,
+                detail=problem,
+                alarm=BAD_INVENTORY_ALARM,
+            )
+    elif index is not None and index >= count:
+        raise EventRefused(
+            RejectReason.UNKNOWN_LOCKER,
+            automat_id=automat_id,
+            detail=f"locker {index} of lockerCount {count}",
+        )
+
+
+def record_refusal(session: Session, refused: EventRefused, now: datetime) -> None:
+    """What the operator must see of a refused event, in a transaction of its own (the
+    event's own was rolled back): its alarm, if it has one."""
+    if refused.alarm is not None:
+        _raise_alarm(session, refused.automat_id, refused.alarm, now, now, None)
 
 
 def record_event(
@@ -489,10 +565,39 @@ def record_event(
     return event
 
 
-def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -> None:
-    lockers.report_inventory(session, automat_id, data.lockers)
+def _apply_inventory(
+    session: Session, automat_id: str, data: LockerInventory, now: datetime
+) -> None:
+    lockers.report_inventory(
+        session, automat_id, data.lockers, lockers_in_use(session, automat_id, now)
+    )
     for handler in wiring_of(session).inventory_handlers:
         handler(session, automat_id, data)
+
+
+_LIVE_PINCODE_LOCKERS = (
+    select(device_pincodes.c.locker_index)
+    .where(
+        device_pincodes.c.automat_id == bindparam("automat_id"),
+        device_pincodes.c.removed.is_(False),
+        device_pincodes.c.valid_until.is_(None)
+        | (
+            device_pincodes.c.valid_until
+            > bindparam("now", type_=device_pincodes.c.valid_until.type)
+        ),
+    )
+    .distinct()
+)
+
+
+def lockers_in_use(session: Session, automat_id: str, now: datetime) -> set[int]:
+    """The automat's lockers something still needs, now or later: a pincode the automat
+    must honour, or what a feature holds (a contract's reservation, ``Wiring.locker_holds``).
+    No device report deletes them or unassigns their key."""
+    held = set(session.scalars(_LIVE_PINCODE_LOCKERS, {"automat_id": automat_id, "now": now}))
+    for holds in wiring_of(session).locker_holds:
+        held.update(holds(session, automat_id, now))
+    return held
 
 
 # --- alarms -----------------------------------------------------------------------------
