@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,8 +15,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import MqttLink
-from keyautomat.adapters.device_protocol import KeyEvent, Message, RejectReason
-from keyautomat.adapters.orm_devices import device_inbox
+from keyautomat.adapters.device_protocol import AlarmEvent, KeyEvent, Message, RejectReason
+from keyautomat.adapters.orm_devices import automat_events, device_inbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.service_layer import devices
@@ -123,3 +124,27 @@ def test_an_event_about_a_locker_the_automat_does_not_have_is_refused_over_the_b
     inbox = _inbox_ids(container, automat_id)
     assert id_of(beyond) not in inbox
     assert id_of(last) in inbox
+
+
+def test_an_alarm_from_a_device_clock_an_hour_ahead_over_the_broker_starts_at_receipt(
+    acme: Tenant, http: TestClient, container: Container, sims: Simulators
+) -> None:
+    automat_id, sim = _bound(acme, sims)
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    raised = as_device(sim, "alarm-raised", AlarmEvent(alarm_type="DEVICE_ERROR"), at=ahead)
+    cleared = as_device(sim, "alarm-cleared", AlarmEvent(alarm_type="DEVICE_ERROR"))
+
+    answers = _send(container, sim.hw_id, raised, cleared)
+
+    assert answer_to(answers, raised) == answer_to(answers, cleared) == ("ack", None)
+    alarms = admin_client(acme, http).get(f"/admin/automats/{automat_id}/alarms")["data"]
+    [alarm] = [a for a in alarms if a["alarmType"] == "DEVICE_ERROR"]
+    assert alarm["end"] >= alarm["start"]
+    suspect = container.db.transaction(
+        lambda s: s.scalar(
+            select(automat_events.c.clock_suspect).where(
+                automat_events.c.source_message_id == id_of(raised)
+            )
+        )
+    )
+    assert suspect is True

@@ -1,7 +1,7 @@
 """Rules that keep a device's mistakes from changing what the server knows (issue 19, item 1):
 inventories must list exactly the lockers 0 … lockerCount-1, events about lockers the automat
-does not have are refused, and lockers that contracts use are never taken away by a report
-(docs/device-protocol.md, "Lockers")."""
+does not have are refused, lockers that contracts use are never taken away by a report, and
+device times too far ahead are flagged (docs/device-protocol.md, "Lockers" and "Clock")."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_protocol import (
+    AlarmEvent,
     CodeEntered,
     Hello,
     KeyEvent,
@@ -368,3 +369,63 @@ def test_an_event_naming_a_locker_the_automat_does_not_have_is_refused_and_chang
     # The last locker is one it has.
     known = as_device(sim, type_, about(3))
     assert answer_to(_send(container, sims, sim.hw_id, known), known) == ("ack", None)
+
+
+# --- the device's clock ---------------------------------------------------------------------
+
+
+def test_an_event_an_hour_ahead_is_stored_as_reported_and_flagged_and_its_alarm_starts_at_receipt(
+    acme: Tenant, http: TestClient, container: Container, sims: Simulators
+) -> None:
+    automat_id, sim = _bound(acme, sims)
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    raised = as_device(sim, "alarm-raised", AlarmEvent(alarm_type="DEVICE_MOVED"), at=ahead)
+    assert answer_to(_send(container, sims, sim.hw_id, raised), raised) == ("ack", None)
+
+    [row] = _stored_events(container, automat_id, id_of(raised))
+    assert abs(row.occurred_at - ahead) < timedelta(milliseconds=1)  # as reported
+    assert row.clock_suspect is True
+    assert row.recorded_at < ahead - timedelta(minutes=55)  # the receive time, beside it
+    [alarm] = _alarms(acme, http, automat_id, "DEVICE_MOVED")
+    assert abs(_parse(alarm["start"]) - row.recorded_at) < timedelta(milliseconds=1)
+
+    # The device's clock is right again when the alarm clears.
+    cleared = as_device(sim, "alarm-cleared", AlarmEvent(alarm_type="DEVICE_MOVED"))
+    assert answer_to(_send(container, sims, sim.hw_id, cleared), cleared) == ("ack", None)
+    [alarm] = _alarms(acme, http, automat_id, "DEVICE_MOVED")
+    assert alarm["state"] == "deactivated"
+    assert _parse(alarm["end"]) >= _parse(alarm["start"])
+    [row] = _stored_events(container, automat_id, id_of(cleared))
+    assert row.clock_suspect is False
+
+
+def test_an_event_less_than_the_skew_ahead_keeps_its_device_time_and_is_not_flagged(
+    acme: Tenant, container: Container, sims: Simulators
+) -> None:
+    automat_id, sim = _bound(acme, sims)
+    soon = datetime.now(UTC) + timedelta(minutes=4)  # the default skew is five minutes
+    entered = as_device(
+        sim, "code-entered", CodeEntered(code="1234", code_type="right-pincode"), at=soon
+    )
+    assert answer_to(_send(container, sims, sim.hw_id, entered), entered) == ("ack", None)
+    [row] = _stored_events(container, automat_id, id_of(entered))
+    assert abs(row.occurred_at - soon) < timedelta(milliseconds=1)
+    assert row.clock_suspect is False
+
+
+def test_an_alarm_cleared_at_a_device_time_before_its_start_does_not_end_before_it_started(
+    acme: Tenant, http: TestClient, container: Container, sims: Simulators
+) -> None:
+    automat_id, sim = _bound(acme, sims)
+    soon = datetime.now(UTC) + timedelta(minutes=4)  # ahead, but within the skew
+    raised = as_device(sim, "alarm-raised", AlarmEvent(alarm_type="DEVICE_LOW_POWER"), at=soon)
+    # The device's clock is set back (NTP) before the alarm clears.
+    cleared = as_device(sim, "alarm-cleared", AlarmEvent(alarm_type="DEVICE_LOW_POWER"))
+    answers = _send(container, sims, sim.hw_id, raised, cleared)
+    assert answer_to(answers, raised) == answer_to(answers, cleared) == ("ack", None)
+
+    [alarm] = _alarms(acme, http, automat_id, "DEVICE_LOW_POWER")
+    assert abs(_parse(alarm["start"]) - soon) < timedelta(milliseconds=1)
+    assert _parse(alarm["end"]) >= _parse(alarm["start"])
+    [row] = _stored_events(container, automat_id, id_of(cleared))
+    assert row.clock_suspect is True

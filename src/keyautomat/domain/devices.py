@@ -10,7 +10,7 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 # The most lockers one automat may report (device protocol); no contract can
@@ -52,6 +52,13 @@ def inventory_problem(indices: Sequence[int], locker_count: int) -> str | None:
 def _some(indices: list[int], shown: int = 5) -> str:
     more = f" and {len(indices) - shown} more" if len(indices) > shown else ""
     return ", ".join(str(i) for i in indices[:shown]) + more
+
+
+def clock_suspect(occurred_at: datetime, received_at: datetime, skew: timedelta) -> bool:
+    """A device time further ahead of the server's receive time than ``skew`` cannot be
+    true (docs/device-protocol.md, "Clock"). Times in the past are not suspect: a device
+    delivers what it queued offline with the times it happened, however long ago."""
+    return occurred_at - received_at > skew
 
 
 def code_type_for(purpose: str) -> str:

@@ -153,6 +153,7 @@ class DeviceGateway:
         self.heartbeat_seconds = settings.device_heartbeat_seconds
         self.offline_after = settings.device_offline_after_seconds
         self.sync_interval = settings.device_sync_interval_seconds
+        self.clock_skew = timedelta(seconds=settings.device_clock_skew_seconds)
         self.worker_count = workers or (1 if db.is_sqlite else max(2, settings.db_threads))
         self.bind_policy = devices.BindPolicy(
             code_key=code_key,
@@ -690,7 +691,10 @@ class DeviceGateway:
 
         def work(session: Session) -> tuple[str, bool]:
             automat_id = devices.authenticate(session, hw_id, token)
-            return automat_id, devices.apply_event(session, automat_id, message, received)
+            applied = devices.apply_event(
+                session, automat_id, message, received, clock_skew=self.clock_skew
+            )
+            return automat_id, applied
 
         try:
             automat_id, fresh = await self.db.run(work)

@@ -49,6 +49,7 @@ from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
     PincodePurpose,
+    clock_suspect,
     inventory_problem,
     keyed_hash,
     keyed_hash_matches,
@@ -405,12 +406,15 @@ def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, A
     return session.execute(stmt, values).first() is not None
 
 
-def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
+def apply_event(
+    session: Session, automat_id: str, message: Message, now: datetime, *, clock_skew: timedelta
+) -> bool:
     """Apply one device event exactly once; False when it was applied before (a resend).
 
     Raises :class:`EventRefused`, having written nothing, for an event naming a locker the
-    automat does not have or an inventory that is not exactly its lockers
-    (docs/device-protocol.md, "Lockers")."""
+    automat does not have or an inventory that is not exactly its lockers. An event whose
+    time is more than ``clock_skew`` ahead of ``now`` (its receipt) is stored as reported,
+    flagged, and its effects take ``now`` (docs/device-protocol.md, "Lockers", "Clock")."""
     data = message.data
     _check_lockers(session, automat_id, data)
     fresh = insert_ignoring_duplicates(
@@ -428,9 +432,19 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
     if not fresh:
         return False
     at = message.occurred_at
+    suspect = clock_suspect(at, now, clock_skew)
+    if suspect:
+        log.warning(
+            "%s %s of automat %s claims %s, received %s: clock suspect, effects at receipt",
+            message.type,
+            message.id,
+            automat_id,
+            at.isoformat(),
+            now.isoformat(),
+        )
     if isinstance(data, LockerInventory):
         _apply_inventory(session, automat_id, data, now)
-        _clear_alarm(session, automat_id, BAD_INVENTORY_ALARM, at, now, message.id)
+        _clear_alarm(session, automat_id, BAD_INVENTORY_ALARM, at, now, message.id, suspect)
     elif isinstance(data, CodeEntered):
         record_event(
             session,
@@ -443,6 +457,7 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             code=data.code,
             source_message_id=message.id,
             data=data.model_dump(mode="json", by_alias=True),
+            clock_suspect=suspect,
         )
     elif isinstance(data, KeyEvent):
         inside = message.type == "key-inserted"
@@ -464,15 +479,16 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             key_id=data.key_id,
             source_message_id=message.id,
             data=data.model_dump(mode="json", by_alias=True),
+            clock_suspect=suspect,
         )
     elif isinstance(data, AlarmEvent):
         if message.type == "alarm-raised":
-            _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+            _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id, suspect)
         else:
-            _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+            _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id, suspect)
     elif isinstance(data, KeypadLocked):
         # Someone is guessing pincodes at the keypad: make it visible.
-        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id)
+        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id, suspect)
     return True
 
 
@@ -532,7 +548,11 @@ def record_event(
     code: str | None = None,
     source_message_id: str | None = None,
     data: dict[str, Any] | None = None,
+    clock_suspect: bool = False,
 ) -> AutomatEvent:
+    """Store a domain event and pass it to the features' handlers. With ``clock_suspect``
+    the device's ``occurred_at`` is stored as reported and flagged, and the handlers see
+    ``now``, the time the server received it (docs/device-protocol.md, "Clock")."""
     payload = data or {}
     event_id = session.execute(
         insert(automat_events)
@@ -541,6 +561,7 @@ def record_event(
             type=str(type_),
             occurred_at=occurred_at,
             recorded_at=now,
+            clock_suspect=clock_suspect,
             locker_index=locker_index,
             key_id=key_id,
             code=code,
@@ -553,7 +574,7 @@ def record_event(
         id=int(event_id),
         automat_id=automat_id,
         type=str(type_),
-        occurred_at=occurred_at,
+        occurred_at=now if clock_suspect else occurred_at,
         locker_index=locker_index,
         key_id=key_id,
         code=code,
@@ -633,14 +654,16 @@ def _raise_alarm(
     at: datetime,
     now: datetime,
     source_message_id: str | None,
+    clock_suspect: bool = False,
 ) -> None:
+    """Open an alarm from ``at`` (``now`` when ``at`` is a device time too far ahead)."""
     if _open_alarm(session, automat_id, alarm_type) is not None:
         return  # already active: raising it again changes nothing
     values = {
         "id": new_object_id(now.timestamp()),
         "automat_id": automat_id,
         "alarm_type": alarm_type,
-        "started_at": at,
+        "started_at": now if clock_suspect else at,
         "ended_at": None,
         "acknowledged_at": None,
     }
@@ -653,6 +676,7 @@ def _raise_alarm(
         now,
         source_message_id=source_message_id,
         data=_alarm_data(values, "activated"),
+        clock_suspect=clock_suspect,
     )
 
 
@@ -663,11 +687,13 @@ def _momentary_alarm(
     at: datetime,
     now: datetime | None = None,
     source_message_id: str | None = None,
+    clock_suspect: bool = False,
 ) -> None:
     """An alarm about something that happened rather than a lasting state: raised and
     ended at ``at``, so each occurrence is its own alarm (to acknowledge) and webhook."""
-    _raise_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
-    _clear_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
+    now = now or at
+    _raise_alarm(session, automat_id, alarm_type, at, now, source_message_id, clock_suspect)
+    _clear_alarm(session, automat_id, alarm_type, at, now, source_message_id, clock_suspect)
 
 
 def raise_alarm(
@@ -684,12 +710,19 @@ def _clear_alarm(
     at: datetime,
     now: datetime,
     source_message_id: str | None,
+    clock_suspect: bool = False,
 ) -> None:
+    """End the open alarm at ``at``, or at ``now`` when ``at`` is a device time too far
+    ahead; never before it started (a device clock set back meanwhile): then at the
+    receive time, so that no alarm ends before it starts."""
     row = _open_alarm(session, automat_id, alarm_type)
     if row is None:
         return
-    session.execute(update(device_alarms).where(device_alarms.c.id == row.id).values(ended_at=at))
-    values = {**row._mapping, "ended_at": at}
+    end = now if clock_suspect else at
+    if end < row.started_at:
+        end, clock_suspect = max(now, row.started_at), True
+    session.execute(update(device_alarms).where(device_alarms.c.id == row.id).values(ended_at=end))
+    values = {**row._mapping, "ended_at": end}
     record_event(
         session,
         automat_id,
@@ -698,6 +731,7 @@ def _clear_alarm(
         now,
         source_message_id=source_message_id,
         data=_alarm_data(values, "deactivated"),
+        clock_suspect=clock_suspect,
     )
 
 
