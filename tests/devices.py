@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.device_links import Link
+from keyautomat.adapters.device_protocol import (
+    Data,
+    LockerInventory,
+    LockerState,
+    Message,
+    decode_from_server,
+    down_topic,
+    encode,
+    new_message_id,
+    up_topic,
+)
 from keyautomat.adapters.orm_devices import device_alarms
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
-from keyautomat.simulator import SimulatedAutomat
+from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 
 T = TypeVar("T")
@@ -106,3 +121,105 @@ class Simulators:
             self.portal.call(sim.stop)
             future.cancel()
         self.running.clear()
+
+
+# What a test publishes as a device: ``(type, data, token)``, sent now under a fresh id,
+# or a payload made with ``encode`` (to choose the id or the time, or to send junk).
+Outgoing = tuple[str, Data, str | None] | bytes
+
+
+async def exchange(
+    link: Link,
+    prefix: str,
+    hw_id: str,
+    messages: Sequence[Outgoing],
+    *,
+    answers: int,
+    listen: bool = True,
+    timeout: float = 20.0,
+) -> list[Message]:
+    """Publish ``messages`` on ``hw_id``'s up topic as anyone with a broker login could, and
+    collect what the server sends down until ``answers`` acks or refusals of them arrived
+    (then half a second more for anything else)."""
+    async with link.connect(f"other-{uuid.uuid4().hex[:8]}") as connection:
+        if listen:
+            await connection.subscribe(down_topic(prefix, hw_id))
+        sent: set[str] = set()
+        for outgoing in messages:
+            if isinstance(outgoing, bytes):
+                payload = outgoing
+            else:
+                type_, data, token = outgoing
+                payload = encode(
+                    type_, data, hw_id=hw_id, occurred_at=datetime.now(UTC), token=token
+                )
+            sent.add(str(json.loads(payload)["id"]))
+            await connection.publish(up_topic(prefix, hw_id), payload)
+        received: list[Message] = []
+        if not listen:
+            return received
+        answered = 0
+        stream = connection.messages()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                _topic, payload = await asyncio.wait_for(anext(stream), deadline - loop.time())
+            except TimeoutError:
+                break
+            message = decode_from_server(payload)
+            received.append(message)
+            if message.type in ("rejected", "ack") and getattr(message.data, "ref", None) in sent:
+                answered += 1
+            if answered >= answers or message.type == "welcome":
+                deadline = min(deadline, loop.time() + 0.5)
+        return received
+
+
+def as_device(
+    sim: SimulatedAutomat, type_: str, data: Data, *, at: datetime | None = None
+) -> bytes:
+    """An event of ``sim``, with its credential, as its firmware would send it."""
+    return encode(
+        type_,
+        data,
+        hw_id=sim.hw_id,
+        occurred_at=at or datetime.now(UTC),
+        token=sim.token,
+        message_id=new_message_id(),
+    )
+
+
+def answer_to(answers: list[Message], payload: bytes) -> tuple[str, str | None]:
+    """The server's one answer to ``payload``: ``("ack", None)`` or ``("rejected", reason)``."""
+    sent = id_of(payload)
+    found = [
+        (m.type, getattr(m.data, "reason", None))
+        for m in answers
+        if m.type in ("ack", "rejected") and getattr(m.data, "ref", None) == sent
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def id_of(payload: bytes) -> str:
+    return str(json.loads(payload)["id"])
+
+
+def inventory_of(
+    indices: Sequence[int], inside: dict[int, SimKey] | None = None
+) -> LockerInventory:
+    """A ``locker-inventory`` of the lockers ``indices``, with the keys ``inside`` them."""
+    inside = inside or {}
+    return LockerInventory(
+        lockers=[
+            LockerState(
+                locker_index=i,
+                key_inside=i in inside,
+                key_id=inside[i].id if i in inside else None,
+                key_name=inside[i].name if i in inside else None,
+                rfid=inside[i].rfid if i in inside else None,
+            )
+            for i in indices
+        ]
+    )

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     device_sync_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often the gateway looks for devices behind on sync."
     )
+    device_clock_skew_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="How far ahead of the server's time a device's occurredAt may be; a later "
+        "one is stored as reported but flagged, and its effects take the receive time.",
+    )
     installation_pincode_ttl_hours: float = Field(
         default=72.0,
         gt=0,

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,14 +20,8 @@ from keyautomat.adapters.device_links import MqttLink
 from keyautomat.adapters.device_protocol import (
     Empty,
     Hello,
-    Message,
     Rejected,
     RejectReason,
-    decode_from_server,
-    down_topic,
-    encode,
-    new_message_id,
-    up_topic,
 )
 from keyautomat.adapters.orm_devices import (
     automat_events,
@@ -44,6 +38,7 @@ from tests.devices import (
     admin_client,
     alarm_types,
     eventually,
+    exchange,
     install,
 )
 from tests.e2e.mqtt_support import BROKER, over_mqtt, simulators_on_the_broker
@@ -237,55 +232,6 @@ def test_send_pincode_over_mqtt_times_out_when_the_device_does_not_answer(
     assert result == {"success": False, "reason": "TIMEOUT"}
 
 
-async def _exchange(
-    prefix: str,
-    hw_id: str,
-    messages: Sequence[tuple[str, Hello | Empty, str | None]],
-    *,
-    answers: int,
-    listen: bool = True,
-    timeout: float = 20.0,
-) -> list[Message]:
-    """Publish ``(type, data, token)`` messages on ``hw_id``'s up topic as anyone with a
-    broker login could, and collect what the server sends down until ``answers`` refusals
-    of them arrived (then half a second more for anything else)."""
-    async with MqttLink(BROKER).connect(f"other-{uuid.uuid4().hex[:8]}") as connection:
-        if listen:
-            await connection.subscribe(down_topic(prefix, hw_id))
-        sent: set[str] = set()
-        for type_, data, token in messages:
-            message_id = new_message_id()
-            sent.add(message_id)
-            payload = encode(
-                type_,
-                data,
-                hw_id=hw_id,
-                occurred_at=datetime.now(UTC),
-                token=token,
-                message_id=message_id,
-            )
-            await connection.publish(up_topic(prefix, hw_id), payload)
-        received: list[Message] = []
-        if not listen:
-            return received
-        refused = 0
-        stream = connection.messages()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            try:
-                _topic, payload = await asyncio.wait_for(anext(stream), deadline - loop.time())
-            except TimeoutError:
-                break
-            message = decode_from_server(payload)
-            received.append(message)
-            if message.type == "rejected" and getattr(message.data, "ref", None) in sent:
-                refused += 1
-            if refused >= answers or message.type == "welcome":
-                deadline = min(deadline, loop.time() + 0.5)
-        return received
-
-
 def _hello(code: str | None) -> Hello:
     return Hello(installation_pincode=code, product="key20", locker_count=4)
 
@@ -308,7 +254,7 @@ def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_t
     wrong = [f"{n:06d}" for n in range(300) if f"{n:06d}" != code][:200]
     attack = [("hello", _hello(guess), None) for guess in [*wrong, code]]
     answers = asyncio.run(
-        _exchange(container.settings.mqtt_topic_prefix, hw_id, attack, answers=201)
+        exchange(MqttLink(BROKER), container.settings.mqtt_topic_prefix, hw_id, attack, answers=201)
     )
 
     types = [m.type for m in answers]
@@ -339,22 +285,44 @@ def test_a_device_that_lost_its_welcome_binds_again_with_its_code_until_it_speak
     prefix = container.settings.mqtt_topic_prefix
     hw_id = f"LOST-{uuid.uuid4().hex[:8]}"
     # The first hello binds, but its welcome is lost (nobody listens).
-    asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=0, listen=False))
+    asyncio.run(
+        exchange(
+            MqttLink(BROKER),
+            prefix,
+            hw_id,
+            [("hello", _hello(code), None)],
+            answers=0,
+            listen=False,
+        )
+    )
     eventually(
         lambda: acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active",
         timeout=10.0,
     )
 
-    again = asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=1))
+    again = asyncio.run(
+        exchange(MqttLink(BROKER), prefix, hw_id, [("hello", _hello(code), None)], answers=1)
+    )
     [welcome] = [m.data for m in again if m.type == "welcome"]
     token = getattr(welcome, "device_token", None)
     assert token is not None
     assert any(m.type == "sync" and getattr(m.data, "full", False) for m in again)
 
     # Its first message with the token makes the code useless.
-    asyncio.run(_exchange(prefix, hw_id, [("heartbeat", Empty(), token)], answers=0, listen=False))
+    asyncio.run(
+        exchange(
+            MqttLink(BROKER),
+            prefix,
+            hw_id,
+            [("heartbeat", Empty(), token)],
+            answers=0,
+            listen=False,
+        )
+    )
     eventually(lambda: _bind_code_forgotten(container, automat["id"]), timeout=10.0)
-    late = asyncio.run(_exchange(prefix, hw_id, [("hello", _hello(code), None)], answers=1))
+    late = asyncio.run(
+        exchange(MqttLink(BROKER), prefix, hw_id, [("hello", _hello(code), None)], answers=1)
+    )
     assert [m.type for m in late] == ["rejected"]
 
 
@@ -404,7 +372,7 @@ def test_guessing_installation_codes_over_the_broker_gets_one_answer_and_binds_n
     guesses = [*wrong, key30["installationPincode"], key20["installationPincode"]]
     attack = [("hello", _hello(code), None) for code in guesses]
 
-    answers = asyncio.run(_exchange(prefix, hw_id, attack, answers=len(attack)))
+    answers = asyncio.run(exchange(MqttLink(BROKER), prefix, hw_id, attack, answers=len(attack)))
 
     assert "welcome" not in [m.type for m in answers]
     refusals = [m.data.reason for m in answers if isinstance(m.data, Rejected)]

@@ -63,6 +63,10 @@ device_inbox = Table(
 # Domain events derived from device events (code entered, key removed or
 # inserted, alarms). Later features turn them into contract progress, webhooks
 # and notifications; ``data`` is the JSON of the event's own fields.
+# ``occurred_at`` is the time the device reported, ``recorded_at`` the server's
+# time when it received the event; ``clock_suspect`` marks a reported time too far
+# ahead of it to be true, whose effects took ``recorded_at`` instead
+# (docs/device-protocol.md, "Clock").
 automat_events = Table(
     "automat_events",
     metadata,
@@ -73,6 +77,7 @@ automat_events = Table(
     Column("type", String(32), nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
+    Column("clock_suspect", Boolean, nullable=False, default=False, server_default=false()),
     Column("locker_index", Integer),
     Column("key_id", Text),
     Column("code", String(16)),

@@ -1,6 +1,6 @@
 """How the contract feature plugs into a container: its kinds, its device-event handler,
-its outbox jobs, its uninstall guard and its reminder conditions (``bootstrap``
-calls :func:`register` in its declared order)."""
+its outbox jobs, its uninstall guard, the lockers it holds and its reminder conditions
+(``bootstrap`` calls :func:`register` in its declared order)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ class ContractEvents:
         contract_id = SqlContractStore(session).automat_in_use(automat.id, now)
         return None if contract_id is None else f"contract {contract_id} still uses this automat"
 
+    def lockers_in_use(self, session: Session, automat_id: str, now: datetime) -> set[int]:
+        """Lockers its contracts still reserve: no device report deletes them."""
+        return SqlContractStore(session).lockers_in_use(automat_id, now)
+
 
 def register(container: Container) -> None:
     kinds: dict[str, ContractKind[Any]] = {
@@ -64,6 +68,7 @@ def register(container: Container) -> None:
     wiring = container.wiring
     wiring.device_event_handlers.append(events.on_automat_event)
     wiring.uninstall_guards.append(events.automat_in_use)
+    wiring.locker_holds.append(events.lockers_in_use)
     for kind in kinds.values():
         wiring.condition_checkers[kind.view_kind.value] = events.condition
     mechanical = kinds[MechanicalKind.name]

@@ -488,6 +488,16 @@ _IN_USE = (
     )
     .limit(1)
 )
+_LOCKERS_IN_USE = (
+    select(r.c.locker_index)
+    .join(c, c.c.id == r.c.contract_id)
+    .where(
+        r.c.automat_id == bindparam("automat_id"),
+        c.c.deleted_at.is_(None),
+        r.c.until > bindparam("now", type_=r.c.until.type),
+    )
+    .distinct()
+)
 _KEY_FACTS = select(
     mk.c.object_id,
     mk.c.name,
@@ -842,6 +852,11 @@ class SqlContractStore:
     def automat_in_use(self, automat_id: str, now: datetime) -> str | None:
         """A contract that still reserves this automat now or later, or None."""
         return self.session.scalar(_IN_USE, {"automat_id": automat_id, "now": now})
+
+    def lockers_in_use(self, automat_id: str, now: datetime) -> set[int]:
+        """The automat's lockers a contract reserves now or later."""
+        params = {"automat_id": automat_id, "now": now}
+        return set(self.session.scalars(_LOCKERS_IN_USE, params))
 
     def strong_auth(self, unit_id: str) -> bool:
         return self.session.scalar(_STRONG_AUTH, {"unit_id": unit_id}) is not None

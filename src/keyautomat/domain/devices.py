@@ -7,8 +7,10 @@ import enum
 import hashlib
 import hmac
 import secrets
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 # The most lockers one automat may report (device protocol); no contract can
@@ -22,6 +24,41 @@ class PincodePurpose(enum.StrEnum):
     DEFAULT = "default"  # key out and back again with the same code (gaps.md C9)
     FETCH = "fetch"  # the key is taken; the code is spent once it is
     RETURN = "return"  # a key is put in; the code is spent once it is
+
+
+def inventory_problem(indices: Sequence[int], locker_count: int) -> str | None:
+    """Why a ``locker-inventory`` listing ``indices`` is not exactly the lockers
+    ``0 … locker_count-1``, each once (docs/device-protocol.md, "Lockers"); None when it is.
+    Short, for the log: the device is told only ``bad-inventory``."""
+    if not indices:
+        return "lists no locker"
+    counts = Counter(indices)
+    seen = set(counts)
+    twice = sorted(i for i, n in counts.items() if n > 1)
+    beyond = sorted(i for i in seen if i >= locker_count)
+    missing = sorted(set(range(locker_count)) - seen)
+    problems = [
+        f"{what} {_some(found)}"
+        for what, found in (
+            ("listed twice:", twice),
+            (f"beyond lockerCount {locker_count}:", beyond),
+            ("missing:", missing),
+        )
+        if found
+    ]
+    return "; ".join(problems) or None
+
+
+def _some(indices: list[int], shown: int = 5) -> str:
+    more = f" and {len(indices) - shown} more" if len(indices) > shown else ""
+    return ", ".join(str(i) for i in indices[:shown]) + more
+
+
+def clock_suspect(occurred_at: datetime, received_at: datetime, skew: timedelta) -> bool:
+    """A device time further ahead of the server's receive time than ``skew`` cannot be
+    true (docs/device-protocol.md, "Clock"). Times in the past are not suspect: a device
+    delivers what it queued offline with the times it happened, however long ago."""
+    return occurred_at - received_at > skew
 
 
 def code_type_for(purpose: str) -> str:

@@ -41,11 +41,12 @@ ALARM_TYPES = (
     "DEVICE_MOVED",
     "DEVICE_DISCONNECTED",
     "DEVICE_WIFI_OFFLINE",
-    # keyautomat's security alarms, in the spec's shape (docs/webhooks.md, "Alarm types"):
-    # a bind, repeated wrong installation pincodes, a keypad lockout.
+    # keyautomat's own alarms, in the spec's shape (docs/webhooks.md, "Alarm types"):
+    # a bind, repeated wrong installation pincodes, a keypad lockout, a refused inventory.
     "DEVICE_BOUND",
     "DEVICE_BIND_FAILURES",
     "DEVICE_KEYPAD_LOCKED",
+    "DEVICE_BAD_INVENTORY",
 )
 ALARM_STATES = ("activated", "deactivated")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -160,6 +161,7 @@ class DeviceGateway:
         self.heartbeat_seconds = settings.device_heartbeat_seconds
         self.offline_after = settings.device_offline_after_seconds
         self.sync_interval = settings.device_sync_interval_seconds
+        self.clock_skew = timedelta(seconds=settings.device_clock_skew_seconds)
         self.worker_count = workers or (1 if db.is_sqlite else max(2, settings.db_threads))
         self.bind_policy = devices.BindPolicy(
             code_key=code_key,
@@ -723,9 +725,19 @@ class DeviceGateway:
 
         def work(session: Session) -> tuple[str, bool]:
             automat_id = devices.authenticate(session, hw_id, token)
-            return automat_id, devices.apply_event(session, automat_id, message, received)
+            applied = devices.apply_event(
+                session, automat_id, message, received, clock_skew=self.clock_skew
+            )
+            return automat_id, applied
 
-        automat_id, fresh = await self.db.run(work)
+        try:
+            automat_id, fresh = await self.db.run(work)
+        except devices.EventRefused as refused:
+            # The event's transaction left nothing behind; what the operator must see of
+            # the refusal (an alarm) commits in one of its own. Then `rejected`, no `ack`.
+            record = functools.partial(devices.record_refusal, refused=refused, now=received)
+            await self.db.run(record)
+            raise
         if fresh:
             self.stats.applied += 1
         else:

@@ -25,9 +25,12 @@ from keyautomat.adapters.db import mark_changed
 from keyautomat.adapters.device_protocol import (
     AlarmEvent,
     CodeEntered,
+    Data,
     Hello,
     KeyEvent,
     KeypadLocked,
+    KeyProgrammed,
+    LockerEvent,
     LockerInventory,
     Message,
     PincodeEntry,
@@ -46,6 +49,8 @@ from keyautomat.domain.devices import (
     AutomatEvent,
     AutomatEventType,
     PincodePurpose,
+    clock_suspect,
+    inventory_problem,
     keyed_hash,
     keyed_hash_matches,
     new_device_token,
@@ -72,6 +77,9 @@ DISCONNECTED_ALARM = "DEVICE_DISCONNECTED"
 BOUND_ALARM = "DEVICE_BOUND"  # hardware received a device token
 BIND_FAILURES_ALARM = "DEVICE_BIND_FAILURES"  # wrong installation pincodes on its topic
 KEYPAD_LOCKED_ALARM = "DEVICE_KEYPAD_LOCKED"  # the keypad locked after wrong codes
+# A lasting state rather: the automat's locker report was refused, so what the server
+# shows of its lockers may be stale. Ends when a locker-inventory is accepted.
+BAD_INVENTORY_ALARM = "DEVICE_BAD_INVENTORY"
 
 # The one answer to every hello whose pincode does not bind (reason
 # ``wrong-installation-code``, with this text): a wrong code, the wrong product, an
@@ -131,6 +139,20 @@ class DeviceRejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason = reason
         self.detail = detail
+
+
+class EventRefused(DeviceRejected):
+    """An event of an authenticated device that breaks a rule of the protocol (a locker it
+    does not have, an inventory that is not exactly its lockers): refused with ``reason``,
+    nothing of it applied, not recorded in the inbox. ``alarm``, when set, is raised in a
+    transaction of its own (:func:`record_refusal`), since the event's own rolls back."""
+
+    def __init__(
+        self, reason: RejectReason, *, automat_id: str, detail: str, alarm: str | None = None
+    ) -> None:
+        super().__init__(reason, detail)
+        self.automat_id = automat_id
+        self.alarm = alarm
 
 
 # --- binding ----------------------------------------------------------------------------
@@ -423,8 +445,17 @@ def insert_ignoring_duplicates(session: Session, table: Any, values: dict[str, A
     return session.execute(stmt, values).first() is not None
 
 
-def apply_event(session: Session, automat_id: str, message: Message, now: datetime) -> bool:
-    """Apply one device event exactly once; False when it was applied before (a resend)."""
+def apply_event(
+    session: Session, automat_id: str, message: Message, now: datetime, *, clock_skew: timedelta
+) -> bool:
+    """Apply one device event exactly once; False when it was applied before (a resend).
+
+    Raises :class:`EventRefused`, having written nothing, for an event naming a locker the
+    automat does not have or an inventory that is not exactly its lockers. An event whose
+    time is more than ``clock_skew`` ahead of ``now`` (its receipt) is stored as reported,
+    flagged, and its effects take ``now`` (docs/device-protocol.md, "Lockers", "Clock")."""
+    data = message.data
+    _check_lockers(session, automat_id, data)
     fresh = insert_ignoring_duplicates(
         session,
         device_inbox,
@@ -439,10 +470,20 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
     touch(session, automat_id, now)
     if not fresh:
         return False
-    data = message.data
     at = message.occurred_at
+    suspect = clock_suspect(at, now, clock_skew)
+    if suspect:
+        log.warning(
+            "%s %s of automat %s claims %s, received %s: clock suspect, effects at receipt",
+            message.type,
+            message.id,
+            automat_id,
+            at.isoformat(),
+            now.isoformat(),
+        )
     if isinstance(data, LockerInventory):
-        _apply_inventory(session, automat_id, data)
+        _apply_inventory(session, automat_id, data, now)
+        _clear_alarm(session, automat_id, BAD_INVENTORY_ALARM, at, now, message.id, suspect)
     elif isinstance(data, CodeEntered):
         record_event(
             session,
@@ -455,6 +496,7 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             code=data.code,
             source_message_id=message.id,
             data=data.model_dump(mode="json", by_alias=True),
+            clock_suspect=suspect,
         )
     elif isinstance(data, KeyEvent):
         inside = message.type == "key-inserted"
@@ -476,16 +518,61 @@ def apply_event(session: Session, automat_id: str, message: Message, now: dateti
             key_id=data.key_id,
             source_message_id=message.id,
             data=data.model_dump(mode="json", by_alias=True),
+            clock_suspect=suspect,
         )
     elif isinstance(data, AlarmEvent):
         if message.type == "alarm-raised":
-            _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+            _raise_alarm(session, automat_id, data.alarm_type, at, now, message.id, suspect)
         else:
-            _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id)
+            _clear_alarm(session, automat_id, data.alarm_type, at, now, message.id, suspect)
     elif isinstance(data, KeypadLocked):
         # Someone is guessing pincodes at the keypad: make it visible.
-        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id)
+        _momentary_alarm(session, automat_id, KEYPAD_LOCKED_ALARM, at, now, message.id, suspect)
     return True
+
+
+def _locker_named(data: Data) -> int | None:
+    """The locker an event is about, if it names one."""
+    if isinstance(data, LockerEvent | KeyEvent | KeyProgrammed | CodeEntered):
+        return data.locker_index
+    return None
+
+
+def _check_lockers(session: Session, automat_id: str, data: Data) -> None:
+    """Refuse an event about a locker the automat does not have, and an inventory that is
+    not exactly its lockers: the lockers are ``0 … lockerCount-1``, ``lockerCount`` as the
+    device said in its latest hello (docs/device-protocol.md, "Lockers")."""
+    inventory = isinstance(data, LockerInventory)
+    index = None if inventory else _locker_named(data)
+    if not inventory and index is None:
+        return
+    count = session.scalar(
+        select(device_links.c.locker_count).where(device_links.c.automat_id == automat_id)
+    )
+    if count is None:
+        return  # never said hello with its count: nothing to check against
+    if isinstance(data, LockerInventory):
+        problem = inventory_problem([locker.locker_index for locker in data.lockers], count)
+        if problem is not None:
+            raise EventRefused(
+                RejectReason.BAD_INVENTORY,
+                automat_id=automat_id,
+                detail=problem,
+                alarm=BAD_INVENTORY_ALARM,
+            )
+    elif index is not None and index >= count:
+        raise EventRefused(
+            RejectReason.UNKNOWN_LOCKER,
+            automat_id=automat_id,
+            detail=f"locker {index} of lockerCount {count}",
+        )
+
+
+def record_refusal(session: Session, refused: EventRefused, now: datetime) -> None:
+    """What the operator must see of a refused event, in a transaction of its own (the
+    event's own was rolled back): its alarm, if it has one."""
+    if refused.alarm is not None:
+        _raise_alarm(session, refused.automat_id, refused.alarm, now, now, None)
 
 
 def record_event(
@@ -500,7 +587,11 @@ def record_event(
     code: str | None = None,
     source_message_id: str | None = None,
     data: dict[str, Any] | None = None,
+    clock_suspect: bool = False,
 ) -> AutomatEvent:
+    """Store a domain event and pass it to the features' handlers. With ``clock_suspect``
+    the device's ``occurred_at`` is stored as reported and flagged, and the handlers see
+    ``now``, the time the server received it (docs/device-protocol.md, "Clock")."""
     payload = data or {}
     event_id = session.execute(
         insert(automat_events)
@@ -509,6 +600,7 @@ def record_event(
             type=str(type_),
             occurred_at=occurred_at,
             recorded_at=now,
+            clock_suspect=clock_suspect,
             locker_index=locker_index,
             key_id=key_id,
             code=code,
@@ -521,7 +613,7 @@ def record_event(
         id=int(event_id),
         automat_id=automat_id,
         type=str(type_),
-        occurred_at=occurred_at,
+        occurred_at=now if clock_suspect else occurred_at,
         locker_index=locker_index,
         key_id=key_id,
         code=code,
@@ -533,10 +625,39 @@ def record_event(
     return event
 
 
-def _apply_inventory(session: Session, automat_id: str, data: LockerInventory) -> None:
-    lockers.report_inventory(session, automat_id, data.lockers)
+def _apply_inventory(
+    session: Session, automat_id: str, data: LockerInventory, now: datetime
+) -> None:
+    lockers.report_inventory(
+        session, automat_id, data.lockers, lockers_in_use(session, automat_id, now)
+    )
     for handler in wiring_of(session).inventory_handlers:
         handler(session, automat_id, data)
+
+
+_LIVE_PINCODE_LOCKERS = (
+    select(device_pincodes.c.locker_index)
+    .where(
+        device_pincodes.c.automat_id == bindparam("automat_id"),
+        device_pincodes.c.removed.is_(False),
+        device_pincodes.c.valid_until.is_(None)
+        | (
+            device_pincodes.c.valid_until
+            > bindparam("now", type_=device_pincodes.c.valid_until.type)
+        ),
+    )
+    .distinct()
+)
+
+
+def lockers_in_use(session: Session, automat_id: str, now: datetime) -> set[int]:
+    """The automat's lockers something still needs, now or later: a pincode the automat
+    must honour, or what a feature holds (a contract's reservation, ``Wiring.locker_holds``).
+    No device report deletes them or unassigns their key."""
+    held = set(session.scalars(_LIVE_PINCODE_LOCKERS, {"automat_id": automat_id, "now": now}))
+    for holds in wiring_of(session).locker_holds:
+        held.update(holds(session, automat_id, now))
+    return held
 
 
 # --- alarms -----------------------------------------------------------------------------
@@ -572,14 +693,16 @@ def _raise_alarm(
     at: datetime,
     now: datetime,
     source_message_id: str | None,
+    clock_suspect: bool = False,
 ) -> None:
+    """Open an alarm from ``at`` (``now`` when ``at`` is a device time too far ahead)."""
     if _open_alarm(session, automat_id, alarm_type) is not None:
         return  # already active: raising it again changes nothing
     values = {
         "id": new_object_id(now.timestamp()),
         "automat_id": automat_id,
         "alarm_type": alarm_type,
-        "started_at": at,
+        "started_at": now if clock_suspect else at,
         "ended_at": None,
         "acknowledged_at": None,
     }
@@ -592,6 +715,7 @@ def _raise_alarm(
         now,
         source_message_id=source_message_id,
         data=_alarm_data(values, "activated"),
+        clock_suspect=clock_suspect,
     )
 
 
@@ -602,11 +726,13 @@ def _momentary_alarm(
     at: datetime,
     now: datetime | None = None,
     source_message_id: str | None = None,
+    clock_suspect: bool = False,
 ) -> None:
     """An alarm about something that happened rather than a lasting state: raised and
     ended at ``at``, so each occurrence is its own alarm (to acknowledge) and webhook."""
-    _raise_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
-    _clear_alarm(session, automat_id, alarm_type, at, now or at, source_message_id)
+    now = now or at
+    _raise_alarm(session, automat_id, alarm_type, at, now, source_message_id, clock_suspect)
+    _clear_alarm(session, automat_id, alarm_type, at, now, source_message_id, clock_suspect)
 
 
 def raise_alarm(
@@ -623,12 +749,19 @@ def _clear_alarm(
     at: datetime,
     now: datetime,
     source_message_id: str | None,
+    clock_suspect: bool = False,
 ) -> None:
+    """End the open alarm at ``at``, or at ``now`` when ``at`` is a device time too far
+    ahead; never before it started (a device clock set back meanwhile): then at the
+    receive time, so that no alarm ends before it starts."""
     row = _open_alarm(session, automat_id, alarm_type)
     if row is None:
         return
-    session.execute(update(device_alarms).where(device_alarms.c.id == row.id).values(ended_at=at))
-    values = {**row._mapping, "ended_at": at}
+    end = now if clock_suspect else at
+    if end < row.started_at:
+        end, clock_suspect = max(now, row.started_at), True
+    session.execute(update(device_alarms).where(device_alarms.c.id == row.id).values(ended_at=end))
+    values = {**row._mapping, "ended_at": end}
     record_event(
         session,
         automat_id,
@@ -637,6 +770,7 @@ def _clear_alarm(
         now,
         source_message_id=source_message_id,
         data=_alarm_data(values, "deactivated"),
+        clock_suspect=clock_suspect,
     )
 
 

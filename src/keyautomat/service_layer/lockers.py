@@ -13,7 +13,7 @@ device events are built once, with bind parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -80,16 +80,22 @@ def report_key(
         session.execute(_INSERT, {"automat_id": automat_id, "locker_index": locker_index, **values})
 
 
-def report_inventory(session: Session, automat_id: str, reported: Sequence[LockerState]) -> None:
-    """A device reported every locker it has: they become exactly what it reported."""
+def report_inventory(
+    session: Session, automat_id: str, reported: Sequence[LockerState], held: Collection[int]
+) -> None:
+    """A device reported every locker it has: they become what it reported, except that a
+    locker in ``held`` (something still needs it: a contract's reservation or a live
+    pincode) is never deleted, and keeps the key assigned to it while its key is out.
+
+    The caller has checked the report (``domain.devices.inventory_problem``)."""
     by_index = {locker.locker_index: locker for locker in reported}
     existing = set(session.scalars(select(lk.c.locker_index).where(lk.c.automat_id == automat_id)))
     for index, locker in by_index.items():
-        values = {
-            "is_key_inside": locker.key_inside,
-            "key_id": locker.key_id,
-            "key_name": locker.key_name,
-        }
+        values: dict[str, Any] = {"is_key_inside": locker.key_inside}
+        if locker.key_id is not None or index not in held:
+            # A key reported missing from a held locker is a fact (it is not inside), but
+            # the locker stays assigned to the key its contract waits for.
+            values.update(key_id=locker.key_id, key_name=locker.key_name)
         if index in existing:
             session.execute(
                 update(lk)
@@ -97,8 +103,17 @@ def report_inventory(session: Session, automat_id: str, reported: Sequence[Locke
                 .values(values)
             )
         else:
-            session.execute(_INSERT, {"automat_id": automat_id, "locker_index": index, **values})
-    gone = existing - set(by_index)
+            session.execute(
+                _INSERT,
+                {
+                    "automat_id": automat_id,
+                    "locker_index": index,
+                    "key_id": locker.key_id,
+                    "key_name": locker.key_name,
+                    "is_key_inside": locker.key_inside,
+                },
+            )
+    gone = existing - set(by_index) - set(held)
     if gone:
         session.execute(
             delete(lk).where(lk.c.automat_id == automat_id, lk.c.locker_index.in_(gone))

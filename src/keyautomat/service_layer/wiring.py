@@ -12,7 +12,7 @@ container whose database it writes to (:func:`wiring_of`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,9 @@ AutomatEventHandler = Callable[[Session, "AutomatEvent"], None]
 # A full locker report rather than one event: features that keep their own books of
 # keys (mechanical keys) follow it in the transaction that rewrites the lockers.
 InventoryHandler = Callable[[Session, str, "LockerInventory"], None]
+# The lockers of an automat (by index) a feature still needs now or later (contracts:
+# their reservations): no device report deletes them (docs/device-protocol.md, "Lockers").
+LockerHolds = Callable[[Session, str, datetime], Iterable[int]]
 # Why an automat may not be uninstalled now (gaps.md D3), or None.
 UninstallGuard = Callable[[Session, Any], "str | None"]
 # Whether a scheduled message still applies when it fires (notifications.md §2).
@@ -49,6 +52,7 @@ KeyDeleteHook = Callable[[Session, "MechanicalKey", bool, datetime], None]
 class Wiring:
     device_event_handlers: list[AutomatEventHandler] = field(default_factory=list)
     inventory_handlers: list[InventoryHandler] = field(default_factory=list)
+    locker_holds: list[LockerHolds] = field(default_factory=list)
     uninstall_guards: list[UninstallGuard] = field(default_factory=list)
     # By contract kind (``ContractView.kind``); a kind without one: every condition holds.
     condition_checkers: dict[str, ConditionChecker] = field(default_factory=dict)
