@@ -18,6 +18,7 @@ from keyautomat.adapters.device_protocol import (
     Hello,
     LockerEvent,
     RejectReason,
+    Sync,
     encode,
     up_topic,
 )
@@ -682,3 +683,29 @@ def test_a_pincode_the_protocol_cannot_carry_is_refused_at_the_edge_and_leaves_t
             assert response.json()["message"][0].startswith("pincode: "), (op, code)
     # Nothing was reserved by the refused calls: the automat takes a command at once.
     assert acme.api.post(f"{base}/sendPincode", {"pincode": "1" * 32})["success"]
+
+
+def test_a_device_reconnecting_with_the_version_it_acknowledged_gets_only_what_changed_since(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat, _sim = _bound(acme, sims)
+    _add_pincode(container, automat["id"], "1111", 0)
+    eventually(
+        lambda: container.db.transaction(lambda s: devices.pending_syncs(s, [automat["id"]]) == [])
+    )
+    acked = container.db.transaction(lambda s: devices.synced_version(s, automat["id"]))
+    later = _add_pincode(container, automat["id"], "2222", 1)
+    now = datetime.now(UTC)
+
+    def at_hello(version: int | None) -> Sync:
+        hello = Hello(product="key20", locker_count=6, sync_version=version)
+        return container.db.transaction(
+            lambda s: devices.sync_at_hello(s, automat["id"], hello, now)
+        )
+
+    resumed = at_hello(acked)
+    assert not resumed.full
+    assert [p.id for p in resumed.pincodes] == [later]
+    # A store the server cannot vouch for gets everything.
+    for lost in (None, 0, acked - 1, acked + 5):
+        assert at_hello(lost).full

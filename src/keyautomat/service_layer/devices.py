@@ -194,7 +194,7 @@ def hello(
         credential = _authenticated(session, hw_id, token)
         if not isinstance(credential, RejectReason):
             _connected(session, credential, now, data)
-            return Welcomed(credential, None, full_sync(session, credential, now))
+            return Welcomed(credential, None, sync_at_hello(session, credential, data, now))
         if data.installation_pincode is None:
             raise _unauthenticated(credential)
     if data.installation_pincode is None:
@@ -1021,6 +1021,19 @@ def full_sync(session: Session, automat_id: str, now: datetime) -> Sync:
         )
     ).all()
     return Sync(full=True, version=int(version or 0), pincodes=[_entry(r) for r in rows])
+
+
+def sync_at_hello(session: Session, automat_id: str, data: Hello, now: datetime) -> Sync:
+    """What a reconnecting device gets after its ``welcome``: only the changes since the
+    version it holds, when that is the version it last acknowledged to the server (its
+    store is the server's at that version); else everything (it lost its store, or the
+    server's database was restored to an older state)."""
+    acked = session.scalar(
+        select(device_links.c.synced_version).where(device_links.c.automat_id == automat_id)
+    )
+    if data.sync_version is not None and data.sync_version > 0 and data.sync_version == acked:
+        return incremental_sync(session, automat_id, data.sync_version)
+    return full_sync(session, automat_id, now)
 
 
 def incremental_sync(session: Session, automat_id: str, since: int) -> Sync:
