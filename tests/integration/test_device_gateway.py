@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
+from keyautomat.adapters import orm
 from keyautomat.adapters.device_links import InProcessLink
 from keyautomat.adapters.device_protocol import (
     Empty,
@@ -709,3 +710,32 @@ def test_a_device_reconnecting_with_the_version_it_acknowledged_gets_only_what_c
     # A store the server cannot vouch for gets everything.
     for lost in (None, 0, acked - 1, acked + 5):
         assert at_hello(lost).full
+
+
+def test_an_ack_counts_as_hearing_from_the_device(
+    acme: Tenant, sims: Simulators, container: Container
+) -> None:
+    automat, sim = _bound(acme, sims)
+
+    def fall_silent() -> None:
+        sim.heartbeat_seconds = 3600.0  # only its acks can say it is there
+
+    sims.call(fall_silent)
+    before = datetime.now(UTC) - timedelta(hours=1)
+    container.db.transaction(
+        lambda s: s.execute(
+            update(orm.automats)
+            .where(orm.automats.c.id == automat["id"])
+            .values(last_seen_at=before)
+        )
+    )
+    _add_pincode(container, automat["id"], "3333", 0)  # the device acks its sync
+
+    def last_seen() -> datetime | None:
+        return container.db.transaction(
+            lambda s: s.scalar(
+                select(orm.automats.c.last_seen_at).where(orm.automats.c.id == automat["id"])
+            )
+        )
+
+    eventually(lambda: (last_seen() or before) > before)

@@ -642,7 +642,10 @@ class DeviceGateway:
                     lambda s: devices.disconnected(s, devices.authenticate(s, hw_id, token))
                 )
             elif message.type == "ack":
-                automat_id = await self.db.run(lambda s: devices.authenticate(s, hw_id, token))
+                # Every authenticated message counts as hearing from the device.
+                automat_id = await self.db.run(
+                    lambda s: devices.touch(s, devices.authenticate(s, hw_id, token), now)
+                )
                 assert isinstance(message.data, Ack)
                 await self._on_ack(hw_id, automat_id, message.data)
             elif message.type in DEVICE_EVENTS:

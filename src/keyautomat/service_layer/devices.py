@@ -382,7 +382,7 @@ def authenticate(session: Session, hw_id: str, token: str | None) -> str:
 # --- presence ---------------------------------------------------------------------------
 
 
-def touch(session: Session, automat_id: str, now: datetime) -> None:
+def touch(session: Session, automat_id: str, now: datetime) -> str:
     """The device was heard from: it is online, and a disconnection alarm ends."""
     session.execute(
         update(orm.automats).where(orm.automats.c.id == automat_id).values(last_seen_at=now)
@@ -394,6 +394,7 @@ def touch(session: Session, automat_id: str, now: datetime) -> None:
     )
     if result.rowcount:  # type: ignore[attr-defined]
         _clear_alarm(session, automat_id, DISCONNECTED_ALARM, now, now, source_message_id=None)
+    return automat_id
 
 
 def disconnected(session: Session, automat_id: str) -> None:
