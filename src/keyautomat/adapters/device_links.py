@@ -3,7 +3,8 @@
 Two implementations of one small publish/subscribe interface, shaped like MQTT
 (topics with ``+``/``#`` wildcards, a will message on abnormal disconnect):
 
-- ``MqttLink`` talks to a real broker through aiomqtt (MQTT 5, QoS 1);
+- ``MqttLink`` talks to a real broker through aiomqtt (MQTT 5, or 3.1.1 for a device
+  that has only that; QoS 1);
 - ``InProcessLink`` routes between connections of one process, for the embedded
   default and the tests. It is thread-safe, so a gateway on one event loop and
   simulators on another can share it.
@@ -21,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -218,10 +219,24 @@ class _MqttConnection:
         raise LinkError("connection closed")
 
 
-class MqttLink:
-    """A connection factory for one broker, from ``mqtt://[user:password@]host[:port]``."""
+MqttVersion = Literal["5", "3.1.1"]
 
-    def __init__(self, url: str, *, keepalive: int = 30, timeout: float = 10.0) -> None:
+
+class MqttLink:
+    """A connection factory for one broker, from ``mqtt://[user:password@]host[:port]``.
+
+    The gateway speaks MQTT 5; ``mqtt_version="3.1.1"`` connects as an embedded device
+    with only MQTT 3.1.1 would (the protocol needs nothing of 5: topics, payloads, QoS 1).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keepalive: int = 30,
+        timeout: float = 10.0,
+        mqtt_version: MqttVersion = "5",
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
             raise ValueError(f"not an mqtt:// URL: {url!r}")
@@ -231,6 +246,7 @@ class MqttLink:
         self.password = unquote(parts.password) if parts.password else None
         self.keepalive = keepalive
         self.timeout = timeout
+        self.mqtt_version = mqtt_version
 
     @asynccontextmanager
     async def connect(
@@ -245,17 +261,21 @@ class MqttLink:
 
         username = credentials.username if credentials else self.username
         password = credentials.password if credentials else self.password
+        v5 = self.mqtt_version == "5"
         client = aiomqtt.Client(
             self.host,
             self.port,
             identifier=client_id,
             username=username,
             password=password,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(will[0], will[1], qos=1) if will else None,
             keepalive=self.keepalive,
             timeout=self.timeout,
+            # A clean session each time: commands sent while it was away are not delivered
+            # late (MQTT 5's clean start; 3.1.1's clean session flag).
             clean_start=MQTT_CLEAN_START_FIRST_ONLY,
+            clean_session=None if v5 else True,
             # Without TCP_NODELAY, Nagle's algorithm meets the broker's delayed ACK and
             # every QoS 1 publish waits ~40 ms for its PUBACK (measured on loopback).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
