@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.domain.text import text_problem
+from keyautomat.simulator.automat import FAULTS
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
 DEMO_INFO_FILE = Path("demo-service-account.json")
@@ -418,6 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
     p.add_argument("--state-file", help="keeps the device credential across restarts")
     p.add_argument("--resend-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--test-hooks",
+        action="store_true",
+        help="TEST-ONLY: obey a test rig's instructions on <prefix>/devices/<hwId>/test "
+        "(keyautomat device-test; never in production)",
+    )
+    # Test-only and hidden: break a protocol rule on purpose, to show that
+    # `keyautomat device-test` catches it (simulator/automat.py FAULTS, docs/device-test.md).
+    p.add_argument(
+        "--break", dest="faults", action="append", choices=sorted(FAULTS), help=argparse.SUPPRESS
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
