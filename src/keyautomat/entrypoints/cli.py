@@ -1,4 +1,5 @@
-"""The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate."""
+"""The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate,
+device-test."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
+from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
 from keyautomat.simulator.automat import FAULTS
 
@@ -344,6 +346,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return main_simulate(args)
 
 
+def cmd_device_test(args: argparse.Namespace) -> int:
+    from keyautomat.devicetest.cli import main_device_test
+
+    return main_device_test(args)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     """Sign and send one request, printing the response; defaults come from the demo files."""
     from keyautomat.client import Client
@@ -431,6 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--break", dest="faults", action="append", choices=sorted(FAULTS), help=argparse.SUPPRESS
     )
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "device-test",
+        help="conformance kit: play the server's side against a device under test",
+        description="Play the server's side of the device protocol against one device under "
+        "test (docs/device-test.md): install an automat, print its installation code, drive "
+        "the device through every step and print each verdict. Exits 0 when every step "
+        "passed, 1 when one failed, 2 when the kit could not run.",
+    )
+    add_device_test_arguments(p)
+    p.set_defaults(func=cmd_device_test)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")
