@@ -30,6 +30,7 @@ from keyautomat.devicetest.traffic import Traffic
 log = logging.getLogger(__name__)
 
 Status = Literal["PASS", "FAIL", "SKIP"]
+PRODUCTION_PREFIX = "keyautomat/v1"  # KEYAUTOMAT_MQTT_TOPIC_PREFIX's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,11 @@ class DeviceTest:
         self.say(f"  topic prefix:      {self.prefix}")
         self.say(f"  product:           {self.options.product}")
         self.say(f"  Installation code: {self.installation_code}")
+        if self.prefix == PRODUCTION_PREFIX:
+            self.say(
+                f"WARNING: {PRODUCTION_PREFIX} is the production prefix: a keyautomat gateway "
+                "listening on this broker would compete for the device under test"
+            )
         mode = "you act at the device when asked" if self.interactive else "test hooks"
         self.say(
             f"Bind the device under test now (mode: {mode}): point it at the broker with the "

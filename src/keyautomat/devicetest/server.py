@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
-from keyautomat.adapters.device_links import Link
-from keyautomat.adapters.device_protocol import Ack, CodeEntered, Data
+from keyautomat.adapters.device_links import Connection, Credentials, Link
+from keyautomat.adapters.device_protocol import Ack, CodeEntered, Data, hw_id_of_up_topic
 from keyautomat.adapters.orm_devices import device_inbox, device_links
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
@@ -33,6 +36,80 @@ from keyautomat.entrypoints.device_gateway import SendResult
 from keyautomat.service_layer import accounts, automats, devices
 from keyautomat.service_layer.automats import Location
 from keyautomat.service_layer.principal import Principal
+
+
+class DeviceUnderTest:
+    """The one device the kit's gateway answers: the first hardware whose ``hello``
+    presents the kit's installation code, and nothing else on the prefix.
+
+    A conformance run must never touch other devices: the kit's server knows none of
+    them, and would refuse whatever they sent (a device told its token is dead wipes
+    its codes). So the gateway hears the broker through :class:`ScopedLink`, which
+    passes it only this device's messages."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.installation_code: str | None = None
+        self.hw_id: str | None = None
+
+    def admits(self, topic: str, payload: bytes) -> bool:
+        hw_id = hw_id_of_up_topic(self.prefix, topic)
+        if hw_id is None:
+            return False
+        if self.hw_id is not None:
+            return hw_id == self.hw_id
+        if self.installation_code is None or not _presents(payload, self.installation_code):
+            return False
+        self.hw_id = hw_id
+        return True
+
+
+def _presents(payload: bytes, code: str) -> bool:
+    """Whether ``payload`` is a hello presenting the installation code ``code``."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return False
+    if not isinstance(message, dict) or message.get("type") != "hello":
+        return False
+    data = message.get("data")
+    return isinstance(data, dict) and data.get("installationPincode") == code
+
+
+class ScopedLink:
+    """A link whose connections deliver only the messages ``admits`` lets through."""
+
+    def __init__(self, inner: Link, admits: Callable[[str, bytes], bool]) -> None:
+        self.inner = inner
+        self.admits = admits
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        client_id: str,
+        *,
+        will: tuple[str, bytes] | None = None,
+        credentials: Credentials | None = None,
+    ) -> AsyncIterator[Connection]:
+        async with self.inner.connect(client_id, will=will, credentials=credentials) as connection:
+            yield _ScopedConnection(connection, self.admits)
+
+
+class _ScopedConnection:
+    def __init__(self, inner: Connection, admits: Callable[[str, bytes], bool]) -> None:
+        self.inner = inner
+        self.admits = admits
+
+    async def subscribe(self, pattern: str) -> None:
+        await self.inner.subscribe(pattern)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.inner.publish(topic, payload)
+
+    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
+        async for topic, payload in self.inner.messages():
+            if self.admits(topic, payload):
+                yield topic, payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +197,9 @@ class KitServer:
         self.programming: dict[str, Programming] = {}
         # The kit, not the iLOQ contracts, decides when a program-first locker opens.
         self.gateway.before_open = self._before_open
+        # Its gateway hears the device under test and nothing else.
+        self.device = DeviceUnderTest(self.settings.mqtt_topic_prefix)
+        self.gateway.link = ScopedLink(self.link, self.device.admits)
 
     @classmethod
     def create(
@@ -201,6 +281,7 @@ class KitServer:
             return principal, automat.id, automat.installation_pincode
 
         self.principal, self.automat_id, self.installation_code = await self.db.run(work)
+        self.device.installation_code = self.installation_code
         return self.installation_code
 
     def _admin(self) -> Principal:
