@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from keyautomat.devicetest.steps import STEPS
+from keyautomat.entrypoints.cli import main
 from tests.e2e.mqtt_support import BROKER
-from tests.processes import KeyautomatProcess, Processes, clean_env, prints
+from tests.processes import KeyautomatProcess, Processes, clean_env, free_port, prints
 from tests.services import MQTT_HOST, MQTT_PORT, need
 
 pytestmark = pytest.mark.mqtt
@@ -148,3 +149,10 @@ def test_the_kit_says_so_when_the_device_answers_no_test_hooks(processes: Proces
         in (output)
     )
     assert verdicts(output) == {"binding": "PASS", "locker-inventory": "SKIP"}, output
+
+
+def test_the_kit_without_a_broker_to_reach_says_so_and_runs_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["device-test", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 2
+    assert "device-test could not start: " in capsys.readouterr().err

@@ -6,6 +6,7 @@ import pytest
 
 from keyautomat.devicetest.runner import select_steps
 from keyautomat.devicetest.steps import STEPS
+from keyautomat.entrypoints.cli import main
 
 
 def test_a_step_named_alone_brings_the_steps_it_needs_in_the_kits_order() -> None:
@@ -34,3 +35,24 @@ def test_every_step_needs_only_steps_that_run_before_it() -> None:
     for step in STEPS:
         assert set(step.needs) <= seen, step.name
         seen.add(step.name)
+
+
+def test_device_test_lists_its_steps_with_what_each_expects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["device-test", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for step in STEPS:
+        assert f"{step.name}\n    {step.expected}\n" in listed
+
+
+def test_device_test_without_a_broker_says_what_it_needs_and_runs_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["device-test"]) == 2
+    assert "device-test needs --broker mqtt://host:port" in capsys.readouterr().err
+
+
+def test_device_test_refuses_a_step_it_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["device-test", "--broker", "mqtt://127.0.0.1:1", "--steps", "teleport"]) == 2
+    assert "no such step: teleport" in capsys.readouterr().err

@@ -109,7 +109,11 @@ def main_device_test(args: argparse.Namespace) -> int:
         ack_timeout_seconds=args.ack_timeout,
         proximity_seconds=max(60.0, timeout),
     )
-    return asyncio.run(_run(args, options, timings, steps))
+    try:
+        return asyncio.run(_run(args, options, timings, steps))
+    except KeyboardInterrupt:
+        print("device-test interrupted", file=sys.stderr)
+        return NOT_RUN
 
 
 async def _run(
