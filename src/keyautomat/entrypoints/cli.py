@@ -1,4 +1,5 @@
-"""The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate."""
+"""The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate,
+device-test."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
+from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
+from keyautomat.simulator.automat import FAULTS
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
 DEMO_INFO_FILE = Path("demo-service-account.json")
@@ -343,6 +346,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return main_simulate(args)
 
 
+def cmd_device_test(args: argparse.Namespace) -> int:
+    from keyautomat.devicetest.cli import main_device_test
+
+    return main_device_test(args)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     """Sign and send one request, printing the response; defaults come from the demo files."""
     from keyautomat.client import Client
@@ -418,7 +427,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
     p.add_argument("--state-file", help="keeps the device credential across restarts")
     p.add_argument("--resend-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--test-hooks",
+        action="store_true",
+        help="TEST-ONLY: obey a test rig's instructions on <prefix>/devices/<hwId>/test "
+        "(keyautomat device-test; never in production)",
+    )
+    # Test-only and hidden: break a protocol rule on purpose, to show that
+    # `keyautomat device-test` catches it (simulator/automat.py FAULTS, docs/device-test.md).
+    p.add_argument(
+        "--break", dest="faults", action="append", choices=sorted(FAULTS), help=argparse.SUPPRESS
+    )
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "device-test",
+        help="conformance kit: play the server's side against a device under test",
+        description="Play the server's side of the device protocol against one device under "
+        "test (docs/device-test.md): install an automat, print its installation code, drive "
+        "the device through every step and print each verdict. Exits 0 when every step "
+        "passed, 1 when one failed, 2 when the kit could not run.",
+    )
+    add_device_test_arguments(p)
+    p.set_defaults(func=cmd_device_test)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")

@@ -70,6 +70,14 @@ from keyautomat.service_layer.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
+# Rules of the protocol a simulator can be told to break, for testing the conformance
+# kit (``keyautomat device-test``, docs/device-test.md) and nothing else: each names
+# what the device does wrong.
+FAULTS: dict[str, str] = {
+    "open-program-first-at-once": "opens the locker of a programFirst code at once, "
+    "without waiting for the server's open-locker",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class SimKey:
@@ -196,6 +204,7 @@ class SimulatedAutomat:
         prefix: str = "keyautomat/v1",
         clock: Clock | None = None,
         autopilot: bool = True,
+        faults: frozenset[str] = frozenset(),
         max_failures: int = 5,
         lockout_seconds: float = 60.0,
         max_lockout_seconds: float = 3600.0,
@@ -213,6 +222,12 @@ class SimulatedAutomat:
         self.prefix = prefix
         self.clock = clock or SystemClock()
         self.person: Person | None = Person() if autopilot else None
+        unknown = faults - FAULTS.keys()
+        if unknown:
+            raise ValueError(f"unknown faults: {', '.join(sorted(unknown))}")
+        self.faults = faults  # protocol rules broken on purpose (FAULTS); test-only
+        # Every locker opening, in order: what someone watching the doors would see.
+        self.openings: list[int] = []
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
         self.max_lockout_seconds = max_lockout_seconds
@@ -668,7 +683,11 @@ class SimulatedAutomat:
             return False
         self.failures = 0
         self.lockouts = 0
-        hold = pincode.program_first and self.lockers[pincode.locker_index].key is not None
+        hold = (
+            pincode.program_first
+            and self.lockers[pincode.locker_index].key is not None
+            and "open-program-first-at-once" not in self.faults
+        )
         self._emit(
             "code-entered",
             CodeEntered(
@@ -701,6 +720,7 @@ class SimulatedAutomat:
         locker = self.lockers[index]
         locker.door_open = True
         locker.opened_by = pincode
+        self.openings.append(index)
         self._emit("locker-opened", LockerEvent(locker_index=index))
         if self.person is not None:
             self.person.on_locker_opened(self, locker)

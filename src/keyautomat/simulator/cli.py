@@ -14,11 +14,13 @@ from pathlib import Path
 
 from keyautomat.adapters.device_links import Link, MqttLink
 from keyautomat.simulator.automat import (
+    FAULTS,
     SimKey,
     SimulatedAutomat,
     blank_iloq_keys,
     mechanical_keys,
 )
+from keyautomat.simulator.test_hooks import SimulatorHooks
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,18 @@ async def simulate(
     keys: int | None,
     state_file: Path | None,
     resend_seconds: float,
+    test_hooks: bool = False,
+    faults: frozenset[str] = frozenset(),
 ) -> int:
-    """Run one simulated automat against a broker until SIGINT/SIGTERM."""
+    """Run one simulated automat against a broker until SIGINT/SIGTERM.
+
+    ``test_hooks`` lets a test rig drive it over the broker (simulator/test_hooks.py,
+    test-only); ``faults`` makes it break protocol rules on purpose (``FAULTS``, only
+    to show that ``keyautomat device-test`` catches them)."""
     hw_id = hw_id or f"SIM-{automat_id or 'AUTOMAT'}"
+    link = MqttLink(broker)
     sim = SimulatedAutomat(
-        link=MqttLink(broker),
+        link=link,
         hw_id=hw_id,
         product=product,
         locker_count=lockers,
@@ -59,8 +68,18 @@ async def simulate(
         prefix=prefix,
         state_file=state_file,
         resend_seconds=resend_seconds,
+        faults=faults,
     )
     sim.stock(stock_for(product, lockers, keys, hw_id))
+    for fault in sorted(faults):
+        log.warning("breaking the protocol on purpose: %s %s", hw_id, FAULTS[fault])
+    hooks: asyncio.Task[None] | None = None
+    if test_hooks:
+        # Listening before the device says hello: the kit may instruct it right after.
+        rig = SimulatorHooks(sim, link)
+        hooks = asyncio.create_task(rig.run())
+        await asyncio.wait_for(rig.listening.wait(), 30)
+        _announce(event="test-hooks", topic=rig.topic)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -80,7 +99,7 @@ async def simulate(
     reporter = asyncio.create_task(report_binding())
     await stop.wait()
     await sim.stop()
-    for task in (reporter, runner):
+    for task in (reporter, runner, *([hooks] if hooks else [])):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -102,6 +121,8 @@ def main_simulate(args: argparse.Namespace) -> int:
             keys=args.keys,
             state_file=Path(args.state_file) if args.state_file else None,
             resend_seconds=args.resend_seconds,
+            test_hooks=args.test_hooks,
+            faults=frozenset(args.faults or ()),
         )
     )
 
