@@ -33,10 +33,6 @@ FAST = (
     "--program-seconds",
     "0.3",
 )
-# What a device does on each refusal reason (issue 19 item 2) reaches the simulator with
-# the branch that names the reasons ("proto"); until it is merged these steps fail here.
-# Once it is, they pass: then delete this set and the allowance below.
-AWAITING_REFUSAL_REACTIONS = frozenset({"drops-refused-message", "replaced", "deactivated"})
 
 
 @pytest.fixture
@@ -106,13 +102,7 @@ def test_the_simulator_with_test_hooks_passes_every_step_of_the_conformance_kit(
     output = kit.stdout()
     seen = verdicts(output)
     assert list(seen) == [step.name for step in STEPS], output
-    assert {
-        step: verdict for step, verdict in seen.items() if step not in AWAITING_REFUSAL_REACTIONS
-    } == {step.name: "PASS" for step in STEPS if step.name not in AWAITING_REFUSAL_REACTIONS}, (
-        output
-    )
-    if any(seen[step] != "PASS" for step in AWAITING_REFUSAL_REACTIONS):
-        pytest.xfail("the simulator acts on refusal reasons once the branch 'proto' is merged")
+    assert seen == {step.name: "PASS" for step in STEPS}, output
     assert status == 0, output
     assert "device-test PASS: 17 passed, 0 failed" in output
 
