@@ -357,3 +357,29 @@ class Processes:
         traceback: TracebackType | None,
     ) -> None:
         self.stop_all()
+
+
+def sender_of_one_signed_request(
+    public_url: str, path: str, body: str, account_id: str, private_key: str
+) -> Callable[[KeyautomatProcess], tuple[int, Any]]:
+    """One request, signed once for ``public_url`` (as behind a proxy), that can then be
+    sent, unchanged, to any API process: its status and JSON answer each time."""
+    from keyautomat.client import signature_headers
+
+    headers = signature_headers(
+        method="POST",
+        url=f"{public_url}{path}",
+        body=body,
+        service_account_id=account_id,
+        private_key_pem=private_key,
+    )
+
+    def send(api: KeyautomatProcess) -> tuple[int, Any]:
+        response = httpx.post(
+            f"{api.api_url}{path}",
+            content=body,
+            headers={"content-type": "application/json", **headers},
+        )
+        return response.status_code, response.json()
+
+    return send

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
@@ -24,7 +23,7 @@ from keyautomat.adapters.migrate import MIGRATION_LOCK_KEY, alembic_config
 from keyautomat.adapters.orm import outbox
 from keyautomat.adapters.orm_contracts import contract_keys
 from keyautomat.bootstrap import Container
-from keyautomat.client import Client, signature_headers
+from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain import webhooks as wh
 from keyautomat.entrypoints.api.errors import error_body
@@ -34,7 +33,7 @@ from tests.conftest import Tenant
 from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_automat
 from tests.devices import admin_client, eventually
 from tests.integration.test_webhooks import subscribe
-from tests.processes import KeyautomatProcess, Processes, all_ready
+from tests.processes import Processes, all_ready, sender_of_one_signed_request
 from tests.services import postgres_database
 from tests.webhook_receiver import Received, running_receiver
 
@@ -113,21 +112,7 @@ def test_a_request_one_api_process_accepted_is_a_replay_at_the_other_and_after_a
     env = {"KEYAUTOMAT_PUBLIC_URL": PUBLIC}
     first, second = all_ready([processes.serve(*API, env=env, wait=False) for _ in range(2)])
     body = '{"name":"Once","customerId":"once","type":1}'
-    headers = signature_headers(
-        method="POST",
-        url=f"{PUBLIC}/groups",
-        body=body,
-        service_account_id=acme.account_id,
-        private_key_pem=acme.private_key,
-    )
-
-    def send(api: KeyautomatProcess) -> tuple[int, Any]:
-        response = httpx.post(
-            f"{api.api_url}/groups",
-            content=body,
-            headers={"content-type": "application/json", **headers},
-        )
-        return response.status_code, response.json()
+    send = sender_of_one_signed_request(PUBLIC, "/groups", body, acme.account_id, acme.private_key)
 
     assert send(first)[0] == 201
     assert send(second) == (401, error_body(401, "Replayed request"))

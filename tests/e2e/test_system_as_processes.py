@@ -14,14 +14,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.orm_devices import device_links
 from keyautomat.bootstrap import Container
-from keyautomat.client import Client, signature_headers
+from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.api.errors import error_body
@@ -31,7 +30,7 @@ from tests.contract_helpers import iso
 from tests.devices import eventually, install
 from tests.e2e.mqtt_support import BROKER, over_mqtt
 from tests.iloq_helpers import first_key, seed_system
-from tests.processes import KeyautomatProcess, Processes, all_ready
+from tests.processes import KeyautomatProcess, Processes, all_ready, sender_of_one_signed_request
 
 pytestmark = [
     pytest.mark.mqtt,
@@ -133,21 +132,7 @@ def test_a_request_accepted_by_one_api_process_stays_a_replay_everywhere_after_e
     env = {"KEYAUTOMAT_PUBLIC_URL": public}
     first, second = all_ready([processes.serve(*API, env=env, wait=False) for _ in range(2)])
     body = '{"name":"Once","customerId":"once","type":1}'
-    headers = signature_headers(
-        method="POST",
-        url=f"{public}/groups",
-        body=body,
-        service_account_id=acme.account_id,
-        private_key_pem=acme.private_key,
-    )
-
-    def send(api: KeyautomatProcess) -> tuple[int, Any]:
-        response = httpx.post(
-            f"{api.api_url}/groups",
-            content=body,
-            headers={"content-type": "application/json", **headers},
-        )
-        return response.status_code, response.json()
+    send = sender_of_one_signed_request(public, "/groups", body, acme.account_id, acme.private_key)
 
     assert send(first)[0] == 201
     assert send(second) == (401, error_body(401, "Replayed request"))
