@@ -199,3 +199,36 @@ def test_renaming_a_key_renames_it_in_its_locker(acme: Tenant, sims: Simulators)
     acme.api.patch("/mechanical/keys/room-101-key", {"name": "Room 101 (new lock)"})
     locker = acme.api.get(f"/automats/{automat['id']}")["lockers"][0]
     assert locker["key"] == {"id": "room-101-key", "name": "Room 101 (new lock)"}
+
+
+def test_a_key_registered_by_the_tag_an_automat_reported_is_inside_at_once(
+    acme: Tenant, sims: Simulators
+) -> None:
+    automat = install(acme, product="key30")
+    start(sims, automat, SimKey("TAG-7", "tag only", rfid="beef07"))
+    created = register(acme, automat["id"], SimKey("garage-7", "Garage", rfid="BEEF07"))
+    assert created["storage"] == {"automatId": automat["id"]}
+    lockers = acme.api.get(f"/automats/{automat['id']}")["lockers"]
+    assert lockers[0]["key"]["id"] == "garage-7"
+
+
+def test_a_tag_given_to_a_key_that_is_away_places_it_where_an_automat_reported_the_tag(
+    acme: Tenant, sims: Simulators
+) -> None:
+    automat = install(acme, product="key30")
+    register(acme, automat["id"], SimKey("garage-8", "Garage", rfid=None))
+    start(sims, automat, SimKey("TAG-8", "tag only", rfid="beef08"))
+    assert storage_of(acme, "garage-8") is None
+    acme.api.patch("/mechanical/keys/garage-8", {"rfidHex": "beef08"})
+    assert storage_of(acme, "garage-8") == {"automatId": automat["id"]}
+
+
+def test_a_tag_read_of_a_key_taken_out_no_longer_places_a_key_registered_later(
+    acme: Tenant, sims: Simulators
+) -> None:
+    automat = install(acme, product="key30")
+    sim = start(sims, automat, SimKey("TAG-9", "tag only", rfid="beef09"))
+    sims.call(sim.take_key, 0)
+    sims.call(sim.wait_flushed, 5.0)
+    created = register(acme, automat["id"], SimKey("garage-9", "Garage", rfid="BEEF09"))
+    assert created["storage"] is None

@@ -178,8 +178,12 @@ lockers = Table(
     Column("is_key_inside", Boolean, nullable=False, default=False),
     Column("key_id", Text),
     Column("key_name", Text),
+    # The tag the device read of the key inside (upper-case hex), when it has a reader:
+    # a key registered later by its rfidHex is found here.
+    Column("key_rfid", Text),
     # Which locker holds a key (contracts naming keyIds, blocked keys in ranking).
     Index("ix_lockers_key_id", "key_id"),
+    Index("ix_lockers_key_rfid", "key_rfid"),
 )
 
 groups = Table(

@@ -71,6 +71,15 @@ def normalize_rfid(value: str | None, field: str = "rfidHex") -> str | None:
     return value.upper()
 
 
+def device_rfid(read: str | None) -> str | None:
+    """A tag as a device read it, in the form keys are registered with; None when the
+    read is not hex (it cannot name one of our keys)."""
+    try:
+        return normalize_rfid(read)
+    except InvalidInput:
+        return None
+
+
 class MechanicalKey:
     """A mechanical key. ``id`` is unique per root organization (gaps.md F7)."""
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.device_protocol import LockerState
+from keyautomat.domain.mechanical import device_rfid
 
 lk = orm.lockers
 
@@ -28,7 +29,7 @@ _THIS_LOCKER = (
     lk.c.automat_id == bindparam("b_automat_id"),
     lk.c.locker_index == bindparam("b_locker_index"),
 )
-_EMPTY = {"key_id": None, "key_name": None, "is_key_inside": False}
+_EMPTY = {"key_id": None, "key_name": None, "key_rfid": None, "is_key_inside": False}
 _INSERT = insert(lk)
 _POINT_AT_KEY = (
     update(lk)
@@ -59,6 +60,7 @@ def report_key(
     inside: bool,
     key_id: str | None,
     key_name: str | None,
+    rfid: str | None = None,
 ) -> None:
     """A device reported a key inserted into (``inside``) or removed from a locker.
 
@@ -66,7 +68,11 @@ def report_key(
     false; what happens to the assignment is the contracts' business. A locker
     the automat never reported before is added.
     """
-    values: dict[str, Any] = {"is_key_inside": inside}
+    # The tag read of the key inside; none once the key is out.
+    values: dict[str, Any] = {
+        "is_key_inside": inside,
+        "key_rfid": device_rfid(rfid) if inside else None,
+    }
     if key_id is not None:
         values["key_id"] = key_id
         if key_name is not None:
@@ -91,7 +97,10 @@ def report_inventory(
     by_index = {locker.locker_index: locker for locker in reported}
     existing = set(session.scalars(select(lk.c.locker_index).where(lk.c.automat_id == automat_id)))
     for index, locker in by_index.items():
-        values: dict[str, Any] = {"is_key_inside": locker.key_inside}
+        values: dict[str, Any] = {
+            "is_key_inside": locker.key_inside,
+            "key_rfid": device_rfid(locker.rfid) if locker.key_inside else None,
+        }
         if locker.key_id is not None or index not in held:
             # A key reported missing from a held locker is a fact (it is not inside), but
             # the locker stays assigned to the key its contract waits for.
@@ -110,7 +119,7 @@ def report_inventory(
                     "locker_index": index,
                     "key_id": locker.key_id,
                     "key_name": locker.key_name,
-                    "is_key_inside": locker.key_inside,
+                    **values,
                 },
             )
     gone = existing - set(by_index) - set(held)

@@ -32,7 +32,13 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
-from keyautomat.domain.mechanical import MechanicalKey, Storage, check_key_id, normalize_rfid
+from keyautomat.domain.mechanical import (
+    MechanicalKey,
+    Storage,
+    check_key_id,
+    device_rfid,
+    normalize_rfid,
+)
 from keyautomat.domain.model import LifecycleState, Product
 from keyautomat.service_layer import lockers
 from keyautomat.service_layer.automats import find_automat
@@ -171,7 +177,7 @@ def create_key(
     except IntegrityError:
         # Another request created the same id between our check and this insert.
         raise Conflict(f"A mechanical key with the same keyId {key_id!r} already exists") from None
-    reported = _reported_locker(session, root, key_id)
+    reported = _reported_locker(session, root, key_id, rfid)
     if reported is not None:
         # An automat already reports this key inside: the device is the physical truth.
         _place(session, key, *reported)
@@ -198,6 +204,12 @@ def update_key(
     key = get_key(session, principal, key_id)
     if "rfid_hex" in change.given:
         key.rfid_hex = normalize_rfid(change.rfid_hex)
+        stored = key.storage
+        if key.rfid_hex is not None and (stored is None or not stored.is_device):
+            # A tag given now may be one an automat already reports inside a locker.
+            reported = _reported_locker(session, key.root_unit_id, key.id, key.rfid_hex)
+            if reported is not None:
+                _place(session, key, *reported)
     if "name" in change.given:
         key.name = change.name
     selected = key.selected
@@ -268,12 +280,9 @@ def _find_reported(
         key = _find_by_id(session, root, key_id)
         if key is not None:
             return key
-    if rfid is None:
+    rfid_hex = device_rfid(rfid)
+    if rfid_hex is None:
         return None
-    try:
-        rfid_hex = normalize_rfid(rfid)
-    except InvalidInput:
-        return None  # not a hex read: it cannot name one of our keys
     return session.scalars(
         select(MechanicalKey)
         .where(mk.c.root_unit_id == root, mk.c.rfid_hex == rfid_hex)
@@ -291,19 +300,25 @@ def _root_of_automat(session: Session, automat_id: str) -> str | None:
     return root_unit_of(path) if path is not None else None
 
 
-def _reported_locker(session: Session, root: str, key_id: str) -> tuple[str, int] | None:
-    """The locker of this organization's automats that reports holding ``key_id``."""
+def _reported_locker(
+    session: Session, root: str, key_id: str, rfid_hex: str | None
+) -> tuple[str, int] | None:
+    """The locker of this organization's automats that reports holding ``key_id``, or a key
+    with the tag ``rfid_hex`` (a device that reads only tags): by id first."""
     lk, a, ou = orm.lockers, orm.automats, orm.organization_units
+    named = lk.c.key_id == key_id
+    if rfid_hex is not None:
+        named = or_(named, lk.c.key_rfid == rfid_hex)
     row = session.execute(
         select(lk.c.automat_id, lk.c.locker_index)
         .join(a, a.c.id == lk.c.automat_id)
         .join(ou, ou.c.id == a.c.organization_unit_id)
         .where(
-            lk.c.key_id == key_id,
+            named,
             lk.c.is_key_inside.is_(True),
             ou.c.path.startswith(f"/{root}/", autoescape=True),
         )
-        .order_by(lk.c.automat_id, lk.c.locker_index)
+        .order_by(case((lk.c.key_id == key_id, 0), else_=1), lk.c.automat_id, lk.c.locker_index)
     ).first()
     return (row.automat_id, row.locker_index) if row is not None else None
 
