@@ -57,9 +57,11 @@ class ScriptedPerson:
         elif "network back" in line:
             sim.go_online()
 
-    # The kit asks from a thread of its own (as ``input`` would block).
-    def read(self, prompt: str) -> str:
-        self.asked.append(prompt.strip())
+    # The kit prints its question on a line of its own, then reads the answer from a
+    # thread of its own (as ``input`` would block).
+    def read(self, _prompt: str) -> str:
+        prompt = self.question()
+        self.asked.append(prompt)
         assert self.loop is not None
         settled: Future[None] = asyncio.run_coroutine_threadsafe(self._settle(), self.loop)
         settled.result(timeout=10)
@@ -67,6 +69,10 @@ class ScriptedPerson:
             assert self.sim is not None
             return "y" if len(self.sim.openings) > self._opened_before else "n"
         return ""
+
+    def question(self) -> str:
+        """What the kit asked last."""
+        return next(line for line in reversed(self.lines) if line.startswith("  ... ")).strip()
 
     async def _settle(self) -> None:
         busy, self._busy = self._busy, []
@@ -134,7 +140,7 @@ class SeesDoorsOpen(ScriptedPerson):
 
     def read(self, prompt: str) -> str:
         answer = super().read(prompt)
-        return "y" if "Did any locker door open?" in prompt else answer
+        return "y" if "Did any locker door open?" in self.question() else answer
 
 
 def test_a_person_who_saw_a_door_open_for_a_code_that_must_not_open_fails_that_step() -> None:

@@ -157,9 +157,13 @@ class PersonOperator:
             else:
                 answer.set_result(text or "")
 
+        # The question on a line of its own: with input piped in (a script, a log) nothing
+        # echoes the answer's newline, and the next line would run on after the question.
+        print(f"  ... {prompt}", file=self.out, flush=True)
+
         def read() -> None:
             try:
-                text = str(self._read(f"  ... {prompt} "))
+                text = str(self._read(""))
             except BaseException as exc:  # handed to the loop, which raises it in _ask
                 loop.call_soon_threadsafe(settle, None, exc)
             else:
