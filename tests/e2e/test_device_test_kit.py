@@ -125,6 +125,24 @@ def test_a_simulator_that_opens_a_program_first_locker_at_once_fails_the_program
     assert "device-test FAIL: 2 passed, 1 failed (program-first)" in output
 
 
+def test_a_simulator_that_sends_its_queue_without_waiting_for_acks_fails_the_refusal_step(
+    processes: Processes,
+) -> None:
+    prefix = a_prefix()
+    kit, code = device_test(processes, prefix, "--steps", "drops-refused-message")
+    simulate(processes, prefix, code, "--break", "send-queue-at-once")
+    status = kit.wait(120)
+    output = kit.stdout()
+    assert status == 1, output
+    assert verdicts(output)["drops-refused-message"] == "FAIL", output
+    assert re.search(
+        r"^FAIL drops-refused-message: the device sent locker-opened while its code-entered "
+        "was not yet acknowledged",
+        output,
+        re.M,
+    ), output
+
+
 def test_the_kit_says_so_when_the_device_answers_no_test_hooks(processes: Processes) -> None:
     prefix = a_prefix()
     kit, code = device_test(processes, prefix, "--steps", "locker-inventory", "--timeout", "2")

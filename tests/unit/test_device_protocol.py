@@ -46,7 +46,7 @@ def test_an_event_survives_encoding_with_its_id_time_and_fields() -> None:
     message = decode_from_device(payload)
     assert message.id == "abc"
     assert message.occurred_at == NOW
-    assert message.envelope.token == "t"
+    assert message.token == "t"
     assert isinstance(message.data, CodeEntered)
     assert message.data.locker_index == 1
 
@@ -216,7 +216,7 @@ def test_an_optional_field_that_is_null_counts_as_absent() -> None:
     message = decode_from_device(json.dumps(raw).encode())
     assert isinstance(message.data, CodeEntered)
     assert (message.data.locker_index, message.data.source) == (None, "keypad")
-    assert message.envelope.token is None
+    assert message.token is None
     ack = decode_from_device(json.dumps(_raw("ack", {"ref": "x", "ok": None})).encode())
     assert isinstance(ack.data, Ack)
     assert ack.data.ok is True

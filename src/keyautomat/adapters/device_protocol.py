@@ -396,6 +396,10 @@ class Sync(Data):
 
     full: StrictBool
     version: Count
+    since: Count | None = Field(
+        default=None,
+        description="Incremental syncs only: the changes are those since this version.",
+    )
     pincodes: list[PincodeEntry]
     removed: list[ObjectId] = []
 
@@ -462,17 +466,24 @@ class Header(Wire):
     type: StrictStr
     occurred_at: Time = Field(description="When it happened at the sender (its clock).")
     hw_id: HwId = Field(description="The device's hardware id; equals the topic's.")
+
+
+class DeviceHeader(Header):
+    """A device's messages carry its credential as well (the server's carry none)."""
+
     token: Token | None = Field(
-        default=None, description="Device to server only: the credential issued at binding."
+        default=None, description="The credential issued at binding; absent before it."
     )
 
 
-def _envelope(name: str, types: Mapping[str, type[Data]], doc: str) -> type[Header]:
+def _envelope(
+    name: str, types: Mapping[str, type[Data]], doc: str, base: type[Header]
+) -> type[Header]:
     """The envelope alone, for any message of one direction (``data`` left open)."""
     kinds: Any = Literal[tuple(types)]
     return create_model(
         name,
-        __base__=Header,
+        __base__=base,
         __doc__=doc,
         type=(kinds, Field(description="The message type; what `data` holds depends on it.")),
         data=(dict[str, Any], Field(default_factory=dict)),
@@ -485,7 +496,11 @@ class Typed(Header):
     data: Data
 
 
-def _message(type_: str, body: type[Data], direction: str) -> type[Typed]:
+class DeviceTyped(Typed, DeviceHeader):
+    """A device's message of one type."""
+
+
+def _message(type_: str, body: type[Data], direction: str, base: type[Typed]) -> type[Typed]:
     """The model of one message type: the envelope with its ``type`` and typed ``data``."""
     name = "".join(part.capitalize() for part in type_.split("-"))
     kind: Any = Literal[type_]
@@ -493,21 +508,24 @@ def _message(type_: str, body: type[Data], direction: str) -> type[Typed]:
     data: Any = Field() if required else Field(default_factory=body)
     doc = f"`{type_}` ({direction}). {body.__doc__ or ''}".strip()
     return create_model(
-        f"{name}Message", __base__=Typed, __doc__=doc, type=(kind, Field()), data=(body, data)
+        f"{name}Message", __base__=base, __doc__=doc, type=(kind, Field()), data=(body, data)
     )
 
 
 DEVICE_ENVELOPE = _envelope(
-    "DeviceEnvelope", DEVICE_MESSAGES, "The envelope of every message a device sends."
+    "DeviceEnvelope",
+    DEVICE_MESSAGES,
+    "The envelope of every message a device sends.",
+    DeviceHeader,
 )
 SERVER_ENVELOPE = _envelope(
-    "ServerEnvelope", SERVER_MESSAGES, "The envelope of every message the server sends."
+    "ServerEnvelope", SERVER_MESSAGES, "The envelope of every message the server sends.", Header
 )
 DEVICE_MESSAGE_MODELS = {
-    t: _message(t, body, "device to server") for t, body in DEVICE_MESSAGES.items()
+    t: _message(t, body, "device to server", DeviceTyped) for t, body in DEVICE_MESSAGES.items()
 }
 SERVER_MESSAGE_MODELS = {
-    t: _message(t, body, "server to device") for t, body in SERVER_MESSAGES.items()
+    t: _message(t, body, "server to device", Typed) for t, body in SERVER_MESSAGES.items()
 }
 
 
@@ -529,6 +547,11 @@ class Message:
     @property
     def hw_id(self) -> str:
         return self.envelope.hw_id
+
+    @property
+    def token(self) -> str | None:
+        """The credential a device's message carries (None: none, or the server's)."""
+        return self.envelope.token if isinstance(self.envelope, DeviceHeader) else None
 
     @property
     def occurred_at(self) -> datetime:

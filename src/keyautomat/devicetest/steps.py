@@ -120,7 +120,7 @@ async def binding(kit: Kit) -> str:
     if following is None:
         raise StepFailed("the device sent nothing after its welcome")
     assert following.message is not None
-    if following.message.envelope.token != kit.token:
+    if following.message.token != kit.token:
         raise StepFailed(
             f"the device's first message after welcome ({following.type}) did not carry "
             "the device token it received: every message after binding must"
@@ -468,7 +468,7 @@ async def offline_replay(kit: Kit) -> str:
     if hello is None:
         raise StepFailed("the device did not reconnect (no hello)" + kit.meanwhile(offline_from))
     assert hello.message is not None
-    if hello.message.envelope.token != kit.token:
+    if hello.message.token != kit.token:
         raise StepFailed("the device reconnected without its device token in hello")
     expected = [*cycle(first, "keypad"), *cycle(second, "keypad")]
     if program_first is not None:
@@ -718,15 +718,16 @@ async def drops_refused_message(kit: Kit) -> str:
     code = await kit.code_that_opens(locker)
     loop = asyncio.get_running_loop()
     resend_wait = max(kit.timeout, 30.0)
-    # With the gateway stopped nothing is acknowledged: the device must resend. The kit
-    # then refuses the first event as malformed, as the server does a message that
-    # breaks its schema, and watches whether the device drops just that one.
+    expected = cycle(code, "keypad")
+    # With the gateway stopped nothing is acknowledged: the device must resend its first
+    # event, and send nothing after it (one event in flight keeps them in order). The kit
+    # then refuses that event as malformed, as the server does a message that breaks its
+    # schema, and watches whether the device drops just that one and goes on.
     await server.stop()
     try:
         since = traffic.mark()
         await kit.operator.press(f"{code.code}#", then=hand_action(code))
-        events = await kit.expect(since, cycle(code, "keypad"))
-        first = events[0]
+        first = (await kit.expect(since, expected[:1]))[0]
         resent = await traffic.wait_for(
             kit.hw_id, "up", lambda s: s.id == first.id, timeout=resend_wait, since=first.seq + 1
         )
@@ -736,21 +737,33 @@ async def drops_refused_message(kit: Kit) -> str:
                 f"{resend_wait:g} s: a device resends every event until it is acknowledged"
             )
         period = resent.at - first.at
+        overtaking = traffic.select(
+            kit.hw_id, since=first.seq + 1, match=lambda s: _is_event(s) and s.id != first.id
+        )
+        if overtaking:
+            raise StepFailed(
+                f"the device sent {overtaking[0].type} while its {first.type} was not yet "
+                "acknowledged: one event is in flight at a time, so that the server applies "
+                "them in order"
+            )
         assert first.id is not None
         refused_from = traffic.mark()
         await traffic.send_as_server(
-            kit.hw_id, "rejected", Rejected(reason=RejectReason.MALFORMED, ref=first.id)
+            kit.hw_id,
+            "rejected",
+            Rejected(
+                reason=RejectReason.MALFORMED,
+                ref=first.id,
+                pointer="/data/code",
+                detail="refused by device-test",
+            ),
         )
         refused_at = loop.time()
+        await kit.expect(refused_from, expected[1:2], timeout=resend_wait)
         await asyncio.sleep(2 * period + kit.options.quiet_seconds)
-        in_flight = min(0.5, period / 2)
-        after = refused_at + in_flight
+        after = refused_at + min(0.5, period / 2)
         again = traffic.select(
             kit.hw_id, since=refused_from, match=lambda s: s.id == first.id and s.at > after
-        )
-        rest = {seen.id for seen in events[1:]}
-        kept = traffic.select(
-            kit.hw_id, since=refused_from, match=lambda s: s.id in rest and s.at > after
         )
     finally:
         await server.start()
@@ -759,20 +772,21 @@ async def drops_refused_message(kit: Kit) -> str:
             f"the device resent its {first.type} {len(again)} times after the server refused it "
             "as malformed: a message refused as malformed is dropped and never resent"
         )
-    if not kept:
-        raise StepFailed(
-            "after one event was refused as malformed, the device stopped resending the rest "
-            "of its queue: only the refused message is dropped"
-        )
-    ids = [seen.id for seen in events[1:] if seen.id is not None]
+    rest = await kit.expect(refused_from, expected[1:], timeout=resend_wait)
+    ids = [seen.id for seen in rest if seen.id is not None]
     stored = await _applied(kit, ids)
     if len(stored) < len(ids):
         raise StepFailed("the rest of the queue did not reach the server once it was back")
     await kit.retire(code)
     return (
-        f"resent its unacknowledged events every {period:.1f} s, dropped the one refused as "
-        f"malformed, and delivered the other {len(ids)} once the server was back"
+        f"resent its unacknowledged {first.type} every {period:.1f} s and nothing after it, "
+        f"dropped it once refused as malformed, and delivered the other {len(ids)} events "
+        "once the server was back"
     )
+
+
+def _is_event(seen: Seen) -> bool:
+    return seen.type in DEVICE_EVENTS
 
 
 # --- the automat taken away -------------------------------------------------------------
@@ -878,9 +892,7 @@ async def _refused_for_good(kit: Kit, since: int, code: KitCode, reason: RejectR
     still = kit.traffic.select(
         kit.hw_id,
         since=refusal.seq,
-        match=lambda s: (
-            s.at > grace and s.message is not None and s.message.envelope.token == token
-        ),
+        match=lambda s: s.at > grace and s.message is not None and s.message.token == token,
     )
     if still:
         problems.append(

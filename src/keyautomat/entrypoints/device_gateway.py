@@ -613,7 +613,7 @@ class DeviceGateway:
 
     async def _handle(self, hw_id: str, message: Message) -> None:
         self.stats.by_type[message.type] = self.stats.by_type.get(message.type, 0) + 1
-        token = message.envelope.token
+        token = message.token
         now = self.clock.now()
         try:
             if message.type == "hello":
@@ -670,7 +670,7 @@ class DeviceGateway:
         data = message.data
         if not isinstance(data, Hello) or data.installation_pincode is None:
             return False
-        if message.envelope.token is not None:
+        if message.token is not None:
             return False
         now = self.clock.now()
         return self.hello_failures.blocked(hw_id, now) or self.hello_failure_rate.spent(now)

@@ -508,6 +508,7 @@ def apply_event(
             inside=inside,
             key_id=data.key_id,
             key_name=data.key_name,
+            rfid=data.rfid,
         )
         record_event(
             session,
@@ -1049,6 +1050,7 @@ def incremental_sync(session: Session, automat_id: str, since: int) -> Sync:
     return Sync(
         full=False,
         version=int(version or 0),
+        since=since,
         pincodes=[_entry(r) for r in rows if not r.removed],
         removed=[r.id for r in rows if r.removed],
     )

@@ -23,7 +23,7 @@ import logging
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 FAULTS: dict[str, str] = {
     "open-program-first-at-once": "opens the locker of a programFirst code at once, "
     "without waiting for the server's open-locker",
+    "send-queue-at-once": "sends every queued event without waiting for the ack of the one "
+    "before (events can then be applied out of order)",
 }
 
 
@@ -192,6 +194,14 @@ class Person:
 
 
 class SimulatedAutomat:
+    # The keypad: wrong codes since the last right code or lockout, the lockout's end
+    # (loop time), and the lockouts since the last right code, each twice as long as
+    # the one before (docs/device-protocol.md, "Keypad lockouts").
+    failures: int = 0
+    locked_until: float = 0.0
+    lockouts: int = 0
+    last_lockout_seconds: float = 0.0
+
     def __init__(
         self,
         *,
@@ -213,6 +223,7 @@ class SimulatedAutomat:
         state_file: Path | None = None,
         firmware: str = "keyautomat-sim/1",
         hello_retry_seconds: float = 60.0,
+        hello_answer_seconds: float = 10.0,
     ) -> None:
         self.link = link
         self.hw_id = hw_id
@@ -237,18 +248,14 @@ class SimulatedAutomat:
         self.firmware = firmware
         # After ``locked-out``, how long the device waits before its next hello.
         self.hello_retry_seconds = hello_retry_seconds
+        # How long it waits for the answer to a hello before saying it again.
+        self.hello_answer_seconds = hello_answer_seconds
         self.lockers = [SimLocker(i) for i in range(locker_count)]
         self.pincodes: dict[str, StoredPincode] = {}
         self.sync_version: int | None = None
         self.automat_id: str | None = None
         self.heartbeat_seconds = 30.0
         self.active_alarms: set[str] = set()
-        self.failures = 0
-        self.locked_until = 0.0
-        # Lockouts since the last right code: each one lasts twice as long as the one
-        # before (docs/device-protocol.md, "Keypad lockouts").
-        self.lockouts = 0
-        self.last_lockout_seconds = 0.0
         self.prompt: _Prompt | None = None
         # program_first codes entered, waiting for the server's open-locker: id -> deadline.
         self.awaiting_open: dict[str, float] = {}
@@ -262,12 +269,15 @@ class SimulatedAutomat:
         # The ids of messages it sent lately, with their types: a refusal is acted on
         # only when it names one of them.
         self._sent_ids: OrderedDict[str, str] = OrderedDict()
+        # The latest commands with their answers: one delivered twice is answered again,
+        # and not carried out again.
+        self._answered: OrderedDict[str, Ack] = OrderedDict()
         # When (loop time) to say hello again while not welcomed: after a refusal.
         self._hello_due: float | None = None
         self._connection_wanted = asyncio.Event()
         self._connection_wanted.set()
         self._disconnect = asyncio.Event()
-        self._publish: _Publisher | None = None
+        self._publish: Callable[[bytes], Awaitable[None]] | None = None
         self._last_heartbeat = 0.0
         self._stopped = False
         self._load_state()
@@ -411,8 +421,10 @@ class SimulatedAutomat:
         await publish(payload)
 
     async def _hello(self) -> None:
-        self._hello_due = None
+        # No answer (neither welcome nor rejected) in time: say hello again.
+        self._hello_due = asyncio.get_running_loop().time() + self.hello_answer_seconds
         if self.token is None and self.installation_pincode is None:
+            self._hello_due = None
             return  # unbound and no code entered: nothing to say until an installer types one
         hello = Hello(
             installation_pincode=self.installation_pincode if self.token is None else None,
@@ -458,10 +470,16 @@ class SimulatedAutomat:
             await asyncio.sleep(self.tick_seconds)
 
     async def _flush(self) -> None:
-        if not self.welcomed.is_set() or self._publish is None:
+        """Send the oldest unacknowledged event, or send it again once it is overdue.
+
+        One event is in flight at a time: the next one goes only once the server has
+        acknowledged (or refused for good) the one before, so the server applies them
+        in order even when it loses one (docs/device-protocol.md §4)."""
+        if not self.welcomed.is_set() or self._publish is None or not self.outbox:
             return
         now = asyncio.get_running_loop().time()
-        for queued in list(self.outbox.values()):
+        in_flight = 0 if "send-queue-at-once" in self.faults else 1
+        for queued in list(self.outbox.values())[: in_flight or None]:
             if queued.sent_at is not None and now - queued.sent_at < self.resend_seconds:
                 continue
             queued.sent_at = now
@@ -471,10 +489,13 @@ class SimulatedAutomat:
         """Queue an event with the time it happened; it is sent when the link allows."""
         message_id = new_message_id()
         self.outbox[message_id] = _Queued(message_id, type_, data, self.clock.now())
+        self._flush_soon()
+        return message_id
+
+    def _flush_soon(self) -> None:
         if self._publish is not None and self.welcomed.is_set():
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(self._flush_quietly())
-        return message_id
 
     def queue_event(self, type_: str, data: Data) -> str:
         """Queue an event as the firmware would, whatever it holds (``model_construct``
@@ -488,8 +509,12 @@ class SimulatedAutomat:
     # --- messages from the server ------------------------------------------------------
 
     async def _ack(self, ref: str, ok: bool = True, reason: str | None = None) -> None:
+        answer = Ack(ref=ref, ok=ok, reason=reason)
+        self._answered[ref] = answer
+        while len(self._answered) > 256:
+            self._answered.popitem(last=False)
         with contextlib.suppress(LinkError):
-            await self._send("ack", Ack(ref=ref, ok=ok, reason=reason))
+            await self._send("ack", answer)
 
     async def _on_message(self, message: Message) -> None:
         data = message.data
@@ -512,10 +537,17 @@ class SimulatedAutomat:
                 return  # a refusal of a message we never sent: someone else on our topic
             self._refused(data, refused_type)
         elif isinstance(data, Ack):
-            self.outbox.pop(data.ref, None)
+            if self.outbox.pop(data.ref, None) is not None:
+                await self._flush_quietly()
         elif isinstance(data, Sync):
-            self._apply_sync(data)
-            await self._ack(message.id)
+            if self._apply_sync(data):
+                await self._ack(message.id)
+            else:  # it misses changes it never got: a hello with its version gets them all
+                self.welcomed.clear()
+                self._hello_due = asyncio.get_running_loop().time()
+        elif message.id in self._answered:
+            with contextlib.suppress(LinkError):
+                await self._send("ack", self._answered[message.id])
         elif not self.mute:
             await self._on_command(message)
 
@@ -582,7 +614,8 @@ class SimulatedAutomat:
         now = asyncio.get_running_loop().time()
         if reason in MESSAGE_REFUSALS:
             # The server will never take this message: resent, it would loop for ever.
-            self.outbox.pop(refusal.ref, None)
+            if self.outbox.pop(refusal.ref, None) is not None:
+                self._flush_soon()
         elif reason in {RejectReason.REPLACED, RejectReason.DEACTIVATED} or (
             reason is RejectReason.UNAUTHENTICATED and refused_type == "hello"
         ):
@@ -624,17 +657,27 @@ class SimulatedAutomat:
         if self._publish is not None and not self.welcomed.is_set():
             self._hello_due = asyncio.get_running_loop().time()
 
-    def _apply_sync(self, sync: Sync) -> None:
+    def _apply_sync(self, sync: Sync) -> bool:
+        """Apply a sync (docs/device-protocol.md §6); False when it cannot be applied: an
+        incremental sync that starts from a version newer than the store's."""
+        held = self.sync_version or 0
+        if not sync.full:
+            if sync.version <= held:
+                return True  # already applied: a repeat, or one overtaken by a newer one
+            if sync.since is not None and sync.since > held:
+                return False
+        # A spent code stays spent when a sync lists it again (the server may not have
+        # applied the event that spent it yet): the mark belongs to the id.
+        spent = {pincode_id for pincode_id, stored in self.pincodes.items() if stored.spent}
         if sync.full:
-            self.pincodes = {entry.id: StoredPincode.of(entry) for entry in sync.pincodes}
-        else:
-            for entry in sync.pincodes:
-                spent = self.pincodes[entry.id].spent if entry.id in self.pincodes else False
-                self.pincodes[entry.id] = StoredPincode.of(entry)
-                self.pincodes[entry.id].spent = spent
-            for pincode_id in sync.removed:
-                self.pincodes.pop(pincode_id, None)
+            self.pincodes = {}
+        for entry in sync.pincodes:
+            self.pincodes[entry.id] = StoredPincode.of(entry)
+            self.pincodes[entry.id].spent = entry.id in spent
+        for pincode_id in sync.removed:
+            self.pincodes.pop(pincode_id, None)
         self.sync_version = sync.version
+        return True
 
     # --- the keypad and the lockers -----------------------------------------------------
 
@@ -694,7 +737,7 @@ class SimulatedAutomat:
                 code=code,
                 code_type=cast("CodeType", code_type_for(pincode.purpose)),
                 locker_index=pincode.locker_index,
-                key_id=pincode.key_id,
+                key_id=key.id if (key := self.lockers[pincode.locker_index].key) else None,
                 pincode_id=pincode.id,
                 source="remote" if source == "remote" else "keypad",
             ),
