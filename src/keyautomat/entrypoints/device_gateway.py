@@ -642,12 +642,8 @@ class DeviceGateway:
                     lambda s: devices.disconnected(s, devices.authenticate(s, hw_id, token))
                 )
             elif message.type == "ack":
-                # Every authenticated message counts as hearing from the device.
-                automat_id = await self.db.run(
-                    lambda s: devices.touch(s, devices.authenticate(s, hw_id, token), now)
-                )
                 assert isinstance(message.data, Ack)
-                await self._on_ack(hw_id, automat_id, message.data)
+                await self._on_ack(hw_id, token, message.data, now)
             elif message.type in DEVICE_EVENTS:
                 await self._on_event(hw_id, token, message)
         except devices.DeviceRejected as exc:
@@ -804,18 +800,29 @@ class DeviceGateway:
                 ),
             )
 
-    async def _on_ack(self, hw_id: str, automat_id: str, ack: Ack) -> None:
+    async def _on_ack(self, hw_id: str, token: str | None, ack: Ack, now: datetime) -> None:
+        """An ack counts as hearing from the device (any authenticated message does); one
+        of a sync records the version, in the same transaction."""
         waiting = self._acks.get(ack.ref)
+        in_flight = self._syncs_in_flight.get(ack.ref) if waiting is None else None
+
+        def heard(session: Session) -> bool:
+            automat_id = devices.touch(session, devices.authenticate(session, hw_id, token), now)
+            synced = in_flight is not None and in_flight[0] == automat_id and ack.ok
+            if synced and in_flight is not None:
+                devices.record_synced(session, automat_id, in_flight[1])
+            return synced
+
+        synced = await self.db.run(heard)
         if waiting is not None:
             target, future = waiting
             if target == hw_id and not future.done():
                 future.set_result(ack)
             return
-        in_flight = self._syncs_in_flight.pop(ack.ref, None)
-        if in_flight is not None and in_flight[0] == automat_id and ack.ok:
-            version = in_flight[1]
-            await self.db.run(lambda s: devices.record_synced(s, automat_id, version))
-            self._acknowledged(automat_id, version)
+        if in_flight is not None:
+            self._syncs_in_flight.pop(ack.ref, None)
+            if synced:
+                self._acknowledged(in_flight[0], in_flight[1])
 
     # --- outgoing -----------------------------------------------------------------------
 
