@@ -68,6 +68,20 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(
         default=20, ge=1, description="Requests a service account may send at once above the rate."
     )
+    idempotency_ttl_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=720,
+        description="How long the response to a request sent with an Idempotency-Key is kept "
+        "and replayed to retries with that key (docs/api.md, Idempotent requests).",
+    )
+    idempotency_claim_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="How long a request holding an Idempotency-Key counts as in progress; a "
+        "retry after that (its process was killed mid-request) runs the request again.",
+    )
     smtp_url: str | None = Field(
         default=None,
         description="Outgoing mail: smtp://[user:pass@]host:port, smtps:// for TLS, "

@@ -134,6 +134,22 @@ rate_buckets = Table(
     Column("stamp", Float, nullable=False),  # seconds since the epoch of the last refill
 )
 
+# Idempotent writes (service_layer/idempotency.py): one row per (service account,
+# Idempotency-Key), inserted to claim the key before the request is handled; then the
+# response (``status``, and headers and body encrypted in ``response``) for replays.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),  # SHA-256 of method, target, body
+    Column("token", String(32), nullable=False),  # the claim's, so only its holder finishes it
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("status", Integer),  # null while the request is in progress
+    Column("response", Text),
+)
+
 automats = Table(
     "automats",
     metadata,

@@ -3,7 +3,8 @@
 It runs as ``keyautomat worker`` (any number of them against PostgreSQL) and
 in-process under ``keyautomat serve``. One pass claims a batch and delivers its
 rows concurrently; rows of one lane are never in the same batch, because only
-lane heads can be claimed.
+lane heads can be claimed. Once a minute it also deletes expired idempotency
+keys (:meth:`OutboxWorker.prune`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
-from keyautomat.service_layer import outbox
+from keyautomat.service_layer import idempotency, outbox
 from keyautomat.service_layer.clock import Clock
 from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Record, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
 """How long a claimed row stays this worker's before another worker may claim it."""
+
+
+PRUNE_EVERY = timedelta(minutes=1)
+"""How often a worker deletes expired request state (idempotency keys)."""
 
 
 def handler_deadline(lease: timedelta) -> timedelta:
@@ -64,6 +69,7 @@ class OutboxWorker:
         self.deadline = handler_deadline(lease)
         self.idle_interval = idle_interval
         self._wake = asyncio.Event()
+        self._next_prune: datetime | None = None
 
     def wake(self) -> None:
         """Ask for a pass now (after a commit that enqueued something)."""
@@ -102,9 +108,25 @@ class OutboxWorker:
             total += handled
         return total
 
+    async def prune(self) -> int:
+        """Delete the idempotency keys expired by now, in short batches; how many went."""
+        return await idempotency.prune_expired(self.db, self.clock.now())
+
+    async def prune_when_due(self) -> None:
+        """:meth:`prune` once every :data:`PRUNE_EVERY` (on the first call, then by the clock)."""
+        now = self.clock.now()
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        try:
+            await self.prune()
+        except Exception:
+            log.exception("pruning expired idempotency keys failed; trying again later")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; a failing pass is logged and the loop goes on."""
         while not stop.is_set():
+            await self.prune_when_due()
             try:
                 handled = await self.run_once()
             except Exception:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from keyautomat.entrypoints.api.auth import (
 )
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
+from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
 from keyautomat.entrypoints.api.schemas import SafeJSONResponse, component_schemas
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -37,6 +39,7 @@ from keyautomat.entrypoints.api.v2 import (
 )
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
+from keyautomat.service_layer.idempotency import IdempotencyStore
 
 API_PREFIX = "/v2"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
@@ -167,6 +170,18 @@ def create_app(
         clock_ms=clock_ms,
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         ledger=ledger,
+    )
+    # Added before the signing middleware, so it runs inside it: after the signature holds,
+    # on the same body.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=IdempotencyStore(
+            container.db,
+            container.secrets,
+            container.clock,
+            ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            claim_bound=timedelta(seconds=settings.idempotency_claim_seconds),
+        ),
     )
     app.add_middleware(
         SignedRequestMiddleware,

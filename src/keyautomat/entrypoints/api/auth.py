@@ -340,7 +340,7 @@ class SignedRequestMiddleware:
             await send_error(send, admitted.status, admitted.message, admitted.headers)
             return
         # Only now, for a request that may be genuine, is the body read and hashed.
-        body = await _read_body(receive)
+        body = await read_body(receive)
         outcome = await self.verifier.check_signature(scope, headers, body, admitted)
         if isinstance(outcome, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
@@ -355,19 +355,25 @@ class SignedRequestMiddleware:
             # Bodies of this API are always JSON; a client that forgot the header
             # (the Go example sends it on POST only) still gets its body parsed.
             scope["headers"] = [*scope["headers"], (b"content-type", b"application/json")]
-        delivered = False
-
-        async def replay_body() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay_body, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
-async def _read_body(receive: Receive) -> bytes:
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app ``body`` (already read) as the whole request body,
+    then passes on to ``receive`` (for the disconnect)."""
+    delivered = False
+
+    async def replay_body() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay_body
+
+
+async def read_body(receive: Receive) -> bytes:
     """The whole body; the edge middleware has already bounded its size."""
     chunks: list[bytes] = []
     more = True
