@@ -15,6 +15,7 @@ from keyautomat.adapters.device_protocol import (
     Data,
     LockerEvent,
     Message,
+    OpenLocker,
     PincodeEntry,
     RemoteCode,
     Sync,
@@ -23,7 +24,7 @@ from keyautomat.adapters.device_protocol import (
     encode,
     new_message_id,
 )
-from keyautomat.simulator import SimulatedAutomat
+from keyautomat.simulator import SimKey, SimulatedAutomat
 
 NOW = datetime.now(UTC)
 
@@ -157,5 +158,43 @@ def test_the_next_event_waits_for_the_ack_of_the_one_before() -> None:
         assert [m.id for m in wire.sent] == [first]
         await device._on_message(from_server("ack", Ack(ref=first)))
         assert [m.id for m in wire.sent] == [first, second]
+
+    run(scenario)
+
+
+def test_a_sync_between_a_hello_and_its_welcome_is_ignored() -> None:
+    async def scenario() -> None:
+        device, wire = a_device()
+        device.welcomed.clear()
+        await device._on_message(from_server("sync", full(1, entry("a"))))
+        assert device.pincodes == {}
+        assert not wire.of_type("ack")
+
+    run(scenario)
+
+
+def test_a_service_opening_of_a_locker_the_device_lacks_is_refused() -> None:
+    async def scenario() -> None:
+        device, wire = a_device()
+        command = from_server("open-locker", OpenLocker(locker_index=9, reason="service"))
+        await device._on_message(command)
+        assert wire.of_type("ack")[-1].data == Ack(
+            ref=command.id, ok=False, reason="unknown-locker"
+        )
+        assert device.openings == []
+
+    run(scenario)
+
+
+def test_a_program_first_code_typed_offline_opens_nothing_and_holds_nothing() -> None:
+    async def scenario() -> None:
+        device, _ = a_device()
+        first = entry("p").model_copy(update={"program_first": True})
+        await device._on_message(from_server("sync", full(1, first)))
+        device.stock([SimKey("k", "key")])
+        device.welcomed.clear()
+        assert device.enter_code("111111")
+        assert device.openings == []
+        assert device.awaiting_open == {}
 
     run(scenario)

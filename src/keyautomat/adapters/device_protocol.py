@@ -204,7 +204,9 @@ class Hello(Data):
     locker_count: LockerCount
     firmware: Annotated[StrictStr, Field(max_length=64)] | None = None
     sync_version: Count | None = Field(
-        default=None, description="The version of the last sync the device stored."
+        default=None,
+        description="The version of the last sync the device applied and holds, even an "
+        "empty one; absent when none. 0 and absent both get a full sync.",
     )
 
 

@@ -539,6 +539,8 @@ class SimulatedAutomat:
         elif isinstance(data, Ack):
             if self.outbox.pop(data.ref, None) is not None:
                 await self._flush_quietly()
+        elif not self.welcomed.is_set():
+            return  # between a hello and its welcome: the server sends it all again after
         elif isinstance(data, Sync):
             if self._apply_sync(data):
                 await self._ack(message.id)
@@ -573,6 +575,9 @@ class SimulatedAutomat:
             await self._ack(message.id)
         elif isinstance(data, OpenLocker):
             if data.pincode_id is None:
+                if data.locker_index >= len(self.lockers):
+                    await self._ack(message.id, ok=False, reason="unknown-locker")
+                    return
                 await self._ack(message.id)
                 self.open_locker(data.locker_index, None)
                 return
@@ -581,11 +586,15 @@ class SimulatedAutomat:
             loop_now = asyncio.get_running_loop().time()
             if waiting_until is None or waiting_until < loop_now or pincode is None:
                 # Too late or never asked for: the person has left; keep the door shut.
-                await self._ack(message.id, ok=False, reason="not awaiting this pincode")
+                await self._ack(message.id, ok=False, reason="not-held")
                 return
             await self._ack(message.id)
             self.open_locker(pincode.locker_index, pincode)
         elif isinstance(data, ProgramKey):
+            if self.product != "key20" or data.locker_index >= len(self.lockers):
+                reason = "unsupported" if self.product != "key20" else "unknown-locker"
+                await self._ack(message.id, ok=False, reason=reason)
+                return
             await self._ack(message.id)
             locker = self.lockers[data.locker_index]
             self._emit(
@@ -595,7 +604,7 @@ class SimulatedAutomat:
                     locker_index=data.locker_index,
                     key_id=locker.key.id if locker.key else data.key_id,
                     ok=locker.key is not None,
-                    reason=None if locker.key is not None else "no key in the locker",
+                    reason=None if locker.key is not None else "no-key",
                 ),
             )
 
@@ -743,9 +752,11 @@ class SimulatedAutomat:
             ),
         )
         if hold:
-            # The key must be programmed first: the server answers with open-locker.
-            loop_now = asyncio.get_running_loop().time()
-            self.awaiting_open[pincode.id] = loop_now + self.hold_seconds
+            # The key must be programmed first: the server answers with open-locker. No
+            # answer can come while offline (or before a welcome): the door stays shut.
+            if self.welcomed.is_set():
+                loop_now = asyncio.get_running_loop().time()
+                self.awaiting_open[pincode.id] = loop_now + self.hold_seconds
             return True
         self.open_locker(pincode.locker_index, pincode)
         return True
