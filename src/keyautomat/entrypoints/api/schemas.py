@@ -238,7 +238,9 @@ class ContractContactInput(ApiModel):
 
     name: str
     email: str | None = absent()
-    phone_number: str | None = absent("International format, e.g. +358401234567")
+    phone_number: str | None = absent(
+        "International format, e.g. +358401234567; any form when the contact asks for no SMS"
+    )
     send_sms: bool | None = absent()
     send_email: bool | None = absent()
     language: Language = "en"
