@@ -265,14 +265,7 @@ class CommonContractContact(ApiModel):
     notifications: ContactNotificationsDto
 
 
-class ContractContact(ApiModel):
+class ContractContact(CommonContractContact):
     """A contract's contact as answered (iLOQ contracts)."""
 
-    name: str
-    email: str | None
-    phone_number: str | None
-    send_sms: bool
-    send_email: bool
-    language: Language | None
     iloq_person_id: str | None
-    notifications: ContactNotificationsDto
