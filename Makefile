@@ -15,8 +15,11 @@ help:  ## list the targets
 $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
 
-install: | $(UV)  ## install the project and its dev tools into .venv
+install: | $(UV)  ## install the project and its dev tools into .venv (and openapi-typescript, with npm)
 	$(UV) sync --frozen --quiet
+	@# The OpenAPI test generates TypeScript with the vendor's generator (tests/openapi_ts);
+	@# without npm it skips, or fails under KEYAUTOMAT_REQUIRE_SERVICES=1.
+	@if command -v npm >/dev/null; then npm ci --prefix tests/openapi_ts --no-audit --no-fund --silent; fi
 
 run: install  ## migrate a SQLite database and serve the API with demo data on :8080
 	@echo "Starting keyautomat on http://127.0.0.1:8080 (Ctrl+C stops it)."

@@ -264,6 +264,24 @@ def describe(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+def served_document(http: TestClient) -> dict[str, Any]:
+    """The V2 and admin documents as one, every path absolute (server URL ``/``)."""
+    merged: dict[str, Any] = {"paths": {}, "components": {}}
+    for url in ("/v2/openapi.json", "/admin/openapi.json"):
+        document = http.get(url).json()
+        prefix = document["servers"][0]["url"]
+        for key, value in document.items():
+            merged.setdefault(key, value)
+        for path, item in document["paths"].items():
+            merged["paths"][prefix + path if path != "/" else prefix + "/"] = item
+        for section, named in document["components"].items():
+            into = merged["components"].setdefault(section, {})
+            for name, value in named.items():
+                assert into.setdefault(name, value) == value, f"{section} {name} differs"
+    merged["servers"] = [{"url": "/"}]
+    return merged
+
+
 # --- the seeded world ------------------------------------------------------------------
 
 LIST_PATHS = (

@@ -24,7 +24,17 @@ from schemathesis.core import NOT_SET
 from schemathesis.generation.case import Case
 from starlette.testclient import TestClient
 
-from tests.fuzz.harness import BASE, SEED, Findings, Sender, World, budget, describe, lists_answer
+from tests.fuzz.harness import (
+    BASE,
+    SEED,
+    Findings,
+    Sender,
+    World,
+    budget,
+    describe,
+    lists_answer,
+    served_document,
+)
 
 EXAMPLES = budget("KEYAUTOMAT_FUZZ_EXAMPLES", 30)
 # Destructive operations go last, so the others still find the seeded resources.
@@ -102,7 +112,7 @@ def _fuzz(operation: Any, world: World, sender: Sender, findings: Findings) -> N
 def test_no_generated_request_gets_a_5xx_or_an_error_outside_the_one_shape(
     http: TestClient, world: World, sender: Sender
 ) -> None:
-    document = http.get("/v2/openapi.json").json()
+    document = served_document(http)
     schema = schemathesis.openapi.from_dict(document)
     operations = sorted(
         (result.ok() for result in schema.get_all_operations()),  # type: ignore[union-attr]

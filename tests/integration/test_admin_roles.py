@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.domain.model import Role
+from keyautomat.entrypoints.api.app import ADMIN_DOCS_URL, ADMIN_OPENAPI_URL
 from tests.conftest import TEST_BASE, Tenant, make_tenant
 
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -39,9 +40,12 @@ def documented_roles() -> dict[tuple[str, str], str]:
 
 
 def served_admin_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every signed route under ``/admin`` (its OpenAPI document and docs are public)."""
     served: set[tuple[str, str]] = set()
     for route in iter_route_contexts(app.routes):
         path = route.path
+        if path in {ADMIN_OPENAPI_URL, ADMIN_DOCS_URL}:
+            continue
         if path is not None and (path == "/admin" or path.startswith("/admin/")):
             served.update((method, path) for method in route.methods or ())
     return served

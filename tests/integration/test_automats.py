@@ -186,6 +186,20 @@ def test_replace_unbinds_the_hardware_and_issues_a_new_pincode(
     assert replaced["lockers"] == bound["lockers"]  # keys stay with the automat id
 
 
+def test_a_locker_key_without_a_name_is_named_by_its_id(acme: Tenant, container: Container) -> None:
+    automat = install(acme)
+    principal = principal_of(container, acme)
+
+    def bind(session: Any) -> None:
+        a = automat_cases.get_automat(session, principal, automat["id"])
+        assert automat_cases.bind_hardware(session, a, "hw-124", automat["installationPincode"])
+        lockers.report_key(session, a.id, 0, inside=True, key_id="room-101-key", key_name=None)
+
+    container.db.transaction(bind)
+    (locker,) = acme.api.get(f"/automats/{automat['id']}")["lockers"]
+    assert locker["key"] == {"id": "room-101-key", "name": "room-101-key"}
+
+
 def test_uninstall_deactivates_and_leaves_groups_but_stays_readable(acme: Tenant) -> None:
     group = acme.api.post("/groups", {"name": "Center", "customerId": "c", "type": 1})
     automat = install(acme, groupId=group["id"])

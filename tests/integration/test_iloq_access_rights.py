@@ -151,7 +151,7 @@ def test_rights_are_cached_per_system_until_they_expire(
 
 def test_the_operation_is_documented_under_its_livion_names(http: TestClient) -> None:
     schema = http.get("/v2/openapi.json").json()
-    operation = schema["paths"]["/v2/iloq/accessRights"]["get"]
+    operation = schema["paths"]["/iloq/accessRights"]["get"]
     assert operation["operationId"] == "IloqController_getAccessRights"
     parameters = {p["name"] for p in operation["parameters"]}
     assert parameters == {"after", "limit", "search", "returnDefaultAccessesOnly"}

@@ -384,6 +384,24 @@ def test_no_table_holds_the_signature_token_yet_the_sent_message_carries_a_worki
     assert not [cell for cell in stored if token in cell]
 
 
+def test_a_national_phone_number_is_kept_when_no_sms_is_asked_for_and_refused_when_it_is(
+    container: Container, acme: Tenant
+) -> None:
+    device_keys(container, acme, "a", "b")
+    national = {**CONTACT, "phoneNumber": "040 123 4567"}
+    kept = create(acme, keys=[{"id": "a"}], contact=national)
+    assert kept["contact"]["phoneNumber"] == "040 123 4567"
+    refused = acme.api.request(
+        "POST",
+        PATH,
+        {"start": _times()[0], "contact": {**national, "sendSms": True}, "keys": [{"id": "b"}]},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["message"] == [
+        "contact.phoneNumber: must be in international format, e.g. +358401234567"
+    ]
+
+
 def test_signature_gates_the_pincode(container: Container, acme: Tenant, http: TestClient) -> None:
     device_keys(container, acme, "a")
     contract = create(acme, keys=[{"id": "a"}], userVerification="1", contact=SIGNER)

@@ -105,6 +105,11 @@ def test_fetch_with_pincode_and_return(acme: Tenant, sims: Simulators, free_lock
     eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
     key = _key(acme, created["id"])
     assert key["inHistory"] is free_locker
+    # A spent code is "", not null: the vendor's type is a string (docs/api.md).
+    assert key["storageInfo"] == {
+        "pincode": "" if free_locker else code,
+        "automatId": automat_id,
+    }
     assert acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] == {"automatId": automat_id}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -212,9 +213,6 @@ def test_phone_numbers_are_normalised_to_e164(raw: str, e164: str) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("phoneNumber", "0401234567"),
-        ("phoneNumber", "+358 12"),
-        ("phoneNumber", "call me"),
         ("email", "jane.example.com"),
         ("email", "jane@example"),
         ("email", "jane doe@example.com"),
@@ -227,6 +225,54 @@ def test_invalid_contact_fields_are_rejected_naming_the_field(field: str, value:
     with pytest.raises(InvalidInput) as caught:
         parse_contact({"name": "Jane", field: value})
     assert caught.value.field == f"contact.{field}"
+
+
+@pytest.mark.parametrize("phone", ["0401234567", "+358 12", "call me"])
+@pytest.mark.parametrize(
+    "wants_sms",
+    [
+        pytest.param({"sendSms": True}, id="sendSms"),
+        pytest.param({"notifications": {"contractCreated": {"sms": True}}}, id="the matrix"),
+    ],
+)
+def test_a_contact_that_asks_for_sms_needs_an_international_number(
+    phone: str, wants_sms: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_contact({"name": "Jane", "phoneNumber": phone, **wants_sms})
+    assert caught.value.field == "contact.phoneNumber"
+
+
+@pytest.mark.parametrize(
+    "asks_for_none",
+    [
+        pytest.param({}, id="no switch"),
+        pytest.param({"sendSms": False, "sendEmail": True}, id="sendSms false"),
+        pytest.param(
+            {"sendSms": True, "notifications": {"contractCreated": {"email": True}}},
+            id="a matrix without sms",
+        ),
+    ],
+)
+def test_a_contact_that_asks_for_no_sms_keeps_a_national_number_as_given(
+    asks_for_none: dict[str, Any],
+) -> None:
+    parsed = parse_contact({"name": "Jane", "phoneNumber": " 040 123 4567 ", **asks_for_none})
+    assert parsed is not None
+    assert parsed.phone_number == "040 123 4567"
+    assert not any(parsed.may_want(t.value, "sms") for t in NOTIFICATION_TYPES)
+
+
+def test_a_contact_that_asks_for_no_sms_still_gets_a_valid_number_normalised() -> None:
+    parsed = parse_contact({"name": "Jane", "phoneNumber": "00358 40 123 4567"})
+    assert parsed is not None
+    assert parsed.phone_number == "+358401234567"
+
+
+@pytest.mark.parametrize("phone", ["1" * 33, "040\t123"])
+def test_a_number_kept_as_given_is_bounded(phone: str) -> None:
+    with pytest.raises(InvalidInput, match="at most 32 printable characters"):
+        parse_contact({"name": "Jane", "phoneNumber": phone})
 
 
 def test_a_valid_contact_is_normalised_and_null_notifications_is_absent() -> None:

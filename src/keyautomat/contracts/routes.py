@@ -24,6 +24,8 @@ from keyautomat.contracts.wire import period_filters
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
+    PageAfter,
+    PageLimit,
     Paginated,
     documented_body,
     json_response,
@@ -77,8 +79,8 @@ def contract_router(
     async def list_contracts(
         caller: Caller,
         services: Services,
-        after: str | None = None,
-        limit: str | None = None,
+        after: PageAfter = None,
+        limit: PageLimit = None,
         # A default, not an Annotated type: this module's annotations are strings, and
         # ``filters`` is a local name FastAPI could not resolve from one.
         chosen: ListFilters = Depends(filters),  # noqa: B008

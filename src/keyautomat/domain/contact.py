@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import phonenumbers
@@ -62,6 +63,29 @@ def normalise_phone(value: str, field: str = "contact.phoneNumber") -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidInput(field, "is not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# A number kept as given (see ``phone_number``) is bounded like one that could be dialled.
+MAX_PHONE_TEXT = 32
+
+
+def phone_number(value: str, *, wants_sms: bool, field: str = "contact.phoneNumber") -> str:
+    """The contact's phone number: E.164 when it is a valid international number.
+
+    A contact that asks for SMS must give one (400 otherwise): only such a number can be
+    texted. A contact that asks for none may give the number in any form, say national
+    (``040 123 4567``), as contact data: it is kept as given and never texted. It is not
+    guessed into international form, from the automat or otherwise: automats record no
+    country, and a wrong guess would text a stranger (docs/api.md).
+    """
+    try:
+        return normalise_phone(value, field)
+    except InvalidInput:
+        if wants_sms:
+            raise
+    if len(value) > MAX_PHONE_TEXT or not value.isprintable():
+        raise InvalidInput(field, f"must be at most {MAX_PHONE_TEXT} printable characters")
+    return value
 
 
 def parse_language(value: Any, field: str = "contact.language") -> str | None:
@@ -121,12 +145,16 @@ def parse_contact(data: Mapping[str, Any] | None, field: str = "contact") -> Con
         raise InvalidInput(f"{field}.name", "is required")
     email = _optional_str(data.get("email"), f"{field}.email")
     phone = _optional_str(data.get("phoneNumber"), f"{field}.phoneNumber")
-    return Contact(
+    contact = Contact(
         name=name.strip(),
         email=normalise_email(email, f"{field}.email") if email else None,
-        phone_number=normalise_phone(phone, f"{field}.phoneNumber") if phone else None,
         language=parse_language(data.get("language"), f"{field}.language"),
         send_sms=_optional_bool(data.get("sendSms"), f"{field}.sendSms"),
         send_email=_optional_bool(data.get("sendEmail"), f"{field}.sendEmail"),
         notifications=parse_matrix(data.get("notifications"), f"{field}.notifications"),
     )
+    if phone is None:
+        return contact
+    wants_sms = any(contact.may_want(t.value, "sms") for t in NOTIFICATION_TYPES)
+    number = phone_number(phone, wants_sms=wants_sms, field=f"{field}.phoneNumber")
+    return replace(contact, phone_number=number)

@@ -10,8 +10,9 @@ from keyautomat.contracts.routes import contract_router
 from keyautomat.service_layer import access_rights
 from keyautomat.service_layer.principal import Principal
 
-# The bodies are parsed by hand (wire.py says why); these models describe them.
-REQUEST_MODELS = (wire.CreateIloqKeyContractDto, wire.UpdateIloqContractDto)
+# The bodies are parsed by hand (wire.py says why); these models describe them, and the
+# document lists them all.
+REQUEST_MODELS = wire.DOCUMENTED
 
 
 async def _known_access_rights(new: NewIloqContract, caller: Principal, services: Any) -> None:
@@ -30,14 +31,14 @@ router = contract_router(
     IloqKind.name,
     wire,
     wire.IloqKeyContract,
-    REQUEST_MODELS,
+    (wire.CreateIloqKeyContractDto, wire.UpdateIloqContractDto),
     tags=["iloq"],
     operations={
-        "list": "IloqController_getContracts",
+        "list": "IloqController_getListOfContracts",
         "create": "IloqController_createContract",
-        "get": "IloqController_getContract",
-        "update": "IloqController_updateContract",
-        "delete": "IloqController_deleteContract",
+        "get": "IloqController_getContractById",
+        "update": "IloqController_updateContractById",
+        "delete": "IloqController_deleteContractById",
     },
     before_create=_known_access_rights,
 )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -28,6 +28,8 @@ from keyautomat.contracts.iloq.kind import NewIloqContract
 from keyautomat.contracts.model import Contract, ContractChange
 from keyautomat.contracts.rules import (
     MAX_KEYS_PER_CONTRACT,
+    MAX_PINCODE_LENGTH,
+    MIN_PINCODE_LENGTH,
     ContractType,
     check_new_period,
     check_pincode,
@@ -36,18 +38,17 @@ from keyautomat.contracts.wire import change_body
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
 from keyautomat.domain.errors import InvalidInput
-from keyautomat.domain.iloq import KEY_ID_PATTERN, check_key_id
+from keyautomat.domain.iloq import check_key_id
 from keyautomat.domain.notifications import Contact
 from keyautomat.domain.times import parse_time
 from keyautomat.entrypoints.api.schemas import (
     ApiModel,
     ContactInput,
     ContractContact,
-    InputDatetime,
-    NonEmptyStr,
-    Pincode,
-    StrictInt,
-    StrictStr,
+    InputNumber,
+    Number,
+    absent,
+    read_only,
 )
 
 # --- requests -----------------------------------------------------------------------------
@@ -198,135 +199,118 @@ def parse_change(raw: Any) -> ContractChange:
     return ContractChange(start=start, end=end, contact=contact, iloq_person_id=person)
 
 
-# --- the request bodies in the OpenAPI document --------------------------------------------
-# The models state what a JSON schema can; the rules between fields (one location method,
-# numberOfKeys with keyAutomatId or groupId, one pincode per key) are in the descriptions.
+# --- the bodies in the OpenAPI document ---------------------------------------------------
+# In the vendor's types (docs/api.md, "The OpenAPI documents"): `input` is the one
+# HandoverIloqKeyBaseDto, and the three per-type schemas are listed beside it. What the
+# parser above accepts beyond them (no `end` on a return contract, the fields unwrapped,
+# null for an absent field) and refuses (a rule between fields) is in docs/api.md.
 
-KeyId = Annotated[StrictStr, Field(pattern=KEY_ID_PATTERN)]
-AccessRightIds = Annotated[list[NonEmptyStr], Field(min_length=1)]
-KeyIds = Annotated[
-    list[KeyId],
-    Field(
-        min_length=1,
-        max_length=MAX_KEYS_PER_CONTRACT,
-        json_schema_extra={"uniqueItems": True},
-        description="iLOQ key ids: the keys to hand over (the location method for "
-        "key-management systems), or the keys to return",
-    ),
+ContractTypeNumber = Annotated[InputNumber, Field(description="1 default, 2 fetch, 3 return")]
+AccessRightIds = Annotated[
+    list[str], Field(description="iLOQ access rights programmed into the key at the fetch")
 ]
-NumberOfKeys = Annotated[
-    StrictInt,
-    Field(
-        ge=1,
-        le=MAX_KEYS_PER_CONTRACT,
-        description="How many keys; required with keyAutomatId or groupId, equal to the "
-        "number of keyIds with keyIds",
-    ),
-]
-Pincodes = Annotated[
-    list[Pincode],
-    Field(description="One per key, in key order; random codes when absent"),
-]
+StartTime = Annotated[datetime, Field(description="Start of validity")]
+EndTime = Annotated[datetime, Field(description="End of validity, or the return deadline")]
 
 
-class _Location(ApiModel):
-    key_automat_id: NonEmptyStr | None = Field(
-        default=None, description="The automat to use (pick-up or drop-off place)"
+class _Common(ApiModel):
+    contract_type: ContractTypeNumber
+    contact: ContactInput | None = absent()
+    pincodes: list[str] | None = absent(
+        f"One per key, in key order, {MIN_PINCODE_LENGTH} to {MAX_PINCODE_LENGTH} ASCII "
+        "digits; random codes when absent"
     )
-    group_id: NonEmptyStr | None = Field(
-        default=None, description="A group: the most suitable automat in it is chosen"
+    group_id: str | None = absent("A group: the most suitable automat in it is chosen")
+    key_automat_id: str | None = absent("The automat to use (pick-up or drop-off place)")
+
+
+class _Handover(_Common):
+    access_right_ids: AccessRightIds
+    number_of_keys: Number | None = absent(
+        f"How many keys (1-{MAX_KEYS_PER_CONTRACT}); required with keyAutomatId or groupId"
     )
-    pincodes: Pincodes | None = None
-    contact: ContactInput | None = None
+    key_ids: list[str] | None = absent(
+        "iLOQ key ids: the keys to hand over (the location method for key-management systems)"
+    )
+    start: StartTime
 
 
-class DefaultKeyContractDto(_Location):
-    """A key handed over for a period (contractType 1); exactly one of keyIds,
-    keyAutomatId and groupId says where."""
+class DefaultKeyContractDto(_Handover):
+    """A key handed over for a period (contractType 1)."""
 
-    contract_type: Literal[1]
-    access_right_ids: AccessRightIds
-    start: InputDatetime
-    end: InputDatetime
-    number_of_keys: NumberOfKeys | None = None
-    key_ids: KeyIds | None = None
+    end: EndTime
 
 
-class FetchKeyContractDto(_Location):
-    """A key handed over for good (contractType 2): no end, the locker is freed at the
-    fetch; exactly one of keyIds, keyAutomatId and groupId says where."""
-
-    contract_type: Literal[2]
-    access_right_ids: AccessRightIds
-    start: InputDatetime
-    number_of_keys: NumberOfKeys | None = None
-    key_ids: KeyIds | None = None
+class FetchKeyContractDto(_Handover):
+    """A key handed over for good (contractType 2): no end, the locker is freed at the fetch."""
 
 
-class ReturnKeyContractDto(_Location):
-    """Keys brought back to an automat (contractType 3): keyIds plus keyAutomatId or
-    groupId; unknown key ids are registered."""
+class ReturnKeyContractDto(_Common):
+    """Keys brought back to an automat (contractType 3); unknown key ids are registered."""
 
-    contract_type: Literal[3]
-    key_ids: KeyIds
-    start: InputDatetime | None = Field(default=None, description="Default: now")
-    end: InputDatetime | None = Field(default=None, description="The return deadline, if any")
+    end: EndTime
+    key_ids: Annotated[list[str], Field(description="The keys to return")]
+    start: StartTime | None = absent("Default: now")
 
 
-def _without_discriminator(schema: dict[str, Any]) -> None:
-    # OpenAPI's discriminator maps string values and contractType is a number: clients
-    # (and schemathesis) misread the mapping. Each branch's const says the same.
-    del schema["discriminator"]
+class HandoverIloqKeyBaseDto(_Handover):
+    """The contract under `input`, whatever its type (the vendor's union of the three)."""
 
-
-IloqKeyContractInput = Annotated[
-    DefaultKeyContractDto | FetchKeyContractDto | ReturnKeyContractDto,
-    Field(discriminator="contract_type", json_schema_extra=_without_discriminator),
-]
+    end: EndTime
 
 
 class CreateIloqKeyContractDto(ApiModel):
     """`{"input": {...}}`; the contract's fields are also accepted unwrapped."""
 
-    input: IloqKeyContractInput
+    input: HandoverIloqKeyBaseDto
 
 
 class UpdateIloqContractDto(ApiModel):
     """Only the period and the contact change after creation; a null end removes the end
     where the contract type allows."""
 
-    contact: ContactInput | None = None
-    start: InputDatetime | None = None
-    end: InputDatetime | None = None
+    contact: ContactInput | None = absent()
+    start: StartTime | None = absent()
+    end: EndTime | None = absent()
+
+
+# The request schemas the document lists (the per-type ones are referenced by no operation).
+DOCUMENTED = (
+    CreateIloqKeyContractDto,
+    UpdateIloqContractDto,
+    DefaultKeyContractDto,
+    FetchKeyContractDto,
+    ReturnKeyContractDto,
+)
 
 
 # --- responses ----------------------------------------------------------------------------
 
 
 class IloqContractKeyStorageInfo(ApiModel):
-    device_id: str | None
-    pincode: str | None
+    device_id: str
+    pincode: str | None = Field(description="Null once the key is no longer usable for it")
 
 
 class IloqContractKey(ApiModel):
     id: str
     status: str | None
     storage_info: IloqContractKeyStorageInfo
-    in_history: bool
+    in_history: bool | None = absent()
 
 
 class IloqKeyContract(ApiModel):
     id: str
-    access_right_ids: list[str] | None
-    start: str
-    end: str | None
+    access_right_ids: list[str] | None = read_only()
+    start: datetime
+    end: datetime | None
     contact: ContractContact | None
-    keys: list[IloqContractKey]
-    number_of_keys: int | None
-    key_ids: list[str] | None
+    keys: list[IloqContractKey] = read_only()
+    number_of_keys: Number | None
+    key_ids: list[str] | None = read_only()
     key_automat_id: str | None
     group_id: str | None
-    contract_type: int
+    contract_type: Number
 
 
 def to_wire(contract: Contract, contact: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from keyautomat.contracts.mechanical.kind import KeyInput, NewMechanicalContract
 from keyautomat.contracts.model import UNSET, Contract, ContractChange
 from keyautomat.contracts.model import ContractKey as StoredKey
-from keyautomat.contracts.rules import MAX_KEYS_PER_CONTRACT, check_new_period, check_pincode
+from keyautomat.contracts.rules import (
+    MAX_KEYS_PER_CONTRACT,
+    MAX_PINCODE_LENGTH,
+    MIN_PINCODE_LENGTH,
+    check_new_period,
+    check_pincode,
+)
 from keyautomat.contracts.wire import change_body
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.contact import parse_contact
@@ -30,10 +36,8 @@ from keyautomat.entrypoints.api.schemas import (
     ApiModel,
     CommonContractContact,
     ContractContactInput,
-    InputDatetime,
-    NonEmptyStr,
-    Pincode,
-    StrictBool,
+    absent,
+    read_only,
 )
 
 MAX_ID = 128
@@ -174,17 +178,20 @@ def parse_change(raw: Any) -> ContractChange:
     )
 
 
-# --- the request bodies in the OpenAPI document --------------------------------------------
+# --- the bodies in the OpenAPI document ---------------------------------------------------
+# In the vendor's types (docs/api.md, "The OpenAPI documents"); what the parser above
+# accepts beyond them (userVerification as a number, null for an absent field) and refuses
+# (rules between fields) is in docs/api.md.
 
 UserVerification = Annotated[
-    Literal["0", "1", "2", 0, 1, 2],
+    str | None,
     Field(
         description="0 none (default), 1 signature via tablet or phone, 2 strong "
         "authentication (only where enabled for the organization)"
     ),
 ]
 PickUpInfo = Annotated[
-    NonEmptyStr,
+    str | None,
     Field(
         description="Pick-up instructions for keys in manual storage, used in notifications; "
         "required for such a contract that starts in the future"
@@ -195,97 +202,98 @@ PickUpInfo = Annotated[
 class KeyFromAutomatInfoInput(ApiModel):
     """The key is handed out from an automat."""
 
-    pincode: Pincode | None = Field(default=None, description="Generated when absent")
-    automat_id: NonEmptyStr | None = Field(
-        default=None, description="Only to hand the key out from another automat than its own"
+    pincode: str | None = absent(
+        f"{MIN_PINCODE_LENGTH} to {MAX_PINCODE_LENGTH} ASCII digits; generated when absent"
     )
+    automat_id: str | None = absent("Only to hand the key out from another automat than its own")
 
 
 class KeyFromManualStorageInfoInput(ApiModel):
     """The key is handed out by staff (not together with automatId or pincode)."""
 
-    manual_storage_info: NonEmptyStr = Field(
-        description="Only to hand the key out from another place than its own storage"
+    manual_storage_info: str | None = absent(
+        "Only to hand the key out from another place than its own storage"
     )
 
 
 class ContractKeyInput(ApiModel):
     """A mechanical key of the contract; automat and manual-storage keys do not mix."""
 
-    id: NonEmptyStr
-    storage_info: KeyFromAutomatInfoInput | KeyFromManualStorageInfoInput | None = None
+    id: str
+    storage_info: KeyFromManualStorageInfoInput | KeyFromAutomatInfoInput | None = absent()
 
 
 class CreateMechanicalKeyContractDto(ApiModel):
     """A flat body: no `input` wrapper."""
 
-    start: InputDatetime
-    end: InputDatetime | None = Field(default=None, description="None: permanent")
+    start: datetime
+    end: datetime | None = Field(default=None, description="None: permanent")
     contact: ContractContactInput
-    user_verification: UserVerification | None = None
-    keys: list[ContractKeyInput] = Field(min_length=1, max_length=MAX_KEYS_PER_CONTRACT)
-    pick_up_info_for_manual_storage_keys: PickUpInfo | None = None
-    free_locker_after_fetch: StrictBool | None = Field(
+    user_verification: UserVerification = None
+    keys: list[ContractKeyInput] = Field(
+        description=f"1 to {MAX_KEYS_PER_CONTRACT} keys, automat or manual-storage keys"
+    )
+    pick_up_info_for_manual_storage_keys: PickUpInfo = None
+    free_locker_after_fetch: bool | None = Field(
         default=None,
         description="Free the locker at the fetch instead of keeping it for the contract "
         "(automat keys only); default false",
     )
     id: str | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_ID,
-        pattern="^[^/]+$",
-        description="The caller's contract id, unique in the organization; printable, "
-        "without '/'. Generated when absent",
+        description=f"The caller's contract id, unique in the organization; 1 to {MAX_ID} "
+        "printable characters without '/'. Generated when absent",
     )
 
 
 class UpdateMechanicalKeyContractDto(ApiModel):
     """Every field optional; a contact given replaces the stored one whole."""
 
-    start: InputDatetime | None = None
-    end: InputDatetime | None = Field(default=None, description="None: permanent")
+    start: datetime | None = None
+    end: datetime | None = Field(default=None, description="None: permanent")
     contact: ContractContactInput | None = None
-    user_verification: UserVerification | None = Field(
+    user_verification: UserVerification = Field(
         default=None, description="Fixed once the contract is signed or a key fetched"
     )
-    pick_up_info_for_manual_storage_keys: PickUpInfo | None = None
+    pick_up_info_for_manual_storage_keys: PickUpInfo = None
 
 
 # --- responses ----------------------------------------------------------------------------
 
 
 class KeyFromAutomatInfo(ApiModel):
-    pincode: str | None
-    automat_id: str | None
+    pincode: str = Field(description='"" once the key has no usable code (docs/api.md)')
+    automat_id: str
 
 
 class KeyFromManualStorageInfo(ApiModel):
-    manual_storage_info: str | None
+    manual_storage_info: str
 
 
 class ContractKey(ApiModel):
     id: str
-    storage_info: KeyFromAutomatInfo | KeyFromManualStorageInfo
-    status: str | None
-    in_history: bool
+    storage_info: KeyFromManualStorageInfo | KeyFromAutomatInfo
+    status: str | None = None
+    in_history: bool | None = absent()
 
 
 class MechanicalKeyContract(ApiModel):
     id: str
-    start: str
-    end: str | None
+    start: datetime
+    end: datetime | None
     contact: CommonContractContact | None
-    keys: list[ContractKey]
-    free_locker_after_fetch: bool | None
-    user_verification: str
-    pick_up_info_for_manual_storage_keys: str | None
+    keys: list[ContractKey] = read_only()
+    free_locker_after_fetch: bool | None = None
+    user_verification: str | None = absent()
+    pick_up_info_for_manual_storage_keys: str | None = None
 
 
 def _storage_info(key: StoredKey) -> dict[str, Any]:
+    # Never null where the vendor's type is a string (docs/api.md): a spent or withheld
+    # code is "".
     if key.in_automat:
-        return {"pincode": key.pincode, "automatId": key.automat_id}
-    return {"manualStorageInfo": key.manual_info}
+        return {"pincode": key.pincode or "", "automatId": key.automat_id}
+    return {"manualStorageInfo": key.manual_info or ""}
 
 
 def to_wire(contract: Contract, contact: dict[str, Any] | None) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.bootstrap import Container
@@ -27,7 +27,13 @@ from keyautomat.entrypoints.api.auth import (
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
-from keyautomat.entrypoints.api.schemas import SafeJSONResponse, component_schemas
+from keyautomat.entrypoints.api.openapi import (
+    ADMIN_PREFIX,
+    V2_PREFIX,
+    admin_document,
+    v2_document,
+)
+from keyautomat.entrypoints.api.schemas import SafeJSONResponse
 from keyautomat.entrypoints.api.v2 import (
     automats,
     devices,
@@ -41,36 +47,19 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 from keyautomat.service_layer.idempotency import IdempotencyStore
 
-API_PREFIX = "/v2"
+API_PREFIX = V2_PREFIX
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
 DOCS_URL = f"{API_PREFIX}/docs"
+ADMIN_OPENAPI_URL = f"{ADMIN_PREFIX}/openapi.json"
+ADMIN_DOCS_URL = f"{ADMIN_PREFIX}/docs"
 
-SECURITY_SCHEMES = {
-    "serviceAccountId": {"type": "apiKey", "in": "header", "name": "x-service-account-id"},
-    "timestamp": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "x-timestamp",
-        "description": "Unix time in milliseconds",
-    },
-    "signature": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "x-signature",
-        "description": "Base64 RSA-SHA256 (PKCS#1 v1.5) signature of serviceAccountId + "
-        "timestamp + hex(sha256(METHOD + URL + body)); see docs/auth.md",
-    },
-}
-
-
-# Bodies parsed by hand in their routes, documented by a model (schemas.documented_body).
-REQUEST_MODELS = (*iloq_contracts.REQUEST_MODELS, *mechanical_contracts.REQUEST_MODELS)
-
-
-def _add_schemas(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
-    for name, schema in component_schemas(models).items():
-        if schemas.setdefault(name, schema) != schema:
-            raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
+# Schemas of the V2 document that no route names: bodies parsed by hand in their routes
+# (schemas.documented_body), and the vendor's schemas listed beside the ones in use.
+V2_MODELS = (
+    *iloq_contracts.REQUEST_MODELS,
+    *mechanical_contracts.REQUEST_MODELS,
+    *mechanical_keys.DOCUMENTED,
+)
 
 
 def create_app(
@@ -117,8 +106,8 @@ def create_app(
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
         version="2.0.0",
-        openapi_url=OPENAPI_URL,
-        docs_url=DOCS_URL,
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
@@ -139,6 +128,21 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin.build_router())
     app.include_router(sign.router)
+
+    documents = {
+        OPENAPI_URL: lambda: v2_document(app, V2_MODELS),
+        ADMIN_OPENAPI_URL: lambda: admin_document(app),
+    }
+    built: dict[str, dict[str, Any]] = {}
+
+    def document(url: str) -> dict[str, Any]:
+        if url not in built:
+            built[url] = documents[url]()
+        return built[url]
+
+    for url, docs in ((OPENAPI_URL, DOCS_URL), (ADMIN_OPENAPI_URL, ADMIN_DOCS_URL)):
+        _serve_document(app, url, docs, document)
+    app.openapi = lambda: document(OPENAPI_URL)  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
@@ -186,23 +190,24 @@ def create_app(
     app.add_middleware(
         SignedRequestMiddleware,
         verifier=verifier,
-        public_paths=frozenset({OPENAPI_URL, DOCS_URL, f"{DOCS_URL}/oauth2-redirect"}),
+        public_paths=frozenset({OPENAPI_URL, DOCS_URL, ADMIN_OPENAPI_URL, ADMIN_DOCS_URL}),
     )
     app.state.verifier = verifier
     # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
     app.add_middleware(EdgeMiddleware, body_limits={f"{sign.PREFIX}/": sign.MAX_FORM})
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, routes=app.routes, servers=[{"url": "/"}]
-            )
-            components = schema.setdefault("components", {})
-            components["securitySchemes"] = SECURITY_SCHEMES
-            _add_schemas(components.setdefault("schemas", {}), REQUEST_MODELS)
-            schema["security"] = [{name: [] for name in SECURITY_SCHEMES}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _serve_document(
+    app: FastAPI, url: str, docs_url: str, document: Callable[[str], dict[str, Any]]
+) -> None:
+    """``url`` answers the document, ``docs_url`` the interactive docs of it; no signature."""
+
+    @app.get(url, include_in_schema=False)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(document(url))
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=url, title=f"{app.title} - docs")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
+from fastapi import Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -16,6 +17,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
@@ -50,8 +52,13 @@ __all__ = [
     "ContactInput",
     "ContractContact",
     "ContractContactInput",
+    "ErrorResponse",
     "InputDatetime",
+    "InputNumber",
     "NonEmptyStr",
+    "Number",
+    "PageAfter",
+    "PageLimit",
     "Paginated",
     "Pincode",
     "StrictBool",
@@ -151,70 +158,99 @@ class Paginated(ApiModel, Generic[T]):
         return cls(after=str(page.next_offset), limit=page.limit, has_next=page.has_next, data=data)
 
 
+# --- what the V2 document says where it is not what a model validates ---------------------
+# The V2 document states the vendor's types (docs/api.md, "The OpenAPI documents"). Where a
+# model validates otherwise (an integer where the vendor says number, null accepted for an
+# absent field), the field says so with one of these, and docs/api.md gives the reason.
+
+Number = Annotated[int, WithJsonSchema({"type": "number"})]
+InputNumber = Annotated[StrictInt, WithJsonSchema({"type": "number"})]
+# Read as text and parsed by ``PageRequest.parse``, so that a bad value is a 400 in the one
+# error shape; documented as the vendor's number.
+PageLimit = Annotated[
+    str | None,
+    Query(description="Items to return: 1 to 100 (more is taken as 100), default 20"),
+    WithJsonSchema({"type": "number"}),
+]
+PageAfter = Annotated[
+    str | None, Query(description="Items to skip: the `after` of the previous page")
+]
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    options = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
+def absent(description: str | None = None) -> Any:
+    """An optional field the document shows without null: null is taken as absent."""
+    return Field(default=None, description=description, json_schema_extra=_without_null)
+
+
+def read_only(description: str | None = None) -> Any:
+    """An array the vendor's document marks read-only (``readonly T[]`` in TypeScript)."""
+    return Field(description=description, json_schema_extra={"readOnly": True})
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape (spec gaps.md A1) of every 4xx and 5xx answer."""
+
+    statusCode: Number  # noqa: N815 - the wire name
+    message: str | list[str] = Field(
+        description="One text, or one text per offending field (`<field path>: <reason>`)"
+    )
+    error: str = Field(description="The status's reason phrase, e.g. Bad Request")
+
+
 # --- contacts of contracts (endpoints.md §2) ------------------------------------------------
 # Contract bodies are parsed by hand (contracts/*/wire.py); these models describe them in
-# the OpenAPI document, with the rules a JSON schema can state.
+# the OpenAPI document, in the vendor's types; the parser's rules are in docs/api.md.
 
 
 class NotificationChannelDto(ApiModel):
-    """One event's channels; a channel omitted or null counts as false."""
+    """One event's channels; on input a channel omitted counts as false."""
 
-    sms: StrictBool | None = None
-    email: StrictBool | None = None
+    sms: bool
+    email: bool
 
 
 class ContactNotificationsDto(ApiModel):
-    """The contact's own matrix: when present, events not listed send nothing, and
-    `sendSms`/`sendEmail` are ignored. Unknown event names are ignored."""
+    """In a request, the contact's own matrix: when present, events not listed send
+    nothing, and `sendSms`/`sendEmail` are ignored. In a response, the effective matrix:
+    every event, both channels."""
 
-    contract_key_fetched: NotificationChannelDto | None = None
-    contract_key_returned: NotificationChannelDto | None = None
-    contract_created: NotificationChannelDto | None = None
-    contract_start_reminder: NotificationChannelDto | None = None
-    contract_end_reminder: NotificationChannelDto | None = None
-    contract_keys_not_returned: NotificationChannelDto | None = None
-    contract_updated: NotificationChannelDto | None = None
-    contract_signature_requested: NotificationChannelDto | None = None
+    contract_key_fetched: NotificationChannelDto | None = absent()
+    contract_key_returned: NotificationChannelDto | None = absent()
+    contract_created: NotificationChannelDto | None = absent()
+    contract_start_reminder: NotificationChannelDto | None = absent()
+    contract_end_reminder: NotificationChannelDto | None = absent()
+    contract_keys_not_returned: NotificationChannelDto | None = absent()
+    contract_updated: NotificationChannelDto | None = absent()
+    contract_signature_requested: NotificationChannelDto | None = absent()
 
 
 class ContractContactInput(ApiModel):
     """The recipient of a contract's notifications (mechanical contracts)."""
 
-    name: NonEmptyStr
-    email: StrictStr | None = None
-    phone_number: StrictStr | None = Field(
-        default=None, description="International format, e.g. +358401234567"
+    name: str
+    email: str | None = absent()
+    phone_number: str | None = absent(
+        "International format, e.g. +358401234567; any form when the contact asks for no SMS"
     )
-    send_sms: StrictBool | None = None
-    send_email: StrictBool | None = None
-    language: Language | None = Field(default=None, description="Default: en")
-    notifications: ContactNotificationsDto | None = None
+    send_sms: bool | None = absent()
+    send_email: bool | None = absent()
+    language: Language = "en"
+    notifications: ContactNotificationsDto | None = absent()
 
 
 class ContactInput(ContractContactInput):
     """The recipient of a contract's notifications (iLOQ contracts)."""
 
-    iloq_person_id: NonEmptyStr | None = Field(
-        default=None, description="The person's id in the iLOQ system"
-    )
-
-
-class NotificationChannel(ApiModel):
-    sms: bool
-    email: bool
-
-
-class ContactNotifications(ApiModel):
-    """The effective matrix: every event, both channels."""
-
-    contract_key_fetched: NotificationChannel
-    contract_key_returned: NotificationChannel
-    contract_created: NotificationChannel
-    contract_start_reminder: NotificationChannel
-    contract_end_reminder: NotificationChannel
-    contract_keys_not_returned: NotificationChannel
-    contract_updated: NotificationChannel
-    contract_signature_requested: NotificationChannel
+    iloq_person_id: str | None = absent("The person's id in the iLOQ system")
 
 
 class CommonContractContact(ApiModel):
@@ -226,7 +262,7 @@ class CommonContractContact(ApiModel):
     send_sms: bool
     send_email: bool
     language: Language | None
-    notifications: ContactNotifications
+    notifications: ContactNotificationsDto
 
 
 class ContractContact(CommonContractContact):

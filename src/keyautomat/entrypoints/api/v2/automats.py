@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from keyautomat.entrypoints.api.auth import Caller
@@ -12,10 +13,14 @@ from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
     ApiModel,
     NonEmptyStr,
+    PageAfter,
+    PageLimit,
     Paginated,
     StrictStr,
+    absent,
     json_response,
     page_payload,
+    read_only,
 )
 from keyautomat.service_layer import automats
 from keyautomat.service_layer.automats import AutomatView, Location
@@ -37,7 +42,7 @@ class AutomatGroup(ApiModel):
 
 class AutomatLockerAssignedKey(ApiModel):
     id: str
-    name: str | None
+    name: str = Field(description="The key's name; its id when it has none")
 
 
 class AutomatLocker(ApiModel):
@@ -51,11 +56,11 @@ class Automat(ApiModel):
     name: str
     location: AutomatLocation
     label: str | None
-    groups: list[AutomatGroup]
+    groups: list[AutomatGroup] = read_only()
     hw_id: str | None
     timezone: str | None
     installation_pincode: str | None
-    lockers: list[AutomatLocker]
+    lockers: list[AutomatLocker] = read_only()
     lifecycle_state: str | None
 
 
@@ -78,8 +83,10 @@ def wire(view: AutomatView) -> dict[str, Any]:
             {
                 "lockerIndex": str(locker.locker_index),
                 "isKeyInside": locker.is_key_inside,
+                # A key without a name (a mechanical key may have none) is named by its id:
+                # the vendor's type has no null there (docs/api.md).
                 "key": (
-                    {"id": locker.key_id, "name": locker.key_name}
+                    {"id": locker.key_id, "name": locker.key_name or locker.key_id}
                     if locker.key_id is not None
                     else None
                 ),
@@ -91,24 +98,24 @@ def wire(view: AutomatView) -> dict[str, Any]:
 
 
 class AutomatLocationDto(ApiModel):
-    address: StrictStr | None = None
-    postal_code: StrictStr | None = None
-    postal_office: StrictStr | None = None
+    address: StrictStr | None = absent()
+    postal_code: StrictStr | None = absent()
+    postal_office: StrictStr | None = absent()
 
 
 class UpdateAutomatDto(ApiModel):
-    name: NonEmptyStr | None = None
-    label: StrictStr | None = None
-    groups: list[StrictStr] | None = None
-    timezone: NonEmptyStr | None = None
-    location: AutomatLocationDto | None = None
+    name: NonEmptyStr | None = absent()
+    label: StrictStr | None = absent()
+    groups: list[StrictStr] | None = absent("Device group ids: the whole membership")
+    timezone: NonEmptyStr | None = absent("An IANA time zone, e.g. Europe/Helsinki")
+    location: AutomatLocationDto | None = absent("The sub-fields given are changed")
 
 
 class InstallAutomatDto(ApiModel):
     name: NonEmptyStr
-    organization_unit_id: StrictStr | None = None
-    label: StrictStr | None = None
-    group_id: StrictStr | None = None
+    organization_unit_id: StrictStr | None = absent("Default: the caller's unit")
+    label: StrictStr | None = absent()
+    group_id: StrictStr | None = absent("A device group the automat joins")
     address: StrictStr
     postal_code: StrictStr
     postal_office: StrictStr
@@ -118,7 +125,7 @@ class InstallAutomatDto(ApiModel):
 
 @router.get("", operation_id="AutomatsController_getAutomats", response_model=Paginated[Automat])
 async def list_automats(
-    caller: Caller, services: Services, after: str | None = None, limit: str | None = None
+    caller: Caller, services: Services, after: PageAfter = None, limit: PageLimit = None
 ) -> Response:
     page = PageRequest.parse(after, limit)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from keyautomat.domain import model
@@ -12,10 +13,15 @@ from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
     ApiModel,
+    InputNumber,
     NonEmptyStr,
+    Number,
+    PageAfter,
+    PageLimit,
     Paginated,
-    StrictInt,
     StrictStr,
+    absent,
+    read_only,
 )
 from keyautomat.service_layer import groups
 from keyautomat.service_layer.pagination import PageRequest
@@ -33,19 +39,19 @@ class Group(ApiModel):
     id: str
     name: str
     customer_id: str | None
-    type: int
-    members: list[GroupMember]
+    type: Number
+    members: list[GroupMember] = read_only()
 
 
 class CreateGroupDto(ApiModel):
     name: NonEmptyStr
     customer_id: StrictStr
-    type: StrictInt
+    type: InputNumber = Field(description="1 device group, 2 key group")
 
 
 class UpdateGroupDto(ApiModel):
-    name: NonEmptyStr | None = None
-    customer_id: StrictStr | None = None
+    name: NonEmptyStr | None = absent()
+    customer_id: StrictStr | None = absent()
 
 
 def _render(session: Session, items: list[model.Group], principal: Principal) -> list[Group]:
@@ -66,8 +72,8 @@ def _render(session: Session, items: list[model.Group], principal: Principal) ->
 async def list_groups(
     caller: Caller,
     services: Services,
-    after: str | None = None,
-    limit: str | None = None,
+    after: PageAfter = None,
+    limit: PageLimit = None,
     customer_id: Annotated[str | None, Query(alias="customerId")] = None,
     search: str | None = None,
 ) -> Paginated[Group]:

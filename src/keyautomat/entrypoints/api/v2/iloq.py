@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import ApiModel, Paginated
+from keyautomat.entrypoints.api.schemas import ApiModel, PageAfter, PageLimit, Paginated
 from keyautomat.service_layer import access_rights
 from keyautomat.service_layer.pagination import PageRequest
 
@@ -30,23 +30,23 @@ class IloqAccessRight(ApiModel):
 async def get_access_rights(
     caller: Caller,
     services: Services,
-    after: str | None = None,
-    limit: str | None = None,
+    after: PageAfter = None,
+    limit: PageLimit = None,
     search: Annotated[str | None, Query(description="Case-insensitive part of the name")] = None,
     return_default_accesses_only: Annotated[
-        bool,
+        bool | None,
         Query(
             alias="returnDefaultAccessesOnly",
-            description="Only the rights iLOQ Manager shows by default",
+            description="Only the rights iLOQ Manager shows by default (default false)",
         ),
-    ] = False,
+    ] = None,
 ) -> Paginated[IloqAccessRight]:
     page = PageRequest.parse(after, limit)
     result = await access_rights.list_access_rights(
         caller,
         page,
         search=search,
-        default_only=return_default_accesses_only,
+        default_only=bool(return_default_accesses_only),
         systems=services.iloq,
         cache=services.access_rights_cache,
     )

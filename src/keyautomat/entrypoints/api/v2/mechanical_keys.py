@@ -1,9 +1,8 @@
 """Mechanical keys (spec endpoints §8; gaps.md A5, F6-F9; docs/mechanical-keys.md).
 
-The operation ids are the spec dump's own (``list``, ``create``, ``get``,
-``update``, ``delete``): only the mechanical-key definitions survived the
-dump's id collision, so keys keep them and mechanical key contracts take
-``MechanicalKeyContractsController_*`` (operation ids must be unique).
+The operation ids are the vendor's own (``list``, ``create``, ``get``,
+``update``, ``delete``), which its document also gives the mechanical key
+contracts' operations (endpoints.md §1); ours does the same (docs/api.md).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from keyautomat.domain.mechanical import MechanicalKey as Key
@@ -18,10 +18,14 @@ from keyautomat.domain.mechanical import Storage
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
+    SCHEMA_REF,
     ApiModel,
+    PageAfter,
+    PageLimit,
     Paginated,
     StrictBool,
     StrictStr,
+    absent,
     json_response,
     page_payload,
 )
@@ -33,14 +37,14 @@ router = APIRouter(prefix="/mechanical/keys", tags=["mechanical keys"])
 
 
 class DeviceStorage(ApiModel):
-    automat_id: str | None = None
+    automat_id: str | None = absent()
 
 
 class ManualStorage(ApiModel):
-    manual_storage_info: str | None = None
+    manual_storage_info: str | None = absent()
 
 
-class MechanicalKeyStatus(ApiModel):
+class KeyStatus(ApiModel):
     available: bool
 
 
@@ -52,8 +56,27 @@ class MechanicalKey(ApiModel):
     selected_storage: DeviceStorage | ManualStorage
     storage: DeviceStorage | ManualStorage | None
     target_storage: DeviceStorage | ManualStorage | None
-    status: MechanicalKeyStatus
+    status: KeyStatus
     shared: bool
+
+
+class DeviceStorageDto(ApiModel):
+    """The key's home is this automat."""
+
+    automat_id: str
+
+
+class ManualStorageDto(ApiModel):
+    """The key's home is a place staff hand it out from, e.g. a shelf."""
+
+    manual_storage_info: str
+
+
+# Documented, not validated: one model reads both shapes and names the field in its 400.
+DOCUMENTED = (DeviceStorageDto, ManualStorageDto)
+_STORAGE_DTO = WithJsonSchema(
+    {"anyOf": [{"$ref": SCHEMA_REF.format(model=m.__name__)} for m in DOCUMENTED]}
+)
 
 
 class StorageDto(ApiModel):
@@ -66,25 +89,30 @@ class StorageDto(ApiModel):
         return Storage.parse(self.automat_id, self.manual_storage_info, "selectedStorage")
 
 
+def _shared() -> Any:
+    """``shared``, documented with the vendor's default: absent or null, it is false."""
+    return Field(default=None, json_schema_extra={"default": False})
+
+
 class CreateMechanicalKeyDto(ApiModel):
     id: StrictStr
     name: StrictStr | None = None
     organization_unit_id: StrictStr | None = None
     rfid_hex: StrictStr | None = None
-    selected_storage: StorageDto
-    shared: StrictBool | None = None
+    selected_storage: Annotated[StorageDto, _STORAGE_DTO]
+    shared: StrictBool | None = _shared()
     away: StrictBool
 
 
 class UpdateMechanicalKeyDto(ApiModel):
     name: StrictStr | None = None
     rfid_hex: StrictStr | None = None
-    selected_storage: StorageDto | None = None
-    shared: StrictBool | None = None
+    selected_storage: Annotated[StorageDto, _STORAGE_DTO] | None = absent()
+    shared: StrictBool | None = _shared()
 
 
 class DeleteMechanicalKeyDto(ApiModel):
-    delete_active_contracts: StrictBool | None = None
+    delete_active_contracts: StrictBool | None = absent()
 
 
 def storage_wire(storage: Storage | None) -> dict[str, str] | None:
@@ -119,8 +147,8 @@ def _render(session: Session, keys: list[Key], services: Services) -> list[dict[
 async def list_keys(
     caller: Caller,
     services: Services,
-    after: str | None = None,
-    limit: str | None = None,
+    after: PageAfter = None,
+    limit: PageLimit = None,
     search: str | None = None,
     selected_storage: Annotated[str | None, Query(alias="selectedStorage")] = None,
     automat_id: Annotated[str | None, Query(alias="automatId")] = None,

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from keyautomat.domain import model
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import ApiModel, NonEmptyStr, StrictInt, StrictStr
+from keyautomat.entrypoints.api.schemas import (
+    ApiModel,
+    InputNumber,
+    NonEmptyStr,
+    Number,
+    StrictStr,
+    absent,
+)
 from keyautomat.service_layer import accounts
 
 router = APIRouter()
@@ -26,12 +33,24 @@ class IloqApiUserDto(ApiModel):
     service_address: NonEmptyStr
 
 
+def _type_is_required(schema: dict[str, Any]) -> None:
+    # The vendor's document marks `type` required and gives it a default; we take it
+    # as 1 when absent (docs/api.md).
+    schema["required"] = ["type", *schema.get("required", [])]
+
+
 class CreateOrganizationUnitDto(ApiModel):
-    type: Annotated[StrictInt, Field(ge=0, le=6)] = 1
+    model_config = ConfigDict(json_schema_extra=_type_is_required)
+
+    type: Annotated[InputNumber, Field(ge=0, le=6)] = Field(
+        default=1,
+        description="0 organization (platform operators only), 1 country, 2 area, 3 town, "
+        "4 district, 5 company, 6 other",
+    )
     name: NonEmptyStr
     customer_id: StrictStr
-    parent_id: StrictStr | None = None
-    iloq_api_user: IloqApiUserDto | None = None
+    parent_id: StrictStr | None = absent("Default: the caller's unit")
+    iloq_api_user: IloqApiUserDto | None = absent()
 
 
 class IloqApiUser(ApiModel):
@@ -47,7 +66,7 @@ class OrganizationUnit(ApiModel):
     customer_id: str | None
     iloq_api_user: IloqApiUser | None
     parent_id: str | None
-    type: int
+    type: Number
 
     @classmethod
     def of(cls, unit: model.OrganizationUnit) -> OrganizationUnit:
@@ -72,9 +91,8 @@ class OrganizationUnit(ApiModel):
 class CreateServiceAccountDto(ApiModel):
     organization_unit_id: NonEmptyStr
     name: NonEmptyStr
-    role: StrictStr | None = Field(
-        default=None,
-        description="Extension: `integration` (default) or `admin` (platform operators only).",
+    role: StrictStr | None = absent(
+        "Our extension: `integration` (default) or `admin` (platform operators only)"
     )
 
 
