@@ -10,8 +10,9 @@
 //
 // Lines marked "// ours" are our documented extensions (docs/api.md, "The OpenAPI
 // documents"): GET / (the smoke test), the optional role of a new service account, the
-// error shape ErrorResponse, and the statuses we send beyond the vendor's, each a
-// reusable response with that shape. Everything else is the vendor's.
+// error shape ErrorResponse, the statuses we send beyond the vendor's, each a
+// reusable response with that shape, and the Idempotency-Key header of every POST and
+// PATCH (with its 409 and 422). Everything else is the vendor's.
 //
 // The vendor's document gives the mechanical key contracts' five operations the ids of
 // the mechanical keys' (list, create, get, update, delete), so a generator keeps one
@@ -489,22 +490,12 @@ export interface components {
     };
   };
   responses: { // ours: the statuses we add, each with the one error shape
+    BadGateway: {
+      content: {
+        "application/json": components["schemas"]["ErrorResponse"];
+      };
+    };
     BadRequest: {
-      content: {
-        "application/json": components["schemas"]["ErrorResponse"];
-      };
-    };
-    Unauthorized: {
-      content: {
-        "application/json": components["schemas"]["ErrorResponse"];
-      };
-    };
-    Forbidden: {
-      content: {
-        "application/json": components["schemas"]["ErrorResponse"];
-      };
-    };
-    NotFound: {
       content: {
         "application/json": components["schemas"]["ErrorResponse"];
       };
@@ -514,7 +505,27 @@ export interface components {
         "application/json": components["schemas"]["ErrorResponse"];
       };
     };
+    Forbidden: {
+      content: {
+        "application/json": components["schemas"]["ErrorResponse"];
+      };
+    };
+    IdempotencyKeyReused: { // ours
+      content: {
+        "application/json": components["schemas"]["ErrorResponse"];
+      };
+    };
+    NotFound: {
+      content: {
+        "application/json": components["schemas"]["ErrorResponse"];
+      };
+    };
     PayloadTooLarge: {
+      content: {
+        "application/json": components["schemas"]["ErrorResponse"];
+      };
+    };
+    ServiceUnavailable: {
       content: {
         "application/json": components["schemas"]["ErrorResponse"];
       };
@@ -524,12 +535,7 @@ export interface components {
         "application/json": components["schemas"]["ErrorResponse"];
       };
     };
-    BadGateway: {
-      content: {
-        "application/json": components["schemas"]["ErrorResponse"];
-      };
-    };
-    ServiceUnavailable: {
+    Unauthorized: {
       content: {
         "application/json": components["schemas"]["ErrorResponse"];
       };
@@ -574,6 +580,11 @@ export interface operations {
     };
   };
   IloqController_createContract: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateIloqKeyContractDto"];
@@ -588,11 +599,12 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
       409: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
       502: components["responses"]["BadGateway"]; // ours
       503: components["responses"]["ServiceUnavailable"]; // ours
@@ -636,6 +648,9 @@ export interface operations {
   };
   IloqController_updateContractById: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -654,12 +669,13 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
+      404: components["responses"]["NotFound"]; // ours
       409: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
-      404: components["responses"]["NotFound"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -736,6 +752,9 @@ export interface operations {
   };
   AutomatsController_updateAutomat: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -755,11 +774,18 @@ export interface operations {
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
       404: components["responses"]["NotFound"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   AutomatsController_installAutomat: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["InstallAutomatDto"];
@@ -774,12 +800,17 @@ export interface operations {
       400: components["responses"]["BadRequest"]; // ours
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   AutomatsController_uninstallAutomat: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -792,11 +823,16 @@ export interface operations {
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
       404: components["responses"]["NotFound"]; // ours
+      409: components["responses"]["Conflict"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   AutomatsController_replaceAutomat: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -811,11 +847,16 @@ export interface operations {
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
       404: components["responses"]["NotFound"]; // ours
+      409: components["responses"]["Conflict"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   AutomatsController_sendPincode: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -834,16 +875,21 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
       404: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   AutomatsController_cancelSendPincode: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -860,11 +906,13 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
       404: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -895,6 +943,11 @@ export interface operations {
     };
   };
   GroupsController_create: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateGroupDto"];
@@ -909,7 +962,9 @@ export interface operations {
       400: components["responses"]["BadRequest"]; // ours
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -954,6 +1009,9 @@ export interface operations {
   };
   GroupsController_update: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -969,17 +1027,24 @@ export interface operations {
           "application/json": components["schemas"]["Group"];
         };
       };
-      404: {
-        content: never;
-      };
       400: components["responses"]["BadRequest"]; // ours
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
+      404: {
+        content: never;
+      };
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   OrganizationUnitsController_create: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateOrganizationUnitDto"];
@@ -994,11 +1059,18 @@ export interface operations {
       400: components["responses"]["BadRequest"]; // ours
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
   ServiceAccountsController_create: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateServiceAccountDto"];
@@ -1013,7 +1085,9 @@ export interface operations {
       400: components["responses"]["BadRequest"]; // ours
       401: components["responses"]["Unauthorized"]; // ours
       403: components["responses"]["Forbidden"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -1065,6 +1139,11 @@ export interface operations {
     };
   };
   create: {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateMechanicalKeyDto"];
@@ -1079,11 +1158,12 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
       409: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -1135,6 +1215,9 @@ export interface operations {
   };
   update: {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -1153,11 +1236,13 @@ export interface operations {
       400: {
         content: never;
       };
+      401: components["responses"]["Unauthorized"]; // ours
       404: {
         content: never;
       };
-      401: components["responses"]["Unauthorized"]; // ours
+      409: components["responses"]["Conflict"]; // ours
       413: components["responses"]["PayloadTooLarge"]; // ours
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"]; // ours
     };
   };
@@ -1208,6 +1293,11 @@ export interface repeated_operations {
     };
   };
   "post /mechanical/keycontracts": {
+    parameters: { // ours
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
+    };
     requestBody: {
       content: {
         "application/json": components["schemas"]["CreateMechanicalKeyContractDto"];
@@ -1223,6 +1313,7 @@ export interface repeated_operations {
       401: components["responses"]["Unauthorized"];
       409: components["responses"]["Conflict"];
       413: components["responses"]["PayloadTooLarge"];
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"];
     };
   };
@@ -1262,6 +1353,9 @@ export interface repeated_operations {
   };
   "patch /mechanical/keycontracts/{id}": {
     parameters: {
+      header?: { // ours
+        "Idempotency-Key"?: string; // ours
+      };
       path: {
         id: string;
       };
@@ -1282,6 +1376,7 @@ export interface repeated_operations {
       404: components["responses"]["NotFound"];
       409: components["responses"]["Conflict"];
       413: components["responses"]["PayloadTooLarge"];
+      422: components["responses"]["IdempotencyKeyReused"]; // ours
       429: components["responses"]["TooManyRequests"];
     };
   };

@@ -117,8 +117,13 @@ EXTENSION_RESPONSES: dict[int, tuple[str, str]] = {
     401: ("Unauthorized", "Missing, stale, replayed or wrong signature, or unknown account"),
     403: ("Forbidden", "The caller's role or organization unit may not do this"),
     404: ("NotFound", "No such resource in the caller's organization subtree"),
-    409: ("Conflict", "The request collides with another contract or key"),
+    409: (
+        "Conflict",
+        "The request collides with another contract or key, or a request with the same "
+        "Idempotency-Key is still in progress",
+    ),
     413: ("PayloadTooLarge", "The body is over the limit (1 MiB)"),
+    422: ("IdempotencyKeyReused", "The Idempotency-Key was used for another request"),
     429: ("TooManyRequests", "Rate limit reached: retry after `Retry-After` seconds"),
     502: ("BadGateway", "The customer's iLOQ system refused the request"),
     503: ("ServiceUnavailable", "The customer's iLOQ system cannot be reached: retry later"),
@@ -151,7 +156,20 @@ PAGINATION = ("after", "limit", "hasNext")
 
 # Request headers we define beyond the vendor's, added to the operations of the given
 # methods in both documents: (methods, parameter object).
-EXTENSION_HEADERS: tuple[tuple[frozenset[str], dict[str, Any]], ...] = ()
+_WRITES = frozenset({"post", "patch"})
+EXTENSION_HEADERS: tuple[tuple[frozenset[str], dict[str, Any]], ...] = (
+    (
+        _WRITES,
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Retry-safe writes: a retry with the same key and body gets the "
+            "first answer again (docs/api.md, 'Idempotent requests')",
+            "schema": {"type": "string"},
+        },
+    ),
+)
 
 # What a schema may state in the V2 document: the rest (lengths, patterns, ranges, titles)
 # is ours to check and docs/api.md's to say.
@@ -281,8 +299,10 @@ def _extension_statuses(operation: dict[str, Any], key: Operation, *, vendor: bo
         statuses.append(413)
     if key in ADMIN_ONLY or not vendor:  # every admin route is for admins only
         statuses.append(403)
-    if key in CONFLICTS:
+    if key in CONFLICTS or key[0] in _WRITES:
         statuses.append(409)
+    if key[0] in _WRITES:
+        statuses.append(422)
     if key in ILOQ_BACKED:
         statuses += [502, 503]
     return statuses
