@@ -800,7 +800,7 @@ def list_alarms(session: Session, principal: Principal, automat_id: str) -> list
 def acknowledge_alarm(
     session: Session, principal: Principal, automat_id: str, alarm_id: str, now: datetime
 ) -> AlarmView:
-    principal.require_admin()
+    principal.require_operator()
     get_automat(session, principal, automat_id)
     row = session.execute(
         select(device_alarms).where(
