@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from keyautomat.adapters.request_state import SharedLedger
@@ -37,6 +38,9 @@ from keyautomat.entrypoints.api.v2 import (
     organization,
     root,
 )
+from keyautomat.entrypoints.console import MAX_FORM as CONSOLE_MAX_FORM
+from keyautomat.entrypoints.console import PREFIX as CONSOLE_PREFIX
+from keyautomat.entrypoints.console import build_console
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 from keyautomat.service_layer.idempotency import IdempotencyStore
@@ -73,7 +77,17 @@ def _add_schemas(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> 
             raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
 
 
-def create_app(
+def _mount_console(app: FastAPI, container: Container) -> None:
+    """The web console (docs/console.md): an application of its own under ``/console/``, in
+    no OpenAPI document; ``/`` leads there."""
+    app.mount(CONSOLE_PREFIX, build_console(container))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
+
+
+def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     container: Container,
     *,
     run_worker: bool = False,
@@ -140,6 +154,8 @@ def create_app(
     app.include_router(admin.build_router())
     app.include_router(sign.router)
 
+    _mount_console(app, container)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
@@ -190,7 +206,10 @@ def create_app(
     )
     app.state.verifier = verifier
     # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
-    app.add_middleware(EdgeMiddleware, body_limits={f"{sign.PREFIX}/": sign.MAX_FORM})
+    app.add_middleware(
+        EdgeMiddleware,
+        body_limits={f"{sign.PREFIX}/": sign.MAX_FORM, f"{CONSOLE_PREFIX}/": CONSOLE_MAX_FORM},
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
