@@ -21,8 +21,9 @@ install: | $(UV)  ## install the project and its dev tools into .venv (and opena
 	@# without npm it skips, or fails under KEYAUTOMAT_REQUIRE_SERVICES=1.
 	@if command -v npm >/dev/null; then npm ci --prefix tests/openapi_ts --no-audit --no-fund --silent; fi
 
-run: install  ## migrate a SQLite database and serve the API with demo data on :8080
+run: install  ## migrate a SQLite database and serve the API and console with demo data on :8080
 	@echo "Starting keyautomat on http://127.0.0.1:8080 (Ctrl+C stops it)."
+	@echo "Open http://127.0.0.1:8080/console/ and sign in with consoleUser/consolePassword below."
 	@echo "In another terminal, call it with:  uv run keyautomat call GET /automats"
 	@$(UV) run --frozen keyautomat serve --demo --host 127.0.0.1 --port 8080
 

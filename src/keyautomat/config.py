@@ -213,6 +213,35 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="How long access rights are cached per unit (gaps C19)."
     )
 
+    # --- Web console (docs/console.md) ---
+    console_session_idle_minutes: float = Field(
+        default=720.0,
+        ge=5,
+        le=10080,
+        description="A console session ends after this long without a request.",
+    )
+    console_session_max_hours: float = Field(
+        default=168.0, ge=1, le=8760, description="A console session ends this long after login."
+    )
+    console_login_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Wrong passwords one console account may get before each further one "
+        "blocks its logins for a doubling time (all processes count together).",
+    )
+    console_login_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        le=100000,
+        description="Failed console logins one client address may make before it backs off "
+        "the same way (counted per API process).",
+    )
+    console_login_backoff_max_seconds: float = Field(
+        default=900.0, gt=0, le=86400, description="Longest back-off after failed console logins."
+    )
+    # --- end of the web console's settings ---
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
@@ -297,6 +326,11 @@ class Settings(BaseSettings):
         database = sqlite_database_path(self.database_url)
         folder = database.parent if database is not None else Path()
         return folder / DEFAULT_SECRET_KEY_FILE
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies only over TLS: the configured public URL is https (docs/console.md)."""
+        return any(base.startswith("https://") for base in self.public_bases)
 
     @property
     def is_sqlite(self) -> bool:

@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from keyautomat.adapters.db import make_engine
+from keyautomat.adapters.orm_console import console_users
+from keyautomat.adapters.passwords import Passwords
 from keyautomat.client import Client
 from keyautomat.entrypoints.cli import main
 from tests.processes import CLI, free_port, wait_until_serving
@@ -43,6 +47,81 @@ def test_init_creates_the_root_organization_and_an_admin_key(
     assert key_file == (tmp_path / "keys" / "admin.pem").resolve()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+
+
+def _signs_in(database_url: str, email: str, password: str) -> bool:
+    """Whether ``password`` is the stored password of the console user ``email``."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(console_users.c.password_hash).where(
+                    console_users.c.email_key == email.lower()
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    return Passwords().verify(stored, password)
+
+
+def test_init_with_an_admin_email_creates_the_first_console_admin_and_prints_its_password_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    argv = ["init", "--org-name", "Acme", "--key-out", "a.pem", "--admin-email", "Anna@Acme.fi"]
+    result = run_cli(argv, tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["consoleUser"] == "Anna@Acme.fi"
+    assert len(info["consolePassword"]) >= 20
+    assert _signs_in(env["KEYAUTOMAT_DATABASE_URL"], "anna@acme.fi", info["consolePassword"])
+    assert info["consolePassword"] not in (tmp_path / "cli.db").read_bytes().decode("latin-1")
+
+
+def test_init_with_an_email_that_is_no_email_exits_2_naming_the_option_before_anything_runs(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    argv = ["init", "--org-name", "Acme", "--key-out", "a.pem", "--admin-email", "anna"]
+    result = run_cli(argv, tmp_path, env)
+    assert result.returncode == 2
+    assert "argument --admin-email: must be an email address" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_user_add_prints_one_line_with_a_password_that_signs_in_and_reset_replaces_it(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["init", "--org-name", "Acme", "--key-out", "a.pem"]) == 0
+    unit_id = json.loads(capsys.readouterr().out)["organizationUnitId"]
+    add = ["user", "add", "--email", "bob@acme.fi", "--organization-unit", unit_id]
+    assert main([*add, "--role", "operator"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    added = json.loads(lines[0])
+    assert (added["email"], added["organizationUnitId"], added["role"]) == (
+        "bob@acme.fi",
+        unit_id,
+        "operator",
+    )
+    database = env["KEYAUTOMAT_DATABASE_URL"]
+    assert _signs_in(database, "bob@acme.fi", added["password"])
+    # One login per email, whatever its case; a unit that does not exist is named.
+    assert main(["user", "add", "--email", "BOB@acme.fi", "--organization-unit", unit_id]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["user", "add", "--email", "eve@acme.fi", "--organization-unit", "nope"]) == 2
+    assert "Organization unit not found" in capsys.readouterr().err
+    assert main(["user", "reset-password", "--email", "Bob@Acme.fi"]) == 0
+    reset = json.loads(capsys.readouterr().out)
+    assert reset["consoleUserId"] == added["consoleUserId"]
+    assert _signs_in(database, "bob@acme.fi", reset["password"])
+    assert not _signs_in(database, "bob@acme.fi", added["password"])
+    assert main(["user", "reset-password", "--email", "nobody@acme.fi"]) == 2
+    assert "Console user not found" in capsys.readouterr().err
 
 
 def test_invalid_settings_stop_the_command_with_a_message_naming_the_setting(
@@ -81,9 +160,19 @@ def test_serve_demo_prints_how_to_call_it_and_the_printed_call_works(
     demo_server: tuple[dict[str, str], Path], env: dict[str, str]
 ) -> None:
     info, cwd = demo_server
-    assert set(info) == {"serviceAccountId", "organizationUnitId", "privateKeyFile", "baseUrl"}
+    assert set(info) == {
+        "serviceAccountId",
+        "organizationUnitId",
+        "privateKeyFile",
+        "baseUrl",
+        "consoleUrl",
+        "consoleUser",
+        "consolePassword",
+    }
     assert info["baseUrl"].startswith("http://127.0.0.1:")
     assert info["baseUrl"].endswith("/v2")
+    assert info["consoleUrl"] == info["baseUrl"].removesuffix("v2") + "console/"
+    assert _signs_in(env["KEYAUTOMAT_DATABASE_URL"], info["consoleUser"], info["consolePassword"])
     with Client.from_key_file(
         info["baseUrl"], info["serviceAccountId"], info["privateKeyFile"]
     ) as client:
@@ -128,6 +217,10 @@ def test_serving_the_demo_again_keeps_the_data_and_the_key(
             proc.wait(timeout=20)
     assert infos[0]["serviceAccountId"] == infos[1]["serviceAccountId"]
     assert infos[0]["organizationUnitId"] == infos[1]["organizationUnitId"]
+    # The console login printed last time still signs in: a restart keeps the browser's.
+    assert infos[0]["consolePassword"] == infos[1]["consolePassword"]
+    info_file = tmp_path / "demo-service-account.json"
+    assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
 
 
 def test_init_refuses_to_overwrite_an_existing_key_file(

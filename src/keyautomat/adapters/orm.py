@@ -276,6 +276,7 @@ FEATURE_TABLE_MODULES: tuple[str, ...] = (
     "keyautomat.adapters.orm_iloq",
     "keyautomat.adapters.orm_contracts",
     "keyautomat.adapters.orm_mechanical",
+    "keyautomat.adapters.orm_console",
 )
 
 

@@ -52,17 +52,33 @@ class AttemptLimiter:
         record = self._records.get(key)
         return record is not None and now < record.blocked_until
 
+    def block_after(self, failures: int) -> timedelta | None:
+        """How long the failure that brought the count to ``failures`` blocks its key;
+        None while the count is within the free failures.
+
+        The rule itself, for books kept elsewhere too (a console user's row keeps its
+        own, so that every process and every restart sees them).
+        """
+        over = failures - self.free - 1
+        if over < 0:
+            return None
+        block: timedelta = self.base * (2 ** min(over, _MAX_DOUBLINGS))
+        return min(block, self.cap)
+
+    def forgets(self, last_failure: datetime, now: datetime) -> bool:
+        """Whether failures whose last one was at ``last_failure`` are forgotten by ``now``."""
+        return now - last_failure >= self.forget_after
+
     def failed(self, key: str, now: datetime) -> int:
         """Count a failure of ``key``; returns how many failures it has now."""
         record = self._records.pop(key, None)
-        if record is None or now - record.last_failure >= self.forget_after:
+        if record is None or self.forgets(record.last_failure, now):
             record = _Record(0, now, now)
         record.failures += 1
         record.last_failure = now
-        over = record.failures - self.free - 1
-        if over >= 0:
-            block = self.base * (2 ** min(over, _MAX_DOUBLINGS))
-            record.blocked_until = now + min(block, self.cap)
+        block = self.block_after(record.failures)
+        if block is not None:
+            record.blocked_until = now + block
         self._records[key] = record  # most recent last
         while len(self._records) > self.max_keys:
             self._records.popitem(last=False)

@@ -1,9 +1,10 @@
 """The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate,
-device-test."""
+device-test, user."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 
@@ -38,7 +40,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _write_private_key(path: Path, pem: str) -> None:
+def _write_private_file(path: Path, pem: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         path.unlink()
@@ -96,27 +98,48 @@ def cmd_init(args: argparse.Namespace) -> int:
     except FileExistsError:
         print(f"{key_out} exists; refusing to overwrite a private key", file=sys.stderr)
         return 2
+    # Hashed before the transaction: Argon2 takes a moment, the write lock need not wait.
+    console_admin = _new_console_password() if args.admin_email else None
     try:
         with os.fdopen(fd, "w") as handle:
-            unit_id, account_id = _init_root(args, handle)
+            unit_id, account_id = _init_root(args, handle, console_admin)
     except BaseException:
         # Whatever failed (settings, database, the transaction), the reserved file
         # goes: an empty or orphaned key file would make every rerun refuse.
         key_out.unlink(missing_ok=True)
         raise
-    _print_json(
-        {
-            "organizationUnitId": unit_id,
-            "serviceAccountId": account_id,
-            "privateKeyFile": str(key_out.resolve()),
-        }
-    )
+    printed = {
+        "organizationUnitId": unit_id,
+        "serviceAccountId": account_id,
+        "privateKeyFile": str(key_out.resolve()),
+    }
+    if console_admin is not None:
+        # The only time the password is shown: only its hash is stored.
+        printed |= {"consoleUser": args.admin_email, "consolePassword": console_admin[0]}
+    else:
+        print(
+            "no console admin: give --admin-email, or add one with `keyautomat user add`",
+            file=sys.stderr,
+        )
+    _print_json(printed)
     return 0
 
 
-def _init_root(args: argparse.Namespace, handle: TextIO) -> tuple[str, str]:
+def _new_console_password() -> tuple[str, str]:
+    """A generated console password and its hash."""
+    from keyautomat.adapters.passwords import Passwords
+    from keyautomat.domain.console import generate_password
+
+    password = generate_password()
+    return password, Passwords().hash(password)
+
+
+def _init_root(
+    args: argparse.Namespace, handle: TextIO, console_admin: tuple[str, str] | None
+) -> tuple[str, str]:
+    from keyautomat.domain.console import ConsoleRole
     from keyautomat.domain.model import OrgUnitType, Role
-    from keyautomat.service_layer import accounts
+    from keyautomat.service_layer import accounts, console_users
 
     container = _container()
     now = container.clock.now()
@@ -136,6 +159,16 @@ def _init_root(args: argparse.Namespace, handle: TextIO) -> tuple[str, str]:
         created = accounts.create_service_account(
             session, None, organization_unit_id=unit.id, name="admin", role=Role.ADMIN, now=now
         )
+        if console_admin is not None:
+            console_users.create_user(
+                session,
+                None,
+                email=args.admin_email,
+                organization_unit_id=unit.id,
+                role=ConsoleRole.ADMIN,
+                password_hash=console_admin[1],
+                now=now,
+            )
         handle.write(created.private_key_pem)  # written before the transaction commits
         handle.flush()
         return unit.id, created.account.id
@@ -208,14 +241,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         )
         if access.private_key_pem is not None:
-            _write_private_key(DEMO_KEY_FILE, access.private_key_pem)
+            _write_private_file(DEMO_KEY_FILE, access.private_key_pem)
         info = {
             "serviceAccountId": access.service_account_id,
             "organizationUnitId": access.organization_unit_id,
             "privateKeyFile": str(DEMO_KEY_FILE.resolve()),
             "baseUrl": base_url,
+            **_demo_console_login(container, access.organization_unit_id, base_url),
         }
-        DEMO_INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
+        # Mode 600: it holds the demo console password.
+        _write_private_file(DEMO_INFO_FILE, json.dumps(info, indent=2) + "\n")
         _print_json(info)
     background = []
     if args.demo:
@@ -239,6 +274,111 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.Server(config).run()
     finally:
         container.close()
+    return 0
+
+
+def _demo_console_login(container: Container, unit_id: str, base_url: str) -> dict[str, str]:
+    """``consoleUrl``, ``consoleUser`` and ``consolePassword`` of the demo (docs/console.md):
+    the password printed last time is kept while it still signs in."""
+    from keyautomat.adapters.passwords import Passwords
+    from keyautomat.entrypoints.demo import DEMO_CONSOLE_EMAIL, demo_console_password
+
+    known = None
+    if DEMO_INFO_FILE.exists():
+        with contextlib.suppress(ValueError, OSError):
+            known = json.loads(DEMO_INFO_FILE.read_text()).get("consolePassword")
+    password = container.db.transaction(
+        lambda s: demo_console_password(
+            s,
+            unit_id,
+            passwords=Passwords(),
+            known_password=known if isinstance(known, str) else None,
+            now=container.clock.now(),
+        )
+    )
+    return {
+        "consoleUrl": console_url(base_url),
+        "consoleUser": DEMO_CONSOLE_EMAIL,
+        "consolePassword": password,
+    }
+
+
+def console_url(base_url: str) -> str:
+    """Where the console of the API at ``base_url`` (the V2 base clients sign) is."""
+    if base_url.endswith("/v2"):
+        return base_url.removesuffix("/v2") + "/console/"
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}/console/"
+
+
+def _email(value: str) -> str:
+    """The type of ``--email`` options: an email a console user can have."""
+    from keyautomat.domain.console import email_key
+    from keyautomat.domain.errors import InvalidInput
+
+    try:
+        email_key(value)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("email: ")) from None
+    return value.strip()
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """A console user with a generated password, printed once as one JSON line."""
+    from keyautomat.domain.console import ConsoleRole
+    from keyautomat.domain.errors import DomainError
+    from keyautomat.service_layer import console_users
+
+    password, password_hash = _new_console_password()
+    container = _container()
+    try:
+        user = container.db.transaction(
+            lambda s: console_users.create_user(
+                s,
+                None,
+                email=args.email,
+                organization_unit_id=args.organization_unit,
+                role=ConsoleRole(args.role),
+                password_hash=password_hash,
+                now=container.clock.now(),
+            )
+        )
+    except DomainError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    finally:
+        container.close()
+    _print_json(
+        {
+            "consoleUserId": user.id,
+            "email": user.email,
+            "organizationUnitId": user.organization_unit_id,
+            "role": str(user.role),
+            "password": password,
+        }
+    )
+    return 0
+
+
+def cmd_user_reset_password(args: argparse.Namespace) -> int:
+    """A new generated password for a console user; every session of the user ends."""
+    from keyautomat.domain.errors import DomainError
+    from keyautomat.service_layer import console_users
+
+    password, password_hash = _new_console_password()
+    container = _container()
+    try:
+        user = container.db.transaction(
+            lambda s: console_users.reset_password(
+                s, args.email, password_hash, container.clock.now()
+            )
+        )
+    except DomainError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    finally:
+        container.close()
+    _print_json({"consoleUserId": user.id, "email": user.email, "password": password})
     return 0
 
 
@@ -379,6 +519,24 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0 if response.status_code < 400 else 1
 
 
+def _add_user_commands(sub: Any) -> None:
+    """``keyautomat user add`` and ``keyautomat user reset-password`` (docs/console.md)."""
+    p = sub.add_parser("user", help="console users: add one, reset a password")
+    users = p.add_subparsers(dest="user_command", required=True)
+    u = users.add_parser("add", help="add a console user; prints its generated password once")
+    u.add_argument("--email", required=True, type=_email)
+    u.add_argument("--organization-unit", required=True, help="id of the user's unit")
+    u.add_argument("--role", choices=["admin", "operator", "viewer"], default="viewer")
+    u.set_defaults(func=cmd_user_add)
+    u = users.add_parser(
+        "reset-password", help="give a console user a new generated password; ends its sessions"
+    )
+    u.add_argument("--email", required=True, type=_email)
+    u.set_defaults(func=cmd_user_reset_password)
+    for command in users.choices.values():
+        command.register("type", None, _text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyautomat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -390,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org-name", required=True)
     p.add_argument("--customer-id", default=None)
     p.add_argument("--key-out", required=True, help="file for the PKCS#1 private key (mode 600)")
+    p.add_argument(
+        "--admin-email",
+        type=_email,
+        help="also create the first console admin with this email (its password is printed once)",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("serve", help="run the API server")
@@ -450,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_test_arguments(p)
     p.set_defaults(func=cmd_device_test)
+
+    _add_user_commands(sub)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")

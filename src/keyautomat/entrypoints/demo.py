@@ -14,10 +14,19 @@ from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
+from keyautomat.adapters.passwords import Passwords
+from keyautomat.domain.console import ConsoleRole, email_key, generate_password
 from keyautomat.domain.iloq import short_key_name
 from keyautomat.domain.mechanical import Storage
 from keyautomat.domain.model import OrganizationUnit, OrgUnitType, Role, ServiceAccount
-from keyautomat.service_layer import accounts, automats, groups, iloq_keys, mechanical_keys
+from keyautomat.service_layer import (
+    accounts,
+    automats,
+    console_users,
+    groups,
+    iloq_keys,
+    mechanical_keys,
+)
 from keyautomat.service_layer.automats import Location
 from keyautomat.service_layer.principal import Principal
 
@@ -290,3 +299,40 @@ def _seed_iloq(session: Session, unit_id: str, now: datetime) -> None:
         iloq_keys.register_key(
             session, organization_unit_id=unit_id, key_id=key.id, name=key.name, now=now
         )
+
+
+# The console login of the demo organization (docs/console.md).
+DEMO_CONSOLE_EMAIL = "demo@keyautomat.local"
+
+
+def demo_console_password(
+    session: Session,
+    unit_id: str,
+    *,
+    passwords: Passwords,
+    known_password: str | None,
+    now: datetime,
+) -> str:
+    """The demo console admin's password: the one printed last time while it still signs
+    in (a restart keeps the browser's login), else a new one (the admin made on first use)."""
+    candidate = console_users.login_candidate(session, email_key(DEMO_CONSOLE_EMAIL))
+    if (
+        candidate is not None
+        and known_password is not None
+        and passwords.verify(candidate.password_hash, known_password)
+    ):
+        return known_password
+    password = generate_password()
+    if candidate is None:
+        console_users.create_user(
+            session,
+            None,
+            email=DEMO_CONSOLE_EMAIL,
+            organization_unit_id=unit_id,
+            role=ConsoleRole.ADMIN,
+            password_hash=passwords.hash(password),
+            now=now,
+        )
+    else:
+        console_users.set_password(session, candidate.user_id, passwords.hash(password), now)
+    return password

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -435,6 +435,17 @@ def is_online(
     return now - last_seen_at < timedelta(seconds=offline_after)
 
 
+def online_condition(now: datetime, offline_after: float) -> ColumnElement[bool]:
+    """:func:`is_online` as SQL over ``automats`` joined with ``device_links``: the same
+    rule for many automats at once (the console's lists and counts)."""
+    a = orm.automats
+    return and_(
+        device_links.c.connected.is_(True),
+        device_links.c.hw_id == a.c.hw_id,
+        a.c.last_seen_at > now - timedelta(seconds=offline_after),
+    )
+
+
 # --- events -----------------------------------------------------------------------------
 
 
@@ -785,12 +796,16 @@ class AlarmView:
     acknowledged_at: datetime | None
 
 
-def list_alarms(session: Session, principal: Principal, automat_id: str) -> list[AlarmView]:
+def list_alarms(
+    session: Session, principal: Principal, automat_id: str, limit: int | None = None
+) -> list[AlarmView]:
+    """The automat's alarms, latest first; the ``limit`` latest when given."""
     get_automat(session, principal, automat_id)
     rows = session.execute(
         select(device_alarms)
         .where(device_alarms.c.automat_id == automat_id)
         .order_by(device_alarms.c.started_at.desc(), device_alarms.c.id)
+        .limit(limit)
     ).all()
     return [
         AlarmView(r.id, r.alarm_type, r.started_at, r.ended_at, r.acknowledged_at) for r in rows
@@ -800,7 +815,7 @@ def list_alarms(session: Session, principal: Principal, automat_id: str) -> list
 def acknowledge_alarm(
     session: Session, principal: Principal, automat_id: str, alarm_id: str, now: datetime
 ) -> AlarmView:
-    principal.require_admin()
+    principal.require_operator()
     get_automat(session, principal, automat_id)
     row = session.execute(
         select(device_alarms).where(

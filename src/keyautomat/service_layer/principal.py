@@ -8,12 +8,16 @@ from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.errors import Forbidden, InvalidInput, NotFound
 from keyautomat.domain.model import OrganizationUnit, Role
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who acts: a service account (role admin or integration), or a console user (role
+    admin, operator or viewer; ``service_account_id`` is then the user's id)."""
+
     service_account_id: str
     organization_unit_id: str
     organization_unit_path: str
@@ -33,6 +37,11 @@ class Principal:
 
     def require_admin(self) -> None:
         if not self.is_admin:
+            raise Forbidden()
+
+    def require_operator(self) -> None:
+        """Running the sites (alarms): admins, and the console's operators."""
+        if self.role not in (ConsoleRole.ADMIN, ConsoleRole.OPERATOR):
             raise Forbidden()
 
     def sees(self, unit_path: str) -> bool:

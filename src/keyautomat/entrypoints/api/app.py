@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.bootstrap import Container
@@ -43,6 +43,9 @@ from keyautomat.entrypoints.api.v2 import (
     organization,
     root,
 )
+from keyautomat.entrypoints.console import MAX_FORM as CONSOLE_MAX_FORM
+from keyautomat.entrypoints.console import PREFIX as CONSOLE_PREFIX
+from keyautomat.entrypoints.console import build_console
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.accounts import AccountKey, load_account
 from keyautomat.service_layer.idempotency import IdempotencyStore
@@ -60,6 +63,16 @@ V2_MODELS = (
     *mechanical_contracts.REQUEST_MODELS,
     *mechanical_keys.DOCUMENTED,
 )
+
+
+def _mount_console(app: FastAPI, container: Container) -> None:
+    """The web console (docs/console.md): an application of its own under ``/console/``, in
+    no OpenAPI document; ``/`` leads there."""
+    app.mount(CONSOLE_PREFIX, build_console(container))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
 
 
 def create_app(
@@ -144,6 +157,8 @@ def create_app(
         _serve_document(app, url, docs, document)
     app.openapi = lambda: document(OPENAPI_URL)  # type: ignore[method-assign]
 
+    _mount_console(app, container)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
@@ -194,7 +209,10 @@ def create_app(
     )
     app.state.verifier = verifier
     # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
-    app.add_middleware(EdgeMiddleware, body_limits={f"{sign.PREFIX}/": sign.MAX_FORM})
+    app.add_middleware(
+        EdgeMiddleware,
+        body_limits={f"{sign.PREFIX}/": sign.MAX_FORM, f"{CONSOLE_PREFIX}/": CONSOLE_MAX_FORM},
+    )
 
     return app
 

@@ -1,0 +1,188 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against a real
+``keyautomat serve`` process (tests/processes.py).
+
+Playwright's own browser download is not reachable here, so the system Chromium is
+launched by path (``KEYAUTOMAT_TEST_CHROMIUM``, default /usr/bin/chromium). Without it
+the tests skip, saying so, and fail under KEYAUTOMAT_REQUIRE_SERVICES=1 (CI, whose
+.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from keyautomat.bootstrap import Container
+from keyautomat.client import Client
+from keyautomat.domain.console import ConsoleRole
+from keyautomat.domain.model import OrgUnitType
+from tests.conftest import Tenant, make_tenant
+from tests.console_support import PASSWORD, add_user
+from tests.processes import KeyautomatProcess, Processes
+from tests.services import services_required
+
+CHROMIUM = os.environ.get("KEYAUTOMAT_TEST_CHROMIUM", "/usr/bin/chromium")
+
+# One engine is enough here: the pages' SQL runs on both in tests/integration/test_console.py.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if services_required():
+            pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def server(processes: Processes) -> KeyautomatProcess:
+    return processes.serve()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def tenants(container: Container, server: KeyautomatProcess) -> Iterator[list[Tenant]]:
+    """Units with an admin service account each, calling the real server (closed at the end)."""
+    made: list[Tenant] = []
+    yield made
+    for tenant in made:
+        tenant.api.close()
+
+
+def _tenant(
+    container: Container, server: KeyautomatProcess, made: list[Tenant], **unit: Any
+) -> Tenant:
+    tenant = make_tenant(container, None, **unit)  # type: ignore[arg-type]
+    tenant.api = Client(server.api_url, tenant.account_id, tenant.private_key)
+    made.append(tenant)
+    return tenant
+
+
+@pytest.fixture
+def api_tenant(container: Container, server: KeyautomatProcess, tenants: list[Tenant]) -> Tenant:
+    return _tenant(container, server, tenants)
+
+
+def _install(tenant: Tenant, name: str) -> str:
+    automat: str = tenant.api.post(
+        "/automats/install",
+        {
+            "name": name,
+            "address": "Mannerheimintie 1",
+            "postalCode": "00100",
+            "postalOffice": "Helsinki",
+            "timezone": "Europe/Helsinki",
+            "product": "key20",
+        },
+    )["id"]
+    return automat
+
+
+def _sign_in(page: Page, server: KeyautomatProcess, email: str, password: str = PASSWORD) -> None:
+    page.goto(f"{server.base_url}/console/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_signing_in_a_wrong_password_and_signing_out(
+    page: Page, container: Container, server: KeyautomatProcess, api_tenant: Tenant
+) -> None:
+    add_user(container, api_tenant.unit_id, "anna@acme.fi")
+    page.goto(f"{server.base_url}/")
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    _sign_in(page, server, "anna@acme.fi", "not the password")
+    expect(page.get_by_role("alert")).to_have_text("The email or the password is wrong.")
+    _sign_in(page, server, "anna@acme.fi")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_have_text("You have signed out.")
+    page.goto(f"{server.base_url}/console/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_a_state_changing_request_without_the_csrf_token_gets_403(
+    page: Page, container: Container, server: KeyautomatProcess, api_tenant: Tenant
+) -> None:
+    add_user(container, api_tenant.unit_id, "anna@acme.fi")
+    automat_id = _install(api_tenant, "Mainstreet 1")
+    _sign_in(page, server, "anna@acme.fi")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    # The browser's own cookies go along; only the form's token is missing.
+    answer = page.request.post(
+        f"{server.base_url}/console/automats/{automat_id}/uninstall", form={"confirm": "yes"}
+    )
+    assert answer.status == 403
+    assert api_tenant.api.get(f"/automats/{automat_id}")["lifecycleState"] == "waitingForInstall"
+
+
+def test_a_user_of_a_child_unit_does_not_see_the_parents_automats(
+    page: Page,
+    container: Container,
+    server: KeyautomatProcess,
+    api_tenant: Tenant,
+    tenants: list[Tenant],
+) -> None:
+    child = _tenant(
+        container,
+        server,
+        tenants,
+        name="Acme East",
+        parent_id=api_tenant.unit_id,
+        unit_type=OrgUnitType.COMPANY,
+    )
+    parents = _install(api_tenant, "Parent automat")
+    childs = _install(child, "Child automat")
+    add_user(container, child.unit_id, "east@acme.fi", ConsoleRole.OPERATOR)
+    _sign_in(page, server, "east@acme.fi")
+    page.get_by_role("link", name="Automats").click()
+    expect(page.get_by_role("link", name="Child automat")).to_be_visible()
+    expect(page.get_by_text("Parent automat")).to_have_count(0)
+    answer = page.goto(f"{server.base_url}/console/automats/{parents}")
+    assert answer is not None
+    assert answer.status == 404
+    expect(page.get_by_text("Parent automat")).to_have_count(0)
+    answer = page.goto(f"{server.base_url}/console/automats/{childs}")
+    assert answer is not None
+    assert answer.status == 200
+
+
+def test_no_console_page_asks_any_host_but_keyautomat(
+    page: Page, container: Container, server: KeyautomatProcess, api_tenant: Tenant
+) -> None:
+    add_user(container, api_tenant.unit_id, "anna@acme.fi")
+    automat_id = _install(api_tenant, "Mainstreet 1")
+    origins: list[str] = []
+    page.on("request", lambda request: origins.append(request.url))
+    _sign_in(page, server, "anna@acme.fi")
+    for path in ("/", "/automats", f"/automats/{automat_id}", "/automats/new", "/account"):
+        page.goto(f"{server.base_url}/console{path}")
+        page.wait_for_load_state("networkidle")
+    # The live regions refresh themselves: one refresh of the automat's page.
+    page.goto(f"{server.base_url}/console/automats/{automat_id}")
+    with page.expect_response(re.compile(r"/live$")):
+        pass
+    ours = urlsplit(server.base_url).netloc
+    assert origins
+    assert {urlsplit(url).netloc for url in origins if not url.startswith("data:")} == {ours}
