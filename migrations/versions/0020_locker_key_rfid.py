@@ -1,7 +1,7 @@
 """lockers.key_rfid: the tag a device read of the key inside a locker
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-02 09:00:00.000000
 
 A device with an RFID reader may report a key only by its tag. The tag is kept
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0018"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

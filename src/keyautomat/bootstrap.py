@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from keyautomat.adapters.crypto import SecretBox
@@ -19,7 +20,7 @@ from keyautomat.service_layer import device_webhooks, webhooks
 from keyautomat.service_layer.access_rights import AccessRightsCache
 from keyautomat.service_layer.clock import Clock, SystemClock
 from keyautomat.service_layer.delivery import Dispatcher
-from keyautomat.service_layer.webhook_delivery import WebhookService
+from keyautomat.service_layer.webhook_delivery import PRUNE_INTERVAL, WebhookService
 from keyautomat.service_layer.wiring import Wiring
 
 # What the key that hashes bound installation pincodes is derived for (adapters/crypto.py).
@@ -95,7 +96,14 @@ def bootstrap(
         settings=settings,
         db=db,
         secrets=secrets,
-        webhooks=WebhookService(db, sender, secrets, clock),
+        webhooks=WebhookService(
+            db,
+            sender,
+            secrets,
+            clock,
+            disable_after=timedelta(days=settings.webhooks_disable_after_days),
+            attempt_retention=timedelta(days=settings.webhooks_attempt_retention_days),
+        ),
         clock=clock,
         wiring=wiring,
     )
@@ -107,6 +115,9 @@ def bootstrap(
 def _register_webhooks(container: Container) -> None:
     container.dispatcher.register(
         webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
+    )
+    container.dispatcher.every(
+        PRUNE_INTERVAL, "webhook-attempt-retention", container.webhooks.prune_attempts
     )
     device_webhooks.register(container.wiring)
 
@@ -156,7 +167,20 @@ def _register_contracts(container: Container) -> None:
 # Each feature adds its handlers in this order. Device events reach the handlers in
 # the order they were added: the key register must have placed a mechanical key
 # before the contracts read where it went.
+def _register_idempotency(container: Container) -> None:
+    """Stored answers to Idempotency-Key requests expire (docs/api.md)."""
+    from keyautomat.service_layer import idempotency
+
+    db = container.db
+
+    async def expire(now: datetime) -> int:
+        return await idempotency.prune_expired(db, now)
+
+    container.dispatcher.every(idempotency.PRUNE_EVERY, "idempotency-key-expiry", expire)
+
+
 FEATURES: tuple[Callable[[Container], None], ...] = (
+    _register_idempotency,
     _register_webhooks,
     _register_notifications,
     _register_mechanical_keys,

@@ -113,6 +113,22 @@ class Settings(BaseSettings):
     webhooks_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, le=60, description="Connecting to a webhook receiver."
     )
+    webhooks_disable_after_days: float = Field(
+        default=5.0,
+        gt=0,
+        le=365,
+        description="A subscription whose receiver has failed this long (from the first failed "
+        "attempt after the last success) is disabled when a delivery next exhausts its retries; "
+        "its new events are kept until an admin re-enables it, and the unit's admins get one "
+        "email (docs/webhooks.md, Health).",
+    )
+    webhooks_attempt_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        le=3650,
+        description="How long the log of webhook delivery attempts is kept; the worker prunes "
+        "older entries in small batches.",
+    )
 
     # Device link (docs/device-protocol.md).
     mqtt_url: str | None = Field(

@@ -32,7 +32,7 @@ from keyautomat.service_layer.webhooks import KIND as WEBHOOK
 from tests.conftest import Tenant
 from tests.contract_helpers import RIGHT, booked_keys, group_of, iso, stocked_automat
 from tests.devices import admin_client, eventually
-from tests.integration.test_webhooks import subscribe
+from tests.integration.webhook_support import subscribe
 from tests.processes import Processes, all_ready, sender_of_one_signed_request
 from tests.services import postgres_database
 from tests.webhook_receiver import Received, running_receiver

@@ -1,4 +1,5 @@
-"""Every integration test also checks the persistence rule (docs/persistence.md)."""
+"""Every integration test also checks the persistence rule (docs/persistence.md); and the
+fixtures several integration files share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.integration.notify_support import SmtpServer
 from tests.persistence_guard import Style, WriteGuard, declared_styles
 
 # Writes that break the rule today and are on their way out, with the reason;
@@ -21,3 +23,12 @@ def one_style_per_table() -> Iterator[WriteGuard]:
     with guard.watching():
         yield guard
     assert guard.violations == [], sorted(set(guard.violations))
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback (aiosmtpd)."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()

@@ -16,7 +16,7 @@ from keyautomat.service_layer.clock import SystemClock
 from keyautomat.simulator import SimulatedAutomat
 from tests.conftest import Tenant
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, install
-from tests.integration.test_webhooks import drain, live, subscribe
+from tests.integration.webhook_support import drain, live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
 

@@ -18,7 +18,7 @@ from tests.contract_helpers import iso
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually
 from tests.iloq_helpers import CONTRACTS_PATH as PATH
 from tests.iloq_helpers import bound_automat, first_key, seed_system, synced
-from tests.integration.test_webhooks import live, subscribe
+from tests.integration.webhook_support import live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
 

@@ -345,8 +345,7 @@ def test_the_prune_removes_expired_rows_only(container: Container, clock: Manual
     seed_claim(container, "expired just now", now - day)
     seed_claim(container, "a second short of a day", now - day + timedelta(seconds=1))
     seed_claim(container, "new", now)
-    worker = OutboxWorker(container.db, container.dispatcher, clock)
-    assert asyncio.run(worker.prune()) == 2
+    assert asyncio.run(idempotency.prune_expired(container.db, clock.now())) == 2
     assert rows(container) == ["a second short of a day", "new"]
 
 
@@ -367,7 +366,7 @@ def test_the_worker_prunes_once_a_minute(container: Container, clock: ManualCloc
         for key, wait in (("first", 0), ("second", 59), ("third", 1)):
             seed_claim(container, key, clock.now() - timedelta(days=2))
             clock.advance(timedelta(seconds=wait))
-            await worker.prune_when_due()
+            await worker.run_chores()
             seen.append(rows(container))
         return seen
 

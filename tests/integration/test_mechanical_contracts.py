@@ -33,7 +33,7 @@ from keyautomat.service_layer.clock import ManualClock
 from tests.conftest import Tenant, make_tenant
 from tests.contract_helpers import iso
 from tests.devices import admin_client, install
-from tests.integration.test_webhooks import drain
+from tests.integration.webhook_support import drain
 
 PATH = "/mechanical/keycontracts"
 CONTACT = {

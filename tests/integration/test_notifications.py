@@ -45,14 +45,6 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def gateway() -> Iterator[SmsGateway]:
     server = SmsGateway()
     yield server

@@ -14,7 +14,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, RetryLater
+from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
 
 
@@ -25,11 +25,14 @@ class Recorder:
         self.delivered: list[OutboxMessage] = []
         self.failures: Counter[str] = Counter()  # name -> how many more times to fail
         self.permanent: set[str] = set()
+        self.paused: set[str] = set()
 
     async def __call__(self, message: OutboxMessage) -> None:
         name = message.payload["name"]
         if name in self.permanent:
             raise GiveUp("address is invalid")
+        if name in self.paused:
+            raise Hold("target paused")
         if self.failures[name] > 0:
             self.failures[name] -= 1
             raise RetryLater("receiver is down")
@@ -176,6 +179,55 @@ def test_a_failed_message_releases_its_lane(
     put(container, clock, "next", lane="l")
     asyncio.run(worker.drain())
     assert recorder.names == ["next"]
+
+
+def test_a_held_message_is_kept_unattempted_in_its_place_until_released(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.paused.add("first")
+    first = put(container, clock, "first", lane="L")
+    put(container, clock, "second", lane="L")
+    put(container, clock, "other", lane="M")
+    asyncio.run(worker.drain())
+    assert recorder.names == ["other"]
+    by_name = {r.payload["name"]: r for r in rows(container)}
+    assert (by_name["first"].status, by_name["first"].attempts) == ("held", 0)
+    assert by_name["first"].last_error == "target paused"
+    assert by_name["second"].status == "pending"  # waits behind the held row
+    late = put(container, clock, "late", lane="L", held=True)
+
+    recorder.paused.clear()
+    assert first is not None
+    assert late is not None
+    released = container.db.transaction(
+        lambda s: outbox.release(s, kinds=["test"], ids=[first, late])
+    )
+    assert released == 2
+    asyncio.run(worker.drain())
+    assert recorder.names == ["other", "first", "second", "late"]
+
+
+def test_held_messages_are_put_aside_in_bulk_and_can_be_dropped(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    put(container, clock, "a", ref="target:1")
+    put(container, clock, "b", ref="target:1")
+    put(container, clock, "c", ref="target:2")
+    held = container.db.transaction(lambda s: outbox.hold(s, refs=["target:1"], kinds=["test"]))
+    assert held == 2
+    asyncio.run(worker.drain())
+    assert recorder.names == ["c"]
+    dropped = container.db.transaction(
+        lambda s: outbox.drop_held(
+            s, kinds=["test"], refs=["target:1"], now=clock.now(), reason="gone"
+        )
+    )
+    assert dropped == 2
+    assert {r.payload["name"]: r.status for r in rows(container)} == {
+        "a": "cancelled",
+        "b": "cancelled",
+        "c": "done",
+    }
 
 
 def test_an_idempotency_key_stores_a_message_only_once(

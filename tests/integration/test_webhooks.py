@@ -3,7 +3,6 @@ ordering and retries, the delivery log, secret rotation and SSRF refusal."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +21,16 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import outbox, webhooks
 from keyautomat.service_layer.clock import ManualClock
 from tests.conftest import Tenant, make_tenant
+from tests.integration.webhook_support import (
+    ALL_TYPES,
+    admin,
+    drain,
+    fetched,
+    live,
+    publish,
+    subscribe,
+)
 from tests.webhook_receiver import Receiver, running_receiver
-
-ALL_TYPES = list(wh.EVENT_TYPES)
 
 
 @pytest.fixture
@@ -54,82 +60,6 @@ def clock() -> ManualClock:
 @pytest.fixture
 def worker(container: Container, clock: ManualClock) -> OutboxWorker:
     return OutboxWorker(container.db, container.dispatcher, clock, worker_id="w1", batch_size=20)
-
-
-def admin(tenant: Tenant, http: TestClient) -> Client:
-    return Client("http://testserver", tenant.account_id, tenant.private_key, http=http)
-
-
-def subscribe(
-    api: Client,
-    receiver: Receiver,
-    unit_id: str,
-    types: list[str] | None = None,
-    *,
-    activate: bool = True,
-) -> dict[str, Any]:
-    created: dict[str, Any] = api.post(
-        "/admin/webhooks",
-        {
-            "name": "PMS",
-            "url": receiver.url,
-            "organizationUnitId": unit_id,
-            "eventTypes": types or ALL_TYPES,
-        },
-    )
-    receiver.secrets.append(created["secret"])
-    if activate:
-        assert api.post(f"/admin/webhooks/{created['id']}/test")["state"] == "active"
-    return created
-
-
-def publish(
-    container: Container,
-    clock: ManualClock,
-    unit_id: str,
-    event_type: str,
-    data: dict[str, Any],
-) -> list[str]:
-    now = clock.now()
-    return container.db.transaction(
-        lambda s: webhooks.publish(
-            s,
-            organization_unit_id=unit_id,
-            event_type=event_type,
-            data=data,
-            occurred_at=now - timedelta(seconds=1),
-            now=now,
-        )
-    )
-
-
-def fetched(device: str, locker: int, key: str = "k-1") -> dict[str, Any]:
-    return wh.key_status_data(
-        state="key-fetched",
-        device_id=device,
-        locker_index=locker,
-        key_id=key,
-        contract_id="c-1",
-        contract_object_id="c-1",
-    )
-
-
-def drain(worker: OutboxWorker) -> int:
-    async def run() -> int:
-        try:
-            return await worker.drain()
-        finally:
-            for route in worker.dispatcher.routes.values():
-                owner = getattr(route.handler, "__self__", None)
-                if owner is not None:
-                    await owner.aclose()
-
-    return asyncio.run(run())
-
-
-def live(receiver: Receiver) -> list[Any]:
-    """Accepted live deliveries (test deliveries carry device 000000)."""
-    return [p for p in receiver.payloads() if p["data"].get("deviceId") != "000000"]
 
 
 # -- subscriptions --------------------------------------------------------------

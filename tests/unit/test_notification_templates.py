@@ -152,3 +152,40 @@ def test_segments_are_counted_as_gsm7_or_ucs2() -> None:
     assert segments("ê" * 70) == 1  # UCS-2
     assert segments("ê" * 71) == 2
     assert fold_to_gsm7("prête à être reçue") == "prete à etre recue"
+
+
+def test_the_webhook_disabled_notice_names_the_subscription_in_the_units_time_zone() -> None:
+    facts = {
+        "id": "sub-1",
+        "name": "PMS",
+        "unit": "Acme Housing",
+        "url": "https://pms.example.com/hooks",
+        "failing_since": "2030-06-01T12:00:00.000Z",
+        "disabled_at": "2030-06-06T18:00:00.000Z",
+        "last_error": "HTTP 500",
+    }
+    org = OrgNotificationSettings(timezone="Europe/Stockholm", sender_name="Acme Keys")
+    rendered = RENDERER.render_notice("webhookSubscriptionDisabled", facts, org)
+    assert rendered.subject == 'Webhook subscription "PMS" disabled'
+    assert rendered.html is None
+    text = rendered.text
+    assert "Failing since: 2030-06-01 14:00 (CEST)" in text
+    assert "Disabled: 2030-06-06 20:00 (CEST)" in text
+    assert "Last error: HTTP 500" in text
+    assert 'POST /admin/webhooks/sub-1/enable with {"recover": true}' in text
+    assert text.rstrip().endswith("This is an automated message from Acme Keys.")
+
+
+@pytest.mark.parametrize(
+    ("admin_email", "reply_to", "recipient"),
+    [
+        ("it@acme.example", "desk@acme.example", "it@acme.example"),
+        (None, "desk@acme.example", "desk@acme.example"),
+        (None, None, None),
+    ],
+)
+def test_notices_to_a_units_admins_go_to_its_admin_email_else_its_reply_to_desk(
+    admin_email: str | None, reply_to: str | None, recipient: str | None
+) -> None:
+    org = OrgNotificationSettings(admin_email=admin_email, reply_to=reply_to)
+    assert org.admin_recipient == recipient

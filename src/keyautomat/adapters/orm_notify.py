@@ -5,7 +5,8 @@ column nullable: null inherits from the parent unit, then the factory
 defaults). ``notifications`` is one row per message, written with its outbox
 row in the same transaction: it says what the message is about (unit,
 contract, key, type, channel) so the admin view can filter and scope it, while
-the outbox row next to it carries the delivery state.
+the outbox row next to it carries the delivery state. Notices to a unit's
+admins (``service_layer/admin_notices.py``) have no contract.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ notification_settings = Table(
     Column("sender_name", Text),
     Column("sms_sender_id", Text),
     Column("reply_to", Text),
+    # Where notices for the unit's admins go (a webhook subscription disabled).
+    Column("admin_email", Text),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
@@ -45,7 +48,8 @@ notifications = Table(
         autoincrement=False,
     ),
     Column("organization_unit_id", String(24), nullable=False),
-    Column("contract_id", Text, nullable=False),
+    # NULL for notices to the unit's admins, which are about no contract.
+    Column("contract_id", Text),
     Column("key_id", Text),
     Column("type", String(32), nullable=False),
     Column("channel", String(8), nullable=False),

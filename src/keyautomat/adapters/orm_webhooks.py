@@ -37,7 +37,8 @@ webhook_subscriptions = Table(
     Column("url", Text, nullable=False),
     # JSON list of event types, in catalog order.
     Column("event_types", Text, nullable=False),
-    # pending (created, not yet verified) -> active (every test delivery got a 2xx).
+    # pending (created, not yet verified) -> active (every test delivery got a 2xx)
+    # -> disabled (failing too long; domain/webhook_health.py) -> active (an admin).
     Column("state", String(16), nullable=False),
     Column("secret_encrypted", Text, nullable=False),
     Column("secret_last4", String(4), nullable=False),
@@ -47,6 +48,14 @@ webhook_subscriptions = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("activated_at", UtcDateTime),
+    # Health (domain/webhook_health.py), written under the row's lock with each live attempt.
+    Column("delivered_count", BigInteger, nullable=False, server_default="0"),
+    Column("failed_count", BigInteger, nullable=False, server_default="0"),
+    Column("last_success_at", UtcDateTime),
+    Column("last_failure_at", UtcDateTime),
+    # The first failed attempt after the last success; NULL while deliveries succeed.
+    Column("failing_since", UtcDateTime),
+    Column("disabled_at", UtcDateTime),
     Index("ix_webhook_subscriptions_created_at_id", "created_at", "id"),
 )
 
@@ -76,6 +85,8 @@ webhook_attempts = Table(
     Column("error", Text),
     Index("ix_webhook_attempts_subscription_id_id", "subscription_id", "id"),
     Index("ix_webhook_attempts_outbox_id", "outbox_id"),
+    # Retention: the worker deletes the oldest entries in small batches.
+    Index("ix_webhook_attempts_attempted_at", "attempted_at"),
 )
 
 

@@ -82,9 +82,17 @@ class OrgNotificationSettings:
     sender_name: str | None = None
     sms_sender_id: str | None = None
     reply_to: str | None = None
+    admin_email: str | None = None
 
     def default_for(self, type_: str, channel: Channel) -> bool:
         return bool(self.defaults.get(type_, {}).get(channel, False))
+
+    @property
+    def admin_recipient(self) -> str | None:
+        """Where notices for the unit's admins go: ``adminEmail``, else the unit's
+        ``replyTo`` desk (the one address a unit already gives for people to write
+        to), else nowhere."""
+        return self.admin_email or self.reply_to
 
 
 @dataclass(frozen=True, slots=True)

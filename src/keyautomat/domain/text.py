@@ -14,6 +14,7 @@ query parameters, forms, device messages) calls them.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import deque
 from typing import Any
 
@@ -130,3 +131,12 @@ def printable(value: str) -> str:
     if text_problem(value) is None:
         return value
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def one_line(value: str, limit: int) -> str:
+    """``value`` fit for one line of a message (an email subject): control characters and
+    runs of whitespace become one space, and it is cut to ``limit`` characters."""
+    spaced = (" " if ch.isspace() or unicodedata.category(ch) == "Cc" else ch for ch in value)
+    flat = " ".join("".join(spaced).split())
+    flat = printable(flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -13,6 +13,7 @@ import os
 import secrets
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.domain.times import format_utc
@@ -49,6 +50,21 @@ ALARM_TYPES = (
     "DEVICE_BAD_INVENTORY",
 )
 ALARM_STATES = ("activated", "deactivated")
+
+
+def url_for_people(url: str) -> str:
+    """The endpoint URL as shown outside the admin API (an email): scheme, host, port and
+    path only, since a query or user info may carry the receiver's credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def format_time(value: datetime) -> str:

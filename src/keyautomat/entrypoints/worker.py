@@ -3,13 +3,14 @@
 It runs as ``keyautomat worker`` (any number of them against PostgreSQL) and
 in-process under ``keyautomat serve``. One pass claims a batch and delivers its
 rows concurrently; rows of one lane are never in the same batch, because only
-lane heads can be claimed. Once a minute it also deletes expired idempotency
-keys (:meth:`OutboxWorker.prune`).
+lane heads can be claimed. Next to the passes it runs the features' periodic
+chores (``Dispatcher.every``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,19 +21,15 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
-from keyautomat.service_layer import idempotency, outbox
+from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import Clock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Record, RetryLater
+from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, Record, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=120)
 """How long a claimed row stays this worker's before another worker may claim it."""
-
-
-PRUNE_EVERY = timedelta(minutes=1)
-"""How often a worker deletes expired request state (idempotency keys)."""
 
 
 def handler_deadline(lease: timedelta) -> timedelta:
@@ -69,7 +66,7 @@ class OutboxWorker:
         self.deadline = handler_deadline(lease)
         self.idle_interval = idle_interval
         self._wake = asyncio.Event()
-        self._next_prune: datetime | None = None
+        self._chores_due: dict[str, datetime] = {}
 
     def wake(self) -> None:
         """Ask for a pass now (after a commit that enqueued something)."""
@@ -108,25 +105,41 @@ class OutboxWorker:
             total += handled
         return total
 
-    async def prune(self) -> int:
-        """Delete the idempotency keys expired by now, in short batches; how many went."""
-        return await idempotency.prune_expired(self.db, self.clock.now())
+    async def run_chores(self) -> int:
+        """Run the chores that are due (each at most once per its interval); returns how many."""
+        ran = 0
+        for chore in self.dispatcher.chores.values():
+            now = self.clock.now()
+            if self._chores_due.get(chore.name, now) > now:
+                continue
+            self._chores_due[chore.name] = now + chore.interval
+            try:
+                await chore.job(now)
+            except Exception:
+                log.exception("chore %s failed; it runs again in %s", chore.name, chore.interval)
+            ran += 1
+        return ran
 
-    async def prune_when_due(self) -> None:
-        """:meth:`prune` once every :data:`PRUNE_EVERY` (on the first call, then by the clock)."""
-        now = self.clock.now()
-        if self._next_prune is not None and now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_EVERY
-        try:
-            await self.prune()
-        except Exception:
-            log.exception("pruning expired idempotency keys failed; trying again later")
+    async def _chore_loop(self, stop: asyncio.Event) -> None:
+        # Its own task, so a chore's short transactions interleave with the
+        # delivery passes instead of holding them up.
+        while not stop.is_set():
+            await self.run_chores()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CHORE_TICK.total_seconds())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; a failing pass is logged and the loop goes on."""
+        chores = asyncio.create_task(self._chore_loop(stop), name="outbox-chores")
+        try:
+            await self._deliver(stop)
+        finally:
+            chores.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chores
+
+    async def _deliver(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self.prune_when_due()
             try:
                 handled = await self.run_once()
             except Exception:
@@ -149,6 +162,8 @@ class OutboxWorker:
                 record = await route.handler(message)
         except GiveUp as exc:
             return self._failed(message, exc.reason, exc.record)
+        except Hold as exc:
+            return Outcome(message, HELD, self.clock.now(), exc.reason, exc.record)
         except RetryLater as exc:
             return self._retry(message, exc.reason, exc.delay, exc.record)
         except Exception as exc:
@@ -181,32 +196,41 @@ class OutboxWorker:
 
         A row whose lease ran out meanwhile is left to its new owner; its
         handler's log entry is still written, since the attempt did happen.
+
+        Every row's outcome is marked first, then the handlers' records run, so
+        a record sees the whole pass settled (disabling a webhook subscription
+        puts aside its rows that this same pass has just scheduled for a retry).
+        The records run in lane order: what they lock per lane group (a webhook
+        subscription's health) is then locked in the same order by every
+        worker, so two passes never wait for each other crosswise (a deadlock on
+        PostgreSQL).
         """
         for outcome in outcomes:
-            message = outcome.message
-            if outcome.status == DONE:
-                outbox.mark_done(session, message.id, self.worker_id, outcome.at)
-            elif outcome.status == RETRY:
-                outbox.mark_retry(
-                    session,
-                    message.id,
-                    self.worker_id,
-                    due_at=outcome.at,
-                    error=outcome.error or "",
-                )
-            else:
-                outbox.mark_failed(
-                    session,
-                    message.id,
-                    self.worker_id,
-                    now=outcome.at,
-                    error=outcome.error or "",
-                )
+            self._mark(session, outcome)
+        for outcome in sorted(outcomes, key=lambda o: (o.message.lane or "", o.message.id)):
             if outcome.record is not None:
                 outcome.record(session)
 
+    def _mark(self, session: Session, outcome: Outcome) -> None:
+        message = outcome.message
+        if outcome.status == HELD:
+            outbox.mark_held(session, message.id, self.worker_id, error=outcome.error or "")
+        elif outcome.status == DONE:
+            outbox.mark_done(session, message.id, self.worker_id, outcome.at)
+        elif outcome.status == RETRY:
+            outbox.mark_retry(
+                session, message.id, self.worker_id, due_at=outcome.at, error=outcome.error or ""
+            )
+        else:
+            outbox.mark_failed(
+                session, message.id, self.worker_id, now=outcome.at, error=outcome.error or ""
+            )
 
-DONE, RETRY, FAILED = "done", "retry", "failed"
+
+DONE, RETRY, FAILED, HELD = "done", "retry", "failed", "held"
+
+CHORE_TICK = timedelta(seconds=30)
+"""How often the chore loop looks for due chores; intervals shorter than this round up to it."""
 
 
 @dataclass(frozen=True, slots=True)

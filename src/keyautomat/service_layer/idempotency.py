@@ -63,6 +63,8 @@ IN_PROGRESS = f"{HEADER}: a request with this key is in progress; retry later"
 KEPT_HEADERS = frozenset({b"content-type", b"location", b"allow"})
 
 PRUNE_BATCH = 500
+# How often a worker deletes the expired keys (a chore of every worker).
+PRUNE_EVERY = timedelta(minutes=1)
 """Expired rows deleted per transaction, so that a prune never holds locks for long."""
 
 

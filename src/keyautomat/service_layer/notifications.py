@@ -180,6 +180,7 @@ def load_settings(session: Session, unit_id: str) -> OrgNotificationSettings:
             sender_name=row.sender_name or result.sender_name,
             sms_sender_id=row.sms_sender_id or result.sms_sender_id,
             reply_to=row.reply_to or result.reply_to,
+            admin_email=row.admin_email or result.admin_email,
         )
     return result
 
@@ -199,6 +200,7 @@ class SettingsOverride:
     sender_name: str | None = None
     sms_sender_id: str | None = None
     reply_to: str | None = None
+    admin_email: str | None = None
 
 
 def read_override(session: Session, unit_id: str) -> SettingsOverride:
@@ -215,6 +217,7 @@ def read_override(session: Session, unit_id: str) -> SettingsOverride:
         sender_name=row.sender_name,
         sms_sender_id=row.sms_sender_id,
         reply_to=row.reply_to,
+        admin_email=row.admin_email,
     )
 
 
@@ -235,6 +238,9 @@ def set_override(
         "sender_name": override.sender_name,
         "sms_sender_id": override.sms_sender_id,
         "reply_to": override.reply_to,
+        "admin_email": None
+        if override.admin_email is None
+        else normalise_email(override.admin_email, "adminEmail"),
         "updated_at": now,
     }
     changed = session.execute(
@@ -350,21 +356,49 @@ def _enqueue(
         idempotency_key=idempotency_key,
     )
     if message_id is not None:
-        session.execute(
-            _INSERT_NOTIFICATION,
-            {
-                "outbox_id": message_id,
-                "organization_unit_id": view.organization_unit_id,
-                "contract_id": view.contract_id,
-                "key_id": key_id,
-                "type": type_.value,
-                "channel": channel,
-                "recipient": recipient,
-                "language": view.contact.effective_language,
-                "created_at": now,
-            },
+        record_message(
+            session,
+            outbox_id=message_id,
+            organization_unit_id=view.organization_unit_id,
+            contract_id=view.contract_id,
+            key_id=key_id,
+            type_=type_.value,
+            channel=channel,
+            recipient=recipient,
+            language=view.contact.effective_language,
+            now=now,
         )
     return message_id
+
+
+def record_message(
+    session: Session,
+    *,
+    outbox_id: int,
+    organization_unit_id: str,
+    contract_id: str | None,
+    key_id: str | None,
+    type_: str,
+    channel: Channel,
+    recipient: str,
+    language: str,
+    now: datetime,
+) -> None:
+    """The admin view's row of a message just queued as outbox row ``outbox_id``."""
+    session.execute(
+        _INSERT_NOTIFICATION,
+        {
+            "outbox_id": outbox_id,
+            "organization_unit_id": organization_unit_id,
+            "contract_id": contract_id,
+            "key_id": key_id,
+            "type": type_,
+            "channel": channel,
+            "recipient": recipient,
+            "language": language,
+            "created_at": now,
+        },
+    )
 
 
 def notify(
@@ -485,7 +519,7 @@ STATES = ("queued", "sending", "sent", "skipped", "failed", "cancelled")
 class NotificationRecord:
     id: int
     organization_unit_id: str
-    contract_id: str
+    contract_id: str | None
     key_id: str | None
     type: str
     channel: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from keyautomat.domain.notifications import (
     OrgNotificationSettings,
     effective,
 )
-from keyautomat.service_layer import notifications
+from keyautomat.service_layer import admin_notices, notifications
 from keyautomat.service_layer.delivery import GiveUp
 from keyautomat.service_layer.outbox import OutboxMessage
 
@@ -40,6 +40,11 @@ RETRY_DELAYS: tuple[timedelta, ...] = (
     timedelta(minutes=3),
     timedelta(minutes=6),
 )
+
+
+def stable_message_id(outbox_id: int) -> str:
+    """The id a message carries on every attempt, so receivers can spot a re-delivery."""
+    return f"notification-{outbox_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,10 @@ class MessageRenderer(Protocol):
         missing_key_ids: tuple[str, ...] | None = None,
     ) -> RenderedLike: ...
 
+    def render_notice(
+        self, notice: str, facts: dict[str, Any], org: OrgNotificationSettings
+    ) -> RenderedLike: ...
+
 
 class RenderedLike(Protocol):
     @property
@@ -120,6 +129,9 @@ class NotificationHandler:
 
     async def __call__(self, message: OutboxMessage) -> None:
         payload = message.payload
+        if admin_notices.NOTICE in payload:
+            await self._notice(message)
+            return
         try:
             type_ = NotificationType(payload["type"])
             channel: Channel = "sms" if payload["channel"] == "sms" else "email"
@@ -147,7 +159,7 @@ class NotificationHandler:
             key_id=key_id,
             missing_key_ids=decision.missing_key_ids,
         )
-        stable_id = f"notification-{message.id}"
+        stable_id = stable_message_id(message.id)
         if channel == "sms":
             await self.sms.send_sms(
                 Sms(
@@ -169,6 +181,32 @@ class NotificationHandler:
                     message_id=f"<{stable_id}@{self.domain}>",
                 )
             )
+
+    async def _notice(self, message: OutboxMessage) -> None:
+        """A notice to a unit's admins: English, by email, to the address resolved when queued."""
+        payload = message.payload
+        try:
+            notice: str = payload[admin_notices.NOTICE]
+            recipient: str = payload["recipient"]
+            unit_id: str = payload["organizationUnitId"]
+            facts: dict[str, Any] = payload["facts"]
+        except KeyError as exc:
+            raise GiveUp(f"unreadable notice row: missing {exc}") from exc
+        if notice not in admin_notices.NOTICES:
+            raise GiveUp(f"unknown notice {notice!r}")
+        org = await self.db.run(lambda s: notifications.load_settings(s, unit_id))
+        rendered = self.renderer.render_notice(notice, facts, org)
+        await self.email.send_email(
+            Email(
+                to=recipient,
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                sender_name=org.sender_name,
+                reply_to=None,
+                message_id=f"<{stable_message_id(message.id)}@{self.domain}>",
+            )
+        )
 
     def _decide(
         self, session: Session, view: ContractView, type_: NotificationType, channel: Channel

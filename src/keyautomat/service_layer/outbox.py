@@ -14,6 +14,11 @@ while other lanes flow.
 
 Time-based work (reminders) is the same thing with a ``due_at`` in the future;
 ``(status, due_at)`` is indexed, so a pass costs what is due, not what exists.
+
+A row may be ``held``: stored but not to be attempted until its feature
+releases it (the deliveries of a disabled webhook subscription). Held rows are
+never claimed, and keep their place in their lane: the rows behind one wait
+until it is released or dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ IN_FLIGHT = "in_flight"
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
+HELD = "held"
 UNFINISHED = (PENDING, IN_FLIGHT)
+# What keeps the rows behind it in its lane waiting.
+LANE_BLOCKING = (PENDING, IN_FLIGHT, HELD)
 
 t = orm.outbox
 
@@ -107,12 +115,14 @@ def enqueue(
     lane: str | None = None,
     ref: str | None = None,
     idempotency_key: str | None = None,
+    held: bool = False,
 ) -> int | None:
     """Store one message in the caller's transaction; returns its id.
 
     With an ``idempotency_key`` that was used before, nothing is stored and None
     is returned: "each (contract, key, type) at most once" holds even when a
-    device resends an event.
+    device resends an event. A ``held`` message is stored aside until
+    :func:`release` (it still takes its place in its lane's order).
     """
     if lane is not None:
         _lock_lane(session, lane, now)
@@ -122,7 +132,7 @@ def enqueue(
         "lane": lane,
         "ref": ref,
         "idempotency_key": idempotency_key,
-        "status": PENDING,
+        "status": HELD if held else PENDING,
         "due_at": due_at or now,
         "attempts": 0,
         "created_at": now,
@@ -155,6 +165,65 @@ def cancel(session: Session, *, ref: str, kinds: Sequence[str] | None = None) ->
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def hold(session: Session, *, refs: Sequence[str], kinds: Sequence[str]) -> int:
+    """Put the pending rows about ``refs`` aside (``held``); returns how many.
+
+    A row in flight is not touched: its handler finds out for itself and
+    raises ``Hold``.
+    """
+    result = session.execute(
+        update(t)
+        .where(t.c.ref.in_(list(refs)), t.c.kind.in_(list(kinds)), t.c.status == PENDING)
+        .values(status=HELD, claimed_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _held(kinds: Sequence[str], refs: Sequence[str] | None, ids: Sequence[int] | None) -> Any:
+    """Held rows of ``kinds`` about ``refs`` (or with ``ids``)."""
+    where = [t.c.kind.in_(list(kinds)), t.c.status == HELD]
+    if refs is not None:
+        where.append(t.c.ref.in_(list(refs)))
+    if ids is not None:
+        where.append(t.c.id.in_(list(ids)))
+    return and_(*where)
+
+
+def release(
+    session: Session,
+    *,
+    kinds: Sequence[str],
+    refs: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
+) -> int:
+    """Queue held rows again, each with a fresh retry schedule; returns how many.
+
+    Their ids, and so their order within each lane, are kept.
+    """
+    result = session.execute(
+        update(t).where(_held(kinds, refs, ids)).values(status=PENDING, attempts=0, last_error=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def drop_held(
+    session: Session,
+    *,
+    kinds: Sequence[str],
+    now: datetime,
+    reason: str,
+    refs: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
+) -> int:
+    """Cancel held rows; returns how many."""
+    result = session.execute(
+        update(t)
+        .where(_held(kinds, refs, ids))
+        .values(status=CANCELLED, finished_at=now, last_error=reason[:2000])
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _claimable(now: datetime) -> Any:
     return or_(
         and_(t.c.status == PENDING, t.c.due_at <= now),
@@ -169,7 +238,7 @@ def _is_lane_head() -> Any:
         ~exists().where(
             earlier.c.lane == t.c.lane,
             earlier.c.id < t.c.id,
-            earlier.c.status.in_(UNFINISHED),
+            earlier.c.status.in_(LANE_BLOCKING),
         ),
     )
 
@@ -268,6 +337,19 @@ _MARK_FAILED = (
 )
 
 
+_MARK_HELD = (
+    update(t)
+    .where(_OWNED)
+    .values(
+        status=HELD,
+        # The claim counted an attempt that was never made.
+        attempts=t.c.attempts - 1,
+        claimed_until=None,
+        last_error=bindparam("b_error", type_=t.c.last_error.type),
+    )
+)
+
+
 def mark_done(session: Session, message_id: int, worker_id: str, now: datetime) -> bool:
     result = session.execute(
         _MARK_DONE, {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now}
@@ -291,6 +373,13 @@ def mark_failed(
     result = session.execute(
         _MARK_FAILED,
         {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now, "b_error": error[:2000]},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_held(session: Session, message_id: int, worker_id: str, *, error: str) -> bool:
+    result = session.execute(
+        _MARK_HELD, {"b_id": message_id, "b_worker": worker_id, "b_error": error[:2000]}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -19,11 +20,21 @@ from keyautomat.adapters.outbound import UnsafeTarget
 from keyautomat.adapters.webhook_sender import AttemptResult, WebhookSender, delivery_headers
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import InvalidInput
+from keyautomat.domain.webhook_health import DISABLED
 from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.clock import Clock, SystemClock
-from keyautomat.service_layer.delivery import GiveUp, Record, RetryLater
+from keyautomat.service_layer.delivery import GiveUp, Hold, Record, RetryLater, delay_after
 from keyautomat.service_layer.outbox import OutboxMessage
 from keyautomat.service_layer.principal import Principal
+
+# Defaults of KEYAUTOMAT_WEBHOOKS_DISABLE_AFTER_DAYS and _ATTEMPT_RETENTION_DAYS.
+DISABLE_AFTER = timedelta(days=5)
+ATTEMPT_RETENTION = timedelta(days=30)
+# The attempt log is pruned this many entries per transaction, at most
+# PRUNE_MAX_BATCHES transactions per run of the chore (every PRUNE_INTERVAL).
+PRUNE_BATCH = 500
+PRUNE_MAX_BATCHES = 200
+PRUNE_INTERVAL = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +76,18 @@ class WebhookService:
         clock: Clock,
         *,
         sign_clock: Clock | None = None,
+        disable_after: timedelta = DISABLE_AFTER,
+        attempt_retention: timedelta = ATTEMPT_RETENTION,
+        prune_batch: int = PRUNE_BATCH,
     ) -> None:
         self.db = db
         self.sender = sender
         self.secrets = secrets
         self.clock = clock
         self.sign_clock = sign_clock or SystemClock()
+        self.disable_after = disable_after
+        self.attempt_retention = attempt_retention
+        self.prune_batch = prune_batch
 
     async def _vet(self, url: str) -> None:
         try:
@@ -199,20 +216,40 @@ class WebhookService:
             for event_type, webhook_id, result in outcomes:
                 webhooks.record_attempt(
                     session,
-                    subscription_id=target.subscription_id,
-                    delivery_id=None,
-                    webhook_id=webhook_id,
-                    event_type=event_type,
-                    url=url,
-                    attempt=1,
-                    attempted_at=now,
-                    status_code=result.status_code,
-                    latency_ms=result.latency_ms,
-                    error=result.error,
+                    webhooks.AttemptRecord(
+                        subscription_id=target.subscription_id,
+                        delivery_id=None,
+                        webhook_id=webhook_id,
+                        event_type=event_type,
+                        url=url,
+                        attempt=1,
+                        attempted_at=now,
+                        status_code=result.status_code,
+                        latency_ms=result.latency_ms,
+                        error=result.error,
+                    ),
                 )
 
         await self.db.run(log)
         return [TestResult(t, i, r.status_code, r.latency_ms, r.error) for t, i, r in outcomes]
+
+    async def prune_attempts(self, now: datetime) -> int:
+        """Delete log entries older than the retention, a small batch per transaction.
+
+        The worker runs it as a chore. Each batch is its own short transaction,
+        so deliveries interleave with it; a run stops when it is caught up, or
+        after ``PRUNE_MAX_BATCHES`` batches (the next run goes on).
+        """
+        before = now - self.attempt_retention
+        total = 0
+        for _ in range(PRUNE_MAX_BATCHES):
+            pruned = await self.db.run(
+                lambda s: webhooks.prune_attempts(s, before=before, limit=self.prune_batch)
+            )
+            total += pruned
+            if pruned < self.prune_batch:
+                break
+        return total
 
     # -- the outbox handler -----------------------------------------------------
 
@@ -233,6 +270,13 @@ class WebhookService:
             raise GiveUp("the subscription was deleted")
         if event_type not in target.event_types:
             raise GiveUp(f"the subscription no longer wants {event_type}")
+        if target.state == DISABLED:
+            # Queued before the subscription was disabled (or by a redelivery since):
+            # kept aside with the others, unattempted, until an admin enables it.
+            raise Hold(
+                "the subscription is disabled",
+                record=lambda s: webhooks.settle_held(s, subscription_id, message.id, started),
+            )
         headers = delivery_headers(
             webhook_id=webhook_id,
             event_type=event_type,
@@ -242,20 +286,26 @@ class WebhookService:
         )
         result = await self.sender.post(target.url, headers, body.encode())
 
+        # The worker gives up after this attempt if it fails: the schedule has run out.
+        exhausted = delay_after(webhooks.RETRY_DELAYS, message.attempts) is None
+
+        attempt = webhooks.AttemptRecord(
+            subscription_id=subscription_id,
+            delivery_id=message.id,
+            webhook_id=webhook_id,
+            event_type=event_type,
+            url=target.url,
+            attempt=message.attempts,
+            attempted_at=started,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+            error=result.error,
+        )
+
         def record(session: Session) -> None:
             # Written with the row's outcome, in the worker's one transaction.
-            webhooks.record_attempt(
-                session,
-                subscription_id=subscription_id,
-                delivery_id=message.id,
-                webhook_id=webhook_id,
-                event_type=event_type,
-                url=target.url,
-                attempt=message.attempts,
-                attempted_at=started,
-                status_code=result.status_code,
-                latency_ms=result.latency_ms,
-                error=result.error,
+            webhooks.record_delivery(
+                session, attempt, exhausted=exhausted, disable_after=self.disable_after
             )
 
         if not result.success:

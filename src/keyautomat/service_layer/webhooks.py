@@ -16,26 +16,29 @@ that talk to receivers (test deliveries, the outbox handler) live in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.orm_webhooks import webhook_attempts, webhook_subscriptions
+from keyautomat.domain import webhook_health
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id
-from keyautomat.service_layer import outbox
+from keyautomat.domain.text import one_line
+from keyautomat.domain.times import format_utc
+from keyautomat.domain.webhook_health import ACTIVE, DISABLED, PENDING, Health
+from keyautomat.service_layer import admin_notices, outbox
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
 
 KIND = "webhook"
-PENDING = "pending"
-ACTIVE = "active"
 
 # Waits before attempts 2..20 (spec/webhooks.md §6): 20 attempts over about 5 h 54 min.
 RETRY_DELAYS: tuple[timedelta, ...] = (
@@ -55,13 +58,24 @@ ob = orm.outbox
 _UNIT_PATH = select(orm.organization_units.c.path).where(
     orm.organization_units.c.id == bindparam("unit_id")
 )
-_ACTIVE_SUBSCRIPTIONS = (
-    select(subs.c.id, subs.c.event_types)
+_LIVE_SUBSCRIPTIONS = (
+    select(subs.c.id, subs.c.event_types, subs.c.state)
     .where(
         subs.c.organization_unit_id.in_(bindparam("lineage", expanding=True)),
-        subs.c.state == ACTIVE,
+        subs.c.state.in_([ACTIVE, DISABLED]),
     )
     .order_by(subs.c.id)
+)
+# Read again under a share lock before an event is put aside for a disabled
+# subscription: an admin re-enabling it at that moment either waits for this
+# transaction (and then releases the held row with the others) or has committed
+# (and the event is queued normally). Without it, a row could be held after the
+# release and stay held.
+_STATES_LOCKED = (
+    select(subs.c.id, subs.c.state)
+    .where(subs.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(subs.c.id)
+    .with_for_update(read=True)
 )
 
 
@@ -75,6 +89,11 @@ def lane_of(subscription_id: str, event_type: str, source: str) -> str:
 
 def _refs_prefix(subscription_id: str) -> str:
     return f"webhook:{subscription_id}:"
+
+
+def refs_of(subscription_id: str) -> list[str]:
+    """The refs of every delivery of the subscription, one per event type."""
+    return [ref_of(subscription_id, t) for t in wh.EVENT_TYPES]
 
 
 # -- publishing ----------------------------------------------------------------
@@ -99,10 +118,18 @@ def publish(
         raise NotFound("Organization unit")
     # The unit and its ancestors: a subscription covers its unit's whole subtree.
     lineage = [part for part in path.split("/") if part]
-    rows = session.execute(_ACTIVE_SUBSCRIPTIONS, {"lineage": lineage}).all()
-    targets = [r.id for r in rows if event_type in json.loads(r.event_types)]
-    if not targets:
+    rows = session.execute(_LIVE_SUBSCRIPTIONS, {"lineage": lineage}).all()
+    wanted = [r for r in rows if event_type in json.loads(r.event_types)]
+    if not wanted:
         return []
+    states: dict[str, str | None] = {r.id: r.state for r in wanted}
+    disabled = [r.id for r in wanted if r.state == DISABLED]
+    if disabled:
+        # None for one deleted meanwhile: a held row for it would never be released.
+        states.update(dict.fromkeys(disabled))
+        states.update(
+            (r.id, r.state) for r in session.execute(_STATES_LOCKED, {"ids": disabled}).all()
+        )
     body = wh.serialise(
         wh.envelope(
             event_type=event_type,
@@ -114,8 +141,12 @@ def publish(
     )
     source = wh.source_key(data, organization_unit_id)
     ids = []
-    for subscription_id in targets:
+    for subscription_id, state in states.items():
+        if state not in (ACTIVE, DISABLED):
+            continue  # deleted since it was read
         webhook_id = wh.new_webhook_id(now)
+        # A disabled subscription's events are kept aside, in their lane's order,
+        # until an admin re-enables it (enable(), docs/webhooks.md "Health").
         outbox.enqueue(
             session,
             KIND,
@@ -123,6 +154,7 @@ def publish(
             now=now,
             lane=lane_of(subscription_id, event_type, source),
             ref=ref_of(subscription_id, event_type),
+            held=state == DISABLED,
         )
         ids.append(webhook_id)
     return ids
@@ -153,9 +185,12 @@ class Subscription:
     created_at: datetime
     updated_at: datetime
     activated_at: datetime | None
+    health: Health
+    # Deliveries kept aside while it is disabled (0 otherwise).
+    held: int
 
 
-def _subscription(row: Any) -> Subscription:
+def _subscription(session: Session, row: Any) -> Subscription:
     return Subscription(
         row.id,
         row.organization_unit_id,
@@ -168,6 +203,35 @@ def _subscription(row: Any) -> Subscription:
         row.created_at,
         row.updated_at,
         row.activated_at,
+        _health(row),
+        held_count(session, row.id) if row.state == DISABLED else 0,
+    )
+
+
+def _health(row: Any) -> Health:
+    return Health(
+        state=row.state,
+        failing_since=row.failing_since,
+        delivered=row.delivered_count,
+        failed=row.failed_count,
+        last_success_at=row.last_success_at,
+        last_failure_at=row.last_failure_at,
+        disabled_at=row.disabled_at,
+    )
+
+
+def held_count(session: Session, subscription_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(ob)
+            .where(
+                ob.c.ref.in_(refs_of(subscription_id)),
+                ob.c.kind == KIND,
+                ob.c.status == outbox.HELD,
+            )
+        )
+        or 0
     )
 
 
@@ -183,7 +247,7 @@ def _scoped(session: Session, principal: Principal, subscription_id: str) -> Any
 
 
 def get_subscription(session: Session, principal: Principal, subscription_id: str) -> Subscription:
-    return _subscription(_scoped(session, principal, subscription_id))
+    return _subscription(session, _scoped(session, principal, subscription_id))
 
 
 def list_subscriptions(
@@ -196,7 +260,7 @@ def list_subscriptions(
         .offset(page.offset)
         .limit(page.limit + 1)
     ).all()
-    items = [_subscription(r) for r in rows[: page.limit]]
+    items = [_subscription(session, r) for r in rows[: page.limit]]
     return Page(items, page.offset + len(items), page.limit, len(rows) > page.limit)
 
 
@@ -244,7 +308,7 @@ def update_subscription(
     url: str | None = None,
 ) -> Subscription:
     """Apply a change; a URL must have passed its test deliveries before it gets here."""
-    current = _subscription(_scoped(session, principal, subscription_id))
+    current = _subscription(session, _scoped(session, principal, subscription_id))
     values: dict[str, Any] = {"updated_at": now}
     if name is not None:
         values["name"] = name
@@ -254,18 +318,34 @@ def update_subscription(
         types = wh.validate_event_types(event_types)
         values["event_types"] = json.dumps(types)
         # Removed types stop at once: their queued deliveries are dropped (spec §1.2).
-        for removed in set(current.event_types) - set(types):
-            outbox.cancel(session, ref=ref_of(subscription_id, removed), kinds=[KIND])
+        removed = sorted(set(current.event_types) - set(types))
+        _drop_queued(session, subscription_id, removed, now, "its event type was unsubscribed")
     session.execute(update(subs).where(subs.c.id == subscription_id).values(values))
     return get_subscription(session, principal, subscription_id)
 
 
-def delete_subscription(session: Session, principal: Principal, subscription_id: str) -> None:
-    current = _subscription(_scoped(session, principal, subscription_id))
-    for event_type in wh.EVENT_TYPES:
-        outbox.cancel(session, ref=ref_of(current.id, event_type), kinds=[KIND])
+def delete_subscription(
+    session: Session, principal: Principal, subscription_id: str, *, now: datetime
+) -> None:
+    current = _scoped(session, principal, subscription_id)
+    _drop_queued(session, current.id, wh.EVENT_TYPES, now, "the subscription was deleted")
     session.execute(delete(attempts_t).where(attempts_t.c.subscription_id == current.id))
     session.execute(delete(subs).where(subs.c.id == current.id))
+
+
+def _drop_queued(
+    session: Session,
+    subscription_id: str,
+    event_types: Sequence[str],
+    now: datetime,
+    reason: str,
+) -> None:
+    """Cancel the queued and the held deliveries of these event types."""
+    refs = [ref_of(subscription_id, t) for t in event_types]
+    for ref in refs:
+        outbox.cancel(session, ref=ref, kinds=[KIND])
+    if refs:
+        outbox.drop_held(session, kinds=[KIND], refs=refs, now=now, reason=reason)
 
 
 def activate(session: Session, subscription_id: str, now: datetime) -> None:
@@ -357,40 +437,260 @@ class Attempt:
     error: str | None
 
 
-def record_attempt(
-    session: Session,
-    *,
-    subscription_id: str,
-    delivery_id: int | None,
-    webhook_id: str,
-    event_type: str,
-    url: str,
-    attempt: int,
-    attempted_at: datetime,
-    status_code: int | None,
-    latency_ms: int,
-    error: str | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One HTTP attempt to log: of a test delivery (``delivery_id`` None) or a live one."""
+
+    subscription_id: str
+    delivery_id: int | None
+    webhook_id: str
+    event_type: str
+    url: str
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+def record_attempt(session: Session, attempt: AttemptRecord) -> None:
+    """Log one test delivery's attempt (live ones go through :func:`record_delivery`)."""
     # A subscription deleted while its delivery was in flight leaves nothing to log against.
-    exists = session.scalar(select(subs.c.id).where(subs.c.id == subscription_id))
+    exists = session.scalar(select(subs.c.id).where(subs.c.id == attempt.subscription_id))
     if exists is None:
         return
+    _insert_attempt(session, attempt)
+
+
+def _insert_attempt(session: Session, attempt: AttemptRecord) -> None:
+    error = attempt.error
     session.execute(
-        insert(attempts_t).values(
-            subscription_id=subscription_id,
-            outbox_id=delivery_id,
-            webhook_id=webhook_id,
-            event_type=event_type,
-            url=url,
-            attempt=attempt,
-            is_test=delivery_id is None,
-            attempted_at=attempted_at,
-            status_code=status_code,
-            latency_ms=latency_ms,
-            success=status_code is not None and 200 <= status_code < 300,
-            error=None if error is None else error[:2000],
+        _INSERT_ATTEMPT,
+        {
+            "subscription_id": attempt.subscription_id,
+            "outbox_id": attempt.delivery_id,
+            "webhook_id": attempt.webhook_id,
+            "event_type": attempt.event_type,
+            "url": attempt.url,
+            "attempt": attempt.attempt,
+            "is_test": attempt.delivery_id is None,
+            "attempted_at": attempt.attempted_at,
+            "status_code": attempt.status_code,
+            "latency_ms": attempt.latency_ms,
+            "success": _succeeded(attempt.status_code),
+            "error": None if error is None else error[:2000],
+        },
+    )
+
+
+def _succeeded(status_code: int | None) -> bool:
+    return status_code is not None and 200 <= status_code < 300
+
+
+# The statements run with every live delivery are built once, with bind parameters.
+_INSERT_ATTEMPT = insert(attempts_t)
+# FOR NO KEY UPDATE on PostgreSQL: serialises the health of one subscription
+# between workers, while inserting its attempt log rows (whose foreign key takes
+# a KEY SHARE lock on it) never waits. SQLite has one writer anyway.
+_LOCK_HEALTH = (
+    select(
+        subs.c.id,
+        subs.c.organization_unit_id,
+        subs.c.name,
+        subs.c.url,
+        subs.c.state,
+        subs.c.failing_since,
+        subs.c.delivered_count,
+        subs.c.failed_count,
+        subs.c.last_success_at,
+        subs.c.last_failure_at,
+        subs.c.disabled_at,
+    )
+    .where(subs.c.id == bindparam("b_id"))
+    .with_for_update(key_share=True)
+)
+_WRITE_HEALTH = (
+    update(subs)
+    .where(subs.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state", type_=subs.c.state.type),
+        failing_since=bindparam("b_failing_since", type_=subs.c.failing_since.type),
+        delivered_count=bindparam("b_delivered", type_=subs.c.delivered_count.type),
+        failed_count=bindparam("b_failed", type_=subs.c.failed_count.type),
+        last_success_at=bindparam("b_last_success_at", type_=subs.c.last_success_at.type),
+        last_failure_at=bindparam("b_last_failure_at", type_=subs.c.last_failure_at.type),
+        disabled_at=bindparam("b_disabled_at", type_=subs.c.disabled_at.type),
+    )
+)
+
+
+def _write_health(session: Session, subscription_id: str, health: Health) -> None:
+    session.execute(
+        _WRITE_HEALTH,
+        {
+            "b_id": subscription_id,
+            "b_state": health.state,
+            "b_failing_since": health.failing_since,
+            "b_delivered": health.delivered,
+            "b_failed": health.failed,
+            "b_last_success_at": health.last_success_at,
+            "b_last_failure_at": health.last_failure_at,
+            "b_disabled_at": health.disabled_at,
+        },
+    )
+
+
+def record_delivery(
+    session: Session,
+    attempt: AttemptRecord,
+    *,
+    exhausted: bool,
+    disable_after: timedelta,
+) -> bool:
+    """Log one live attempt and update the subscription's health; True when it disabled it.
+
+    ``exhausted``: this was the delivery's last attempt. Disabling puts every
+    queued delivery of the subscription aside and queues one notice to its
+    unit's admins, in this same transaction: the transition happens once, under
+    the row lock, so the notice goes out once per disabling.
+    """
+    subscription_id = attempt.subscription_id
+    row = session.execute(_LOCK_HEALTH, {"b_id": subscription_id}).first()
+    if row is None:
+        return False  # deleted while the delivery was in flight: nothing to log against
+    _insert_attempt(session, attempt)
+    before = _health(row)
+    after = webhook_health.after_attempt(
+        before,
+        success=_succeeded(attempt.status_code),
+        at=attempt.attempted_at,
+        exhausted=exhausted,
+        disable_after=disable_after,
+    )
+    _write_health(session, subscription_id, after)
+    if before.state == DISABLED or after.state != DISABLED:
+        return False
+    outbox.hold(session, refs=refs_of(subscription_id), kinds=[KIND])
+    _notify_disabled(session, row, after, attempt.error)
+    return True
+
+
+def _notify_disabled(session: Session, row: Any, health: Health, error: str | None) -> None:
+    assert health.disabled_at is not None
+    assert health.failing_since is not None
+    unit_name = session.scalar(
+        select(orm.organization_units.c.name).where(
+            orm.organization_units.c.id == row.organization_unit_id
         )
     )
+    disabled_at = format_utc(health.disabled_at)
+    admin_notices.queue(
+        session,
+        organization_unit_id=row.organization_unit_id,
+        notice=admin_notices.WEBHOOK_DISABLED,
+        occasion=f"{row.id}:{disabled_at}",
+        facts={
+            "id": row.id,
+            "name": one_line(row.name, 100),
+            "unit": one_line(unit_name or row.organization_unit_id, 100),
+            "url": wh.url_for_people(row.url),
+            "failing_since": format_utc(health.failing_since),
+            "disabled_at": disabled_at,
+            "last_error": one_line(error or "", 300),
+        },
+        now=health.disabled_at,
+    )
+
+
+def settle_held(session: Session, subscription_id: str, delivery_id: int, now: datetime) -> None:
+    """After a worker put a delivery aside because its subscription was disabled: if an
+    admin re-enabled (or deleted) the subscription meanwhile, queue (or drop) it now.
+
+    Runs in the transaction that marked the row held, under the subscription's
+    lock, so it cannot miss an :func:`enable` that committed between the
+    worker's look at the subscription and that mark.
+    """
+    row = session.execute(_LOCK_HEALTH, {"b_id": subscription_id}).first()
+    if row is None:
+        outbox.drop_held(
+            session, kinds=[KIND], ids=[delivery_id], now=now, reason="the subscription was deleted"
+        )
+    elif row.state != DISABLED:
+        outbox.release(session, kinds=[KIND], ids=[delivery_id])
+
+
+@dataclass(frozen=True, slots=True)
+class Enabled:
+    subscription: Subscription
+    recovered: int  # held deliveries queued again
+    dropped: int  # held deliveries cancelled
+
+
+def enable(
+    session: Session,
+    principal: Principal,
+    subscription_id: str,
+    *,
+    recover: bool,
+    now: datetime,
+) -> Enabled:
+    """An admin re-enables a disabled subscription.
+
+    With ``recover`` every delivery put aside since it was disabled is queued
+    again, in its lane's original order and before anything published later;
+    without, they are cancelled and only new events flow. Enabling an active
+    subscription changes nothing; a pending one needs its test delivery.
+    """
+    row = _scoped(session, principal, subscription_id)
+    if row.state == PENDING:
+        raise InvalidInput(
+            "id",
+            "the subscription is pending: a successful test delivery "
+            "(POST /admin/webhooks/{id}/test) activates it",
+        )
+    recovered = dropped = 0
+    if row.state == DISABLED:
+        health = webhook_health.enabled(_health(row))
+        changed = session.execute(
+            update(subs)
+            .where(subs.c.id == subscription_id, subs.c.state == DISABLED)
+            .values(
+                state=health.state,
+                failing_since=health.failing_since,
+                disabled_at=health.disabled_at,
+                updated_at=now,
+            )
+        )
+        if changed.rowcount:  # type: ignore[attr-defined]
+            refs = refs_of(subscription_id)
+            if recover:
+                recovered = outbox.release(session, kinds=[KIND], refs=refs)
+            else:
+                dropped = outbox.drop_held(
+                    session,
+                    kinds=[KIND],
+                    refs=refs,
+                    now=now,
+                    reason="dropped: the subscription was enabled without recovery",
+                )
+    return Enabled(get_subscription(session, principal, subscription_id), recovered, dropped)
+
+
+def prune_attempts(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest log entries attempted before ``before``.
+
+    One small statement in a short transaction: row locks on old entries only,
+    which nothing else writes, so deliveries (which insert new entries) never
+    wait for it.
+    """
+    oldest = (
+        select(attempts_t.c.id)
+        .where(attempts_t.c.attempted_at < before)
+        .order_by(attempts_t.c.attempted_at)
+        .limit(limit)
+    )
+    result = session.execute(delete(attempts_t).where(attempts_t.c.id.in_(oldest)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def list_attempts(
@@ -534,6 +834,10 @@ def redeliver(
         raise NotFound("Delivery")
     if row.status in outbox.UNFINISHED:
         raise InvalidInput("deliveryId", "is still queued; it will be delivered without help")
+    if row.status == outbox.HELD:
+        raise InvalidInput(
+            "deliveryId", "is held while the subscription is disabled; enable it with recover"
+        )
     new_id = _requeue(session, subscription_id, row, now)
     return get_delivery(session, principal, subscription_id, new_id)
 

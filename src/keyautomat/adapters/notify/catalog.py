@@ -366,3 +366,9 @@ LABELS: Mapping[str, Mapping[str, str]] = {
         "footer": "Ceci est un message automatique de {sender}.",
     },
 }
+
+# Subjects of the notices to a unit's admins (service_layer/admin_notices.py); their
+# bodies are the layouts in ``templates/notices/``. Admin notices are in English.
+NOTICE_SUBJECTS: Mapping[str, str] = {
+    "webhookSubscriptionDisabled": 'Webhook subscription "{name}" disabled',
+}

@@ -18,7 +18,7 @@ from babel import Locale
 from babel.dates import format_date, format_time
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from keyautomat.adapters.notify.catalog import LABELS, MESSAGES
+from keyautomat.adapters.notify.catalog import LABELS, MESSAGES, NOTICE_SUBJECTS
 from keyautomat.adapters.notify.sms import fold_to_gsm7, is_gsm7, segments
 from keyautomat.domain.notifications import (
     DEFAULT_LANGUAGE,
@@ -112,6 +112,27 @@ class Renderer:
         text = _tidy(self.env.get_template("email.txt").render(context))
         html = self.env.get_template("email.html").render(context)
         return RenderedMessage(subject=context["subject"], text=text, html=html)
+
+    def render_notice(
+        self, notice: str, facts: dict[str, Any], org: OrgNotificationSettings
+    ) -> RenderedMessage:
+        """A notice to a unit's admins (plain-text email, English), times in the unit's zone.
+
+        ``facts`` are the notice's own fields; those ending in ``_at``/``_since``
+        are ISO-8601 instants, shown in the unit's time zone.
+        """
+        zone = _zone(None, org.timezone)
+        context: dict[str, Any] = {}
+        for name, value in facts.items():
+            context[name] = value
+            if isinstance(value, str) and name.endswith(("_at", "_since")):
+                local = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(zone)
+                context[name] = f"{local:%Y-%m-%d %H:%M} ({_zone_label(local)})"
+        sender = org.sender_name or "keyautomat"
+        context["footer"] = LABELS[DEFAULT_LANGUAGE]["footer"].format(sender=sender)
+        subject = NOTICE_SUBJECTS[notice].format(**context)
+        text = _tidy(self.env.get_template(f"notices/{notice}.txt").render(context))
+        return RenderedMessage(subject=subject, text=text)
 
     def _sms(self, type_: NotificationType, context: dict[str, Any]) -> str:
         """The SMS, shortened until it fits two segments: first without the place, then

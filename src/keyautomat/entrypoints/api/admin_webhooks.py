@@ -7,7 +7,7 @@ other answer shows only its last four characters.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
@@ -21,6 +21,7 @@ from keyautomat.entrypoints.api.schemas import (
     InputDatetime,
     NonEmptyStr,
     Paginated,
+    StrictBool,
     StrictStr,
     UtcDatetime,
 )
@@ -42,18 +43,32 @@ class LastDelivery(ApiModel):
     next_attempt_at: UtcDatetime | None
 
 
+class Health(ApiModel):
+    """What the subscription's live deliveries have shown (docs/webhooks.md, "Health")."""
+
+    delivered: int  # deliveries that got a 2xx
+    failed: int  # deliveries abandoned after their whole retry schedule
+    last_success_at: UtcDatetime | None
+    last_failure_at: UtcDatetime | None  # the last failed attempt
+    # The first failed attempt after the last success; null while deliveries succeed.
+    failing_since: UtcDatetime | None
+    held: int  # deliveries kept aside while disabled
+
+
 class Subscription(ApiModel):
     id: str
     name: str
     url: str
     organization_unit_id: str
     event_types: list[str]
-    state: str
+    state: str  # pending, active, disabled
     secret_last4: str
     previous_secret_expires_at: UtcDatetime | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
     activated_at: UtcDatetime | None
+    disabled_at: UtcDatetime | None
+    health: Health
     last_delivery: LastDelivery | None = None
 
 
@@ -126,6 +141,17 @@ class RecoverDto(ApiModel):
     since: InputDatetime
 
 
+class EnableDto(ApiModel):
+    # true: send what was kept aside while disabled, in order; false: drop it.
+    recover: StrictBool = False
+
+
+class EnableResult(ApiModel):
+    recovered: int
+    dropped: int
+    subscription: Subscription
+
+
 class RecoverResult(ApiModel):
     count: int
     data: list[Delivery]
@@ -145,37 +171,37 @@ def _subscription(session: Session, sub: webhooks.Subscription) -> Subscription:
             error=last.last_error,
             next_attempt_at=last.next_attempt_at,
         )
-    return Subscription(
-        id=sub.id,
-        name=sub.name,
-        url=sub.url,
-        organization_unit_id=sub.organization_unit_id,
-        event_types=sub.event_types,
-        state=sub.state,
-        secret_last4=sub.secret_last4,
-        previous_secret_expires_at=sub.previous_secret_expires_at,
-        created_at=sub.created_at,
-        updated_at=sub.updated_at,
-        activated_at=sub.activated_at,
-        last_delivery=last_out,
-    )
+    return Subscription(**_fields(sub), last_delivery=last_out)
+
+
+def _fields(sub: webhooks.Subscription) -> dict[str, Any]:
+    health = sub.health
+    return {
+        "id": sub.id,
+        "name": sub.name,
+        "url": sub.url,
+        "organization_unit_id": sub.organization_unit_id,
+        "event_types": sub.event_types,
+        "state": sub.state,
+        "secret_last4": sub.secret_last4,
+        "previous_secret_expires_at": sub.previous_secret_expires_at,
+        "created_at": sub.created_at,
+        "updated_at": sub.updated_at,
+        "activated_at": sub.activated_at,
+        "disabled_at": health.disabled_at,
+        "health": Health(
+            delivered=health.delivered,
+            failed=health.failed,
+            last_success_at=health.last_success_at,
+            last_failure_at=health.last_failure_at,
+            failing_since=health.failing_since,
+            held=sub.held,
+        ),
+    }
 
 
 def _with_secret(sub: webhooks.Subscription, secret: str) -> CreatedSubscription:
-    return CreatedSubscription(
-        id=sub.id,
-        name=sub.name,
-        url=sub.url,
-        organization_unit_id=sub.organization_unit_id,
-        event_types=sub.event_types,
-        state=sub.state,
-        secret_last4=sub.secret_last4,
-        previous_secret_expires_at=sub.previous_secret_expires_at,
-        created_at=sub.created_at,
-        updated_at=sub.updated_at,
-        activated_at=sub.activated_at,
-        secret=secret,
-    )
+    return CreatedSubscription(**_fields(sub), secret=secret)
 
 
 def _delivery(d: webhooks.Delivery) -> Delivery:
@@ -265,7 +291,8 @@ async def update_subscription(
 
 @router.delete("/{id}", status_code=204, response_class=Response)
 async def delete_subscription(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
-    await services.db.run(lambda s: webhooks.delete_subscription(s, caller, id))
+    now = services.clock.now()
+    await services.db.run(lambda s: webhooks.delete_subscription(s, caller, id, now=now))
     return Response(status_code=204)
 
 
@@ -359,6 +386,28 @@ async def recover(
     since: datetime = body.since
     rows = await services.db.run(lambda s: webhooks.recover(s, caller, id, since, now))
     return RecoverResult(count=len(rows), data=[_delivery(d) for d in rows])
+
+
+@router.post("/{id}/enable")
+async def enable(
+    id: str,  # noqa: A002
+    caller: Caller,
+    services: Services,
+    body: EnableDto | None = None,
+) -> EnableResult:
+    """Re-enable a disabled subscription; ``recover`` sends what it missed, in order."""
+    recover = body.recover if body is not None else False
+    now = services.clock.now()
+
+    def work(session: Session) -> EnableResult:
+        done = webhooks.enable(session, caller, id, recover=recover, now=now)
+        return EnableResult(
+            recovered=done.recovered,
+            dropped=done.dropped,
+            subscription=_subscription(session, done.subscription),
+        )
+
+    return await services.db.run(work)
 
 
 @router.get("/{id}/attempts")

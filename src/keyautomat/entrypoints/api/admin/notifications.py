@@ -23,7 +23,7 @@ router = APIRouter(tags=["admin: notifications"])
 class Notification(ApiModel):
     id: str
     organization_unit_id: str
-    contract_id: str
+    contract_id: str | None  # null for notices to the unit's admins
     key_id: str | None
     type: str
     channel: str
@@ -114,6 +114,8 @@ class NotificationSettingsDto(ApiModel):
     sender_name: str | None = None
     sms_sender_id: str | None = None
     reply_to: str | None = None
+    # Notices to the unit's admins (a webhook subscription disabled); unset: replyTo.
+    admin_email: str | None = None
 
 
 class EffectiveSettings(ApiModel):
@@ -124,6 +126,7 @@ class EffectiveSettings(ApiModel):
     sender_name: str | None
     sms_sender_id: str | None
     reply_to: str | None
+    admin_email: str | None
 
 
 class NotificationSettingsView(ApiModel):
@@ -151,6 +154,7 @@ def _view(session: Session, unit_id: str) -> NotificationSettingsView:
             sender_name=own.sender_name,
             sms_sender_id=own.sms_sender_id,
             reply_to=own.reply_to,
+            admin_email=own.admin_email,
         ),
         effective=EffectiveSettings(
             defaults=org.defaults,
@@ -160,6 +164,7 @@ def _view(session: Session, unit_id: str) -> NotificationSettingsView:
             sender_name=org.sender_name,
             sms_sender_id=org.sms_sender_id,
             reply_to=org.reply_to,
+            admin_email=org.admin_email,
         ),
     )
 
@@ -201,6 +206,7 @@ async def put_settings(
         sender_name=body.sender_name,
         sms_sender_id=body.sms_sender_id,
         reply_to=body.reply_to,
+        admin_email=body.admin_email,
     )
 
     def work(session: Session) -> NotificationSettingsView:
