@@ -5,6 +5,8 @@ never holds up another automat's traffic. In-process link, a manual clock, both 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from keyautomat.adapters.device_protocol import CodeEntered, Hello, RejectReason
 from keyautomat.adapters.orm_devices import device_leases
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings
+from keyautomat.entrypoints import device_gateway
 from keyautomat.service_layer.clock import ManualClock
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
@@ -256,3 +259,32 @@ def test_hwids_that_send_junk_or_are_refused_are_left_holding_no_lease(
     eventually(lambda: stats.rejected - rejected >= 10 and stats.malformed - malformed >= 5)
     # A refused hwId's lease is given up right after its refusal is counted.
     eventually(lambda: leased_hw_ids(container) == {"SIM-REAL"})
+
+
+def test_a_gateway_task_that_ignores_its_cancel_does_not_hang_the_stop(
+    container: Container, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(device_gateway, "STOP_WAIT_SECONDS", 0.2)
+    gateway = container.devices
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    async def scenario() -> float:
+        await gateway.start()
+        task = asyncio.create_task(stubborn(), name="stubborn")
+        gateway._tasks.append(task)
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        await gateway.stop()
+        took = time.monotonic() - started
+        release.set()
+        task.cancel()
+        await task
+        return took
+
+    assert asyncio.run(scenario()) < 2.0
+    assert "gateway task stubborn did not stop" in caplog.text

@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import socket
+import traceback
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -121,6 +122,8 @@ class GatewayStats:
 # While sendPincode waits for a sync's ack, how often the database is asked whether
 # the automat acknowledged it (to another gateway process, or before the wait began).
 SYNC_RECHECK_SECONDS = 0.25
+# How long stop() waits for its cancelled tasks before it goes on without them.
+STOP_WAIT_SECONDS = 5.0
 
 
 class _BackedOff(devices.DeviceRejected):
@@ -257,9 +260,19 @@ class DeviceGateway:
             self._pusher = None
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            _done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
+            for task in stuck:
+                # A task that does not end on cancel would hang the process's shutdown:
+                # say where it is, and go on without it.
+                frames = task.get_stack()
+                where = "".join(traceback.format_stack(frames[-1])) if frames else "?"
+                log.error(
+                    "gateway task %s did not stop within %.0f s:\n%s",
+                    task.get_name(),
+                    STOP_WAIT_SECONDS,
+                    where,
+                )
         self._tasks = []
         self._programming.clear()
         self._commands.clear()
