@@ -213,6 +213,22 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="How long access rights are cached per unit (gaps C19)."
     )
 
+    # Operations (docs/operations.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines; json: one JSON object per line (time, level, "
+        "logger, message, requestId, serviceAccountId, ...) for a log collector.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Lowest level logged; `serve --log-level` overrides it for that process.",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

@@ -19,6 +19,7 @@ from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
+from keyautomat.logs import configure_from_settings
 from keyautomat.simulator.automat import FAULTS
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
@@ -192,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(problem, file=sys.stderr)
             return 2
+    configure_from_settings("serve", level=args.log_level)
     container = _container()
     base_url = (
         container.settings.public_bases[0]
@@ -230,7 +232,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
+        log_level=args.log_level or container.settings.log_level,
+        # Our handler on the root logger writes uvicorn's records too (keyautomat/logs.py);
+        # the edge middleware writes the access lines, with request ids.
+        log_config=None,
         access_log=False,
         proxy_headers=container.settings.trust_forwarded_headers,
     )
@@ -244,12 +249,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     import signal
 
     from keyautomat.entrypoints.worker import OutboxWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings("worker")
     container = _container()
     worker = OutboxWorker(
         container.db, container.dispatcher, container.clock, batch_size=args.batch_size
@@ -277,14 +281,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_gateway(_args: argparse.Namespace) -> int:
     """The device gateway alone: devices over the broker, commands routed from the API."""
     import asyncio
-    import logging
     import signal
 
     problem = split_roles_problem(load_settings(), "keyautomat gateway", devices_here=True)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings("gateway")
     container = _container()
     gateway = container.devices
 
@@ -343,6 +346,7 @@ def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine
 def cmd_simulate(args: argparse.Namespace) -> int:
     from keyautomat.simulator.cli import main_simulate
 
+    configure_from_settings("simulate")
     return main_simulate(args)
 
 
@@ -396,7 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--demo", action="store_true", help="seed and print a demo organization")
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level logged (default: KEYAUTOMAT_LOG_LEVEL, info)",
+    )
     p.add_argument(
         "--no-worker", action="store_true", help="leave the outbox to separate worker processes"
     )
