@@ -223,6 +223,13 @@ class Settings(BaseSettings):
         default="info",
         description="Lowest level logged; `serve --log-level` overrides it for that process.",
     )
+    ready_outbox_lag_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="GET /readyz fails its outbox check when a message the workers could "
+        "deliver has waited longer than this (no worker running, or all of them stuck).",
+    )
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from keyautomat.entrypoints.api.auth import (
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
+from keyautomat.entrypoints.api.readiness import add_probes
 from keyautomat.entrypoints.api.schemas import SafeJSONResponse, component_schemas
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -140,14 +141,12 @@ def create_app(
     app.include_router(admin.build_router())
     app.include_router(sign.router)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, bool]:
-        return {"ok": True}
+    settings = container.settings
+
+    add_probes(app, container, run_gateway=run_gateway)
 
     async def lookup(account_id: str) -> AccountKey | None:
         return await container.db.run(lambda s: load_account(s, account_id))
-
-    settings = container.settings
 
     def clock_ms() -> int:
         return int(container.clock.now().timestamp() * 1000)
