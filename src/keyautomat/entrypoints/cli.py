@@ -1,5 +1,5 @@
 """The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate,
-device-test."""
+device-test, backup, restore."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
+from keyautomat.entrypoints.backups import add_backup_commands
 from keyautomat.logs import configure_from_settings
 from keyautomat.simulator.automat import FAULTS
 
@@ -458,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_test_arguments(p)
     p.set_defaults(func=cmd_device_test)
+
+    add_backup_commands(sub)
 
     p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
     p.add_argument("method")
