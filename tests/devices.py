@@ -123,6 +123,36 @@ class Simulators:
         self.running.clear()
 
 
+def bound_key30(
+    tenant: Tenant, sims: Simulators, keys: Sequence[SimKey]
+) -> tuple[dict[str, Any], SimulatedAutomat]:
+    """A key30 installed (the answer, with its installation pincode) and bound, with the
+    mechanical ``keys`` registered and stocked in lockers 0, 1, ...; and its simulator."""
+    automat = install(tenant, product="key30")
+    for key in keys:
+        tenant.api.post(
+            "/mechanical/keys",
+            {
+                "id": key.id,
+                "rfidHex": key.rfid,
+                "away": True,
+                "selectedStorage": {"automatId": automat["id"]},
+            },
+        )
+    sim = sims.start(
+        hw_id=f"SIM-{automat['id']}",
+        product="key30",
+        locker_count=4,
+        installation_pincode=automat["installationPincode"],
+    )
+    sims.call(sim.stock, list(keys))
+    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_flushed, 5.0)
+    last = keys[-1].id
+    eventually(lambda: tenant.api.get(f"/mechanical/keys/{last}")["storage"] is not None)
+    return automat, sim
+
+
 # What a test publishes as a device: ``(type, data, token)``, sent now under a fresh id,
 # or a payload made with ``encode`` (to choose the id or the time, or to send junk).
 Outgoing = tuple[str, Data, str | None] | bytes

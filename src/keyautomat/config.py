@@ -257,6 +257,28 @@ class Settings(BaseSettings):
         default=900.0, gt=0, le=86400, description="Longest back-off after failed console logins."
     )
     # --- end of the web console's settings ---
+    # Operations (docs/operations.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: readable lines; json: one JSON object per line (time, level, "
+        "logger, message, requestId, serviceAccountId, ...) for a log collector.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Lowest level logged; `serve --log-level` overrides it for that process.",
+    )
+    ready_outbox_lag_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="GET /readyz fails its outbox check when a message the workers could "
+        "deliver has waited longer than this (no worker running, or all of them stuck).",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

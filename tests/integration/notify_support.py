@@ -42,13 +42,19 @@ class _Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.refuse: set[str] = set()
+        # Refusals quote the address, as many mail servers' do.
+        self.quote_refused = False
         self.lock = threading.Lock()
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         if address in self.refuse:
-            return "550 5.1.1 no such user"
+            return (
+                f"550 5.1.1 <{address}>: no such user"
+                if self.quote_refused
+                else ("550 5.1.1 no such user")
+            )
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -91,6 +97,8 @@ class SmsGateway:
     """A JSON SMS gateway on 127.0.0.1: records each authorised POST, answers ``status``."""
 
     status: int = 200
+    # An error answer names the number it refused (without its "+"), as some gateways' do.
+    quote_refused: bool = False
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     # When set, a request waits (after being recorded) until ``release`` is set.
@@ -116,7 +124,11 @@ class SmsGateway:
                 self.send_response(gateway.status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(b'{"ok": true}')
+                if gateway.quote_refused and gateway.status >= 400:
+                    number = str(body["to"]).lstrip("+")
+                    self.wfile.write(json.dumps({"error": f"{number} is barred"}).encode())
+                else:
+                    self.wfile.write(b'{"ok": true}')
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass

@@ -40,6 +40,7 @@ from tests.devices import (
     admin_client,
     answer_to,
     as_device,
+    bound_key30,
     eventually,
     exchange,
     id_of,
@@ -147,28 +148,7 @@ def _key30_with(
     acme: Tenant, sims: Simulators, keys: Sequence[SimKey]
 ) -> tuple[str, SimulatedAutomat]:
     """A bound key30 with the mechanical ``keys`` registered and stocked in lockers 0, 1, ..."""
-    automat = install(acme, product="key30")
-    for key in keys:
-        acme.api.post(
-            "/mechanical/keys",
-            {
-                "id": key.id,
-                "rfidHex": key.rfid,
-                "away": True,
-                "selectedStorage": {"automatId": automat["id"]},
-            },
-        )
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key30",
-        locker_count=4,
-        installation_pincode=automat["installationPincode"],
-    )
-    sims.call(sim.stock, list(keys))
-    sims.call(sim.wait_bound, 5.0)
-    sims.call(sim.wait_flushed, 5.0)
-    last = keys[-1].id
-    eventually(lambda: acme.api.get(f"/mechanical/keys/{last}")["storage"] is not None)
+    automat, sim = bound_key30(acme, sims, keys)
     return automat["id"], sim
 
 

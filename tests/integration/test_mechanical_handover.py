@@ -20,7 +20,7 @@ from keyautomat.contracts.store import SqlContractStore
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import iso, period
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
+from tests.devices import FAST_DEVICE_SETTINGS, Simulators, bound_key30, eventually
 
 PATH = "/mechanical/keycontracts"
 ROOM = SimKey("room-101-key", "Room 101", rfid="1a00d1")
@@ -44,28 +44,7 @@ def _automat(
     acme: Tenant, sims: Simulators, keys: tuple[SimKey, ...] = (ROOM,)
 ) -> tuple[str, SimulatedAutomat]:
     """A bound key30 with ``keys`` registered and stocked in lockers 0, 1, ..."""
-    automat = install(acme, product="key30")
-    for key in keys:
-        acme.api.post(
-            "/mechanical/keys",
-            {
-                "id": key.id,
-                "rfidHex": key.rfid,
-                "away": True,
-                "selectedStorage": {"automatId": automat["id"]},
-            },
-        )
-    sim = sims.start(
-        hw_id=f"SIM-{automat['id']}",
-        product="key30",
-        locker_count=4,
-        installation_pincode=automat["installationPincode"],
-    )
-    sims.call(sim.stock, list(keys))
-    sims.call(sim.wait_bound, 5.0)
-    sims.call(sim.wait_flushed, 5.0)
-    last = keys[-1].id
-    eventually(lambda: acme.api.get(f"/mechanical/keys/{last}")["storage"] is not None)
+    automat, sim = bound_key30(acme, sims, keys)
     return automat["id"], sim
 
 

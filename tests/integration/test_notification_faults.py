@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -93,6 +94,34 @@ def test_refused_addresses_fail_at_once_and_the_reason_is_kept(
     assert rows["email"].attempts == rows["sms"].attempts == 1
     assert "550" in (rows["email"].reason or "")
     assert "400" in (rows["sms"].reason or "")
+
+
+def test_a_refusal_that_quotes_the_recipient_is_kept_and_logged_without_the_address(
+    container: Container,
+    clock: ManualClock,
+    acme: Tenant,
+    smtp: SmtpServer,
+    gateway: SmsGateway,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Logs and the outbox's reasons hold no contact details (docs/operations.md, Logs)."""
+    worker = notification_worker(container.db, clock, smtp.url, gateway.url)
+    smtp.mailbox.refuse.add("jane@example.com")
+    smtp.mailbox.quote_refused = True
+    gateway.status = 400
+    gateway.quote_refused = True
+    created(container, clock, acme.unit_id, send_email=True, send_sms=True)
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(worker.drain())
+    rows = {r.channel: r for r in state(container, acme.unit_id)}
+    assert "<<recipient>>: no such user" in (rows["email"].reason or "")
+    assert "<recipient> is barred" in (rows["sms"].reason or "")
+    # Everything but the test's own mail server ("mail.log").
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "mail.log")
+    assert "failed: SMS gateway answered 400" in ours
+    logged = ours + " ".join(r.reason or "" for r in rows.values())
+    for detail in ("jane@example.com", "358401234567"):
+        assert detail not in logged
 
 
 def test_a_gateway_that_keeps_failing_is_tried_four_times_over_ten_minutes(

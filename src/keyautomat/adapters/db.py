@@ -41,7 +41,11 @@ def _lower(value: object) -> object:
 
 def make_engine(url: str, *, pool_size: int = 8, autocheckpoint: bool = True) -> Engine:
     """An engine configured for our access pattern on either backend; on SQLite,
-    ``autocheckpoint=False`` leaves checkpoints to a :class:`Checkpointer`."""
+    ``autocheckpoint=False`` leaves checkpoints to a :class:`Checkpointer`.
+
+    Its errors never show the statement's parameters (``hide_parameters``): they hold
+    pincodes, tokens and contact details, and an unexpected error is logged whole.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_database_path(url)
@@ -49,6 +53,7 @@ def make_engine(url: str, *, pool_size: int = 8, autocheckpoint: bool = True) ->
             _make_private(path)
         engine = create_engine(
             url,
+            hide_parameters=True,
             poolclass=StaticPool,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
@@ -77,6 +82,7 @@ def make_engine(url: str, *, pool_size: int = 8, autocheckpoint: bool = True) ->
         return engine
     return create_engine(
         url,
+        hide_parameters=True,
         poolclass=QueuePool,
         pool_size=pool_size,
         max_overflow=2,

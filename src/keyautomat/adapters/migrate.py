@@ -53,3 +53,22 @@ def upgrade(url: str, revision: str = "heads") -> None:
                 connection.commit()
     finally:
         engine.dispose()
+
+
+def known_revisions() -> frozenset[str]:
+    """Every schema revision this code's migrations know (a database at another one was
+    made by a newer release, or by something else)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def head_revision() -> str:
+    """The newest schema revision of this code's migrations."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from typing import TYPE_CHECKING
 
 from keyautomat.devicetest import DEFAULT_PREFIX
+from keyautomat.logs import configure_from_settings
 
 if TYPE_CHECKING:
     from keyautomat.devicetest.kit import Options
@@ -90,11 +90,7 @@ def main_device_test(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return NOT_RUN
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_from_settings("device-test", level="info" if args.verbose else "warning")
     timeout = args.timeout if args.timeout is not None else 120.0 if args.interactive else 20.0
     options = Options(
         product=args.product,

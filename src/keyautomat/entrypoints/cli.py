@@ -1,5 +1,5 @@
 """The ``keyautomat`` command: init, migrate, serve, worker, gateway, call, simulate,
-device-test, user."""
+device-test, user, backup, restore."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
+from keyautomat.entrypoints.backups import add_backup_commands
+from keyautomat.logs import configure_from_settings
 from keyautomat.simulator.automat import FAULTS
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
@@ -225,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if problem is not None:
             print(problem, file=sys.stderr)
             return 2
+    configure_from_settings("serve", level=args.log_level)
     container = _container()
     base_url = (
         container.settings.public_bases[0]
@@ -265,7 +268,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
+        log_level=args.log_level or container.settings.log_level,
+        # Our handler on the root logger writes uvicorn's records too (keyautomat/logs.py);
+        # the edge middleware writes the access lines, with request ids.
+        log_config=None,
         access_log=False,
         proxy_headers=container.settings.trust_forwarded_headers,
     )
@@ -384,12 +390,11 @@ def cmd_user_reset_password(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     import signal
 
     from keyautomat.entrypoints.worker import OutboxWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings("worker")
     container = _container()
     worker = OutboxWorker(
         container.db, container.dispatcher, container.clock, batch_size=args.batch_size
@@ -417,14 +422,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_gateway(_args: argparse.Namespace) -> int:
     """The device gateway alone: devices over the broker, commands routed from the API."""
     import asyncio
-    import logging
     import signal
 
     problem = split_roles_problem(load_settings(), "keyautomat gateway", devices_here=True)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_from_settings("gateway")
     container = _container()
     gateway = container.devices
 
@@ -483,6 +487,7 @@ def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine
 def cmd_simulate(args: argparse.Namespace) -> int:
     from keyautomat.simulator.cli import main_simulate
 
+    configure_from_settings("simulate")
     return main_simulate(args)
 
 
@@ -537,6 +542,17 @@ def _add_user_commands(sub: Any) -> None:
         command.register("type", None, _text)
 
 
+def _add_call_command(sub: Any) -> None:
+    p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
+    p.add_argument("method")
+    p.add_argument("path", help="path below the base URL, with its query string")
+    p.add_argument("--data", help="JSON body")
+    p.add_argument("--base-url")
+    p.add_argument("--account")
+    p.add_argument("--key-file")
+    p.set_defaults(func=cmd_call)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyautomat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -559,7 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--demo", action="store_true", help="seed and print a demo organization")
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level logged (default: KEYAUTOMAT_LOG_LEVEL, info)",
+    )
     p.add_argument(
         "--no-worker", action="store_true", help="leave the outbox to separate worker processes"
     )
@@ -615,15 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_device_test)
 
     _add_user_commands(sub)
-
-    p = sub.add_parser("call", help="send one signed request, e.g. call GET /automats")
-    p.add_argument("method")
-    p.add_argument("path", help="path below the base URL, with its query string")
-    p.add_argument("--data", help="JSON body")
-    p.add_argument("--base-url")
-    p.add_argument("--account")
-    p.add_argument("--key-file")
-    p.set_defaults(func=cmd_call)
+    add_backup_commands(sub)
+    _add_call_command(sub)
     # Every argument of a command without a type of its own is text and meets the text
     # rules, checked while parsing, i.e. before any command has an effect. (Not on the
     # top parser: its command argument takes all the rest and would name no option.)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -267,6 +267,28 @@ def _candidates(
             query = query.with_for_update(skip_locked=True)
         found.extend((row.due_at, row.id) for row in session.execute(query))
     return [row_id for _, row_id in sorted(found)[:limit]]
+
+
+def waiting_since(session: Session, *, now: datetime, kinds: Sequence[str]) -> datetime | None:
+    """Since when the longest-waiting row a worker could claim now has been claimable, or
+    None when none is: the measure of the workers' progress (``GET /readyz``).
+
+    The same conditions as a claim, without its lock: a due ``pending`` row that heads
+    its lane (one behind a retrying row is not late), or an ``in_flight`` row whose
+    lease ran out. Each walks its own range of the ``(status, due_at)`` index.
+    """
+    pending = (
+        select(t.c.due_at)
+        .where(t.c.status == PENDING, t.c.due_at <= now, t.c.kind.in_(list(kinds)))
+        .where(_is_lane_head())
+        .order_by(t.c.due_at)
+        .limit(1)
+    )
+    abandoned = select(func.min(t.c.claimed_until)).where(
+        t.c.status == IN_FLIGHT, t.c.claimed_until < now, t.c.kind.in_(list(kinds))
+    )
+    times = [session.scalar(pending), session.scalar(abandoned)]
+    return min((when for when in times if when is not None), default=None)
 
 
 def claim(

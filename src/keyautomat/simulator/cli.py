@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import signal
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -108,7 +107,7 @@ async def simulate(
 
 
 def main_simulate(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    # Logging is set up by the command (entrypoints/cli.py, keyautomat/logs.py).
     return asyncio.run(
         simulate(
             broker=args.broker,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 from dataclasses import asdict, dataclass
 from email.headerregistry import Address
@@ -75,6 +76,16 @@ def build_email(email: Email, sender: str) -> EmailMessage:
     return message
 
 
+def without(address: str, text: str) -> str:
+    """``text`` with the recipient's ``address`` (an email address, or a phone number
+    with or without its ``+``) replaced by ``<recipient>``. A mail server's or SMS
+    gateway's refusal often quotes it, and the reason is logged and kept in the outbox."""
+    for form in {address, address.lstrip("+")}:
+        if form:
+            text = re.sub(re.escape(form), "<recipient>", text, flags=re.IGNORECASE)
+    return text
+
+
 class SmtpTransport:
     def __init__(self, url: str, sender: str, *, timeout: float = 20.0) -> None:
         self.config = SmtpConfig.from_url(url)
@@ -96,7 +107,7 @@ class SmtpTransport:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
-            reason = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+            reason = without(email.to, "; ".join(f"{r.code} {r.message}" for r in exc.recipients))
             if all(400 <= code < 500 for code in codes):
                 raise RetryLater(f"recipient deferred: {reason}") from exc
             raise GiveUp(f"recipient refused: {reason}") from exc
@@ -104,9 +115,10 @@ class SmtpTransport:
             # A configuration problem, not this message's: keep it for when it is fixed.
             raise RetryLater(f"SMTP authentication failed: {exc.code} {exc.message}") from exc
         except aiosmtplib.SMTPResponseException as exc:
+            answer = without(email.to, f"{exc.code} {exc.message}")
             if 500 <= exc.code < 600:
-                raise GiveUp(f"SMTP refused: {exc.code} {exc.message}") from exc
-            raise RetryLater(f"SMTP deferred: {exc.code} {exc.message}") from exc
+                raise GiveUp(f"SMTP refused: {answer}") from exc
+            raise RetryLater(f"SMTP deferred: {answer}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise RetryLater(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
 
@@ -152,7 +164,7 @@ class HttpSmsGateway:
         status = response.status_code
         if 200 <= status < 300:
             return
-        detail = f"SMS gateway answered {status}: {response.text[:200]}"
+        detail = f"SMS gateway answered {status}: {without(sms.to, response.text[:200])}"
         if status in {408, 425, 429} or status >= 500:
             raise RetryLater(detail)
         raise GiveUp(detail)
@@ -170,7 +182,8 @@ class SinkTransport:
         line = json.dumps({"channel": channel, **record}, ensure_ascii=False)
         with (self.directory / "notifications.jsonl").open("a", encoding="utf-8") as out:
             out.write(line + "\n")
-        log.info("notification (%s) to %s written to %s", channel, record["to"], self.directory)
+        # Not the recipient: logs carry no contact details (docs/operations.md, "Logs").
+        log.info("notification (%s) written to %s", channel, self.directory)
 
     async def send_email(self, email: Email) -> None:
         self._write("email", asdict(email))

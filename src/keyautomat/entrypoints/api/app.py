@@ -33,6 +33,7 @@ from keyautomat.entrypoints.api.openapi import (
     admin_document,
     v2_document,
 )
+from keyautomat.entrypoints.api.readiness import add_probes
 from keyautomat.entrypoints.api.schemas import SafeJSONResponse
 from keyautomat.entrypoints.api.v2 import (
     automats,
@@ -159,14 +160,12 @@ def create_app(
 
     _mount_console(app, container)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, bool]:
-        return {"ok": True}
+    settings = container.settings
+
+    add_probes(app, container, run_gateway=run_gateway)
 
     async def lookup(account_id: str) -> AccountKey | None:
         return await container.db.run(lambda s: load_account(s, account_id))
-
-    settings = container.settings
 
     def clock_ms() -> int:
         return int(container.clock.now().timestamp() * 1000)

@@ -25,6 +25,7 @@ from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_sign
 from keyautomat.domain.text import is_ascii_digits, text_problem
 from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import send_error
+from keyautomat.logs import SERVICE_ACCOUNT_ID
 from keyautomat.service_layer.accounts import AccountKey
 from keyautomat.service_layer.principal import Principal
 
@@ -347,6 +348,8 @@ class SignedRequestMiddleware:
             await send_error(send, outcome.status, outcome.message, outcome.headers)
             return
         scope.setdefault("state", {})["principal"] = outcome
+        # Every log line of the rest of the request names the caller; the edge resets it.
+        SERVICE_ACCOUNT_ID.set(outcome.service_account_id)
         problems = body_problems(body)
         if problems:
             await send_error(send, 400, problems)

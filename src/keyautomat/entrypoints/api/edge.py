@@ -1,7 +1,14 @@
 """The outermost layer of the API: what every request must meet before anything else runs.
 
 One pure ASGI middleware, wrapped around everything the application adds, with
-three jobs (docs/api.md, "The edge"):
+four jobs (docs/api.md, "The edge"):
+
+* **Request ids.** Each request gets an id: the client's ``X-Request-Id`` when it
+  is 1-128 visible ASCII characters, else a new one. It is returned in the
+  ``X-Request-Id`` response header and stamped on every log record made while the
+  request is handled (``keyautomat.logs``), and the request ends with one line
+  on the ``keyautomat.access`` logger: method, route template (never the raw
+  path, which may carry a token: ``/sign/{token}``), status and duration.
 
 * **URL text.** A NUL (or an unpaired surrogate) anywhere in the decoded path or
   in a query parameter answers 400 before routing or authentication, by the one
@@ -22,6 +29,7 @@ three jobs (docs/api.md, "The edge"):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
@@ -30,8 +38,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.errors import send_error
+from keyautomat.logs import REQUEST_ID, REQUEST_ID_HEADER, SERVICE_ACCOUNT_ID, accepted_request_id
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("keyautomat.access")
 
 MAX_BODY_BYTES = 1 << 20
 TOO_LARGE = "Request body is too large"
@@ -77,6 +87,29 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that answered (``/v2/automats/{automatId}``), or "-".
+
+    A route of an included router knows only its own part (``/automats/{automatId}``);
+    FastAPI keeps the prefix on the inclusion. The prefix is then the request path's
+    segments in front of as many as the template has: literal text the router matched
+    (no route here takes a ``{name:path}`` parameter, which would spoil the count).
+    """
+    template = getattr(scope.get("route"), "path", None)
+    if not isinstance(template, str):
+        return "-"
+    segments = scope["path"].split("/")
+    prefix = segments[: max(1, len(segments) - template.count("/"))]
+    return "/".join(prefix) + template
+
+
 class EdgeMiddleware:
     def __init__(
         self,
@@ -100,6 +133,35 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = accepted_request_id(_header(scope, REQUEST_ID_HEADER))
+        tagged = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        request_token = REQUEST_ID.set(request_id)
+        account_token = SERVICE_ACCOUNT_ID.set(None)
+        began = time.perf_counter()
+        status = 0
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), tagged]}
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tagged_send)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s %.1f ms",
+                    scope["method"],
+                    route_of(scope),
+                    status or "-",
+                    (time.perf_counter() - began) * 1000,
+                )
+            SERVICE_ACCOUNT_ID.reset(account_token)
+            REQUEST_ID.reset(request_token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = url_problem(scope)
         if problem is not None:
             await send_error(send, 400, [problem])

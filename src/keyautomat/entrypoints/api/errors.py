@@ -161,7 +161,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: StatementError) -> JSONResponse:
         # A backstop: the edge refuses bad text and numbers before they reach a statement.
         if is_invalid_data(exc):
-            log.warning("invalid data on %s %s: %s", request.method, request.url.path, exc.orig)
+            # The kind of refusal only: a driver's message may quote the refused value.
+            cause = exc.orig
+            kind = getattr(cause, "sqlstate", None) or type(cause).__name__
+            log.warning("invalid data on %s %s: %s", request.method, request.url.path, kind)
             return error_response(400, [INVALID_DATA])
         raise exc
 
