@@ -1,7 +1,9 @@
 """One typed settings object, read from the environment (prefix ``KEYAUTOMAT_``).
 
-Every setting can also be given as ``KEYAUTOMAT_<NAME>_FILE`` pointing at a file
-that holds the value, so secrets can come from a container secret mount.
+The settings that hold a password (``FILE_SETTINGS``) can also be given as
+``KEYAUTOMAT_<NAME>_FILE`` pointing at a file that holds the value, so secrets
+can come from a container secret mount; the secret key has its own
+``KEYAUTOMAT_SECRET_KEY_FILE``.
 Invalid settings stop the process at start with a message naming the setting.
 """
 
@@ -385,9 +387,13 @@ def sqlite_database_path(url: str) -> Path | None:
     return Path(database)
 
 
+FILE_SETTINGS = ("DATABASE_URL", "SMTP_URL", "SMS_GATEWAY_TOKEN", "MQTT_URL")
+"""Settings that hold a password and may come from a file, ``KEYAUTOMAT_<NAME>_FILE``."""
+
+
 def _apply_file_variables() -> None:
     """Copy ``KEYAUTOMAT_X_FILE`` contents into ``KEYAUTOMAT_X`` (the secret key has its own)."""
-    for name in ("DATABASE_URL", "SMTP_URL", "SMS_GATEWAY_TOKEN"):
+    for name in FILE_SETTINGS:
         file_var = f"KEYAUTOMAT_{name}_FILE"
         if file_var in os.environ and f"KEYAUTOMAT_{name}" not in os.environ:
             os.environ[f"KEYAUTOMAT_{name}"] = Path(os.environ[file_var]).read_text().strip()
