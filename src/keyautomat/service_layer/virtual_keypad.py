@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -30,6 +30,8 @@ a = orm.automats
 PRESS = "keypad.press"
 MASK = "\u2022"
 RECENT_PRESSES = 10
+TYPING_GAP = timedelta(seconds=30)
+MAX_KEYS_A_LINE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +120,25 @@ def record_press(
 def recent_presses(
     session: Session, target: KeypadTarget, limit: int = RECENT_PRESSES
 ) -> list[Press]:
-    """The latest presses at the automat, newest first (whoever pressed: the page shows
-    everyone who may see the automat who typed there)."""
+    """The latest presses at the automat, newest first, whoever pressed (the page shows
+    everyone who may see the automat who typed there). Keys one user pressed in a row,
+    each within ``TYPING_GAP`` of the one before, are one line: a code as it was typed."""
     rows = session.execute(
         select(console_audit.c.at, console_audit.c.user_email, console_audit.c.detail)
         .where(console_audit.c.automat_id == target.automat_id, console_audit.c.action == PRESS)
         .order_by(console_audit.c.at.desc(), console_audit.c.id.desc())
-        .limit(limit)
+        .limit(limit * MAX_KEYS_A_LINE)
     ).all()
-    return [Press(r.at, r.user_email, r.detail) for r in rows]
+    lines: list[Press] = []
+    for row in reversed(rows):
+        last = lines[-1] if lines else None
+        if (
+            last is not None
+            and last.user_email == row.user_email
+            and row.at - last.at <= TYPING_GAP
+            and len(last.keys) < MAX_KEYS_A_LINE
+        ):
+            lines[-1] = Press(row.at, row.user_email, last.keys + row.detail)
+        else:
+            lines.append(Press(row.at, row.user_email, row.detail))
+    return lines[::-1][:limit]
