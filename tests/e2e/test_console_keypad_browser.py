@@ -30,7 +30,7 @@ from keyautomat.entrypoints.demo import demo_access_right_id, demo_iloq_keys
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import PASSWORD, add_user
 from tests.contract_helpers import iso
-from tests.devices import eventually
+from tests.devices import eventually, install
 from tests.e2e.mqtt_support import BROKER, over_mqtt
 from tests.e2e.test_console_browser import browser  # noqa: F401 (the Chromium fixture)
 from tests.iloq_helpers import seed_system
@@ -161,17 +161,7 @@ def test_a_simulator_over_mosquitto_marked_simulated_is_driven_from_its_keypad(
     server = processes.serve()
     tenant = _tenant(container, server)
     system = seed_system(container, tenant.unit_id)
-    automat = tenant.api.post(
-        "/automats/install",
-        {
-            "name": "Harbour",
-            "address": "Satamakatu 3",
-            "postalCode": "00160",
-            "postalOffice": "Helsinki",
-            "timezone": "Europe/Helsinki",
-            "product": "key20",
-        },
-    )
+    automat = install(tenant, name="Harbour")
     processes.simulate(
         "--broker",
         BROKER,
@@ -217,28 +207,8 @@ def test_a_real_automat_has_no_keypad_and_viewers_and_forged_forms_cannot_press(
 ) -> None:
     server = processes.serve()
     tenant = _tenant(container, server)
-    real = tenant.api.post(
-        "/automats/install",
-        {
-            "name": "Real one",
-            "address": "Mannerheimintie 1",
-            "postalCode": "00100",
-            "postalOffice": "Helsinki",
-            "timezone": "Europe/Helsinki",
-            "product": "key20",
-        },
-    )["id"]
-    simulated = tenant.api.post(
-        "/automats/install",
-        {
-            "name": "Simulated one",
-            "address": "Mannerheimintie 1",
-            "postalCode": "00100",
-            "postalOffice": "Helsinki",
-            "timezone": "Europe/Helsinki",
-            "product": "key20",
-        },
-    )["id"]
+    real = install(tenant, name="Real one")["id"]
+    simulated = install(tenant, name="Simulated one")["id"]
     tenant.api.close()
     container.db.transaction(
         lambda s: s.execute(
