@@ -12,6 +12,7 @@ from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import Link, link_from_url
 from keyautomat.adapters.iloq.factory import IloqSystems
 from keyautomat.adapters.secret_custody import open_secret_box
+from keyautomat.adapters.simulator_control import SimulatorControl
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
 from keyautomat.config import Settings, load_settings
 from keyautomat.entrypoints.command_router import CommandRouter
@@ -46,6 +47,8 @@ class Container:
     devices: DeviceGateway = field(init=False)
     # sendPincode / cancelSendPincode, run here or by the gateway process holding the device.
     commands: CommandRouter = field(init=False)
+    # The console's virtual automat: keys and display of simulated automats, over the link.
+    simulators: SimulatorControl = field(init=False)
     iloq: IloqSystems = field(init=False)
     access_rights_cache: AccessRightsCache = field(init=False)
 
@@ -67,6 +70,7 @@ class Container:
         self.commands = CommandRouter(
             db=self.db, gateway=self.devices, secrets=self.secrets, clock=self.clock
         )
+        self.simulators = SimulatorControl(self.device_link, self.settings.mqtt_topic_prefix)
 
     def close(self) -> None:
         self.db.close()

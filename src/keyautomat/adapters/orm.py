@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import registry
 
@@ -183,6 +184,9 @@ automats = Table(
     # contract_reservations (migration 0012) from their ``counted`` flag.
     Column("keys_booked", Integer, nullable=False, server_default="0"),
     Column("lockers_booked", Integer, nullable=False, server_default="0"),
+    # A simulator stands for this automat (a demo automat, or marked by an admin): only
+    # then has it a virtual keypad in the console (docs/console.md).
+    Column("simulated", Boolean, nullable=False, server_default=false()),
     Index("ix_automats_created_at_id", "created_at", "id"),
 )
 

@@ -59,5 +59,23 @@ console_sessions = Table(
 )
 
 
+# What console users did at simulated automats (the virtual keypad): one row per key
+# pressed, with who pressed it; ``detail`` is the keys with every digit masked, since a
+# typed code may be someone's pincode (docs/console.md, "The virtual automat").
+console_audit = Table(
+    "console_audit",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("user_id", String(24), nullable=False),
+    Column("user_email", Text, nullable=False),
+    Column("organization_unit_id", String(24), nullable=False),
+    Column("automat_id", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_console_audit_automat_id_at", "automat_id", "at"),
+)
+
+
 def map_tables() -> None:
     """Nothing to map: the console's tables are written with Core statements."""

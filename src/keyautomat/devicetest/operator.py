@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from keyautomat.adapters.device_hooks import hook_topic, instruction
 from keyautomat.adapters.device_protocol import new_message_id
 from keyautomat.devicetest.traffic import Traffic
-from keyautomat.simulator.test_hooks import hook_topic, instruction
 
 
 class Terminal(Protocol):

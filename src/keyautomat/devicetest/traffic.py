@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from keyautomat.adapters.device_hooks import hook_done_pattern
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.adapters.device_protocol import Data as ProtocolData
 from keyautomat.adapters.device_protocol import (
@@ -32,7 +33,6 @@ from keyautomat.adapters.device_protocol import (
     up_pattern,
 )
 from keyautomat.service_layer.clock import Clock
-from keyautomat.simulator.test_hooks import hook_done_pattern
 
 log = logging.getLogger(__name__)
 

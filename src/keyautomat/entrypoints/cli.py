@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +24,12 @@ from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.backups import add_backup_commands
 from keyautomat.logs import configure_from_settings
 from keyautomat.simulator.automat import FAULTS
+from keyautomat.simulator.cli import person_seconds_arg
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from keyautomat.entrypoints.demo import DemoAutomat
 
 DEMO_KEY_FILE = Path("demo-service-account.pem")
 DEMO_INFO_FILE = Path("demo-service-account.json")
@@ -456,10 +462,17 @@ def cmd_gateway(_args: argparse.Namespace) -> int:
 def _demo_automats(container: Container, unit_id: str) -> Callable[[], Coroutine[Any, Any, None]]:
     """Simulated automats for the demo organization, on the gateway's own link."""
     from keyautomat.entrypoints.demo import demo_automats, demo_iloq_stocks
+    from keyautomat.service_layer.virtual_keypad import mark_simulated
     from keyautomat.simulator import SimKey
     from keyautomat.simulator.cli import run_demo_automats
 
-    automats = container.db.transaction(lambda s: demo_automats(s, unit_id))
+    def simulated_here(session: Session) -> list[DemoAutomat]:
+        # This process simulates them: their virtual keypads work (docs/console.md).
+        found = demo_automats(session, unit_id)
+        mark_simulated(session, [a.id for a in found])
+        return found
+
+    automats = container.db.transaction(simulated_here)
     link = container.device_link
     assert link is not None
 
@@ -553,6 +566,45 @@ def _add_call_command(sub: Any) -> None:
     p.set_defaults(func=cmd_call)
 
 
+def _add_simulate(sub: Any) -> None:
+    """``keyautomat simulate``: one simulated automat on a broker."""
+    p = sub.add_parser("simulate", help="run one simulated automat against an MQTT broker")
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
+    p.add_argument("--automat", help="automat id it is meant for (its hwId defaults to SIM-<id>)")
+    p.add_argument("--installation-pincode", help="binds the automat on first connection")
+    p.add_argument("--lockers", type=int, default=30)
+    p.add_argument("--product", choices=["key20", "key30"], default="key20")
+    p.add_argument("--hw-id", help="hardware id (default SIM-<automat>)")
+    p.add_argument("--keys", type=int, help="keys to stock (default: half the lockers)")
+    p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
+    p.add_argument("--state-file", help="keeps the device credential across restarts")
+    p.add_argument("--resend-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--test-hooks",
+        action="store_true",
+        help="TEST-ONLY: obey a test rig's instructions on <prefix>/devices/<hwId>/test "
+        "(keyautomat device-test; never in production)",
+    )
+    p.add_argument(
+        "--console-control",
+        action="store_true",
+        help="let the console's virtual automat press keys and read the display over "
+        "<prefix>/devices/<hwId>/test (docs/console.md; simulated automats only)",
+    )
+    p.add_argument(
+        "--person-seconds",
+        type=person_seconds_arg,
+        help="how long the autopilot person takes to take or return a key and to close "
+        "the door (default 0, or 1.5 with --console-control, so that the door is seen open)",
+    )
+    # Test-only and hidden: break a protocol rule on purpose, to show that
+    # `keyautomat device-test` catches it (simulator/automat.py FAULTS, docs/device-test.md).
+    p.add_argument(
+        "--break", dest="faults", action="append", choices=sorted(FAULTS), help=argparse.SUPPRESS
+    )
+    p.set_defaults(func=cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyautomat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -599,29 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("simulate", help="run one simulated automat against an MQTT broker")
-    p.add_argument("--broker", required=True, help="mqtt://host:port")
-    p.add_argument("--automat", help="automat id it is meant for (its hwId defaults to SIM-<id>)")
-    p.add_argument("--installation-pincode", help="binds the automat on first connection")
-    p.add_argument("--lockers", type=int, default=30)
-    p.add_argument("--product", choices=["key20", "key30"], default="key20")
-    p.add_argument("--hw-id", help="hardware id (default SIM-<automat>)")
-    p.add_argument("--keys", type=int, help="keys to stock (default: half the lockers)")
-    p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
-    p.add_argument("--state-file", help="keeps the device credential across restarts")
-    p.add_argument("--resend-seconds", type=float, default=5.0)
-    p.add_argument(
-        "--test-hooks",
-        action="store_true",
-        help="TEST-ONLY: obey a test rig's instructions on <prefix>/devices/<hwId>/test "
-        "(keyautomat device-test; never in production)",
-    )
-    # Test-only and hidden: break a protocol rule on purpose, to show that
-    # `keyautomat device-test` catches it (simulator/automat.py FAULTS, docs/device-test.md).
-    p.add_argument(
-        "--break", dest="faults", action="append", choices=sorted(FAULTS), help=argparse.SUPPRESS
-    )
-    p.set_defaults(func=cmd_simulate)
+    _add_simulate(sub)
 
     p = sub.add_parser(
         "device-test",

@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -168,14 +170,43 @@ class _Prompt:
 
 @dataclass(slots=True)
 class Person:
-    """The autopilot: someone standing at the automat who does the obvious thing."""
+    """The autopilot: someone standing at the automat who does the obvious thing.
+
+    ``seconds`` is how long each act takes (taking or putting back the key, then
+    closing the door); 0 does both at once. Someone watching (the console's virtual
+    automat) needs a moment to see the door open and the key go.
+    """
 
     pocket: dict[str, SimKey] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def on_locker_opened(self, automat: SimulatedAutomat, locker: SimLocker) -> None:
         pincode = locker.opened_by
         if pincode is None:
             return  # a service opening: nobody touches anything
+        if self.seconds <= 0:
+            self._handle_key(automat, locker, pincode)
+            automat.close_door(locker.index)
+            return
+        loop = asyncio.get_running_loop()
+
+        def still_open() -> bool:  # nobody else closed it, or opened it again, meanwhile
+            return locker.door_open and locker.opened_by is pincode
+
+        def close() -> None:
+            if still_open():
+                automat.close_door(locker.index)
+
+        def handle_key() -> None:
+            if still_open():
+                self._handle_key(automat, locker, pincode)
+                loop.call_later(self.seconds, close)
+
+        loop.call_later(self.seconds, handle_key)
+
+    def _handle_key(
+        self, automat: SimulatedAutomat, locker: SimLocker, pincode: StoredPincode
+    ) -> None:
         wants_key = pincode.purpose == "fetch" or (
             pincode.purpose == "default" and locker.key is not None
         )
@@ -190,7 +221,12 @@ class Person:
             if key is None:  # a key we never held (a return of an unknown key)
                 key = SimKey(pincode.key_id or str(uuid.uuid4()), pincode.key_id or "returned key")
             automat.insert_key(locker.index, key)
-        automat.close_door(locker.index)
+
+
+# What the display shows, two lines (docs/device-protocol.md §11): typed digits are
+# masked, as a keypad in a public place would.
+MASK = "\u2022"
+MAX_TYPED = 32  # digits the keypad keeps (the protocol's longest code)
 
 
 class SimulatedAutomat:
@@ -224,6 +260,8 @@ class SimulatedAutomat:
         firmware: str = "keyautomat-sim/1",
         hello_retry_seconds: float = 60.0,
         hello_answer_seconds: float = 10.0,
+        person_seconds: float = 0.0,
+        message_seconds: float = 4.0,
     ) -> None:
         self.link = link
         self.hw_id = hw_id
@@ -232,7 +270,7 @@ class SimulatedAutomat:
         self.token = token
         self.prefix = prefix
         self.clock = clock or SystemClock()
-        self.person: Person | None = Person() if autopilot else None
+        self.person: Person | None = Person(seconds=person_seconds) if autopilot else None
         unknown = faults - FAULTS.keys()
         if unknown:
             raise ValueError(f"unknown faults: {', '.join(sorted(unknown))}")
@@ -266,6 +304,10 @@ class SimulatedAutomat:
         self.refusals: list[Rejected] = []  # the latest refusals of its messages
         self.welcomed = asyncio.Event()
         self._buffer = ""
+        # What the display says for a moment after something happened, and until when
+        # (loop time): a wrong code, a locker opened, a key being programmed.
+        self.message_seconds = message_seconds
+        self._message: tuple[tuple[str, str], float] | None = None
         # The ids of messages it sent lately, with their types: a refusal is acted on
         # only when it names one of them.
         self._sent_ids: OrderedDict[str, str] = OrderedDict()
@@ -707,7 +749,7 @@ class SimulatedAutomat:
                     self.evaluate(prompt.code, source="remote")
                 elif typed:
                     self.evaluate(typed, source="keypad")
-            elif key.isdigit():
+            elif key.isdigit() and len(self._buffer) < MAX_TYPED:
                 self._buffer += key
 
     def enter_code(self, code: str) -> bool:
@@ -729,6 +771,7 @@ class SimulatedAutomat:
         pincode = self._match(code)
         if pincode is None:
             if source == "keypad":
+                self._say("Wrong code", "Try again")
                 self.failures += 1
                 if self.failures >= self.max_failures:
                     self._lock_keypad()
@@ -757,6 +800,9 @@ class SimulatedAutomat:
             if self.welcomed.is_set():
                 loop_now = asyncio.get_running_loop().time()
                 self.awaiting_open[pincode.id] = loop_now + self.hold_seconds
+                self._say("Please wait", "Programming the key")
+            else:
+                self._say("Not available now", "Try again later")
             return True
         self.open_locker(pincode.locker_index, pincode)
         return True
@@ -772,6 +818,11 @@ class SimulatedAutomat:
 
     def open_locker(self, index: int, pincode: StoredPincode | None) -> None:
         locker = self.lockers[index]
+        if pincode is not None:
+            taking = pincode.purpose == "fetch" or (
+                pincode.purpose == "default" and locker.key is not None
+            )
+            self._say(f"Locker {index} open", "Take the key" if taking else "Put the key back")
         locker.door_open = True
         locker.opened_by = pincode
         self.openings.append(index)
@@ -808,6 +859,29 @@ class SimulatedAutomat:
         locker.opened_by = None
         self._emit("locker-closed", LockerEvent(locker_index=index))
 
+    # --- the display ---------------------------------------------------------------------
+
+    def _say(self, first: str, second: str = "") -> None:
+        self._message = ((first, second), _loop_time() + self.message_seconds)
+
+    def display(self) -> tuple[str, str]:
+        """The two lines the display shows now."""
+        now = _loop_time()
+        if self.token is None and self.automat_id is None:
+            return ("Not installed", "Installing..." if self.installation_pincode else "")
+        if now < self.locked_until:
+            return ("Keypad locked", f"Try again in {math.ceil(self.locked_until - now)} s")
+        if self._buffer:
+            return ("Code " + MASK * len(self._buffer), "# to enter, * to clear")
+        if self.prompt is not None:
+            return ("Press # to confirm", "")
+        if self._message is not None and now < self._message[1]:
+            return self._message[0]
+        opened = [locker.index for locker in self.lockers if locker.door_open]
+        if opened:
+            return (f"Locker {opened[0]} open", "Close the door when done")
+        return ("Enter your code", "then press #")
+
     # --- alarms -------------------------------------------------------------------------
 
     def raise_alarm(self, alarm_type: str) -> None:
@@ -829,6 +903,14 @@ class SimulatedAutomat:
             if loop.time() > deadline:
                 raise TimeoutError(f"{len(self.outbox)} events still unacknowledged")
             await asyncio.sleep(0.01)
+
+
+def _loop_time() -> float:
+    """The running loop's clock (the timers' clock); the monotonic clock outside a loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class _Publisher:

@@ -19,9 +19,30 @@ from keyautomat.simulator.automat import (
     blank_iloq_keys,
     mechanical_keys,
 )
-from keyautomat.simulator.test_hooks import SimulatorHooks
+from keyautomat.simulator.test_hooks import CONSOLE_ACTIONS, TEST_ACTIONS, SimulatorHooks
 
 log = logging.getLogger(__name__)
+
+# How long the autopilot person of an automat watched in the console takes for each act:
+# long enough to see the door open and the key go, short enough not to wait for.
+WATCHED_PERSON_SECONDS = 1.5
+
+
+def person_seconds_arg(text: str) -> float:
+    """``--person-seconds``: 0 to 60."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 60:
+        raise argparse.ArgumentTypeError("must be a number of seconds from 0 to 60")
+    return seconds
+
+
+def _person_seconds(given: float | None, watched: bool) -> float:
+    if given is not None:
+        return given
+    return WATCHED_PERSON_SECONDS if watched else 0.0
 
 
 def stock_for(product: str, lockers: int, keys: int | None, hw_id: str) -> list[SimKey]:
@@ -49,13 +70,17 @@ async def simulate(
     state_file: Path | None,
     resend_seconds: float,
     test_hooks: bool = False,
+    console_control: bool = False,
+    person_seconds: float | None = None,
     faults: frozenset[str] = frozenset(),
 ) -> int:
     """Run one simulated automat against a broker until SIGINT/SIGTERM.
 
     ``test_hooks`` lets a test rig drive it over the broker (simulator/test_hooks.py,
-    test-only); ``faults`` makes it break protocol rules on purpose (``FAULTS``, only
-    to show that ``keyautomat device-test`` catches them)."""
+    test-only); ``console_control`` lets the console's virtual automat press keys and
+    read the display (the same topics, fewer actions); ``faults`` makes it break
+    protocol rules on purpose (``FAULTS``, only to show that ``keyautomat device-test``
+    catches them)."""
     hw_id = hw_id or f"SIM-{automat_id or 'AUTOMAT'}"
     link = MqttLink(broker)
     sim = SimulatedAutomat(
@@ -68,14 +93,15 @@ async def simulate(
         state_file=state_file,
         resend_seconds=resend_seconds,
         faults=faults,
+        person_seconds=_person_seconds(person_seconds, console_control),
     )
     sim.stock(stock_for(product, lockers, keys, hw_id))
     for fault in sorted(faults):
         log.warning("breaking the protocol on purpose: %s %s", hw_id, FAULTS[fault])
     hooks: asyncio.Task[None] | None = None
-    if test_hooks:
+    if test_hooks or console_control:
         # Listening before the device says hello: the kit may instruct it right after.
-        rig = SimulatorHooks(sim, link)
+        rig = SimulatorHooks(sim, link, TEST_ACTIONS if test_hooks else CONSOLE_ACTIONS)
         hooks = asyncio.create_task(rig.run())
         await asyncio.wait_for(rig.listening.wait(), 30)
         _announce(event="test-hooks", topic=rig.topic)
@@ -121,6 +147,8 @@ def main_simulate(args: argparse.Namespace) -> int:
             state_file=Path(args.state_file) if args.state_file else None,
             resend_seconds=args.resend_seconds,
             test_hooks=args.test_hooks,
+            console_control=args.console_control,
+            person_seconds=args.person_seconds,
             faults=frozenset(args.faults or ()),
         )
     )
@@ -132,13 +160,18 @@ async def run_demo_automats(
     automats: list[tuple[str, str, str | None]],
     state_dir: Path,
     stocks: Mapping[str, list[SimKey]] | None = None,
+    person_seconds: float = WATCHED_PERSON_SECONDS,
 ) -> None:
     """Simulate the demo automats in this process: (id, product, installation pincode).
 
     ``stocks`` holds the keys an automat must hold (the registered demo mechanical
-    keys); automats without an entry get made-up keys.
+    keys); automats without an entry get made-up keys. Each listens to the console's
+    instructions (``CONSOLE_ACTIONS``: its virtual automat, docs/console.md), and its
+    autopilot person takes ``person_seconds`` for each act, so that the console shows
+    the door open.
     """
     sims = []
+    rigs = []
     for automat_id, product, pincode in automats:
         hw_id = f"DEMO-{automat_id}"
         lockers = 20 if product == "key20" else 30
@@ -150,12 +183,14 @@ async def run_demo_automats(
             installation_pincode=pincode,
             prefix=prefix,
             state_file=state_dir / f"{hw_id}.json",
+            person_seconds=person_seconds,
         )
         stock = (stocks or {}).get(automat_id)
         sim.stock(stock if stock else stock_for(product, lockers, lockers * 3 // 5, hw_id))
         sims.append(sim)
+        rigs.append(SimulatorHooks(sim, link, CONSOLE_ACTIONS))
     try:
-        await asyncio.gather(*(sim.run() for sim in sims))
+        await asyncio.gather(*(sim.run() for sim in sims), *(rig.run() for rig in rigs))
     finally:
         for sim in sims:
             with contextlib.suppress(Exception):

@@ -1,21 +1,22 @@
-"""Test hooks: the hands and eyes of a test rig at a simulated automat. TEST-ONLY.
+"""The rig at a simulated automat: obeys instructions on the simulator's hooks topic.
 
 The conformance kit (``keyautomat device-test``, docs/device-test.md) must type at
-the keypad, cut the network and enter installation codes. At real hardware a person
-does that (``device-test --interactive``); ``keyautomat simulate --test-hooks`` lets
-the kit do it over the broker instead, so that CI can run the kit against the
-simulator unattended.
+the keypad, cut the network and enter installation codes; the console's virtual
+automat (docs/console.md) presses keys and reads the display and the lockers. At real
+hardware a person does that; ``keyautomat simulate --test-hooks`` (every action) or
+``--console-control`` (``ping``, ``press`` and ``state`` only) lets them do it over
+the broker instead. The wire (topics, instruction, answer) is adapters/device_hooks.py,
+and docs/device-protocol.md §11 describes it: beside the device protocol, never part
+of it.
 
-The hooks live on topics of their own, beside the device protocol and never part
-of it: the kit publishes an instruction on ``P/devices/H/test``, the rig obeys and
-answers on ``P/devices/H/test/done``. The rig has its own broker connection, as a
-robot finger at the keypad would be independent of the device's network: it still
-types while the device is offline. No keyautomat server publishes on these topics,
-and nothing subscribes to them unless ``--test-hooks`` is given; with the broker ACLs
+The rig has its own broker connection, as a robot finger at the keypad would be
+independent of the device's network: it still types while the device is offline.
+Nothing subscribes to the hooks unless the simulator is told to; with the broker ACLs
 of docs/device-protocol.md a production device could not read them anyway.
 
 Instruction: ``{"id": "...", "action": "...", ...}``; answer: ``{"ref": id, "ok": bool,
-"opened": [locker indices opened while the instruction ran], "error": text or null}``.
+"opened": [locker indices opened while the instruction ran], "error": text or null,
+"state": what the automat shows (``press`` and ``state``)}``.
 
 =========================== =====================================================
 action                      what the rig does
@@ -23,6 +24,7 @@ action                      what the rig does
 ``ping``                    nothing: answers, so the kit knows the hooks listen
 ``press`` ``keys``          presses the keys (digits, ``*``, ``#``) at the keypad;
                             the autopilot person takes or puts back keys as usual
+``state``                   nothing: answers with the display and the lockers
 ``go-offline``              cuts the device's network; answers once it is cut
 ``go-online``               gives the network back (the device reconnects itself)
 ``enter-installation-code`` the installer types ``code`` at the device
@@ -38,39 +40,63 @@ import json
 import logging
 from typing import Any
 
+from keyautomat.adapters.device_hooks import (
+    CONSOLE_ACTIONS,
+    TEST_ACTIONS,
+    hook_done_pattern,
+    hook_done_topic,
+    hook_topic,
+    instruction,
+    keys_problem,
+)
 from keyautomat.adapters.device_links import Connection, Link, LinkError
 from keyautomat.simulator.automat import SimulatedAutomat
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("ping", "press", "go-offline", "go-online", "enter-installation-code")
+__all__ = [
+    "CONSOLE_ACTIONS",
+    "TEST_ACTIONS",
+    "SimulatorHooks",
+    "hook_done_pattern",
+    "hook_done_topic",
+    "hook_topic",
+    "instruction",
+    "shown",
+]
 
 
-def hook_topic(prefix: str, hw_id: str) -> str:
-    """Where the kit publishes instructions for the rig at device ``hw_id``."""
-    return f"{prefix}/devices/{hw_id}/test"
-
-
-def hook_done_topic(prefix: str, hw_id: str) -> str:
-    """Where the rig answers each instruction."""
-    return f"{prefix}/devices/{hw_id}/test/done"
-
-
-def hook_done_pattern(prefix: str) -> str:
-    return f"{prefix}/devices/+/test/done"
-
-
-def instruction(instruction_id: str, action: str, **fields: Any) -> bytes:
-    """The bytes of one instruction (what the kit publishes)."""
-    return json.dumps({"id": instruction_id, "action": action, **fields}).encode()
+def shown(sim: SimulatedAutomat) -> dict[str, Any]:
+    """What someone in front of the automat sees: the display and every locker."""
+    return {
+        "display": list(sim.display()),
+        "online": sim.online,
+        "welcomed": sim.welcomed.is_set(),
+        "lockers": [
+            {
+                "lockerIndex": locker.index,
+                "doorOpen": locker.door_open,
+                "keyInside": locker.key is not None,
+                "keyName": locker.key.name[:64] if locker.key else None,
+            }
+            for locker in sim.lockers
+        ],
+    }
 
 
 class SimulatorHooks:
-    """Obeys the kit's instructions for one simulated automat, on a connection of its own."""
+    """Obeys instructions for one simulated automat, on a connection of its own.
 
-    def __init__(self, sim: SimulatedAutomat, link: Link) -> None:
+    ``actions`` are the ones it obeys: every one for the kit (``TEST_ACTIONS``), or the
+    console's (``CONSOLE_ACTIONS``); any other is answered with an error and not done.
+    """
+
+    def __init__(
+        self, sim: SimulatedAutomat, link: Link, actions: tuple[str, ...] = TEST_ACTIONS
+    ) -> None:
         self.sim = sim
         self.link = link
+        self.actions = actions
         self.topic = hook_topic(sim.prefix, sim.hw_id)
         self.done_topic = hook_done_topic(sim.prefix, sim.hw_id)
         self.listening = asyncio.Event()
@@ -104,20 +130,31 @@ class SimulatorHooks:
             await self._do(action, order)
         except Exception as exc:  # the answer says what went wrong; the rig carries on
             error = f"{type(exc).__name__}: {exc}"
-        answer = {
+        answer: dict[str, Any] = {
             "ref": ref,
             "ok": error is None,
             "opened": self.sim.openings[openings:],
             "error": error,
         }
+        if action in ("press", "state"):
+            answer["state"] = shown(self.sim)
         with contextlib.suppress(LinkError):
             await connection.publish(self.done_topic, json.dumps(answer).encode())
 
     async def _do(self, action: str, order: dict[str, Any]) -> None:
-        if action == "ping":
+        if action not in self.actions:
+            known = ", ".join(self.actions)
+            if action in TEST_ACTIONS:
+                raise ValueError(f"action {action!r} is not enabled here; the rig obeys {known}")
+            raise ValueError(f"unknown action {action!r}; the rig knows {known}")
+        if action in ("ping", "state"):
             return
         if action == "press":
-            self.sim.press(str(order["keys"]))
+            keys = order.get("keys")
+            problem = keys_problem(keys)
+            if problem is not None:
+                raise ValueError(f"keys {problem}")
+            self.sim.press(str(keys))
         elif action == "go-offline":
             await self.sim.go_offline()
         elif action == "go-online":
@@ -127,5 +164,5 @@ class SimulatorHooks:
             self.sim.installation_pincode = str(order["code"])
             await self.sim.go_offline()
             self.sim.go_online()
-        else:
-            raise ValueError(f"unknown action {action!r}; the rig knows {', '.join(ACTIONS)}")
+        else:  # pragma: no cover - every action of TEST_ACTIONS is handled above
+            raise ValueError(f"unknown action {action!r}")

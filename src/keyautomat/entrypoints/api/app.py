@@ -113,6 +113,7 @@ def create_app(
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
             await container.commands.close()
+            await container.simulators.close()
             if run_gateway:
                 await container.devices.stop()
             await container.webhooks.aclose()

@@ -24,7 +24,7 @@ from keyautomat.entrypoints.console.web import (
     render,
     see_other,
 )
-from keyautomat.service_layer import automats, console_views, devices
+from keyautomat.service_layer import automats, console_views, devices, virtual_keypad
 from keyautomat.service_layer.automats import AutomatView, Location
 from keyautomat.service_layer.console_views import EventView, Holder
 from keyautomat.service_layer.devices import AlarmView, DeviceStatus
@@ -173,6 +173,7 @@ class AutomatPage:
     alarms: list[AlarmView]
     events: list[EventView]
     holders: dict[int, Holder]
+    simulated: bool  # a simulator stands for it: it has a virtual keypad (keypad.py)
 
 
 async def _automat_page(request: Request, principal: Principal, automat_id: str) -> AutomatPage:
@@ -186,6 +187,7 @@ async def _automat_page(request: Request, principal: Principal, automat_id: str)
             alarms=devices.list_alarms(session, principal, automat_id, limit=20),
             events=console_views.recent_events(session, principal, automat_id),
             holders=console_views.locker_holders(session, principal, automat_id, now),
+            simulated=virtual_keypad.is_simulated(session, principal, automat_id),
         )
 
     return await container.db.run(work)
@@ -208,14 +210,29 @@ async def automat_live(request: Request, automat_id: str, me: SignedIn) -> HTMLR
 
 # --- changing one -----------------------------------------------------------------------
 
-EDIT_FIELDS = ("name", "label", "address", "postal_code", "postal_office", "timezone")
+EDIT_FIELDS = (
+    "name",
+    "label",
+    "address",
+    "postal_code",
+    "postal_office",
+    "timezone",
+    "simulated",
+)
 
 
 @router.get("/{automat_id}/edit")
 async def edit_page(request: Request, automat_id: str, me: SignedIn) -> HTMLResponse:
     me.principal.require_admin()
     container = console_of(request).container
-    view = await container.db.run(lambda s: automats.view_automat(s, me.principal, automat_id))
+
+    def work(session: Session) -> tuple[AutomatView, bool]:
+        return (
+            automats.view_automat(session, me.principal, automat_id),
+            virtual_keypad.is_simulated(session, me.principal, automat_id),
+        )
+
+    view, simulated = await container.db.run(work)
     values = {
         "name": view.name,
         "label": view.label or "",
@@ -223,6 +240,7 @@ async def edit_page(request: Request, automat_id: str, me: SignedIn) -> HTMLResp
         "postal_code": view.postal_code or "",
         "postal_office": view.postal_office or "",
         "timezone": view.timezone,
+        "simulated": "on" if simulated else "",
     }
     return _edit_form(request, view, values, {})
 
@@ -257,9 +275,13 @@ async def edit(request: Request, automat_id: str, submitted: Submitted) -> Respo
             "timezone": submitted.required("timezone", max_length=64),
             "location": _location(submitted, required=False),
         }
-        await container.db.run(
-            lambda s: automats.update_automat(s, principal, automat_id, **changes)
-        )
+        simulated = submitted.form.get("simulated") == "on"
+
+        def work(session: Session) -> None:
+            automats.update_automat(session, principal, automat_id, **changes)
+            virtual_keypad.set_simulated(session, principal, automat_id, simulated)
+
+        await container.db.run(work)
     except InvalidInput as exc:
         view = await container.db.run(lambda s: automats.view_automat(s, principal, automat_id))
         values = {k: submitted.form.get(k, "") for k in EDIT_FIELDS}

@@ -159,6 +159,34 @@ EN: dict[str, str] = {
     "form.required": "is required",
     "form.too_long": "must be at most {max} characters long",
     "time.utc": "UTC",
+    # --- the virtual automat (keypad.py, docs/console.md) ---
+    "keypad.title": "Virtual automat",
+    "keypad.open": "Open the virtual automat",
+    "keypad.note": "This automat is simulated: its keypad here types at its simulator, "
+    "never at real hardware.",
+    "keypad.audit": "Every key you press is recorded with your email and the time (digits hidden).",
+    "keypad.viewer": "You can watch; only operators and admins can press keys.",
+    "keypad.keypad": "Keypad",
+    "keypad.hint": "Type a pincode, then #. * clears what you typed. # alone confirms a "
+    "proximity prompt.",
+    "keypad.display": "Display",
+    "keypad.online": "The automat is connected to the server.",
+    "keypad.offline": "The automat is offline: it opens for the codes it holds and reports later.",
+    "keypad.door.open": "door open",
+    "keypad.door.closed": "door closed",
+    "keypad.presses": "Keys pressed here",
+    "keypad.presses.none": "Nobody has pressed a key here yet.",
+    "keypad.pressed_by": "by {email}",
+    "keypad.problem.unbound": "No simulator has bound to this automat yet: start one with its "
+    "installation pincode.",
+    "keypad.problem.no-link": "The server cannot reach the device link (the MQTT broker).",
+    "keypad.problem.no-answer": "The simulator does not answer. Is it running, with "
+    "--console-control?",
+    "keypad.problem.busy": "Too many keypad requests at once. Try again in a moment.",
+    "keypad.problem.refused": "The simulator did not do it.",
+    "form.simulated": "Simulated automat",
+    "form.simulated.hint": "A simulator (keyautomat simulate --console-control) stands for "
+    "this automat: the console shows its virtual keypad. Never tick this for real hardware.",
 }
 
 
