@@ -43,8 +43,8 @@ fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLi
 	$(UV) run --frozen pytest tests/fuzz -s $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
-	$(UV) run --frozen ruff check src tests bench migrations
-	$(UV) run --frozen ruff format --check src tests bench migrations
+	$(UV) run --frozen ruff check src tests bench migrations .ci/fresh-machine-smoke
+	$(UV) run --frozen ruff format --check src tests bench migrations .ci/fresh-machine-smoke
 
 format: install  ## apply ruff formatting and safe fixes
 	$(UV) run --frozen ruff check --fix src tests bench migrations
