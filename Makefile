@@ -1,7 +1,12 @@
 # Every target bootstraps uv with pip when it is missing, then lets uv install
-# exactly what uv.lock says.
+# exactly what uv.lock says into .venv, whose bin/ then holds every command the
+# README shows (.venv/bin/keyautomat): nothing needs uv on PATH.
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# uv from PATH, else one an earlier checkout put in ~/.local/bin, else our own in .uv/.
+UV := $(or $(shell command -v uv 2>/dev/null),$(wildcard $(HOME)/.local/bin/uv),$(CURDIR)/.uv/bin/uv)
+# Where `make run` serves; the README's URLs assume the defaults.
+HOST ?= 127.0.0.1
+PORT ?= 8080
 PYTEST_ARGS ?=
 FUZZ_EXAMPLES ?= 300
 FUZZ_PAIRS ?= 300
@@ -12,8 +17,10 @@ FUZZ_SEED ?= 11
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(UV):
-	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+# Into this folder rather than with --user: pip refuses --user on distributions that
+# mark their Python as externally managed (PEP 668; Debian, Ubuntu), not --target.
+$(CURDIR)/.uv/bin/uv:
+	python3 -m pip install --quiet --disable-pip-version-check --target $(CURDIR)/.uv uv
 
 install: | $(UV)  ## install the project and its dev tools into .venv (and openapi-typescript, with npm)
 	$(UV) sync --frozen --quiet
@@ -21,11 +28,11 @@ install: | $(UV)  ## install the project and its dev tools into .venv (and opena
 	@# without npm it skips, or fails under KEYAUTOMAT_REQUIRE_SERVICES=1.
 	@if command -v npm >/dev/null; then npm ci --prefix tests/openapi_ts --no-audit --no-fund --silent; fi
 
-run: install  ## migrate a SQLite database and serve the API and console with demo data on :8080
-	@echo "Starting keyautomat on http://127.0.0.1:8080 (Ctrl+C stops it)."
-	@echo "Open http://127.0.0.1:8080/console/ and sign in with consoleUser/consolePassword below."
-	@echo "In another terminal, call it with:  uv run keyautomat call GET /automats"
-	@$(UV) run --frozen keyautomat serve --demo --host 127.0.0.1 --port 8080
+run: install  ## migrate a SQLite database and serve the API and console with demo data on :8080 (PORT=, HOST=)
+	@echo "Starting keyautomat on http://$(HOST):$(PORT) (Ctrl+C stops it)."
+	@echo "Open http://$(HOST):$(PORT)/console/ and sign in with consoleUser/consolePassword below."
+	@echo "In another terminal, in this folder:  .venv/bin/keyautomat call GET /automats"
+	@$(UV) run --frozen keyautomat serve --demo --host $(HOST) --port $(PORT)
 
 test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
@@ -36,8 +43,8 @@ fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLi
 	$(UV) run --frozen pytest tests/fuzz -s $(PYTEST_ARGS)
 
 lint: install  ## ruff lint and format check
-	$(UV) run --frozen ruff check src tests bench migrations
-	$(UV) run --frozen ruff format --check src tests bench migrations
+	$(UV) run --frozen ruff check src tests bench migrations .ci/fresh-machine-smoke
+	$(UV) run --frozen ruff format --check src tests bench migrations .ci/fresh-machine-smoke
 
 format: install  ## apply ruff formatting and safe fixes
 	$(UV) run --frozen ruff check --fix src tests bench migrations

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from keyautomat.config import Settings
 from tests.processes import Processes, settings_env
+from tests.services import services_required
+
+# Playwright's own browser download is not reachable here, so Debian's Chromium is
+# launched by path. Without it the browser tests skip, saying so, and fail under
+# KEYAUTOMAT_REQUIRE_SERVICES=1 (CI, whose .ci/run installs it).
+CHROMIUM = os.environ.get("KEYAUTOMAT_TEST_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -22,3 +30,25 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
     """
     with Processes(tmp_path / "processes", settings_env(settings)) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if services_required():
+            pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page of a fresh browser context (no cookies or storage of another test)."""
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()

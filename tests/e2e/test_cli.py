@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -221,6 +222,25 @@ def test_serving_the_demo_again_keeps_the_data_and_the_key(
     assert infos[0]["consolePassword"] == infos[1]["consolePassword"]
     info_file = tmp_path / "demo-service-account.json"
     assert stat.S_IMODE(info_file.stat().st_mode) == 0o600
+
+
+def test_ctrl_c_stops_serve_with_status_130_and_no_traceback(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        wait_until_serving(port)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
 
 
 def test_init_refuses_to_overwrite_an_existing_key_file(

@@ -1,23 +1,17 @@
 """The console in a real browser: Debian's Chromium driven by Playwright against a real
-``keyautomat serve`` process (tests/processes.py).
-
-Playwright's own browser download is not reachable here, so the system Chromium is
-launched by path (``KEYAUTOMAT_TEST_CHROMIUM``, default /usr/bin/chromium). Without it
-the tests skip, saying so, and fail under KEYAUTOMAT_REQUIRE_SERVICES=1 (CI, whose
-.ci/run installs it).
+``keyautomat serve`` process (tests/processes.py); the ``browser`` and ``page`` fixtures
+are in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
@@ -26,38 +20,14 @@ from keyautomat.domain.model import OrgUnitType
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import PASSWORD, add_user
 from tests.processes import KeyautomatProcess, Processes
-from tests.services import services_required
-
-CHROMIUM = os.environ.get("KEYAUTOMAT_TEST_CHROMIUM", "/usr/bin/chromium")
 
 # One engine is enough here: the pages' SQL runs on both in tests/integration/test_console.py.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if services_required():
-            pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def server(processes: Processes) -> KeyautomatProcess:
     return processes.serve()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 @pytest.fixture

@@ -284,6 +284,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _freeze_startup_objects()
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down on Ctrl+C, then raises it again: a stop asked for, no traceback.
+        return 130
     finally:
         container.close()
     return 0

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from keyautomat.adapters.request_state import SharedLedger
@@ -24,6 +23,7 @@ from keyautomat.entrypoints.api.auth import (
     SignatureVerifier,
     SignedRequestMiddleware,
 )
+from keyautomat.entrypoints.api.docs_page import docs_page, install_docs_assets
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
@@ -157,6 +157,7 @@ def create_app(
 
     for url, docs in ((OPENAPI_URL, DOCS_URL), (ADMIN_OPENAPI_URL, ADMIN_DOCS_URL)):
         _serve_document(app, url, docs, document)
+    install_docs_assets(app)  # Swagger UI and our signing script, no CDN (docs_page.py)
     app.openapi = lambda: document(OPENAPI_URL)  # type: ignore[method-assign]
 
     _mount_console(app, container)
@@ -220,7 +221,8 @@ def create_app(
 def _serve_document(
     app: FastAPI, url: str, docs_url: str, document: Callable[[str], dict[str, Any]]
 ) -> None:
-    """``url`` answers the document, ``docs_url`` the interactive docs of it; no signature."""
+    """``url`` answers the document, ``docs_url`` the interactive docs of it (docs_page.py);
+    no signature."""
 
     @app.get(url, include_in_schema=False)
     async def openapi_json() -> JSONResponse:
@@ -228,4 +230,4 @@ def _serve_document(
 
     @app.get(docs_url, include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=url, title=f"{app.title} - docs")
+        return docs_page(f"{app.title} - docs", url)
