@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import update
 
 from keyautomat.adapters import orm
@@ -32,7 +31,6 @@ from tests.console_support import PASSWORD, add_user
 from tests.contract_helpers import iso
 from tests.devices import eventually, install
 from tests.e2e.mqtt_support import BROKER, over_mqtt
-from tests.e2e.test_console_browser import browser  # noqa: F401 (the Chromium fixture)
 from tests.iloq_helpers import seed_system
 from tests.processes import KeyautomatProcess, Processes
 
@@ -42,13 +40,6 @@ SCREENSHOTS = os.environ.get("KEYAUTOMAT_SCREENSHOTS")
 # One engine is enough here: the pages' SQL runs on both in
 # tests/integration/test_console_keypad.py.
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:  # noqa: F811
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def _sign_in(page: Page, server: KeyautomatProcess, email: str, password: str = PASSWORD) -> None:

@@ -76,7 +76,7 @@ def _mount_console(app: FastAPI, container: Container) -> None:
         return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     container: Container,
     *,
     run_worker: bool = False,
