@@ -199,6 +199,18 @@ def test_the_outbox_and_device_gauges_are_read_from_the_database(container: Cont
     assert facts.devices.online == 0
 
 
+def test_a_signature_link_is_counted_by_its_template_never_its_token(http: TestClient) -> None:
+    token = "Zq3xTOKENthatMustNotLeak0123456789"
+    http.get(f"/sign/{token}")
+    http.get(f"/v2/automats/{token}")  # refused before routing: no template at all
+    text = scrape(http).text
+    assert token not in text
+    _, samples = parsed(text)
+    routes = {dict(labels)["route"] for name, labels in samples if "route" in dict(labels)}
+    assert "/sign/{token}" in routes
+    assert all(route == "-" or route.startswith("/") for route in routes)
+
+
 def test_a_client_outside_the_allowed_networks_is_refused(http: TestClient) -> None:
     for client in (("192.0.2.7", 40000), ("testclient", 50000)):
         refused = scrape(http, client=client)
