@@ -63,6 +63,9 @@ SIGNATURE_REASONS = (
     "bad_signature",
     "replayed",
 )
+# api: signed requests over an account's budget; device_hello: hellos with an installation
+# pincode refused unread while their device (or all devices) are backed off.
+RATE_LIMITED_SURFACES = ("api", "device_hello")
 HANDOVER_EVENTS = ("fetched", "returned", "not_fetched", "not_returned")
 CONTRACT_KINDS = ("iloq", "mechanical")
 WEBHOOK_OUTCOMES = ("delivered", "failed")
@@ -87,7 +90,8 @@ _signature_failures = Counter(
 )
 _rate_limited = Counter(
     "keyautomat_rate_limited_requests",
-    "Requests refused with 429 by a rate limit, by surface.",
+    "Requests refused by a rate limit, by surface (api: 429; device_hello: installation "
+    "pincode hellos refused while backed off).",
     ("surface",),
     registry=REGISTRY,
 )
@@ -152,7 +156,8 @@ def _preset() -> None:
     ``increase()`` sees the first event, and a dashboard shows 0 rather than nothing."""
     for reason in SIGNATURE_REASONS:
         _signature_failures.labels(reason)
-    _rate_limited.labels("api")
+    for surface in RATE_LIMITED_SURFACES:
+        _rate_limited.labels(surface)
     for kind in CONTRACT_KINDS:
         _contracts_created.labels(kind)
     for name in HANDOVER_EVENTS:

@@ -694,6 +694,7 @@ class DeviceGateway:
         if hello.installation_pincode is not None:
             if self.hello_failures.blocked(hw_id, now) or not self.hello_failure_rate.take(now):
                 self.stats.backed_off += 1
+                metrics.rate_limited("device_hello")
                 if token is None:
                     raise _BackedOff
                 # A device with a credential still gets in with it: guesses on its
