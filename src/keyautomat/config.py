@@ -9,6 +9,7 @@ Invalid settings stop the process at start with a message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,9 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_SQLITE_URL = "sqlite:///keyautomat.db"
 DEFAULT_SECRET_KEY_FILE = "keyautomat-secret.key"  # noqa: S105 - a file name
+DEFAULT_METRICS_ALLOW = "127.0.0.1/32,::1/128"
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
@@ -276,11 +280,45 @@ class Settings(BaseSettings):
         description="GET /readyz fails its outbox check when a message the workers could "
         "deliver has waited longer than this (no worker running, or all of them stuck).",
     )
+    # --- metrics (docs/operations.md, Metrics) ---
+    metrics_allow: str = Field(
+        default=DEFAULT_METRICS_ALLOW,
+        max_length=4096,
+        description="Client networks (CIDR, comma-separated) that may read GET /metrics, judged "
+        "by the TCP peer; empty: none. A request through a proxy (Forwarded, X-Forwarded-For, "
+        "X-Real-IP) needs KEYAUTOMAT_METRICS_TOKEN whatever its address.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        max_length=512,
+        description="When set, GET /metrics also needs Authorization: Bearer <token> "
+        "(KEYAUTOMAT_METRICS_TOKEN_FILE may hold it).",
+    )
+    # --- end of the metrics settings ---
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _check_metrics_allow(cls, value: str) -> str:
+        _networks(value)
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().isprintable() or " " in value.strip():
+            raise ValueError("must be printable text without spaces")
+        return value.strip()
+
+    @cached_property
+    def metrics_networks(self) -> tuple[IpNetwork, ...]:
+        return _networks(self.metrics_allow)
 
     @field_validator("database_url")
     @classmethod
@@ -377,6 +415,20 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+def _networks(value: str) -> tuple[IpNetwork, ...]:
+    """``10.0.0.0/8, ::1`` as networks; a bare address is a network of one."""
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{part.strip()!r} is not an IP network such as 10.0.0.0/8"
+                ) from None
+    return tuple(networks)
+
+
 def sqlite_database_path(url: str) -> Path | None:
     """The file of a ``sqlite:///path`` URL; None for other engines and in-memory databases."""
     if not url.startswith("sqlite:"):
@@ -387,7 +439,7 @@ def sqlite_database_path(url: str) -> Path | None:
     return Path(database)
 
 
-FILE_SETTINGS = ("DATABASE_URL", "SMTP_URL", "SMS_GATEWAY_TOKEN", "MQTT_URL")
+FILE_SETTINGS = ("DATABASE_URL", "SMTP_URL", "SMS_GATEWAY_TOKEN", "MQTT_URL", "METRICS_TOKEN")
 """Settings that hold a password and may come from a file, ``KEYAUTOMAT_<NAME>_FILE``."""
 
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from keyautomat import metrics
 from keyautomat.adapters.device_links import InProcessLink
 from keyautomat.adapters.device_protocol import CodeEntered, Hello, RejectReason, encode, up_topic
 from keyautomat.adapters.orm_devices import device_leases
@@ -72,6 +73,11 @@ def _wrong(code: str, n: int = 0) -> str:
     return guess if guess != code else f"{n + 1:06d}"
 
 
+def _device_hellos_rate_limited() -> float:
+    name = "keyautomat_rate_limited_requests_total"
+    return metrics.REGISTRY.get_sample_value(name, {"surface": "device_hello"}) or 0.0
+
+
 def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_device_in(
     acme: Tenant, sims: Simulators, container: Container
 ) -> None:
@@ -81,6 +87,7 @@ def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_de
     sims.call(sim.wait_bound, 5.0)
     stats = container.devices.stats
     rejected, backed_off = stats.rejected, stats.backed_off
+    limited = _device_hellos_rate_limited()
 
     for n in range(10):
         _send_hello(container, sim.hw_id, _wrong(code, n))
@@ -88,6 +95,7 @@ def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_de
     # Three free failures, the fourth starts the back-off; the clock stands still, so
     # the other six are refused without a look at the database.
     assert stats.backed_off - backed_off == 6
+    assert _device_hellos_rate_limited() - limited == 6  # in the metrics too
     assert alarm_types(container, automat["id"]).count("DEVICE_BIND_FAILURES") == 1
 
     # A hello with the device's token still gets in while its hwId is backed off.

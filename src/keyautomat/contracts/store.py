@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from keyautomat import metrics
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
 from keyautomat.adapters.orm_devices import device_pincodes
@@ -46,6 +47,7 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts import allocation
 from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFilters, Slot
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
+from keyautomat.domain import webhooks as wh
 from keyautomat.domain.devices import secret_hash
 from keyautomat.domain.errors import Conflict
 from keyautomat.domain.notifications import AutomatView, Contact, ContractView, NotificationType
@@ -659,6 +661,7 @@ class SqlContractStore:
         """The contract's row, and its kind's terms when it has any (ids per root). Of a
         signature token only its hash is stored (docs/security.md)."""
         token = contract.signature_token
+        metrics.contract_created(self.session, contract.kind)
         self.session.execute(
             _INSERT_CONTRACT,
             {
@@ -953,6 +956,10 @@ class SqlContractStore:
     # --- effects -------------------------------------------------------------------------
 
     def publish(self, unit_id: str, event_type: str, data: dict[str, Any], at: datetime) -> None:
+        if event_type == wh.EventType.KEY_STATUS:
+            # Every key status change passes here (progress.publish_status): counted once
+            # the transaction commits.
+            metrics.handover(self.session, data["state"])
         webhooks.publish(
             self.session,
             organization_unit_id=unit_id,

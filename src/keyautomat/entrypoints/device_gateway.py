@@ -31,6 +31,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
+from keyautomat import metrics
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import SYNC_CHANNEL, Database, listen, watch
 from keyautomat.adapters.device_links import Connection, Link, LinkError
@@ -363,6 +364,7 @@ class DeviceGateway:
         for message_id, (_automat, _version, sent) in list(self._syncs_in_flight.items()):
             if loop_now - sent > max(60.0, 4 * self.ack_timeout):
                 del self._syncs_in_flight[message_id]
+                metrics.device_command_done("sync", "timeout", loop_now - sent)
         await self.push_syncs()
         # Commands whose notification was missed (a LISTEN connection silently dropped,
         # or heard before the broker connected): the safety net, as for syncs.
@@ -692,6 +694,7 @@ class DeviceGateway:
         if hello.installation_pincode is not None:
             if self.hello_failures.blocked(hw_id, now) or not self.hello_failure_rate.take(now):
                 self.stats.backed_off += 1
+                metrics.rate_limited("device_hello")
                 if token is None:
                     raise _BackedOff
                 # A device with a credential still gets in with it: guesses on its
@@ -834,6 +837,9 @@ class DeviceGateway:
             return
         if in_flight is not None:
             self._syncs_in_flight.pop(ack.ref, None)
+            outcome = "ok" if synced else "refused"
+            elapsed = asyncio.get_running_loop().time() - in_flight[2]
+            metrics.device_command_done("sync", outcome, elapsed)
             if synced:
                 self._acknowledged(in_flight[0], in_flight[1])
 
@@ -862,15 +868,22 @@ class DeviceGateway:
     async def command(self, hw_id: str, type_: str, data: Data) -> Ack | None:
         """Send a command and wait for the device's ack; None when none came in time."""
         message_id = new_message_id()
-        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Ack] = loop.create_future()
         self._acks[message_id] = (hw_id, future)
+        sent_at = loop.time()
+        outcome = "link_error"
         try:
             await self._send(hw_id, type_, data, message_id=message_id)
-            return await asyncio.wait_for(future, self.ack_timeout)
+            ack = await asyncio.wait_for(future, self.ack_timeout)
+            outcome = "ok" if ack.ok else "refused"
+            return ack
         except TimeoutError:
+            outcome = "timeout"
             return None
         finally:
             self._acks.pop(message_id, None)
+            metrics.device_command_done(type_, outcome, loop.time() - sent_at)
 
     def _expire_sessions(self) -> None:
         loop_now = asyncio.get_running_loop().time()

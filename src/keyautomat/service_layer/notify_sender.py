@@ -11,12 +11,14 @@ refusal; the worker does the rest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from keyautomat import metrics
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.domain.notifications import (
@@ -145,11 +147,13 @@ class NotificationHandler:
             reason = decision.skip
             log.info("notification %s skipped: %s", message.id, reason)
             await self.db.run(lambda s: notifications.record_skipped(s, message.id, reason))
+            metrics.notification_done(channel, "skipped")
             return
         contact = view.contact
         assert contact is not None
         address = contact.address(channel)
         if address is None:
+            metrics.notification_done(channel, "failed")
             raise GiveUp(f"the contact has no {channel} address")
         rendered = self.renderer.render(
             view,
@@ -161,25 +165,31 @@ class NotificationHandler:
         )
         stable_id = stable_message_id(message.id)
         if channel == "sms":
-            await self.sms.send_sms(
-                Sms(
-                    to=address,
-                    text=rendered.text,
-                    sender_id=decision.org.sms_sender_id,
-                    message_id=stable_id,
-                )
+            await _counted(
+                "sms",
+                self.sms.send_sms(
+                    Sms(
+                        to=address,
+                        text=rendered.text,
+                        sender_id=decision.org.sms_sender_id,
+                        message_id=stable_id,
+                    )
+                ),
             )
         else:
-            await self.email.send_email(
-                Email(
-                    to=address,
-                    subject=rendered.subject,
-                    text=rendered.text,
-                    html=rendered.html,
-                    sender_name=decision.org.sender_name,
-                    reply_to=decision.org.reply_to,
-                    message_id=f"<{stable_id}@{self.domain}>",
-                )
+            await _counted(
+                "email",
+                self.email.send_email(
+                    Email(
+                        to=address,
+                        subject=rendered.subject,
+                        text=rendered.text,
+                        html=rendered.html,
+                        sender_name=decision.org.sender_name,
+                        reply_to=decision.org.reply_to,
+                        message_id=f"<{stable_id}@{self.domain}>",
+                    )
+                ),
             )
 
     async def _notice(self, message: OutboxMessage) -> None:
@@ -196,16 +206,19 @@ class NotificationHandler:
             raise GiveUp(f"unknown notice {notice!r}")
         org = await self.db.run(lambda s: notifications.load_settings(s, unit_id))
         rendered = self.renderer.render_notice(notice, facts, org)
-        await self.email.send_email(
-            Email(
-                to=recipient,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                sender_name=org.sender_name,
-                reply_to=None,
-                message_id=f"<{stable_message_id(message.id)}@{self.domain}>",
-            )
+        await _counted(
+            "email",
+            self.email.send_email(
+                Email(
+                    to=recipient,
+                    subject=rendered.subject,
+                    text=rendered.text,
+                    html=rendered.html,
+                    sender_name=org.sender_name,
+                    reply_to=None,
+                    message_id=f"<{stable_message_id(message.id)}@{self.domain}>",
+                )
+            ),
         )
 
     def _decide(
@@ -220,3 +233,13 @@ class NotificationHandler:
         if not condition.holds:
             return _Decision(org, condition.reason or "condition no longer holds", None)
         return _Decision(org, None, condition.missing_key_ids)
+
+
+async def _counted(channel: Channel, sending: Awaitable[None]) -> None:
+    """Await a transport's send and count its outcome; a failure is counted, then raised."""
+    try:
+        await sending
+    except Exception:
+        metrics.notification_done(channel, "failed")
+        raise
+    metrics.notification_done(channel, "sent")

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from keyautomat import metrics
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.outbound import UnsafeTarget
@@ -285,6 +286,7 @@ class WebhookService:
             at=self.sign_clock.now(),
         )
         result = await self.sender.post(target.url, headers, body.encode())
+        metrics.webhook_attempted(result.success, result.latency_ms / 1000)
 
         # The worker gives up after this attempt if it fails: the schedule has run out.
         exhausted = delay_after(webhooks.RETRY_DELAYS, message.attempts) is None

@@ -23,6 +23,7 @@ import httpx
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.iloq.emulator import EmulatorIloq
+from keyautomat.adapters.iloq.instrumented import InstrumentedIloq
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
 from keyautomat.adapters.outbound import Resolver, UnsafeTarget, check_url, system_resolve
 from keyautomat.config import Settings
@@ -72,7 +73,9 @@ class IloqSystems:
 
     def port(self, system: IloqSystemRef) -> IloqPort:
         if uses_emulator(self.settings.iloq_mode, system.config):
-            return EmulatorIloq(self.db, system.owner_unit_id, self.clock)
+            return InstrumentedIloq(
+                EmulatorIloq(self.db, system.owner_unit_id, self.clock), "emulator"
+            )
         assert system.config is not None
         # Keyed by a digest of the whole configuration: changed credentials get a new client.
         digest = hashlib.sha256(repr(_fields(system.config)).encode()).hexdigest()
@@ -87,7 +90,7 @@ class IloqSystems:
                 resolve=self.dns_resolve,
             )
             self._clients[cache_key] = client
-        return client
+        return InstrumentedIloq(client, "s5")
 
     def check_service_address(self, address: str, field: str) -> None:
         """The rules of a ``serviceAddress`` when it is saved (the connection is vetted again).

@@ -27,6 +27,7 @@ from keyautomat.entrypoints.api.docs_page import docs_page, install_docs_assets
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
 from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
+from keyautomat.entrypoints.api.metrics_endpoint import add_metrics
 from keyautomat.entrypoints.api.openapi import (
     ADMIN_PREFIX,
     V2_PREFIX,
@@ -165,6 +166,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     settings = container.settings
 
     add_probes(app, container, run_gateway=run_gateway)
+    add_metrics(app, container)
 
     async def lookup(account_id: str) -> AccountKey | None:
         return await container.db.run(lambda s: load_account(s, account_id))

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyautomat import metrics
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
 from keyautomat.domain.text import is_ascii_digits, text_problem
 from keyautomat.entrypoints.api.bodies import body_problems
@@ -36,6 +37,15 @@ BAD_TIMESTAMP = "Request timestamp is invalid or expired"
 UNKNOWN_ACCOUNT = "Unknown service account"
 BAD_SIGNATURE = "Invalid signature"
 REPLAYED = "Replayed request"
+# The metric label of each refusal (keyautomat_signature_failures); any other 4xx of
+# ``admit`` is the account id that cannot be stored.
+FAILURE_LABELS = {
+    MISSING_HEADERS: "missing_headers",
+    BAD_TIMESTAMP: "bad_timestamp",
+    UNKNOWN_ACCOUNT: "unknown_account",
+    BAD_SIGNATURE: "bad_signature",
+    REPLAYED: "replayed",
+}
 
 AccountLookup = Callable[[str], Awaitable[AccountKey | None]]
 
@@ -153,6 +163,13 @@ class Rejection:
     message: str
     reason: str  # logged only: callers get the short message
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def count(self) -> None:
+        """Counts the refusal in the metrics: a 429 as rate limited, else by its reason."""
+        if self.status == 429:
+            metrics.rate_limited("api")
+        else:
+            metrics.signature_failed(FAILURE_LABELS.get(self.message, "bad_account_id"))
 
 
 def _origin_of(scope: Scope, headers: dict[bytes, bytes], trust_forwarded: bool) -> str:
@@ -338,6 +355,7 @@ class SignedRequestMiddleware:
         admitted = await self.verifier.admit(scope, headers)
         if isinstance(admitted, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], admitted.reason)
+            admitted.count()
             await send_error(send, admitted.status, admitted.message, admitted.headers)
             return
         # Only now, for a request that may be genuine, is the body read and hashed.
@@ -345,6 +363,7 @@ class SignedRequestMiddleware:
         outcome = await self.verifier.check_signature(scope, headers, body, admitted)
         if isinstance(outcome, Rejection):
             log.info("rejected %s %s: %s", scope["method"], scope["path"], outcome.reason)
+            outcome.count()
             await send_error(send, outcome.status, outcome.message, outcome.headers)
             return
         scope.setdefault("state", {})["principal"] = outcome

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyautomat import metrics
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.errors import send_error
 from keyautomat.logs import REQUEST_ID, REQUEST_ID_HEADER, SERVICE_ACCOUNT_ID, accepted_request_id
@@ -150,13 +151,12 @@ class EdgeMiddleware:
         try:
             await self._handle(scope, receive, tagged_send)
         finally:
+            seconds = time.perf_counter() - began
+            route = route_of(scope)
+            metrics.request_done(scope["method"], route, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
-                    "%s %s %s %.1f ms",
-                    scope["method"],
-                    route_of(scope),
-                    status or "-",
-                    (time.perf_counter() - began) * 1000,
+                    "%s %s %s %.1f ms", scope["method"], route, status or "-", seconds * 1000
                 )
             SERVICE_ACCOUNT_ID.reset(account_token)
             REQUEST_ID.reset(request_token)

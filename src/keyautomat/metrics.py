@@ -1,0 +1,266 @@
+"""Every Prometheus metric family of keyautomat, and the small functions callers use.
+
+docs/operations.md, "Metrics", lists each family, its labels and what to alert
+on. Two sorts:
+
+* **Per-process counters and histograms**, defined here (requests, signature
+  failures, rate limiting, contracts created, handovers, device commands,
+  webhook and notification deliveries, iLOQ calls). When the environment sets
+  ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client when it is imported),
+  every process of the host writes them to files in that folder and
+  ``/metrics`` adds up all the processes' files; otherwise they are this
+  process's own.
+* **Facts of the database** (outbox depth and age, devices online, sync lag):
+  computed when ``/metrics`` is scraped (``service_layer/metric_facts.py``), so
+  every process reports the same truth. They are not defined here.
+
+Labels take values from short fixed sets or from route templates only: never a
+raw path (``/sign/{token}`` carries a credential), an id or a message text.
+Callers call the functions below; none of them fails or blocks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Families are registered here, not in prometheus_client's global registry: the
+# exposition chooses between this registry and the multiprocess files (``collect``).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Seconds; request and command latencies from a millisecond to half a minute.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+SIGNATURE_REASONS = (
+    "missing_headers",
+    "bad_account_id",
+    "bad_timestamp",
+    "unknown_account",
+    "bad_signature",
+    "replayed",
+)
+# api: signed requests over an account's budget; device_hello: hellos with an installation
+# pincode refused unread while their device (or all devices) are backed off.
+RATE_LIMITED_SURFACES = ("api", "device_hello")
+HANDOVER_EVENTS = ("fetched", "returned", "not_fetched", "not_returned")
+CONTRACT_KINDS = ("iloq", "mechanical")
+WEBHOOK_OUTCOMES = ("delivered", "failed")
+NOTIFICATION_CHANNELS = ("email", "sms")
+NOTIFICATION_OUTCOMES = ("sent", "skipped", "failed")
+
+# One histogram, no separate counter: its ``_count`` is the number of requests, and each
+# request then costs one observation (in multiprocess mode a write to a mapped file).
+_request_seconds = Histogram(
+    "keyautomat_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response, by method, route template "
+    "and status; _count is the number of requests.",
+    ("method", "route", "status"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_signature_failures = Counter(
+    "keyautomat_signature_failures",
+    "Signed requests refused before the application ran, by reason.",
+    ("reason",),
+    registry=REGISTRY,
+)
+_rate_limited = Counter(
+    "keyautomat_rate_limited_requests",
+    "Requests refused by a rate limit, by surface (api: 429; device_hello: installation "
+    "pincode hellos refused while backed off).",
+    ("surface",),
+    registry=REGISTRY,
+)
+_contracts_created = Counter(
+    "keyautomat_contracts_created",
+    "Key contracts created (committed), by kind.",
+    ("kind",),
+    registry=REGISTRY,
+)
+_handovers = Counter(
+    "keyautomat_handovers",
+    "Key status changes of contract keys (committed): fetched, returned, not_fetched, "
+    "not_returned.",
+    ("event",),
+    registry=REGISTRY,
+)
+_device_command_seconds = Histogram(
+    "keyautomat_device_command_duration_seconds",
+    "Time from sending a command to a device to its acknowledgement (or giving up), by "
+    "command and outcome.",
+    ("command", "outcome"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_webhook_deliveries = Counter(
+    "keyautomat_webhook_deliveries",
+    "Webhook delivery attempts, by outcome.",
+    ("outcome",),
+    registry=REGISTRY,
+)
+_webhook_seconds = Histogram(
+    "keyautomat_webhook_delivery_duration_seconds",
+    "Time of a webhook delivery attempt (connect to the end of the answer), by outcome.",
+    ("outcome",),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_notifications = Counter(
+    "keyautomat_notification_deliveries",
+    "Notification deliveries handed to a transport (or skipped), by channel and outcome.",
+    ("channel", "outcome"),
+    registry=REGISTRY,
+)
+_iloq_seconds = Histogram(
+    "keyautomat_iloq_call_duration_seconds",
+    "Time of a call to an iLOQ locking system, by system (emulator, s5) and operation.",
+    ("system", "operation"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+_iloq_errors = Counter(
+    "keyautomat_iloq_call_errors",
+    "Calls to an iLOQ locking system that failed, by system, operation and error "
+    "(transient: may pass on retry; permanent: refused).",
+    ("system", "operation", "error"),
+    registry=REGISTRY,
+)
+
+
+def _preset() -> None:
+    """Series of the fixed label sets exist from the start at 0: an alert on ``rate()`` or
+    ``increase()`` sees the first event, and a dashboard shows 0 rather than nothing."""
+    for reason in SIGNATURE_REASONS:
+        _signature_failures.labels(reason)
+    for surface in RATE_LIMITED_SURFACES:
+        _rate_limited.labels(surface)
+    for kind in CONTRACT_KINDS:
+        _contracts_created.labels(kind)
+    for name in HANDOVER_EVENTS:
+        _handovers.labels(name)
+    for outcome in WEBHOOK_OUTCOMES:
+        _webhook_deliveries.labels(outcome)
+    for channel in NOTIFICATION_CHANNELS:
+        for outcome in NOTIFICATION_OUTCOMES:
+            _notifications.labels(channel, outcome)
+
+
+_preset()
+
+
+def is_multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_ENV))
+
+
+def process_registry() -> CollectorRegistry:
+    """The registry ``/metrics`` exposes for the per-process families: this process's, or,
+    in multiprocess mode, a fresh one that adds up every process's files."""
+    if not is_multiprocess():
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+if not is_multiprocess():
+    # CPU, memory and open files of this process; meaningless summed over processes.
+    ProcessCollector(registry=REGISTRY)
+
+
+# --- what callers call ------------------------------------------------------------------
+
+
+def request_done(method: str, route: str, status: int, seconds: float) -> None:
+    """One HTTP request answered (the edge middleware). ``route`` is a template or "-"."""
+    labels = (method if method in METHODS else "other", route, str(status) if status else "-")
+    _request_seconds.labels(*labels).observe(seconds)
+
+
+def signature_failed(reason: str) -> None:
+    _signature_failures.labels(reason).inc()
+
+
+def rate_limited(surface: str = "api") -> None:
+    _rate_limited.labels(surface).inc()
+
+
+def device_command_done(command: str, outcome: str, seconds: float) -> None:
+    """``outcome``: ok, refused (the device said no), timeout, link_error."""
+    _device_command_seconds.labels(command, outcome).observe(seconds)
+
+
+def webhook_attempted(delivered: bool, seconds: float) -> None:
+    outcome = "delivered" if delivered else "failed"
+    _webhook_deliveries.labels(outcome).inc()
+    _webhook_seconds.labels(outcome).observe(seconds)
+
+
+def notification_done(channel: str, outcome: str) -> None:
+    _notifications.labels(channel, outcome).inc()
+
+
+def iloq_call_done(system: str, operation: str, seconds: float, error: str | None) -> None:
+    """``error``: None, "transient" or "permanent"."""
+    _iloq_seconds.labels(system, operation).observe(seconds)
+    if error is not None:
+        _iloq_errors.labels(system, operation, error).inc()
+
+
+# Counts of what a transaction did are taken when it commits: a rolled-back attempt (a
+# lost race, a retry) must not count, and a retried one must count once.
+_PENDING = "keyautomat.metrics.pending"
+
+
+def after_commit(session: Session, count: Callable[[], None]) -> None:
+    """Run ``count`` once ``session``'s transaction has committed; never if it rolls back."""
+    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        event.listen(session, "after_commit", _run_pending, once=True)
+        event.listen(session, "after_rollback", _drop_pending, once=True)
+    pending.append(count)
+
+
+def _run_pending(session: Session) -> None:
+    for count in session.info.pop(_PENDING, ()):
+        count()
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def contract_created(session: Session, kind: str) -> None:
+    """A contract of ``kind`` was inserted in ``session``'s transaction."""
+    after_commit(session, _contracts_created.labels(kind).inc)
+
+
+def handover(session: Session, key_status: str) -> None:
+    """A key took ``key_status`` (``key-fetched``, ...) in ``session``'s transaction."""
+    name = key_status.removeprefix("key-").replace("-", "_")
+    if name in HANDOVER_EVENTS:
+        after_commit(session, _handovers.labels(name).inc)
