@@ -17,7 +17,7 @@ from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
-from keyautomat.entrypoints.api import admin, sign
+from keyautomat.entrypoints.api import admin, identify, sign
 from keyautomat.entrypoints.api.auth import (
     RateLimiter,
     RequestLedger,
@@ -141,6 +141,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin.build_router())
     app.include_router(sign.router)
+    app.include_router(identify.router)
 
     documents = {
         OPENAPI_URL: lambda: v2_document(app, V2_MODELS),
