@@ -115,6 +115,7 @@ def create_app(
             if run_gateway:
                 await container.devices.stop()
             await container.webhooks.aclose()
+            await container.oidc.aclose()
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
