@@ -146,13 +146,13 @@ def read_settings(
     session: Session, principal: Principal, unit_id: str, box: SecretBox
 ) -> UnitStrongAuth:
     """The unit's strong authentication; admins of its subtree only (else 403/404)."""
-    principal.require_admin()
-    notifications.scoped_unit(session, principal, unit_id)
+    check_scope(session, principal, unit_id)
     enabled = session.scalar(_ENABLED, {"unit_id": unit_id}) is not None
     return UnitStrongAuth(enabled, load_provider(session, unit_id, box))
 
 
 def check_scope(session: Session, principal: Principal, unit_id: str) -> None:
+    """Admins of the unit's subtree only: 403 for another role, 404 out of scope."""
     principal.require_admin()
     notifications.scoped_unit(session, principal, unit_id)
 

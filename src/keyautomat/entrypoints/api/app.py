@@ -75,6 +75,12 @@ def _mount_console(app: FastAPI, container: Container) -> None:
         return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
 
 
+async def _close_clients(container: Container) -> None:
+    """The outbound HTTP clients the API process keeps open."""
+    await container.webhooks.aclose()
+    await container.oidc.aclose()
+
+
 def create_app(
     container: Container,
     *,
@@ -114,8 +120,7 @@ def create_app(
             await container.commands.close()
             if run_gateway:
                 await container.devices.stop()
-            await container.webhooks.aclose()
-            await container.oidc.aclose()
+            await _close_clients(container)
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
