@@ -11,6 +11,7 @@ from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.device_links import Link, link_from_url
 from keyautomat.adapters.iloq.factory import IloqSystems
+from keyautomat.adapters.oidc import OidcProviders
 from keyautomat.adapters.secret_custody import open_secret_box
 from keyautomat.adapters.simulator_control import SimulatorControl
 from keyautomat.adapters.webhook_sender import HttpWebhookSender, WebhookSender
@@ -51,9 +52,15 @@ class Container:
     simulators: SimulatorControl = field(init=False)
     iloq: IloqSystems = field(init=False)
     access_rights_cache: AccessRightsCache = field(init=False)
+    # The identity providers of strong authentication (docs/strong-authentication.md).
+    oidc: OidcProviders = field(init=False)
 
     def __post_init__(self) -> None:
         self.iloq = IloqSystems(self.settings, self.db, self.secrets, self.clock)
+        self.oidc = OidcProviders(
+            allow_private=self.settings.strong_auth_allow_private,
+            timeout=self.settings.strong_auth_timeout_seconds,
+        )
         self.access_rights_cache = AccessRightsCache(
             self.settings.iloq_access_rights_ttl_seconds, self.clock
         )

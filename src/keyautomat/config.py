@@ -235,6 +235,32 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="How long access rights are cached per unit (gaps C19)."
     )
 
+    # --- Strong authentication, userVerification "2" (docs/strong-authentication.md) ---
+    strong_auth_allow_private: bool = Field(
+        default=False,
+        description="Allow identity provider issuers over plain http and at private, loopback "
+        "and link-local addresses (an on-premises provider, the loopback provider of the "
+        "tests); off by default: a unit admin could otherwise aim the server at the internal "
+        "network.",
+    )
+    strong_auth_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="Timeout of each call to an identity provider."
+    )
+    strong_auth_link_hours: float = Field(
+        default=168.0,
+        gt=0,
+        le=2160,
+        description="How long a strong-authentication link may be used after it was sent "
+        "(never past the contract's end); an admin can send a new one.",
+    )
+    strong_auth_retention_days: float = Field(
+        default=365.0,
+        gt=0,
+        le=3650,
+        description="How long a verification record is kept after its contract ended or was "
+        "deleted; the worker deletes older ones, and login attempts a day after they expired.",
+    )
+
     # --- Web console (docs/console.md) ---
     console_session_idle_minutes: float = Field(
         default=720.0,

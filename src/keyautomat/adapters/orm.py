@@ -281,6 +281,7 @@ FEATURE_TABLE_MODULES: tuple[str, ...] = (
     "keyautomat.adapters.orm_contracts",
     "keyautomat.adapters.orm_mechanical",
     "keyautomat.adapters.orm_console",
+    "keyautomat.adapters.orm_identity",
 )
 
 

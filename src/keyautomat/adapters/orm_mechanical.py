@@ -80,8 +80,12 @@ mechanical_contracts = Table(
     Column("pick_up_info", Text),
     # userVerification "1": the SHA-256 (hex) of the signature link's unguessable token
     # (the token itself is only in the link sent to the contact), and the signature.
+    # The same token and hash serve the strong-authentication link of "2"
+    # (docs/strong-authentication.md), which also expires.
     Column("signature_token_hash", String(64), unique=True),
+    # When the verification was done: the signature of "1", the identity of "2".
     Column("signed_at", UtcDateTime),
+    Column("verification_link_expires_at", UtcDateTime),
     Column("signature_name", Text),
     Column("signature_data", Text),
     # The final guard of F5 when two creations with the same id race.

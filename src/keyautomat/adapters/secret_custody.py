@@ -1,15 +1,15 @@
 """Which key encrypts the stored secrets, and proof that it is the right one.
 
-Webhook secrets and iLOQ passwords are stored encrypted (``SecretBox``) under
-a key that lives outside the database (``KEYAUTOMAT_SECRET_KEY`` or the file
-``KEYAUTOMAT_SECRET_KEY_FILE``). A process that starts with another key (from
-another folder, with a fresh file created by mistake) would read none of them
-back. So the database keeps a check value, the key's encryption of a fixed
-text, written on the first start; every later start decrypts it and refuses
-to go on, naming the setting, when the key does not match. A missing key file
-is only created while the database holds no check value. Databases from before
-the check get theirs on the next start, after the key has proved that it reads
-the secrets already stored.
+Webhook secrets, iLOQ passwords and identity provider client secrets are stored
+encrypted (``SecretBox``) under a key that lives outside the database
+(``KEYAUTOMAT_SECRET_KEY`` or the file ``KEYAUTOMAT_SECRET_KEY_FILE``). A process
+that starts with another key (from another folder, with a fresh file created by
+mistake) would read none of them back. So the database keeps a check value, the
+key's encryption of a fixed text, written on the first start; every later start
+decrypts it and refuses to go on, naming the setting, when the key does not match. A
+missing key file is only created while the database holds no check value. Databases
+from before the check get theirs on the next start, after the key has proved that it
+reads the secrets already stored.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.orm import organization_units, server_metadata
+from keyautomat.adapters.orm_identity import strong_auth_providers
 from keyautomat.adapters.orm_webhooks import webhook_subscriptions
 from keyautomat.config import Settings, SettingsError
 
@@ -57,7 +58,8 @@ def open_secret_box(settings: Settings, db: Database) -> SecretBox:
         return box
     mismatch = SettingsError(
         f"{setting}: not the key this database's stored secrets (webhook secrets, iLOQ "
-        "passwords) are encrypted with; start with the original key"
+        "passwords, identity provider client secrets) are encrypted with; start with the "
+        "original key"
     )
     if stored is None:
         if not db.transaction(lambda s: _reads_stored_secrets(s, box)):
@@ -98,10 +100,15 @@ def _matches(box: SecretBox, check: str) -> bool:
 
 def _reads_stored_secrets(session: Session, box: SecretBox) -> bool:
     """True when one stored secret of each kind (if any) decrypts under ``box``."""
+    # A database migrated only part of the way may lack the newer tables.
+    tables = set(inspect(session.connection()).get_table_names())
     for column in (
         organization_units.c.iloq_password_encrypted,
         webhook_subscriptions.c.secret_encrypted,
+        strong_auth_providers.c.client_secret_encrypted,
     ):
+        if column.table.name not in tables:
+            continue
         sample = session.scalar(select(column).where(column.is_not(None)).limit(1))
         if sample is not None and not _decrypts(box, sample):
             return False

@@ -18,6 +18,10 @@ from typing import Any
 from keyautomat.contracts.rules import ContractType
 from keyautomat.domain.notifications import Contact
 
+# userVerification values that hold a contract's codes back until the contact acts:
+# "1" a signature, "2" strong authentication (gaps.md F3).
+VERIFYING = frozenset({"1", "2"})
+
 
 @dataclass(slots=True)
 class ContractKey:
@@ -62,15 +66,20 @@ class Contract:
     free_locker_after_fetch: bool = False
     user_verification: str = "0"
     pick_up_info: str | None = None
+    # When the contact completed the verification: signed ("1") or proved who they are
+    # with the unit's identity provider ("2", docs/strong-authentication.md).
     signed_at: datetime | None = None
-    # The signature link's token, known only in the transaction that minted it (the
+    # The verification link's token, known only in the transaction that minted it (the
     # database keeps its hash): the contractSignatureRequested message carries it.
     signature_token: str | None = None
+    # Until when the link of "2" may be used (a signature link of "1" does not expire).
+    link_expires_at: datetime | None = None
 
     @property
-    def awaiting_signature(self) -> bool:
-        """userVerification "1" before the signature: the codes are not on the automats."""
-        return self.user_verification == "1" and self.signed_at is None
+    def awaiting_verification(self) -> bool:
+        """userVerification "1" before the signature, or "2" before the identity is
+        proved: the codes are not on the automats."""
+        return self.user_verification in VERIFYING and self.signed_at is None
 
     @property
     def progressed(self) -> bool:
@@ -185,8 +194,10 @@ class Draft:
     root_unit_id: str | None = None  # set for kinds whose ids are unique per root
     # Where a caller's code is named in the request, for the 400 of a code in use.
     pincode_field: str = "pincodes.{}"
-    # userVerification "1": the link's token (sent; the store keeps only its hash).
+    # userVerification "1" or "2": the link's token (sent; the store keeps only its hash),
+    # and for "2" until when it may be used.
     signature_token: str | None = None
+    link_expires_at: datetime | None = None
 
 
 UNSET: Any = object()

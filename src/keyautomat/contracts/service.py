@@ -45,7 +45,7 @@ def notification_view(
 ) -> ContractView:
     automats = store.automat_views(k.automat_id for k in contract.keys if k.automat_id)
     names = kind.key_names(store, contract)
-    awaiting = contract.awaiting_signature
+    awaiting = contract.awaiting_verification
     return ContractView(
         kind=kind.view_kind,
         contract_id=contract.id,
@@ -184,6 +184,7 @@ def create(
         user_verification=terms.user_verification,
         pick_up_info=terms.pick_up_info,
         signature_token=draft.signature_token,
+        link_expires_at=draft.link_expires_at,
     )
     store.insert(contract, root_unit_id=draft.root_unit_id, now=now)
     window = rules.pincode_window(terms.contract_type, terms.start, terms.end)
@@ -217,13 +218,13 @@ def create(
         )
         slot = Slot(planned.automat_id, planned.locker_index, planned.reserved_key_id)
         store.reserve(contract_id, position, slot, terms.start, until)
-        if not contract.awaiting_signature:
+        if not contract.awaiting_verification:
             put_code_on_automat(store, kind, contract, key)
     store.insert_keys(contract)
     publish_contract_update(store, contract, now)
     view = notification_view(store, kind, contract)
     store.notify(view, NotificationType.CONTRACT_CREATED, now=now)
-    if contract.awaiting_signature:
+    if contract.awaiting_verification:
         store.notify(view, NotificationType.CONTRACT_SIGNATURE_REQUESTED, now=now)
     store.schedule_reminders(view, now)
     store.schedule_end(contract, now)
@@ -278,7 +279,7 @@ def resync_codes(store: ContractStore, kind: ContractKind[Any], contract: Contra
             key.pincode_id = None
         if _code_taken(store, kind, key.automat_id, key.pincode, window, contract.id):
             raise Conflict(f"Pincode of key {key.key_id} is in use by another contract then")
-        if not contract.awaiting_signature:
+        if not contract.awaiting_verification:
             put_code_on_automat(store, kind, contract, key)
         store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
 
@@ -309,7 +310,7 @@ def update(
         progressed=contract.progressed,
         now=now,
     )
-    was_awaiting = contract.awaiting_signature
+    was_awaiting = contract.awaiting_verification
     terms = kind.change_terms(store, contract, change, now)
     period_changed = start != contract.start or end != contract.end
     if period_changed:
@@ -331,12 +332,12 @@ def update(
     store.update(contract, values)
     if terms:
         store.update_terms(contract.id, terms)
-    if period_changed or was_awaiting != contract.awaiting_signature:
+    if period_changed or was_awaiting != contract.awaiting_verification:
         resync_codes(store, kind, contract)
     publish_contract_update(store, contract, now)
     view = notification_view(store, kind, contract)
     store.notify(view, NotificationType.CONTRACT_UPDATED, now=now)
-    if "user_verification" in terms and contract.awaiting_signature:
+    if "user_verification" in terms and contract.awaiting_verification:
         store.notify(
             view, NotificationType.CONTRACT_SIGNATURE_REQUESTED, now=now, event=now.isoformat()
         )

@@ -5,7 +5,7 @@ its outbox jobs, its uninstall guard, the lockers it holds and its reminder cond
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from keyautomat.contracts import progress
 from keyautomat.contracts.iloq.kind import WIPE_KIND, IloqKind
 from keyautomat.contracts.iloq.programming import KeyProgrammer, WipeJob
 from keyautomat.contracts.kind import ContractKind
-from keyautomat.contracts.mechanical import custody
+from keyautomat.contracts.mechanical import custody, identity
 from keyautomat.contracts.mechanical.kind import MechanicalKind
 from keyautomat.contracts.store import END_KIND, SqlContractStore
 from keyautomat.domain.devices import AutomatEvent
@@ -61,7 +61,10 @@ class ContractEvents:
 def register(container: Container) -> None:
     kinds: dict[str, ContractKind[Any]] = {
         IloqKind.name: IloqKind(),
-        MechanicalKind.name: MechanicalKind(signature_base_url(container.settings.public_bases)),
+        MechanicalKind.name: MechanicalKind(
+            signature_base_url(container.settings.public_bases),
+            timedelta(hours=container.settings.strong_auth_link_hours),
+        ),
     }
     container.contract_kinds.update(kinds)
     events = ContractEvents(container.contract_kinds, container.clock)
@@ -83,5 +86,11 @@ def register(container: Container) -> None:
         )
 
     container.dispatcher.register(END_KIND, end)
+    retention = timedelta(days=container.settings.strong_auth_retention_days)
+
+    async def prune_strong_auth(now: datetime) -> int:
+        return await identity.prune_all(container.db, now, retention)
+
+    container.dispatcher.every(identity.PRUNE_EVERY, "strong-auth-retention", prune_strong_auth)
     container.dispatcher.register(WIPE_KIND, WipeJob(container.db, container.iloq))
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)

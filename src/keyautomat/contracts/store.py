@@ -206,6 +206,7 @@ _CONTRACT_COLUMNS = (
     mc.c.user_verification,
     mc.c.pick_up_info,
     mc.c.signed_at,
+    mc.c.verification_link_expires_at,
 )
 _CONTRACT = (
     select(*_CONTRACT_COLUMNS)
@@ -551,6 +552,7 @@ def _contract_of(row: Any) -> Contract:
         user_verification=row.user_verification or "0",
         pick_up_info=row.pick_up_info,
         signed_at=row.signed_at,
+        link_expires_at=row.verification_link_expires_at,
     )
 
 
@@ -687,6 +689,7 @@ class SqlContractStore:
             "user_verification": contract.user_verification,
             "pick_up_info": contract.pick_up_info,
             "signature_token_hash": secret_hash(token) if token else None,
+            "verification_link_expires_at": contract.link_expires_at,
         }
         if contract.public_id == contract.id:
             self.session.execute(_INSERT_TERMS, terms)  # a fresh id: nobody else has it

@@ -109,8 +109,8 @@ def record_handover(
         raise InvalidInput("keyId", "is not waiting to be handed over")
     if now < contract.start or (contract.end is not None and now >= contract.end):
         raise InvalidInput("keyId", "the contract is not ongoing")
-    if contract.awaiting_signature:
-        raise InvalidInput("keyId", "the contract has not been signed yet")
+    if contract.awaiting_verification:
+        raise InvalidInput("keyId", "the contract awaits its contact's signature or identity")
     mechanical_keys.hand_over(session, key.stored_id)
     progress.fetched(store, kind, contract, key, now)
     return contract

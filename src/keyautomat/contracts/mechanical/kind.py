@@ -15,7 +15,7 @@ import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, select
@@ -25,6 +25,7 @@ from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts.kind import ContractKind
 from keyautomat.contracts.model import (
     UNSET,
+    VERIFYING,
     Contract,
     ContractChange,
     ContractKey,
@@ -37,6 +38,7 @@ from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import ContractStore, SqlContractStore
 from keyautomat.domain.devices import AutomatEvent, secret_hash
 from keyautomat.domain.errors import Conflict, InvalidInput
+from keyautomat.domain.identity import link_expiry
 from keyautomat.domain.mechanical import MechanicalKey
 from keyautomat.domain.model import Product
 from keyautomat.domain.notifications import Contact
@@ -69,8 +71,13 @@ class NewMechanicalContract:
 
 
 def new_signature_token() -> str:
-    """The credential of a signature link: 256 random bits."""
+    """The credential of a verification link (signature or identity): 256 random bits."""
     return secrets.token_urlsafe(32)
+
+
+# Where each verification's link leads: the signature page, the identity step.
+LINK_PATHS = {"1": "/sign/", "2": "/identify/"}
+DEFAULT_LINK_VALIDITY = timedelta(days=7)
 
 
 # What the database keeps of a signature token is the same plain SHA-256 as of a
@@ -126,9 +133,22 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
     view_kind: ClassVar[ViewKind] = ViewKind.MECHANICAL
     defers_codes: ClassVar[bool] = True
 
-    def __init__(self, signature_base_url: str = "") -> None:
-        # The public address of the signature page; "" gives a relative link.
+    def __init__(
+        self, signature_base_url: str = "", link_validity: timedelta = DEFAULT_LINK_VALIDITY
+    ) -> None:
+        # The public address of the verification pages; "" gives a relative link.
         self.signature_base_url = signature_base_url.rstrip("/")
+        # How long a strong-authentication link may be used after it was sent.
+        self.link_validity = link_validity
+
+    def new_link(
+        self, verification: str, end: datetime | None, now: datetime
+    ) -> tuple[str | None, datetime | None]:
+        """A fresh verification link's token, and until when it may be used ("2" only)."""
+        if verification not in VERIFYING:
+            return None, None
+        expires = link_expiry(now, end, self.link_validity) if verification == "2" else None
+        return new_signature_token(), expires
 
     # --- identity --------------------------------------------------------------------------
 
@@ -237,7 +257,7 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             raise InvalidInput(
                 "pickUpInfoForManualStorageKeys", "is only for manual-storage key contracts"
             )
-        token = new_signature_token() if new.user_verification == "1" else None
+        token, expires = self.new_link(new.user_verification, new.end, now)
         return Draft(
             terms=Terms(
                 contract_type=ContractType.DEFAULT,
@@ -272,6 +292,7 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             root_unit_id=root,
             pincode_field="keys.{}.storageInfo.pincode",
             signature_token=token,
+            link_expires_at=expires,
         )
 
     # --- change ----------------------------------------------------------------------------
@@ -289,9 +310,11 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
                 )
             self.check_verification(store, contract.organization_unit_id, verification)
             contract.user_verification = terms["user_verification"] = verification
-            token = new_signature_token() if verification == "1" else None
-            contract.signature_token = token
+            end = contract.end if change.end is UNSET else change.end
+            token, expires = self.new_link(verification, end, now)
+            contract.signature_token, contract.link_expires_at = token, expires
             terms["signature_token_hash"] = token_hash(token) if token else None
+            terms["verification_link_expires_at"] = expires
         if change.pick_up_info is not UNSET:
             if change.pick_up_info is not None and not contract.has_manual_keys:
                 raise InvalidInput(
@@ -326,9 +349,10 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
         }
 
     def signature_link(self, contract: Contract) -> str | None:
-        if contract.signature_token is None:
+        path = LINK_PATHS.get(contract.user_verification)
+        if contract.signature_token is None or path is None:
             return None
-        return f"{self.signature_base_url}/sign/{contract.signature_token}"
+        return f"{self.signature_base_url}{path}{contract.signature_token}"
 
     # --- at the automats -----------------------------------------------------------------------
 

@@ -1,31 +1,45 @@
-"""userVerification of mechanical contracts (gaps.md F3): the signature of "1", and the
-units that allow strong authentication ("2")."""
+"""userVerification of mechanical contracts (gaps.md F3): the signature of "1", and what
+"1" and "2" share: the verification link and releasing the codes once verified
+(strong authentication itself is ``identity.py``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.orm_mechanical import strong_auth_units
 from keyautomat.contracts import service
 from keyautomat.contracts.mechanical.kind import MechanicalKind, token_hash
 from keyautomat.contracts.model import Contract
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.mechanical import check_signature_image
-from keyautomat.service_layer import devices, notifications
-from keyautomat.service_layer.principal import Principal
 
 
-def contract_for_token(session: Session, token: str, *, for_update: bool = False) -> Contract:
+def contract_for_token(
+    session: Session, token: str, *, verification: str = "1", for_update: bool = False
+) -> Contract:
+    """The contract whose verification link of kind ``verification`` ("1" signature, "2"
+    identity) carries ``token``; a link of the other kind is not found here."""
     store = SqlContractStore(session)
     found = store.contract_for_token_hash(token_hash(token)) if token else None
     contract = store.load(found, for_update=for_update) if found is not None else None
-    if contract is None:
+    if contract is None or contract.user_verification != verification:
         raise NotFound("Signature request")
     return contract
+
+
+def release_codes(
+    store: SqlContractStore, kind: MechanicalKind, contract: Contract, now: datetime
+) -> None:
+    """The verification is done (``signed_at`` set): the device keys' codes reach their
+    automats with the next sync, and ``contract-update`` tells the integrator."""
+    assert not contract.awaiting_verification
+    for key in contract.keys:
+        if key.in_automat and key.pincode and key.pincode_id is None and not key.in_history:
+            service.put_code_on_automat(store, kind, contract, key)
+            store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
+    service.publish_contract_update(store, contract, now)
 
 
 def sign(
@@ -52,33 +66,5 @@ def sign(
         {"signed_at": now, "signature_name": name.strip(), "signature_data": data or None},
     )
     contract.signed_at = now
-    for key in contract.keys:
-        if key.in_automat and key.pincode and key.pincode_id is None and not key.in_history:
-            service.put_code_on_automat(store, kind, contract, key)
-            store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
+    release_codes(store, kind, contract, now)
     return contract
-
-
-def strong_auth_enabled(session: Session, principal: Principal, unit_id: str) -> bool:
-    """Whether ``unit_id`` allows userVerification "2" (F3); admins of its subtree only."""
-    principal.require_admin()
-    notifications.scoped_unit(session, principal, unit_id)
-    return SqlContractStore(session).strong_auth(unit_id)
-
-
-def set_strong_auth(session: Session, principal: Principal, unit_id: str, enabled: bool) -> bool:
-    """Enable or disable userVerification "2" for exactly this unit (not its children).
-
-    Idempotent; concurrent enables are harmless (insert ignoring the duplicate).
-    Disabling does not touch contracts that already ask for "2"."""
-    principal.require_admin()
-    notifications.scoped_unit(session, principal, unit_id)
-    if enabled:
-        devices.insert_ignoring_duplicates(
-            session, strong_auth_units, {"organization_unit_id": unit_id}
-        )
-    else:
-        session.execute(
-            delete(strong_auth_units).where(strong_auth_units.c.organization_unit_id == unit_id)
-        )
-    return enabled

@@ -16,7 +16,7 @@ from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
-from keyautomat.entrypoints.api import admin, sign
+from keyautomat.entrypoints.api import admin, identify, sign
 from keyautomat.entrypoints.api.auth import (
     RateLimiter,
     RequestLedger,
@@ -77,6 +77,12 @@ def _mount_console(app: FastAPI, container: Container) -> None:
         return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
 
 
+async def _close_clients(container: Container) -> None:
+    """The outbound HTTP clients the API process keeps open."""
+    await container.webhooks.aclose()
+    await container.oidc.aclose()
+
+
 def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     container: Container,
     *,
@@ -117,7 +123,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
             await container.simulators.close()
             if run_gateway:
                 await container.devices.stop()
-            await container.webhooks.aclose()
+            await _close_clients(container)
 
     app = FastAPI(
         title="keyautomat — LivionKey API V2",
@@ -144,6 +150,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(admin.build_router())
     app.include_router(sign.router)
+    app.include_router(identify.router)
 
     documents = {
         OPENAPI_URL: lambda: v2_document(app, V2_MODELS),

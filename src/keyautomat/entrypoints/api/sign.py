@@ -21,6 +21,7 @@ from keyautomat.contracts.model import Contract
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.api.deps import Services
+from keyautomat.entrypoints.api.pages import page
 
 PREFIX = "/sign"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -43,31 +44,21 @@ function keep() { if (drawn) document.getElementById('signature').value = pad.to
 </script>"""
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>{html.escape(title)}</title></head><body>"
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>",
-        status_code=status,
-    )
-
-
 @router.get("/{token}")
 async def show(token: str, services: Services) -> HTMLResponse:
     def work(session: Session) -> Contract | None:
         try:
-            return service.contract_for_token(session, token)
+            return service.contract_for_token(session, token, verification="1")
         except NotFound:
             return None
 
     contract = await services.db.run(work)
     if contract is None:
-        return _page("Link not valid", "<p>This signature link is not valid.</p>", 404)
+        return page("Link not valid", "<p>This signature link is not valid.</p>", 404)
     if contract.signed_at is not None:
-        return _page("Signed", "<p>Thank you, the contract is signed.</p>")
+        return page("Signed", "<p>Thank you, the contract is signed.</p>")
     keys = "".join(f"<li>{html.escape(k.key_id)}</li>" for k in contract.keys)
-    return _page(
+    return page(
         "Sign the key contract",
         f"<p>Keys:</p><ul>{keys}</ul>"
         "<form method='post' onsubmit='keep()'>"
@@ -90,7 +81,7 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
     for field, value in (("name", name), ("signature", drawn or "")):
         refusal = text_problem(value)
         if refusal is not None:
-            return _page("Not accepted", f"<p>{html.escape(f'{field}: {refusal}')}</p>", 400)
+            return page("Not accepted", f"<p>{html.escape(f'{field}: {refusal}')}</p>", 400)
     now = services.clock.now()
     kind = kind_of(services)
 
@@ -105,13 +96,13 @@ async def submit(token: str, request: Request, services: Services) -> HTMLRespon
 
     problem = await services.db.run(work)
     if problem == "missing":
-        return _page("Link not valid", "<p>This signature link is not valid.</p>", 404)
+        return page("Link not valid", "<p>This signature link is not valid.</p>", 404)
     if problem == "name":
-        return _page("Name required", "<p>Please type your name.</p>", 400)
+        return page("Name required", "<p>Please type your name.</p>", 400)
     if problem == "signature":
-        return _page(
+        return page(
             "Signature not accepted",
             "<p>signature: must be a PNG or JPEG image as a base64 data URL.</p>",
             400,
         )
-    return _page("Signed", "<p>Thank you, the contract is signed.</p>")
+    return page("Signed", "<p>Thank you, the contract is signed.</p>")
