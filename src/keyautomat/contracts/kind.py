@@ -9,6 +9,7 @@ Adding a kind is one module with a subclass, its ``wire`` module and a router.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -110,3 +111,7 @@ class ContractKind(Generic[New]):
         at: datetime,
     ) -> None:
         """The key is back (in ``locker_index`` of its automat, or with staff)."""
+
+
+Kinds = Mapping[str, ContractKind[Any]]
+"""The container's kinds by name (``Container.contract_kinds``)."""

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from keyautomat.contracts import progress
+from keyautomat.contracts import progress, succession
 from keyautomat.contracts.iloq.kind import WIPE_KIND, IloqKind
 from keyautomat.contracts.iloq.programming import KeyProgrammer, WipeJob
 from keyautomat.contracts.kind import ContractKind
 from keyautomat.contracts.mechanical import custody
 from keyautomat.contracts.mechanical.kind import MechanicalKind
+from keyautomat.contracts.service import LATE_KIND
 from keyautomat.contracts.store import END_KIND, SqlContractStore
 from keyautomat.domain.devices import AutomatEvent
 from keyautomat.domain.notifications import ContractView, NotificationType
@@ -82,6 +83,16 @@ def register(container: Container) -> None:
             lambda s: progress.evaluate_end(SqlContractStore(s), contract_id, now)
         )
 
+    async def late(message: OutboxMessage) -> None:
+        contract_id, position = message.payload["contractId"], message.payload["position"]
+        now = container.clock.now()
+        await container.db.run(
+            lambda s: succession.check_late(
+                SqlContractStore(s), container.contract_kinds, contract_id, position, now
+            )
+        )
+
     container.dispatcher.register(END_KIND, end)
+    container.dispatcher.register(LATE_KIND, late)
     container.dispatcher.register(WIPE_KIND, WipeJob(container.db, container.iloq))
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)

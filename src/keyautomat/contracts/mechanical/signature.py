@@ -52,10 +52,7 @@ def sign(
         {"signed_at": now, "signature_name": name.strip(), "signature_data": data or None},
     )
     contract.signed_at = now
-    for key in contract.keys:
-        if key.in_automat and key.pincode and key.pincode_id is None and not key.in_history:
-            service.put_code_on_automat(store, kind, contract, key)
-            store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
+    service.put_due_codes(store, kind, contract)
     return contract
 
 
