@@ -1,4 +1,4 @@
-"""the key lifecycle: codes held back while a booked key is out
+"""the key lifecycle: codes held back while a booked key is out, overdue keys
 
 Revision ID: 0025
 Revises: 0021
@@ -8,6 +8,10 @@ Create Date: 2026-12-09 09:00:00.000000
   the key is out with another contract's user, and goes on when the key is back
   (back-to-back bookings, docs/contracts.md). A partial index finds the few held
   codes for the pincode clash check of a new contract.
+* ``notification_settings.overdue_after_seconds`` and ``guest_overdue_reminders``:
+  when a device key still out after its contract's end is overdue (a reminder to
+  the unit's staff), and whether the contact is reminded too (docs/contracts.md,
+  "Overdue keys"). Null inherits, as every column of the table.
 """
 
 from collections.abc import Sequence
@@ -36,8 +40,16 @@ def upgrade() -> None:
         sqlite_where=sa.text("held_since IS NOT NULL"),
         postgresql_where=sa.text("held_since IS NOT NULL"),
     )
+    op.add_column(
+        "notification_settings", sa.Column("overdue_after_seconds", sa.Integer(), nullable=True)
+    )
+    op.add_column(
+        "notification_settings", sa.Column("guest_overdue_reminders", sa.Boolean(), nullable=True)
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("notification_settings", "guest_overdue_reminders")
+    op.drop_column("notification_settings", "overdue_after_seconds")
     op.drop_index("ix_contract_keys_held", table_name="contract_keys")
     op.drop_column("contract_keys", "held_since")

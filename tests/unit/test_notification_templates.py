@@ -228,3 +228,22 @@ def test_the_key_delayed_notice_reads_well_when_nobody_is_known_to_have_the_key(
     }
     text = RENDERER.render_notice("keyDelayed", facts, OrgNotificationSettings()).text
     assert "still out with" not in text
+
+
+def test_the_keys_overdue_notice_lists_each_key_where_it_belongs_and_whom_to_call() -> None:
+    facts = {
+        "contract": "stay-1",
+        "kind": "mechanical",
+        "end_at": "2030-06-03T09:00:00.000Z",
+        "contact": "Jane Guest, +358401234567",
+        "keys": [
+            {"key": "Flat A12", "place": "Front desk"},
+            {"key": "Garage", "place": "Kamppi automat, locker 2"},
+        ],
+    }
+    rendered = RENDERER.render_notice("keysOverdue", facts, OrgNotificationSettings())
+    assert rendered.subject == "Keys of contract stay-1 not returned"
+    text = rendered.text
+    assert "Contract stay-1 ended at 2030-06-03 12:00 (EEST)" in text
+    assert "- Flat A12 (Front desk)\n- Garage (Kamppi automat, locker 2)" in text
+    assert "Contact: Jane Guest, +358401234567" in text

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from keyautomat.contracts import rules, succession
+from keyautomat.contracts import overdue, rules, succession
 from keyautomat.contracts.kind import ContractKind, Kinds
 from keyautomat.contracts.model import CodeGrant, Contract, ContractKey
 from keyautomat.contracts.rules import OPEN_END, KeyStatus
@@ -237,6 +237,7 @@ def evaluate_end(store: ContractStore, contract_id: str, now: datetime) -> int:
             store.hold_until(contract.id, key.position, OPEN_END)
             reopen_for_return(store, contract, key)
         publish_status(store, contract, key, outcome, at)
+    overdue.plan(store, contract, now)
     store.complete_if_done(contract.id, now)
     store.close_ended(contract.id, max(now, at))  # the end is reached: it runs now
     return changed

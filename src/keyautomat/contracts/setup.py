@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from keyautomat.contracts import progress, succession
+from keyautomat.contracts import overdue, progress, succession
 from keyautomat.contracts.iloq.kind import WIPE_KIND, IloqKind
 from keyautomat.contracts.iloq.programming import KeyProgrammer, WipeJob
 from keyautomat.contracts.kind import ContractKind
@@ -92,7 +92,22 @@ def register(container: Container) -> None:
             )
         )
 
+    async def overdue_keys(message: OutboxMessage) -> None:
+        payload = message.payload
+        now = container.clock.now()
+        await container.db.run(
+            lambda s: overdue.check(
+                SqlContractStore(s),
+                container.contract_kinds,
+                payload["contractId"],
+                payload["stage"],
+                payload["end"],
+                now,
+            )
+        )
+
     container.dispatcher.register(END_KIND, end)
     container.dispatcher.register(LATE_KIND, late)
+    container.dispatcher.register(overdue.OVERDUE_KIND, overdue_keys)
     container.dispatcher.register(WIPE_KIND, WipeJob(container.db, container.iloq))
     container.devices.before_open = KeyProgrammer(container.db, container.iloq, container.clock)

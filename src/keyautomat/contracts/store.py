@@ -48,7 +48,13 @@ from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFil
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
 from keyautomat.domain.devices import secret_hash
 from keyautomat.domain.errors import Conflict
-from keyautomat.domain.notifications import AutomatView, Contact, ContractView, NotificationType
+from keyautomat.domain.notifications import (
+    AutomatView,
+    Contact,
+    ContractView,
+    NotificationType,
+    OrgNotificationSettings,
+)
 from keyautomat.service_layer import admin_notices, devices, notifications, outbox, webhooks
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope_bound, scope_params
@@ -205,6 +211,10 @@ class ContractStore(Protocol):
         event: str | None = None,
     ) -> None: ...
     def schedule_reminders(self, view: ContractView, now: datetime) -> None: ...
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None: ...
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings: ...
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None: ...
     def cancel_reminders(self, contract_id: str) -> None: ...
     def schedule_end(self, contract: Contract, now: datetime) -> None: ...
@@ -1082,6 +1092,15 @@ class SqlContractStore:
 
     def schedule_reminders(self, view: ContractView, now: datetime) -> None:
         notifications.schedule_reminders(self.session, view, now=now)
+
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None:
+        notifications.remind(self.session, view, type_, now=now, occasion=occasion)
+
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings:
+        """The unit's notification settings in force (inherited, factory defaults)."""
+        return notifications.load_settings(self.session, unit_id)
 
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None:
         notifications.reschedule(self.session, view, now=now)

@@ -87,6 +87,9 @@ FACTORY_DEFAULTS: Mapping[NotificationType, bool] = {
 DEFAULT_START_LEAD = timedelta(hours=24)
 DEFAULT_END_LEAD = timedelta(hours=24)
 DEFAULT_TIMEZONE = "Europe/Helsinki"
+# How long after its contract's end a device key still out is overdue (docs/contracts.md,
+# "Overdue keys"); a manual-storage key is overdue at the end.
+DEFAULT_OVERDUE_AFTER = timedelta(hours=1)
 
 
 def factory_matrix() -> Matrix:
@@ -105,6 +108,9 @@ class OrgNotificationSettings:
     sms_sender_id: str | None = None
     reply_to: str | None = None
     admin_email: str | None = None
+    overdue_after: timedelta = DEFAULT_OVERDUE_AFTER
+    # The contact gets a reminder of overdue keys too (contractKeysNotReturned again).
+    guest_overdue_reminders: bool = False
 
     def default_for(self, type_: str, channel: Channel) -> bool:
         return bool(self.defaults.get(type_, {}).get(channel, False))

@@ -2,7 +2,7 @@
 
 The platform tells a unit's admins about trouble they have to act on: a webhook
 subscription disabled because its receiver kept failing, a key still out when the
-next contract of it starts. A unit has
+next contract of it starts, keys not returned after their contract's end. A unit has
 no list of admin people: service accounts are machines without addresses. So
 the address is a notification setting of the unit, ``adminEmail``, inherited
 like the others; a unit that has not set one falls back to its ``replyTo``
@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 WEBHOOK_DISABLED = "webhookSubscriptionDisabled"
 # A contract started while its key was still out with the previous contract's user.
 KEY_DELAYED = "keyDelayed"
-NOTICES = (WEBHOOK_DISABLED, KEY_DELAYED)
+# Keys still out after their contract's end (manual storage at once, automat keys later).
+KEYS_OVERDUE = "keysOverdue"
+NOTICES = (WEBHOOK_DISABLED, KEY_DELAYED, KEYS_OVERDUE)
 # The payload field that marks a ``notification`` row as a notice to the unit's admins.
 NOTICE = "notice"
 

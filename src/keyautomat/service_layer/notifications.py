@@ -181,8 +181,16 @@ def load_settings(session: Session, unit_id: str) -> OrgNotificationSettings:
             sms_sender_id=row.sms_sender_id or result.sms_sender_id,
             reply_to=row.reply_to or result.reply_to,
             admin_email=row.admin_email or result.admin_email,
+            overdue_after=_seconds(row.overdue_after_seconds, result.overdue_after),
+            guest_overdue_reminders=_flag(
+                row.guest_overdue_reminders, result.guest_overdue_reminders
+            ),
         )
     return result
+
+
+def _flag(value: bool | None, fallback: bool) -> bool:
+    return fallback if value is None else bool(value)
 
 
 def _seconds(value: int | None, fallback: timedelta) -> timedelta:
@@ -201,6 +209,8 @@ class SettingsOverride:
     sms_sender_id: str | None = None
     reply_to: str | None = None
     admin_email: str | None = None
+    overdue_after: timedelta | None = None
+    guest_overdue_reminders: bool | None = None
 
 
 def read_override(session: Session, unit_id: str) -> SettingsOverride:
@@ -218,6 +228,8 @@ def read_override(session: Session, unit_id: str) -> SettingsOverride:
         sms_sender_id=row.sms_sender_id,
         reply_to=row.reply_to,
         admin_email=row.admin_email,
+        overdue_after=_maybe_seconds(row.overdue_after_seconds),
+        guest_overdue_reminders=row.guest_overdue_reminders,
     )
 
 
@@ -241,6 +253,8 @@ def set_override(
         "admin_email": None
         if override.admin_email is None
         else normalise_email(override.admin_email, "adminEmail"),
+        "overdue_after_seconds": _lead(override.overdue_after, "overdueAfterMinutes"),
+        "guest_overdue_reminders": override.guest_overdue_reminders,
         "updated_at": now,
     }
     changed = session.execute(
@@ -484,6 +498,38 @@ def schedule_reminders(session: Session, view: ContractView, *, now: datetime) -
             )
             if message_id is not None:
                 written.append(message_id)
+    return written
+
+
+def remind(
+    session: Session, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+) -> list[int]:
+    """A scheduled type the contract code decides to send now (an overdue reminder), once
+    per ``occasion``: written like :func:`schedule_reminders` rows (due now, cancelled
+    with the contract's reminders), so its condition is checked again when it is sent."""
+    if type_ not in SCHEDULED_TYPES:
+        raise ValueError(f"{type_} is not scheduled: use notify()")
+    contact = view.contact
+    if contact is None:
+        return []
+    written: list[int] = []
+    for channel in CHANNELS:
+        if contact.address(channel) is None or not contact.may_want(type_, channel):
+            continue
+        key = ":".join(["notification", view.contract_id, "-", type_.value, channel, occasion])
+        message_id = _enqueue(
+            session,
+            view,
+            type_,
+            channel,
+            now=now,
+            due_at=now,
+            key_id=None,
+            ref=_reminder_ref(view.contract_id),
+            idempotency_key=key,
+        )
+        if message_id is not None:
+            written.append(message_id)
     return written
 
 

@@ -24,7 +24,12 @@ from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFil
 from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef
 from keyautomat.domain.devices import PincodePurpose, secret_hash
 from keyautomat.domain.errors import Conflict, InvalidInput
-from keyautomat.domain.notifications import AutomatView, ContractView, NotificationType
+from keyautomat.domain.notifications import (
+    AutomatView,
+    ContractView,
+    NotificationType,
+    OrgNotificationSettings,
+)
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal
 
@@ -145,6 +150,9 @@ class FakeContractStore:
         self.notified: list[Notified] = []
         self.enqueued: list[Job] = []
         self.notices: list[Notice] = []
+        self.reminded: list[Notified] = []
+        # Notification settings by unit (the factory's for a unit not listed).
+        self.settings: dict[str, OrgNotificationSettings] = {}
         self.locked: list[str] = []
         self.reminders_scheduled: list[ContractView] = []
         self.reminders_rescheduled: list[ContractView] = []
@@ -607,6 +615,17 @@ class FakeContractStore:
 
     def schedule_reminders(self, view: ContractView, now: datetime) -> None:
         self.reminders_scheduled.append(view)
+
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None:
+        """As the notification outbox: once per (contract, type, occasion)."""
+        done = (view.contract_id, type_, occasion)
+        if done not in {(r.view.contract_id, r.type, r.event) for r in self.reminded}:
+            self.reminded.append(Notified(view, type_, now, None, occasion))
+
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings:
+        return self.settings.get(unit_id, OrgNotificationSettings())
 
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None:
         self.reminders_rescheduled.append(view)

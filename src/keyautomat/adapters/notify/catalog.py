@@ -443,4 +443,5 @@ LABELS: Mapping[str, Mapping[str, str]] = {
 NOTICE_SUBJECTS: Mapping[str, str] = {
     "webhookSubscriptionDisabled": 'Webhook subscription "{name}" disabled',
     "keyDelayed": "Key {key} is late for contract {contract}",
+    "keysOverdue": "Keys of contract {contract} not returned",
 }
