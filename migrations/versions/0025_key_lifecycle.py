@@ -1,4 +1,4 @@
-"""the key lifecycle: codes held back while a booked key is out, overdue keys
+"""the key lifecycle: codes held back while a booked key is out, overdue keys, lost keys
 
 Revision ID: 0025
 Revises: 0021
@@ -12,6 +12,8 @@ Create Date: 2026-12-09 09:00:00.000000
   when a device key still out after its contract's end is overdue (a reminder to
   the unit's staff), and whether the contact is reminded too (docs/contracts.md,
   "Overdue keys"). Null inherits, as every column of the table.
+* ``mechanical_keys.lost_at``: a key reported lost is not offered to new
+  contracts until it is found (docs/contracts.md, "Lost keys").
 """
 
 from collections.abc import Sequence
@@ -46,9 +48,11 @@ def upgrade() -> None:
     op.add_column(
         "notification_settings", sa.Column("guest_overdue_reminders", sa.Boolean(), nullable=True)
     )
+    op.add_column("mechanical_keys", _time("lost_at"))
 
 
 def downgrade() -> None:
+    op.drop_column("mechanical_keys", "lost_at")
     op.drop_column("notification_settings", "guest_overdue_reminders")
     op.drop_column("notification_settings", "overdue_after_seconds")
     op.drop_index("ix_contract_keys_held", table_name="contract_keys")

@@ -20,6 +20,7 @@ from keyautomat.contracts.model import (
     ContractKey,
     ListFilters,
     Period,
+    PlannedKey,
     Slot,
 )
 from keyautomat.contracts.rules import ContractType
@@ -230,6 +231,51 @@ def schedule_late_check(
         due_at=max(contract.start, now),
         once=f"key-late:{contract.id}:{key.position}:{contract.start.isoformat()}",
     )
+
+
+def add_key(
+    store: ContractStore,
+    kind: ContractKind[Any],
+    contract: Contract,
+    planned: PlannedKey,
+    now: datetime,
+) -> ContractKey:
+    """One key more for the rest of a running contract (a replacement for a lost one): a
+    fresh code, its locker and key reserved from now, the code on the automat, and a
+    ``contract-update`` of the key. The kind chose it with its automat locked."""
+    assert planned.automat_id is not None
+    assert planned.locker_index is not None
+    key = ContractKey(
+        position=max(k.position for k in contract.keys) + 1,
+        key_id=planned.key_id,
+        stored_id=planned.stored_id,
+        automat_id=planned.automat_id,
+        locker_index=planned.locker_index,
+        manual_info=None,
+        pincode=None,
+        pincode_id=None,
+        status=None,
+        in_history=False,
+    )
+    ctype = contract.contract_type
+    window = rules.pincode_window(ctype, contract.start, contract.end)
+    key.pincode = choose_pincode(
+        store, kind, planned.automat_id, None, window, taken=set(), field="pincode"
+    )
+    slot = Slot(planned.automat_id, planned.locker_index, planned.reserved_key_id)
+    store.reserve(
+        contract.id,
+        key.position,
+        slot,
+        max(contract.start, now),
+        rules.reservation_until(ctype, contract.end),
+    )
+    if not contract.awaiting_signature:
+        put_code_on_automat(store, kind, contract, key)
+    contract.keys.append(key)
+    store.insert_key(contract, key)
+    publish_key_update(store, contract, key, now, once=f"key-added:{contract.id}:{key.position}")
+    return key
 
 
 # --- create -------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ class ContractStore(Protocol):
     def public_id_taken(self, root_unit_id: str, public_id: str) -> bool: ...
     def insert(self, contract: Contract, *, root_unit_id: str | None, now: datetime) -> None: ...
     def insert_keys(self, contract: Contract) -> None: ...
+    def insert_key(self, contract: Contract, key: ContractKey) -> None: ...
     def update(self, contract: Contract, values: dict[str, Any]) -> None: ...
     def update_terms(self, contract_id: str, values: dict[str, Any]) -> None: ...
     def set_key(self, contract_id: str, position: int, **values: Any) -> None: ...
@@ -645,6 +646,23 @@ def _key_of(row: Any, asked: dict[str, Any]) -> ContractKey:
     )
 
 
+def _key_row(contract: Contract, key: ContractKey) -> dict[str, Any]:
+    return {
+        "contract_id": contract.id,
+        "position": key.position,
+        "key_id": key.stored_id,
+        "automat_id": key.automat_id,
+        "locker_index": key.locker_index,
+        "pincode": key.pincode,
+        "pincode_id": key.pincode_id,
+        "status": key.status,
+        "in_history": key.in_history,
+        "programmed_at": key.opened_at,
+        "program_failures": 0,
+        "held_since": key.held_since,
+    }
+
+
 class SqlContractStore:
     """The contract tables on one session (one unit of work)."""
 
@@ -767,26 +785,11 @@ class SqlContractStore:
             ) from None
 
     def insert_keys(self, contract: Contract) -> None:
-        self.session.execute(
-            _INSERT_KEYS,
-            [
-                {
-                    "contract_id": contract.id,
-                    "position": key.position,
-                    "key_id": key.stored_id,
-                    "automat_id": key.automat_id,
-                    "locker_index": key.locker_index,
-                    "pincode": key.pincode,
-                    "pincode_id": key.pincode_id,
-                    "status": key.status,
-                    "in_history": key.in_history,
-                    "programmed_at": key.opened_at,
-                    "program_failures": 0,
-                    "held_since": key.held_since,
-                }
-                for key in contract.keys
-            ],
-        )
+        self.session.execute(_INSERT_KEYS, [_key_row(contract, key) for key in contract.keys])
+
+    def insert_key(self, contract: Contract, key: ContractKey) -> None:
+        """One key more in a contract (a replacement for a lost one)."""
+        self.session.execute(_INSERT_KEYS, [_key_row(contract, key)])
 
     def update(self, contract: Contract, values: dict[str, Any]) -> None:
         stored = dict(values)

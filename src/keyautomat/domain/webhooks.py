@@ -37,7 +37,8 @@ KEY_STATES = (
     "key-not-fetched",
     "key-not-returned",
     # keyautomat's own, in the same shape (docs/webhooks.md, "Key states of our own"): a
-    # key still out when the next contract's period starts.
+    # key reported lost, and a key still out when the next contract's period starts.
+    "key-lost",
     "key-delayed",
 )
 STORAGE_TYPES = ("device", "manualStorage")

@@ -275,6 +275,11 @@ class FakeContractStore:
             stored.contract.keys.append(copy.deepcopy(key))
             stored.key_columns[key.position] = {"program_failures": 0}
 
+    def insert_key(self, contract: Contract, key: ContractKey) -> None:
+        stored = self.contracts[contract.id]
+        stored.contract.keys.append(copy.deepcopy(key))
+        stored.key_columns[key.position] = {"program_failures": 0}
+
     def update(self, contract: Contract, values: dict[str, Any]) -> None:
         stored = self.contracts[contract.id]
         for name, value in values.items():

@@ -348,6 +348,34 @@ class IloqKind(ContractKind[NewIloqContract]):
             ):
                 raise Conflict("Overlapping contract")
 
+    def replacement(
+        self, store: ContractStore, contract: Contract, lost: ContractKey, now: datetime
+    ) -> PlannedKey | None:
+        """A free key of the lost key's automat, else of another automat of the contract's
+        group, over the rest of the contract; blocked keys (the lost one) never."""
+        assert isinstance(store, SqlContractStore)
+        candidates = [lost.automat_id] if lost.automat_id else []
+        group_id = contract.request.get("groupId")
+        if group_id:
+            members = [str(m) for m in store.session.scalars(_MEMBERS, {"group_id": group_id})]
+            candidates += [m for m in members if m not in candidates]
+        store.lock_automats(candidates)
+        start = max(contract.start, now)
+        until = reservation_until(contract.contract_type, contract.end)
+        for automat_id in candidates:
+            free = allocation.free_keys(store.session, automat_id, start, until, now, 1)
+            if free:
+                slot = free[0]
+                assert slot.key_id is not None
+                return PlannedKey(
+                    key_id=slot.key_id,
+                    stored_id=slot.key_id,
+                    automat_id=slot.automat_id,
+                    locker_index=slot.locker_index,
+                    reserved_key_id=slot.key_id,
+                )
+        return None
+
     def after_fetch(
         self, store: ContractStore, contract: Contract, key: ContractKey, at: datetime
     ) -> None:

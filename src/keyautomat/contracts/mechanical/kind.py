@@ -192,6 +192,8 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             key = found.get(asked.id)
             if key is None:
                 raise InvalidInput(f"{name}.id", "is not a mechanical key you can use")
+            if key.lost_at is not None:
+                raise InvalidInput(f"{name}.id", "is lost")
             device = asked.kind == "device" or (asked.kind is None and key.selected.is_device)
             if not device:
                 info = asked.manual_info or key.stored_manual_info or key.selected_manual_info
