@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from keyautomat.bootstrap import Container
+from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.config import Settings
 from keyautomat.entrypoints.iloq_emulator_http import EmulatorState, create_emulator_app
 
 
@@ -41,3 +42,12 @@ def serve_in_thread(container: Container) -> Iterator[EmulatorServer]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def serve_emulator(settings: Settings) -> Iterator[EmulatorServer]:
+    """The emulator as its own service: its own container on the same database."""
+    server_container = bootstrap(settings)
+    try:
+        yield from serve_in_thread(server_container)
+    finally:
+        server_container.close()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
-from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain.model import IloqApiUser
@@ -24,7 +24,7 @@ from keyautomat.service_layer.iloq import (
 )
 from tests.conftest import TEST_BASE, Tenant
 from tests.iloq_helpers import SeededSystem, make_unit, on_system, seed_system
-from tests.integration.iloq_support import EmulatorServer, serve_in_thread
+from tests.integration.iloq_support import EmulatorServer, serve_emulator
 
 PASSWORD = "correct horse battery staple"
 START = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -43,12 +43,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def emulator_server(settings: Settings) -> Iterator[EmulatorServer]:
-    """The emulator as its own service: its own container on the same database."""
-    server_container = bootstrap(settings)
-    try:
-        yield from serve_in_thread(server_container)
-    finally:
-        server_container.close()
+    yield from serve_emulator(settings)
 
 
 @pytest.fixture

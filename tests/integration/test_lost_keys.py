@@ -31,7 +31,7 @@ from tests.conftest import TEST_BASE, Tenant, make_tenant
 from tests.contract_helpers import RIGHT, iso, stocked_automat
 from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually, install
 from tests.iloq_helpers import CONTRACTS_PATH, bound_automat, on_system, seed_system, synced
-from tests.integration.iloq_support import EmulatorServer, serve_in_thread
+from tests.integration.iloq_support import EmulatorServer, serve_emulator
 from tests.integration.webhook_support import live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
@@ -196,12 +196,7 @@ def live_container(live_settings: Settings) -> Iterator[Container]:
 
 @pytest.fixture
 def emulator_server(live_settings: Settings) -> Iterator[EmulatorServer]:
-    """The emulator as its own service: its own container on the same database."""
-    server_container = bootstrap(live_settings)
-    try:
-        yield from serve_in_thread(server_container)
-    finally:
-        server_container.close()
+    yield from serve_emulator(live_settings)
 
 
 def test_the_s5_client_blocklists_a_lost_key_on_the_emulators_http_server(

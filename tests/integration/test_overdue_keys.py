@@ -103,16 +103,27 @@ def iloq_key_out(container: Container, acme: Tenant, clock: ManualClock) -> tupl
             }
         },
     )
+    contract_id = str(created["id"])
+    at_the_key(
+        container,
+        contract_id,
+        lambda store, kind, c, k: progress.fetched(store, kind, c, k, clock.now()),
+    )
+    return contract_id, end
+
+
+def at_the_key(container: Container, contract_id: str, step: Any) -> None:
+    """``step(store, kind, contract, key)`` on the contract's first key, in a transaction: what
+    the automat's event (or staff) would make the contract core do."""
     kind = container.contract_kinds["iloq"]
 
-    def take(session: Any) -> None:
+    def work(session: Any) -> None:
         store = SqlContractStore(session)
-        contract = store.load(created["id"])
+        contract = store.load(contract_id)
         assert contract is not None
-        progress.fetched(store, kind, contract, contract.key_at(0), clock.now())
+        step(store, kind, contract, contract.key_at(0))
 
-    container.db.transaction(take)
-    return str(created["id"]), end
+    container.db.transaction(work)
 
 
 def test_a_manual_key_not_back_at_the_end_tells_the_staff_once_with_whom_to_call(
@@ -207,15 +218,11 @@ def test_a_key_back_before_it_is_overdue_is_told_to_nobody(
     contract_id, end = iloq_key_out(container, acme, clock)
     clock.set(end + timedelta(seconds=1))
     drain(worker)
-    kind = container.contract_kinds["iloq"]
-
-    def bring_back(session: Any) -> None:
-        store = SqlContractStore(session)
-        contract = store.load(contract_id)
-        assert contract is not None
-        progress.returned(store, kind, contract, contract.key_at(0), clock.now(), 0)
-
-    container.db.transaction(bring_back)
+    at_the_key(
+        container,
+        contract_id,
+        lambda store, kind, c, k: progress.returned(store, kind, c, k, clock.now(), 0),
+    )
     clock.set(end + timedelta(hours=2))
     drain(worker)
     assert count(container, "keysOverdue") == 0

@@ -233,6 +233,22 @@ def schedule_late_check(
     )
 
 
+def _new_key(position: int, planned: PlannedKey) -> ContractKey:
+    """A key a contract has just booked: no code yet, waiting."""
+    return ContractKey(
+        position=position,
+        key_id=planned.key_id,
+        stored_id=planned.stored_id,
+        automat_id=planned.automat_id,
+        locker_index=planned.locker_index,
+        manual_info=planned.manual_info,
+        pincode=None,
+        pincode_id=None,
+        status=None,
+        in_history=False,
+    )
+
+
 def add_key(
     store: ContractStore,
     kind: ContractKind[Any],
@@ -245,18 +261,7 @@ def add_key(
     ``contract-update`` of the key. The kind chose it with its automat locked."""
     assert planned.automat_id is not None
     assert planned.locker_index is not None
-    key = ContractKey(
-        position=max(k.position for k in contract.keys) + 1,
-        key_id=planned.key_id,
-        stored_id=planned.stored_id,
-        automat_id=planned.automat_id,
-        locker_index=planned.locker_index,
-        manual_info=None,
-        pincode=None,
-        pincode_id=None,
-        status=None,
-        in_history=False,
-    )
+    key = _new_key(max(k.position for k in contract.keys) + 1, planned)
     ctype = contract.contract_type
     window = rules.pincode_window(ctype, contract.start, contract.end)
     key.pincode = choose_pincode(
@@ -315,18 +320,7 @@ def create(
     until = rules.reservation_until(terms.contract_type, terms.end)
     taken: set[tuple[str, str]] = set()
     for position, planned in enumerate(draft.keys):
-        key = ContractKey(
-            position=position,
-            key_id=planned.key_id,
-            stored_id=planned.stored_id,
-            automat_id=planned.automat_id,
-            locker_index=planned.locker_index,
-            manual_info=planned.manual_info,
-            pincode=None,
-            pincode_id=None,
-            status=None,
-            in_history=False,
-        )
+        key = _new_key(position, planned)
         contract.keys.append(key)
         if planned.automat_id is None:
             continue  # manual storage: staff hand it over, no code

@@ -442,9 +442,28 @@ def notify(
     if event is None and type_ is NotificationType.CONTRACT_UPDATED:
         event = now.isoformat()
     org = load_settings(session, view.organization_unit_id)
+    channels = [c for c in CHANNELS if effective(contact, type_, c, org)]
+    ref = _immediate_ref(view.contract_id)
+    return _once_per_channel(session, view, type_, channels, now, now, key_id, ref, event)
+
+
+def _once_per_channel(
+    session: Session,
+    view: ContractView,
+    type_: NotificationType,
+    channels: list[Channel],
+    now: datetime,
+    due_at: datetime,
+    key_id: str | None,
+    ref: str,
+    event: str | None,
+) -> list[int]:
+    """One row per channel with an address, each at most once per ``(contract, key, type,
+    channel, event)``; the ids of the rows written."""
+    assert view.contact is not None
     written: list[int] = []
-    for channel in CHANNELS:
-        if contact.address(channel) is None or not effective(contact, type_, channel, org):
+    for channel in channels:
+        if view.contact.address(channel) is None:
             continue
         key = ":".join(
             ["notification", view.contract_id, key_id or "-", type_.value, channel, event or "-"]
@@ -455,9 +474,9 @@ def notify(
             type_,
             channel,
             now=now,
-            due_at=None,
+            due_at=due_at,
             key_id=key_id,
-            ref=_immediate_ref(view.contract_id),
+            ref=ref,
             idempotency_key=key,
         )
         if message_id is not None:
@@ -512,25 +531,9 @@ def remind(
     contact = view.contact
     if contact is None:
         return []
-    written: list[int] = []
-    for channel in CHANNELS:
-        if contact.address(channel) is None or not contact.may_want(type_, channel):
-            continue
-        key = ":".join(["notification", view.contract_id, "-", type_.value, channel, occasion])
-        message_id = _enqueue(
-            session,
-            view,
-            type_,
-            channel,
-            now=now,
-            due_at=now,
-            key_id=None,
-            ref=_reminder_ref(view.contract_id),
-            idempotency_key=key,
-        )
-        if message_id is not None:
-            written.append(message_id)
-    return written
+    channels = [c for c in CHANNELS if contact.may_want(type_, c)]
+    ref = _reminder_ref(view.contract_id)
+    return _once_per_channel(session, view, type_, channels, now, now, None, ref, occasion)
 
 
 def cancel_reminders(session: Session, contract_id: str) -> int:
