@@ -25,6 +25,7 @@ from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.iloq import IloqKey
 from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.worker import OutboxWorker
+from keyautomat.service_layer import iloq_keys as registry
 from keyautomat.service_layer import lockers
 from keyautomat.service_layer.iloq import ensure_key
 from tests.conftest import TEST_BASE, Tenant, make_tenant
@@ -172,6 +173,18 @@ def test_an_unknown_or_foreign_iloq_key_is_not_found_and_integrations_may_not_re
     _, [theirs] = stocked_automat(container, operator, keys=1)
     # Another organization's key, even one in a locker, is not the caller's to report.
     assert admin.request("POST", f"/admin/iloq/keys/{theirs}/lost", {}).status_code == 404
+    # Registered to us but inside another organization's automat: not lost, and their automat
+    # is not named.
+    container.db.transaction(
+        lambda s: registry.register_key(
+            s, organization_unit_id=acme.unit_id, key_id=theirs, now=container.clock.now()
+        )
+    )
+    inside = admin.request("POST", f"/admin/iloq/keys/{theirs}/lost", {})
+    assert inside.status_code == 400
+    assert inside.json()["message"] == [
+        "keyId: is inside a locker of an automat: only a key that is out can be lost"
+    ]
     refused = admin_client(acme_pms, http).request("POST", "/admin/iloq/keys/k/lost", {})
     assert refused.status_code == 403
     bad = admin.request("POST", "/admin/iloq/keys/k/lost", {"replace": "yes"})

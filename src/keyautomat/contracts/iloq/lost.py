@@ -66,7 +66,9 @@ _IN_LOCKERS = (
     .where(orm.lockers.c.key_id == bindparam("key_id"))
 )
 _INSIDE = (
-    select(orm.lockers.c.automat_id, orm.lockers.c.locker_index)
+    select(orm.lockers.c.automat_id, orm.lockers.c.locker_index, ou.c.path)
+    .join(orm.automats, orm.automats.c.id == orm.lockers.c.automat_id)
+    .join(ou, ou.c.id == orm.automats.c.organization_unit_id)
     .where(orm.lockers.c.key_id == bindparam("key_id"), orm.lockers.c.is_key_inside.is_(True))
     .limit(1)
 )
@@ -107,11 +109,13 @@ def prepare(session: Session, principal: Principal, key_id: str) -> LostIloqKey:
         raise NotFound("iLOQ key")
     inside = session.execute(_INSIDE, {"key_id": key_id}).first()
     if inside is not None:
-        raise InvalidInput(
-            "keyId",
-            f"is inside locker {inside.locker_index} of automat {inside.automat_id}: "
-            "only a key that is out can be lost",
+        # Another organization's automat is not named to the caller.
+        where = (
+            f"locker {inside.locker_index} of automat {inside.automat_id}"
+            if principal.sees(inside.path)
+            else "a locker of an automat"
         )
+        raise InvalidInput("keyId", f"is inside {where}: only a key that is out can be lost")
     return LostIloqKey(key_id, units[0], frozenset(held))
 
 
