@@ -11,6 +11,7 @@ from keyautomat.adapters.iloq.emulator import EmulatedSystem
 from keyautomat.bootstrap import Container
 from keyautomat.domain.model import IloqApiUser, OrgUnitType
 from keyautomat.service_layer import accounts
+from keyautomat.service_layer.clock import Clock
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 from tests.conftest import Tenant
 from tests.devices import Simulators, eventually, install
@@ -80,15 +81,22 @@ CONTRACTS_PATH = "/iloq/keycontracts"
 
 
 def bound_automat(
-    tenant: Tenant, sims: Simulators, *, keys: int = 1, lockers: int = 3
+    tenant: Tenant,
+    sims: Simulators,
+    *,
+    keys: int = 1,
+    lockers: int = 3,
+    clock: Clock | None = None,
 ) -> tuple[str, SimulatedAutomat, list[str]]:
-    """An installed key20 whose simulator (on ``sims``' link) bound and reported its keys."""
+    """An installed key20 whose simulator (on ``sims``' link, on ``clock`` if given) bound and
+    reported its keys."""
     automat = install(tenant)
     sim = sims.start(
         hw_id=f"SIM-{automat['id']}",
         product="key20",
         locker_count=lockers,
         installation_pincode=automat["installationPincode"],
+        **({"clock": clock} if clock is not None else {}),
     )
     stock = blank_iloq_keys(keys)
     sim.stock(stock)

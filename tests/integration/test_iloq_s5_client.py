@@ -5,20 +5,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
 
 from keyautomat.adapters.iloq.s5_client import IloqS5Client
-from keyautomat.bootstrap import Container, bootstrap
+from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain.model import IloqApiUser
-from keyautomat.entrypoints.iloq_emulator_http import EmulatorState, create_emulator_app
 from keyautomat.service_layer.iloq import (
     IloqApiConfig,
     IloqPermanentError,
@@ -27,6 +24,7 @@ from keyautomat.service_layer.iloq import (
 )
 from tests.conftest import TEST_BASE, Tenant
 from tests.iloq_helpers import SeededSystem, make_unit, on_system, seed_system
+from tests.integration.iloq_support import EmulatorServer, serve_emulator
 
 PASSWORD = "correct horse battery staple"
 START = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -43,44 +41,9 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"iloq_mode": "live", "iloq_allow_private": True})
 
 
-class EmulatorServer:
-    def __init__(self, url: str, state: EmulatorState) -> None:
-        self.url = url
-        self.state = state
-
-
-def serve_in_thread(container: Container) -> Iterator[EmulatorServer]:
-    """uvicorn on 127.0.0.1 with a free port, in a thread; stopped when the test ends."""
-    app = create_emulator_app(container)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the emulator server did not start")
-        time.sleep(0.01)
-    try:
-        yield EmulatorServer(f"http://127.0.0.1:{port}", app.state.emulator)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @pytest.fixture
 def emulator_server(settings: Settings) -> Iterator[EmulatorServer]:
-    """The emulator as its own service: its own container on the same database."""
-    server_container = bootstrap(settings)
-    try:
-        yield from serve_in_thread(server_container)
-    finally:
-        server_container.close()
+    yield from serve_emulator(settings)
 
 
 @pytest.fixture

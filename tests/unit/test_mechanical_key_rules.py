@@ -73,3 +73,23 @@ def test_a_key_is_available_exactly_while_it_is_in_a_storage() -> None:
     assert (k.storage, k.stored_locker_index) == (Storage.manual("Reception"), None)
     k.take_away()
     assert (k.storage, k.available) == (None, False)
+
+
+def test_a_key_reported_lost_is_in_no_storage_until_it_is_found() -> None:
+    lost = key(Storage.manual("Shelf 1"))
+    lost.put_in(Storage.manual("Shelf 1"))
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    lost.report_lost(at)
+    assert (lost.lost_at, lost.storage, lost.available) == (at, None, False)
+    lost.report_lost(datetime(2030, 1, 2, tzinfo=UTC))  # reported again: lost since then
+    assert lost.lost_at == at
+    lost.put_in(Storage.device("000111"), 3)  # an automat reports it in a locker: found
+    assert lost.lost_at is None
+
+
+def test_a_key_an_automat_reports_in_a_locker_cannot_be_reported_lost() -> None:
+    inside = key(Storage.device("000111"))
+    inside.put_in(Storage.device("000111"), 2)
+    with pytest.raises(InvalidInput, match="is inside locker 2 of automat 000111"):
+        inside.report_lost(datetime(2030, 1, 1, tzinfo=UTC))
+    assert inside.lost_at is None

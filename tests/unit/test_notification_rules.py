@@ -12,6 +12,7 @@ from keyautomat.domain.errors import InvalidInput
 from keyautomat.domain.notifications import (
     CHANNELS,
     FACTORY_DEFAULTS,
+    GOVERNED_BY,
     NOTIFICATION_TYPES,
     Contact,
     ContractKind,
@@ -305,3 +306,17 @@ def test_a_matrix_keeps_only_what_was_listed_and_ignores_unknown_types() -> None
     with pytest.raises(InvalidInput) as caught:
         parse_contact({"name": "J", "notifications": {"contractCreated": {"sms": "on"}}})
     assert caught.value.field == "contact.notifications.contractCreated.sms"
+
+
+def test_our_own_types_follow_the_matrix_cell_of_the_type_that_governs_them() -> None:
+    org = OrgNotificationSettings()
+    updated_only = Contact(
+        name="J", email="j@example.com", notifications={"contractUpdated": {"email": True}}
+    )
+    nothing = Contact(name="J", email="j@example.com", notifications={})
+    for own in GOVERNED_BY:
+        assert GOVERNED_BY[own] is NotificationType.CONTRACT_UPDATED
+        assert effective(updated_only, own.value, "email", org)
+        assert not effective(updated_only, own.value, "sms", org)
+        assert not effective(nothing, own.value, "email", org)
+        assert updated_only.may_want(own.value, "email")

@@ -9,8 +9,8 @@ import pytest
 from keyautomat.adapters.notify.render import RenderedMessage, Renderer
 from keyautomat.adapters.notify.sms import fold_to_gsm7, is_gsm7, segments
 from keyautomat.domain.notifications import (
+    ALL_TYPES,
     LANGUAGES,
-    NOTIFICATION_TYPES,
     AutomatView,
     Channel,
     Contact,
@@ -32,8 +32,13 @@ HELSINKI = AutomatView(
 )
 START = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)  # 15:00 in Helsinki (EEST)
 END = datetime(2030, 6, 3, 9, 0, tzinfo=UTC)  # 12:00 in Helsinki
-PINCODE_TYPES = {T.CONTRACT_CREATED, T.CONTRACT_UPDATED, T.CONTRACT_START_REMINDER}
-KEY_TYPES = {T.CONTRACT_KEY_FETCHED, T.CONTRACT_KEY_RETURNED}
+PINCODE_TYPES = {
+    T.CONTRACT_CREATED,
+    T.CONTRACT_UPDATED,
+    T.CONTRACT_START_REMINDER,
+    T.CONTRACT_KEY_AVAILABLE,
+}
+KEY_TYPES = {T.CONTRACT_KEY_FETCHED, T.CONTRACT_KEY_RETURNED, T.CONTRACT_KEY_DELAYED}
 RENDERER = Renderer()
 
 
@@ -77,7 +82,7 @@ def render(
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("type_", NOTIFICATION_TYPES)
+@pytest.mark.parametrize("type_", ALL_TYPES)
 def test_every_type_renders_in_every_language_with_its_facts(
     language: str, type_: NotificationType
 ) -> None:
@@ -189,3 +194,56 @@ def test_notices_to_a_units_admins_go_to_its_admin_email_else_its_reply_to_desk(
 ) -> None:
     org = OrgNotificationSettings(admin_email=admin_email, reply_to=reply_to)
     assert org.admin_recipient == recipient
+
+
+def test_the_key_delayed_notice_says_which_key_is_late_and_who_has_it() -> None:
+    facts = {
+        "contract": "booking-17",
+        "kind": "mechanical",
+        "key": "Flat A12",
+        "automat": "Kamppi automat",
+        "locker": 3,
+        "start_at": "2030-06-01T12:00:00.000Z",
+        "holder": "booking-16",
+        "holder_contact": "John Guest, +358401234567",
+    }
+    rendered = RENDERER.render_notice("keyDelayed", facts, OrgNotificationSettings())
+    assert rendered.subject == "Key Flat A12 is late for contract booking-17"
+    text = rendered.text
+    assert "Contract booking-17 started at 2030-06-01 15:00 (EEST)" in text
+    assert "Kamppi automat is waiting for it in locker 3" in text
+    assert "contract booking-16 (John Guest, +358401234567)" in text
+
+
+def test_the_key_delayed_notice_reads_well_when_nobody_is_known_to_have_the_key() -> None:
+    facts = {
+        "contract": "c1",
+        "kind": "iloq",
+        "key": "7C81308",
+        "automat": "A1",
+        "locker": 0,
+        "start_at": "2030-06-01T12:00:00.000Z",
+        "holder": None,
+        "holder_contact": None,
+    }
+    text = RENDERER.render_notice("keyDelayed", facts, OrgNotificationSettings()).text
+    assert "still out with" not in text
+
+
+def test_the_keys_overdue_notice_lists_each_key_where_it_belongs_and_whom_to_call() -> None:
+    facts = {
+        "contract": "stay-1",
+        "kind": "mechanical",
+        "end_at": "2030-06-03T09:00:00.000Z",
+        "contact": "Jane Guest, +358401234567",
+        "keys": [
+            {"key": "Flat A12", "place": "Front desk"},
+            {"key": "Garage", "place": "Kamppi automat, locker 2"},
+        ],
+    }
+    rendered = RENDERER.render_notice("keysOverdue", facts, OrgNotificationSettings())
+    assert rendered.subject == "Keys of contract stay-1 not returned"
+    text = rendered.text
+    assert "Contract stay-1 ended at 2030-06-03 12:00 (EEST)" in text
+    assert "- Flat A12 (Front desk)\n- Garage (Kamppi automat, locker 2)" in text
+    assert "Contact: Jane Guest, +358401234567" in text

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
     true,
 )
 
@@ -77,7 +78,18 @@ contract_keys = Table(
     Column("program_failures", Integer, nullable=False, default=0),
     Column("fetched_at", UtcDateTime),
     Column("returned_at", UtcDateTime),
+    # Since when the key's code waits off its automat for the key to come back from
+    # another contract's user (back to back, docs/contracts.md); None otherwise.
+    Column("held_since", UtcDateTime),
     Index("ix_contract_keys_automat_locker", "automat_id", "locker_index"),
+    # The few held codes, for the pincode clash check of a new contract.
+    Index(
+        "ix_contract_keys_held",
+        "automat_id",
+        "pincode",
+        sqlite_where=text("held_since IS NOT NULL"),
+        postgresql_where=text("held_since IS NOT NULL"),
+    ),
     Index("ix_contract_keys_pincode_id", "pincode_id"),
     Index("ix_contract_keys_key_id", "key_id"),
 )

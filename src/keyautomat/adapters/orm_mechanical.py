@@ -47,6 +47,8 @@ mechanical_keys = Table(
     Column("stored_locker_index", Integer),
     Column("stored_manual_info", Text),
     Column("created_at", UtcDateTime, nullable=False),
+    # Reported lost (docs/contracts.md, "Lost keys"); cleared when the key is found.
+    Column("lost_at", UtcDateTime),
     # The final guard of F7 when two creations of the same id race.
     UniqueConstraint("root_unit_id", "id"),
     CheckConstraint(

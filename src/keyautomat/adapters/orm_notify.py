@@ -11,7 +11,7 @@ admins (``service_layer/admin_notices.py``) have no contract.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Index, Integer, String, Table, Text
 
 from keyautomat.adapters.orm import UtcDateTime, metadata
 
@@ -34,6 +34,10 @@ notification_settings = Table(
     Column("reply_to", Text),
     # Where notices for the unit's admins go (a webhook subscription disabled).
     Column("admin_email", Text),
+    # When a device key still out after its contract's end is overdue (staff reminder),
+    # and whether the contact is reminded of overdue keys too.
+    Column("overdue_after_seconds", Integer),
+    Column("guest_overdue_reminders", Boolean),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 

@@ -9,10 +9,18 @@ Adding a kind is one module with a subclass, its ``wire`` module and a router.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from keyautomat.contracts.model import Contract, ContractChange, ContractKey, Draft, Period
+from keyautomat.contracts.model import (
+    Contract,
+    ContractChange,
+    ContractKey,
+    Draft,
+    Period,
+    PlannedKey,
+)
 from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import ContractStore
 from keyautomat.domain.devices import AutomatEvent
@@ -69,6 +77,13 @@ class ContractKind(Generic[New]):
     def after_delete(self, store: ContractStore, contract: Contract) -> None:
         """What the kind's own rows need when the contract is deleted."""
 
+    def replacement(
+        self, store: ContractStore, contract: Contract, lost: ContractKey, now: datetime
+    ) -> PlannedKey | None:
+        """A key to take the place of ``lost`` for the rest of the contract (its automats
+        locked and checked), or None: this kind has none, or none is free."""
+        return None
+
     # --- what notifications show -------------------------------------------------------------
 
     def key_names(self, store: ContractStore, contract: Contract) -> dict[str, str | None]:
@@ -110,3 +125,7 @@ class ContractKind(Generic[New]):
         at: datetime,
     ) -> None:
         """The key is back (in ``locker_index`` of its automat, or with staff)."""
+
+
+Kinds = Mapping[str, ContractKind[Any]]
+"""The container's kinds by name (``Container.contract_kinds``)."""

@@ -40,6 +40,21 @@ class ContractKey:
     # When the contract's code last released the key (iLOQ: programmed for this
     # contract; key30: opened by its code), cleared when it is put back.
     opened_at: datetime | None = None
+    # Since when the key's code is held back from the automat because the key is out with
+    # another contract (back to back, docs/contracts.md); None while it is not.
+    held_since: datetime | None = None
+
+    @property
+    def due_on_automat(self) -> bool:
+        """The key has a code that is not on its automat and should be there unless a
+        signature is awaited: it is not held back, nor retired."""
+        return (
+            self.automat_id is not None
+            and self.pincode is not None
+            and self.pincode_id is None
+            and self.held_since is None
+            and not self.in_history
+        )
 
     @property
     def in_automat(self) -> bool:
@@ -158,6 +173,9 @@ class PlannedKey:
     given_pincode: str | None = None
     # The key the reservation blocks with the locker (None: an empty locker awaiting a return).
     reserved_key_id: str | None = None
+    # The key is in its locker now; False: it is out (with another contract's user), and
+    # the new contract's code waits for it (docs/contracts.md, "Back to back").
+    in_place: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,22 +11,19 @@ one ``contract-end`` job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from keyautomat.contracts import rules
-from keyautomat.contracts.kind import ContractKind
+from keyautomat.contracts import overdue, rules, succession
+from keyautomat.contracts.kind import ContractKind, Kinds
 from keyautomat.contracts.model import CodeGrant, Contract, ContractKey
 from keyautomat.contracts.rules import OPEN_END, KeyStatus
-from keyautomat.contracts.service import notification_view
+from keyautomat.contracts.service import notification_view, publish_status
 from keyautomat.contracts.store import ContractStore, KeyRef
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.devices import AutomatEvent, AutomatEventType, PincodePurpose, code_type_for
 from keyautomat.domain.notifications import ContractView, NotificationType
 from keyautomat.service_layer.notifications import HOLDS, Condition
-
-Kinds = Mapping[str, ContractKind[Any]]
 
 
 def _load(store: ContractStore, ref: KeyRef | None) -> tuple[Contract, ContractKey] | None:
@@ -53,31 +50,6 @@ def retire(
     if history:
         key.in_history = values["in_history"] = True
     store.set_key(contract.id, key.position, **values)
-
-
-def publish_status(
-    store: ContractStore,
-    contract: Contract,
-    key: ContractKey,
-    state: KeyStatus,
-    at: datetime,
-    locker_index: int | None = None,
-) -> None:
-    in_automat = key.automat_id is not None and key.locker_index is not None
-    where = locker_index if locker_index is not None else key.locker_index
-    store.publish(
-        contract.organization_unit_id,
-        wh.EventType.KEY_STATUS,
-        wh.key_status_data(
-            state=state.value,
-            key_id=key.key_id,
-            contract_id=contract.public_id,
-            contract_object_id=contract.id,
-            device_id=key.automat_id if in_automat else None,
-            locker_index=where if in_automat else None,
-        ),
-        at,
-    )
 
 
 def _notify(
@@ -111,6 +83,8 @@ def fetched(
     kind.after_fetch(store, contract, key, at)
     if key.in_history:
         store.complete_if_done(contract.id, at)
+    # The key is out now: the next contracts' codes for it wait until it is back.
+    succession.hold_others(store, contract, key, at)
     publish_status(store, contract, key, KeyStatus.FETCHED, at)
     _notify(store, kind, contract, NotificationType.CONTRACT_KEY_FETCHED, key, at)
 
@@ -148,6 +122,9 @@ def returned(
     kind.after_return(store, contract, key, locker_index, at)
     publish_status(store, contract, key, KeyStatus.RETURNED, at, locker_index)
     _notify(store, kind, contract, NotificationType.CONTRACT_KEY_RETURNED, key, at)
+    if key.in_automat and locker_index is not None:
+        # The next contracts waiting for the key get their codes, for the locker it is in.
+        succession.offer(store, {kind.name: kind}, key, locker_index, at)
 
 
 # --- device events -------------------------------------------------------------------------
@@ -260,6 +237,7 @@ def evaluate_end(store: ContractStore, contract_id: str, now: datetime) -> int:
             store.hold_until(contract.id, key.position, OPEN_END)
             reopen_for_return(store, contract, key)
         publish_status(store, contract, key, outcome, at)
+    overdue.plan(store, contract, now)
     store.complete_if_done(contract.id, now)
     store.close_ended(contract.id, max(now, at))  # the end is reached: it runs now
     return changed

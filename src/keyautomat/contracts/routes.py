@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from keyautomat.contracts import service
 from keyautomat.contracts.kind import ContractKind
+from keyautomat.contracts.lost import Outcome
 from keyautomat.contracts.model import Contract, ContractChange, ListFilters
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.contracts.wire import period_filters
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
 from keyautomat.entrypoints.api.schemas import (
+    ApiModel,
     PageAfter,
     PageLimit,
     Paginated,
@@ -36,6 +38,31 @@ from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal
 
 JsonBody = Annotated[Any, Body()]
+
+
+# --- lost keys (admin; docs/contracts.md, "Lost keys") -------------------------------------
+
+
+class Replacement(ApiModel):
+    key_id: str
+    pincode: str | None
+
+
+class LostKeyContract(ApiModel):
+    """A contract that held the lost key: it lost it (status ``key-lost``), and got this
+    replacement (null: none was asked for, or none was free)."""
+
+    id: str
+    replacement: Replacement | None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> LostKeyContract:
+        replacement = None
+        if outcome.replacement_key_id is not None:
+            replacement = Replacement(
+                key_id=outcome.replacement_key_id, pincode=outcome.replacement_pincode
+            )
+        return cls(id=outcome.contract_id, replacement=replacement)
 
 
 class WireFormat(Protocol):

@@ -47,6 +47,8 @@ class KeyStatus(enum.StrEnum):
     RETURNED = "key-returned"
     NOT_FETCHED = "key-not-fetched"
     NOT_RETURNED = "key-not-returned"
+    # Ours (docs/contracts.md, "Lost keys"): reported lost by staff; out of the contract.
+    LOST = "key-lost"
 
 
 def overlaps(a_start: datetime, a_until: datetime, b_start: datetime, b_until: datetime) -> bool:

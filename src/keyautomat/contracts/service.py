@@ -20,6 +20,7 @@ from keyautomat.contracts.model import (
     ContractKey,
     ListFilters,
     Period,
+    PlannedKey,
     Slot,
 )
 from keyautomat.contracts.rules import ContractType
@@ -27,14 +28,17 @@ from keyautomat.contracts.store import ContractStore
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import Conflict, InvalidInput, NotFound
 from keyautomat.domain.ids import new_object_id, new_pincode
+from keyautomat.domain.notifications import Contact, ContractView, KeyView, NotificationType
 from keyautomat.domain.notifications import ContractType as ViewType
-from keyautomat.domain.notifications import ContractView, KeyView, NotificationType
+from keyautomat.domain.text import one_line
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal
 
 # Draws of a random code before giving up: with 6 digits, a clash is one in 10^6
 # per code already valid on the automat at the time.
 PINCODE_DRAWS = 50
+# Outbox job: at a contract's start, is a key it waits for still out? (succession.py)
+LATE_KIND = "contract-key-late"
 
 
 # --- views of a contract ------------------------------------------------------------------
@@ -71,33 +75,82 @@ def notification_view(
     )
 
 
+def publish_key_update(
+    store: ContractStore,
+    contract: Contract,
+    key: ContractKey,
+    now: datetime,
+    *,
+    once: str | None = None,
+) -> None:
+    """``contract-update`` of one key (webhooks.md §5.2); keys in manual storage have no
+    automat and no code."""
+    store.publish(
+        contract.organization_unit_id,
+        wh.EventType.CONTRACT_UPDATE,
+        wh.contract_update_data(
+            contract_type=contract.contract_type.wire_name,
+            contract_id=contract.public_id,
+            contract_object_id=contract.id,
+            key_id=key.key_id,
+            start=contract.start,
+            end=contract.end,
+            pincode=key.pincode if key.in_automat else None,
+            device_id=key.automat_id,
+        ),
+        now,
+        once=once,
+    )
+
+
 def publish_contract_update(store: ContractStore, contract: Contract, now: datetime) -> None:
-    """One ``contract-update`` per key still in the contract (webhooks.md §5.2); keys in
-    manual storage have no automat and no code."""
+    """One ``contract-update`` per key still in the contract."""
     for key in contract.keys:
-        if key.in_history:
-            continue
-        store.publish(
-            contract.organization_unit_id,
-            wh.EventType.CONTRACT_UPDATE,
-            wh.contract_update_data(
-                contract_type=contract.contract_type.wire_name,
-                contract_id=contract.public_id,
-                contract_object_id=contract.id,
-                key_id=key.key_id,
-                start=contract.start,
-                end=contract.end,
-                pincode=key.pincode if key.in_automat else None,
-                device_id=key.automat_id,
-            ),
-            now,
-        )
+        if not key.in_history:
+            publish_key_update(store, contract, key, now)
+
+
+def contact_line(contact: Contact | None) -> str | None:
+    """Who to call about a contract, on one line of a notice to staff: name, phone, email."""
+    if contact is None:
+        return None
+    parts = [contact.name, contact.phone_number, contact.email]
+    return one_line(", ".join(p for p in parts if p), 200)
+
+
+def publish_status(
+    store: ContractStore,
+    contract: Contract,
+    key: ContractKey,
+    state: str,
+    at: datetime,
+    locker_index: int | None = None,
+    *,
+    once: str | None = None,
+) -> None:
+    """``key-status`` of one key (webhooks.md §5.1, and our own states: docs/webhooks.md)."""
+    in_automat = key.automat_id is not None and key.locker_index is not None
+    where = locker_index if locker_index is not None else key.locker_index
+    store.publish(
+        contract.organization_unit_id,
+        wh.EventType.KEY_STATUS,
+        wh.key_status_data(
+            state=str(state),
+            key_id=key.key_id,
+            contract_id=contract.public_id,
+            contract_object_id=contract.id,
+            device_id=key.automat_id if in_automat else None,
+            locker_index=where if in_automat else None,
+        ),
+        at,
+        once=once,
+    )
 
 
 # --- pincodes -----------------------------------------------------------------------------
 
 
-def _code_taken(
+def code_taken(
     store: ContractStore,
     kind: ContractKind[Any],
     automat_id: str,
@@ -107,9 +160,12 @@ def _code_taken(
 ) -> bool:
     if store.pincode_in_use(automat_id, code, *window):
         return True
-    return kind.defers_codes and store.unsynced_code_taken(
-        automat_id, code, *window, ignore_contract=ignore_contract
-    )
+    # Codes not on their automat are taken too: those waiting for a signature (their
+    # kind defers codes; this covers held ones as well) and those held back while their
+    # key is out with another contract (back to back).
+    if kind.defers_codes:
+        return store.unsynced_code_taken(automat_id, code, *window, ignore_contract=ignore_contract)
+    return store.held_code_taken(automat_id, code, *window, ignore_contract=ignore_contract)
 
 
 def choose_pincode(
@@ -126,13 +182,13 @@ def choose_pincode(
     or a fresh random one, re-drawn on a clash (gaps.md C8). ``taken`` holds the
     (automat, code) pairs already chosen for this contract."""
     if given is not None:
-        if (automat_id, given) in taken or _code_taken(store, kind, automat_id, given, window):
+        if (automat_id, given) in taken or code_taken(store, kind, automat_id, given, window):
             raise InvalidInput(field, "Pincode already in use")
         taken.add((automat_id, given))
         return given
     for _ in range(PINCODE_DRAWS):
         code = new_pincode()
-        if (automat_id, code) not in taken and not _code_taken(
+        if (automat_id, code) not in taken and not code_taken(
             store, kind, automat_id, code, window
         ):
             taken.add((automat_id, code))
@@ -151,6 +207,80 @@ def put_code_on_automat(
         contract, key, window, purpose, program_first=kind.program_first(ctype)
     )
     key.pincode_id = store.add_pincode(grant)
+
+
+def put_due_codes(store: ContractStore, kind: ContractKind[Any], contract: Contract) -> None:
+    """Put on their automats the codes that are due there (a signature was given): not
+    those held back while their key is out, which go on when it is back."""
+    for key in contract.keys:
+        if key.due_on_automat:
+            put_code_on_automat(store, kind, contract, key)
+            store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
+
+
+def schedule_late_check(
+    store: ContractStore, contract: Contract, key: ContractKey, now: datetime
+) -> None:
+    """A held key's contract checks at its start whether the key is back (succession.py);
+    once per start (a PATCH of the start plans the check again)."""
+    store.enqueue(
+        LATE_KIND,
+        {"contractId": contract.id, "position": key.position},
+        now=now,
+        ref=f"contract:{contract.id}:late",
+        due_at=max(contract.start, now),
+        once=f"key-late:{contract.id}:{key.position}:{contract.start.isoformat()}",
+    )
+
+
+def _new_key(position: int, planned: PlannedKey) -> ContractKey:
+    """A key a contract has just booked: no code yet, waiting."""
+    return ContractKey(
+        position=position,
+        key_id=planned.key_id,
+        stored_id=planned.stored_id,
+        automat_id=planned.automat_id,
+        locker_index=planned.locker_index,
+        manual_info=planned.manual_info,
+        pincode=None,
+        pincode_id=None,
+        status=None,
+        in_history=False,
+    )
+
+
+def add_key(
+    store: ContractStore,
+    kind: ContractKind[Any],
+    contract: Contract,
+    planned: PlannedKey,
+    now: datetime,
+) -> ContractKey:
+    """One key more for the rest of a running contract (a replacement for a lost one): a
+    fresh code, its locker and key reserved from now, the code on the automat, and a
+    ``contract-update`` of the key. The kind chose it with its automat locked."""
+    assert planned.automat_id is not None
+    assert planned.locker_index is not None
+    key = _new_key(max(k.position for k in contract.keys) + 1, planned)
+    ctype = contract.contract_type
+    window = rules.pincode_window(ctype, contract.start, contract.end)
+    key.pincode = choose_pincode(
+        store, kind, planned.automat_id, None, window, taken=set(), field="pincode"
+    )
+    slot = Slot(planned.automat_id, planned.locker_index, planned.reserved_key_id)
+    store.reserve(
+        contract.id,
+        key.position,
+        slot,
+        max(contract.start, now),
+        rules.reservation_until(ctype, contract.end),
+    )
+    if not contract.awaiting_verification:
+        put_code_on_automat(store, kind, contract, key)
+    contract.keys.append(key)
+    store.insert_key(contract, key)
+    publish_key_update(store, contract, key, now, once=f"key-added:{contract.id}:{key.position}")
+    return key
 
 
 # --- create -------------------------------------------------------------------------------
@@ -191,18 +321,7 @@ def create(
     until = rules.reservation_until(terms.contract_type, terms.end)
     taken: set[tuple[str, str]] = set()
     for position, planned in enumerate(draft.keys):
-        key = ContractKey(
-            position=position,
-            key_id=planned.key_id,
-            stored_id=planned.stored_id,
-            automat_id=planned.automat_id,
-            locker_index=planned.locker_index,
-            manual_info=planned.manual_info,
-            pincode=None,
-            pincode_id=None,
-            status=None,
-            in_history=False,
-        )
+        key = _new_key(position, planned)
         contract.keys.append(key)
         if planned.automat_id is None:
             continue  # manual storage: staff hand it over, no code
@@ -218,9 +337,16 @@ def create(
         )
         slot = Slot(planned.automat_id, planned.locker_index, planned.reserved_key_id)
         store.reserve(contract_id, position, slot, terms.start, until)
-        if not contract.awaiting_verification:
+        if not planned.in_place:
+            # Booked back to back: the key is out with the previous user; the code goes
+            # on the automat when the key is back (succession.offer).
+            key.held_since = now
+        elif not contract.awaiting_verification:
             put_code_on_automat(store, kind, contract, key)
     store.insert_keys(contract)
+    for key in contract.keys:
+        if key.held_since is not None:
+            schedule_late_check(store, contract, key, now)
     publish_contract_update(store, contract, now)
     view = notification_view(store, kind, contract)
     store.notify(view, NotificationType.CONTRACT_CREATED, now=now)
@@ -267,9 +393,12 @@ def list_contracts(
 # --- change -------------------------------------------------------------------------------
 
 
-def resync_codes(store: ContractStore, kind: ContractKind[Any], contract: Contract) -> None:
+def resync_codes(
+    store: ContractStore, kind: ContractKind[Any], contract: Contract, now: datetime
+) -> None:
     """The codes still in use take the contract's (new) window: removed, checked against
-    the other contracts' codes then, and put back unless a signature is awaited."""
+    the other contracts' codes then, and put back unless a signature is awaited or the
+    key is out with another contract (then its check at the start is planned again)."""
     window = rules.pincode_window(contract.contract_type, contract.start, contract.end)
     for key in contract.keys:
         if key.automat_id is None or key.pincode is None or key.in_history:
@@ -277,9 +406,11 @@ def resync_codes(store: ContractStore, kind: ContractKind[Any], contract: Contra
         if key.pincode_id is not None:
             store.remove_pincode(key.automat_id, key.pincode_id)
             key.pincode_id = None
-        if _code_taken(store, kind, key.automat_id, key.pincode, window, contract.id):
+        if code_taken(store, kind, key.automat_id, key.pincode, window, contract.id):
             raise Conflict(f"Pincode of key {key.key_id} is in use by another contract then")
-        if not contract.awaiting_verification:
+        if key.held_since is not None:
+            schedule_late_check(store, contract, key, now)
+        elif not contract.awaiting_verification:
             put_code_on_automat(store, kind, contract, key)
         store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
 
@@ -333,7 +464,7 @@ def update(
     if terms:
         store.update_terms(contract.id, terms)
     if period_changed or was_awaiting != contract.awaiting_verification:
-        resync_codes(store, kind, contract)
+        resync_codes(store, kind, contract, now)
     publish_contract_update(store, contract, now)
     view = notification_view(store, kind, contract)
     store.notify(view, NotificationType.CONTRACT_UPDATED, now=now)

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from keyautomat.contracts import progress
+from keyautomat.contracts import overdue, progress, succession
 from keyautomat.contracts.iloq.kind import WIPE_KIND, IloqKind
 from keyautomat.contracts.iloq.programming import KeyProgrammer, WipeJob
 from keyautomat.contracts.kind import ContractKind
 from keyautomat.contracts.mechanical import custody, identity
 from keyautomat.contracts.mechanical.kind import MechanicalKind
+from keyautomat.contracts.service import LATE_KIND
 from keyautomat.contracts.store import END_KIND, SqlContractStore
 from keyautomat.domain.devices import AutomatEvent
 from keyautomat.domain.notifications import ContractView, NotificationType
@@ -85,7 +86,32 @@ def register(container: Container) -> None:
             lambda s: progress.evaluate_end(SqlContractStore(s), contract_id, now)
         )
 
+    async def late(message: OutboxMessage) -> None:
+        contract_id, position = message.payload["contractId"], message.payload["position"]
+        now = container.clock.now()
+        await container.db.run(
+            lambda s: succession.check_late(
+                SqlContractStore(s), container.contract_kinds, contract_id, position, now
+            )
+        )
+
+    async def overdue_keys(message: OutboxMessage) -> None:
+        payload = message.payload
+        now = container.clock.now()
+        await container.db.run(
+            lambda s: overdue.check(
+                SqlContractStore(s),
+                container.contract_kinds,
+                payload["contractId"],
+                payload["stage"],
+                payload["end"],
+                now,
+            )
+        )
+
     container.dispatcher.register(END_KIND, end)
+    container.dispatcher.register(LATE_KIND, late)
+    container.dispatcher.register(overdue.OVERDUE_KIND, overdue_keys)
     retention = timedelta(days=container.settings.strong_auth_retention_days)
 
     async def prune_strong_auth(now: datetime) -> int:

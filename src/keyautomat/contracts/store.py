@@ -50,8 +50,14 @@ from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.devices import secret_hash
 from keyautomat.domain.errors import Conflict
-from keyautomat.domain.notifications import AutomatView, Contact, ContractView, NotificationType
-from keyautomat.service_layer import devices, notifications, outbox, webhooks
+from keyautomat.domain.notifications import (
+    AutomatView,
+    Contact,
+    ContractView,
+    NotificationType,
+    OrgNotificationSettings,
+)
+from keyautomat.service_layer import admin_notices, devices, notifications, outbox, webhooks
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope_bound, scope_params
 
@@ -116,6 +122,7 @@ class ContractStore(Protocol):
     def public_id_taken(self, root_unit_id: str, public_id: str) -> bool: ...
     def insert(self, contract: Contract, *, root_unit_id: str | None, now: datetime) -> None: ...
     def insert_keys(self, contract: Contract) -> None: ...
+    def insert_key(self, contract: Contract, key: ContractKey) -> None: ...
     def update(self, contract: Contract, values: dict[str, Any]) -> None: ...
     def update_terms(self, contract_id: str, values: dict[str, Any]) -> None: ...
     def set_key(self, contract_id: str, position: int, **values: Any) -> None: ...
@@ -125,6 +132,7 @@ class ContractStore(Protocol):
     def key_with_code(self, pincode_id: str) -> KeyRef | None: ...
     def key_to_fetch(self, automat_id: str, locker_index: int) -> KeyRef | None: ...
     def key_to_return(self, automat_id: str, locker_index: int) -> KeyRef | None: ...
+    def key_refs(self, stored_id: str) -> list[KeyRef]: ...
     def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
     ) -> list[tuple[str, ContractKey]]: ...
@@ -138,6 +146,15 @@ class ContractStore(Protocol):
         ignore_contract: str | None,
     ) -> bool: ...
     def unsynced_code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        ignore_contract: str | None = None,
+    ) -> bool: ...
+    def held_code_taken(
         self,
         automat_id: str,
         code: str,
@@ -161,6 +178,7 @@ class ContractStore(Protocol):
     ) -> bool: ...
     def release(self, contract_id: str, position: int | None, at: datetime) -> None: ...
     def hold_until(self, contract_id: str, position: int, until: datetime) -> None: ...
+    def move_key(self, contract_id: str, position: int, locker_index: int) -> None: ...
     def move_reservations(self, contract_id: str, start: datetime, until: datetime) -> None: ...
     def close_ended(self, contract_id: str, now: datetime) -> None: ...
 
@@ -177,7 +195,13 @@ class ContractStore(Protocol):
 
     # --- effects that commit with the change ---------------------------------------------
     def publish(
-        self, unit_id: str, event_type: str, data: dict[str, Any], at: datetime
+        self,
+        unit_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        at: datetime,
+        *,
+        once: str | None = None,
     ) -> None: ...
     def automat_views(self, automat_ids: Iterable[str]) -> dict[str, AutomatView]: ...
     def notify(
@@ -190,11 +214,27 @@ class ContractStore(Protocol):
         event: str | None = None,
     ) -> None: ...
     def schedule_reminders(self, view: ContractView, now: datetime) -> None: ...
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None: ...
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings: ...
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None: ...
     def cancel_reminders(self, contract_id: str) -> None: ...
     def schedule_end(self, contract: Contract, now: datetime) -> None: ...
     def cancel_end(self, contract_id: str) -> None: ...
-    def enqueue(self, kind: str, payload: dict[str, Any], *, now: datetime, ref: str) -> None: ...
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+        ref: str,
+        due_at: datetime | None = None,
+        once: str | None = None,
+    ) -> None: ...
+    def notice(
+        self, unit_id: str, notice: str, *, occasion: str, facts: dict[str, Any], now: datetime
+    ) -> None: ...
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -333,6 +373,14 @@ _KEY_TO_RETURN = _live_key(
     # belongs in this locker but is still out must not hide the one that came back.
     first=case((_PLACED_HERE, 0), else_=1),
 )
+# Every live use of one key (its contracts, past the end or not, deleted ones aside).
+_KEY_REFS = (
+    select(ck.c.contract_id, ck.c.position)
+    .join(c, c.c.id == ck.c.contract_id)
+    .where(ck.c.key_id == bindparam("stored_id"), ck.c.in_history.is_(False))
+    .where(c.c.deleted_at.is_(None))
+    .order_by(c.c.start, c.c.id, ck.c.position)
+)
 _LIVE_KEY_CONTRACTS = (
     select(ck, c.c.request)
     .join(c, c.c.id == ck.c.contract_id)
@@ -393,6 +441,13 @@ _UNSYNCED_CODE = _overlap_variants(
     ck.c.pincode_id.is_(None),
 )
 
+# Held codes (back to back) are not on their automat but taken; a partial index finds them.
+_HELD_CODE = _overlap_variants(
+    ck.c.automat_id == bindparam("automat_id"),
+    ck.c.pincode == bindparam("code"),
+    ck.c.held_since.is_not(None),
+)
+
 _RESERVE = insert(r)
 _CLOSE_ENDED = (
     update(r)
@@ -407,6 +462,20 @@ _HOLD_UNTIL = (
     update(r)
     .where(r.c.contract_id == bindparam("b_contract_id"), r.c.position == bindparam("b_position"))
     .values(until=bindparam("b_until", type_=r.c.until.type), counted=True)
+)
+_MOVE_KEY = (
+    update(ck)
+    .where(ck.c.contract_id == bindparam("b_contract_id"), ck.c.position == bindparam("b_position"))
+    .values(locker_index=bindparam("b_locker_index"))
+)
+_MOVE_KEY_RESERVATION = (
+    update(r)
+    .where(
+        r.c.contract_id == bindparam("b_contract_id"),
+        r.c.position == bindparam("b_position"),
+        r.c.counted.is_(True),
+    )
+    .values(locker_index=bindparam("b_locker_index"))
 )
 _MOVE = (
     update(r)
@@ -577,7 +646,25 @@ def _key_of(row: Any, asked: dict[str, Any]) -> ContractKey:
         status=row.status,
         in_history=bool(row.in_history),
         opened_at=row.programmed_at,
+        held_since=row.held_since,
     )
+
+
+def _key_row(contract: Contract, key: ContractKey) -> dict[str, Any]:
+    return {
+        "contract_id": contract.id,
+        "position": key.position,
+        "key_id": key.stored_id,
+        "automat_id": key.automat_id,
+        "locker_index": key.locker_index,
+        "pincode": key.pincode,
+        "pincode_id": key.pincode_id,
+        "status": key.status,
+        "in_history": key.in_history,
+        "programmed_at": key.opened_at,
+        "program_failures": 0,
+        "held_since": key.held_since,
+    }
 
 
 class SqlContractStore:
@@ -704,25 +791,11 @@ class SqlContractStore:
             ) from None
 
     def insert_keys(self, contract: Contract) -> None:
-        self.session.execute(
-            _INSERT_KEYS,
-            [
-                {
-                    "contract_id": contract.id,
-                    "position": key.position,
-                    "key_id": key.stored_id,
-                    "automat_id": key.automat_id,
-                    "locker_index": key.locker_index,
-                    "pincode": key.pincode,
-                    "pincode_id": key.pincode_id,
-                    "status": key.status,
-                    "in_history": key.in_history,
-                    "programmed_at": key.opened_at,
-                    "program_failures": 0,
-                }
-                for key in contract.keys
-            ],
-        )
+        self.session.execute(_INSERT_KEYS, [_key_row(contract, key) for key in contract.keys])
+
+    def insert_key(self, contract: Contract, key: ContractKey) -> None:
+        """One key more in a contract (a replacement for a lost one)."""
+        self.session.execute(_INSERT_KEYS, [_key_row(contract, key)])
 
     def update(self, contract: Contract, values: dict[str, Any]) -> None:
         stored = dict(values)
@@ -772,6 +845,11 @@ class SqlContractStore:
 
     def key_to_return(self, automat_id: str, locker_index: int) -> KeyRef | None:
         return self._ref(_KEY_TO_RETURN, {"automat_id": automat_id, "locker_index": locker_index})
+
+    def key_refs(self, stored_id: str) -> list[KeyRef]:
+        """Every contract key of this key not yet done with, by its contract's start."""
+        rows = self.session.execute(_KEY_REFS, {"stored_id": stored_id})
+        return [KeyRef(row.contract_id, row.position) for row in rows]
 
     def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
@@ -824,6 +902,19 @@ class SqlContractStore:
     ) -> bool:
         params = {"automat_id": automat_id, "code": code, "start": start}
         return self._overlaps(_UNSYNCED_CODE, params, end, ignore_contract)
+
+    def held_code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        ignore_contract: str | None = None,
+    ) -> bool:
+        """A code held back from this automat (its key is out) at an overlapping time."""
+        params = {"automat_id": automat_id, "code": code, "start": start}
+        return self._overlaps(_HELD_CODE, params, end, ignore_contract)
 
     def deleted(self, contract_id: str) -> bool | None:
         """Whether the contract was deleted; None when there is no such contract."""
@@ -923,6 +1014,17 @@ class SqlContractStore:
         params = {"b_contract_id": contract_id, "b_position": position, "b_until": until}
         self.session.execute(_HOLD_UNTIL, params)
 
+    def move_key(self, contract_id: str, position: int, locker_index: int) -> None:
+        """The key is kept in another locker of its automat now: the contract key and what
+        it still reserves follow it."""
+        params = {
+            "b_contract_id": contract_id,
+            "b_position": position,
+            "b_locker_index": locker_index,
+        }
+        self.session.execute(_MOVE_KEY, params)
+        self.session.execute(_MOVE_KEY_RESERVATION, params)
+
     def move_reservations(self, contract_id: str, start: datetime, until: datetime) -> None:
         """A PATCH of the period: every unreleased reservation takes the new period (one
         already released, a key returned or fetched from a freed locker, stays released)."""
@@ -958,7 +1060,15 @@ class SqlContractStore:
 
     # --- effects -------------------------------------------------------------------------
 
-    def publish(self, unit_id: str, event_type: str, data: dict[str, Any], at: datetime) -> None:
+    def publish(
+        self,
+        unit_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        at: datetime,
+        *,
+        once: str | None = None,
+    ) -> None:
         if event_type == wh.EventType.KEY_STATUS:
             # Every key status change passes here (progress.publish_status): counted once
             # the transaction commits.
@@ -970,6 +1080,7 @@ class SqlContractStore:
             data=data,
             occurred_at=at,
             now=at,
+            once=once,
         )
 
     def automat_views(self, automat_ids: Iterable[str]) -> dict[str, AutomatView]:
@@ -995,6 +1106,15 @@ class SqlContractStore:
     def schedule_reminders(self, view: ContractView, now: datetime) -> None:
         notifications.schedule_reminders(self.session, view, now=now)
 
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None:
+        notifications.remind(self.session, view, type_, now=now, occasion=occasion)
+
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings:
+        """The unit's notification settings in force (inherited, factory defaults)."""
+        return notifications.load_settings(self.session, unit_id)
+
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None:
         notifications.reschedule(self.session, view, now=now)
 
@@ -1017,8 +1137,33 @@ class SqlContractStore:
     def cancel_end(self, contract_id: str) -> None:
         outbox.cancel(self.session, ref=end_ref(contract_id), kinds=_END_KINDS)
 
-    def enqueue(self, kind: str, payload: dict[str, Any], *, now: datetime, ref: str) -> None:
-        outbox.enqueue(self.session, kind, payload, now=now, ref=ref)
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+        ref: str,
+        due_at: datetime | None = None,
+        once: str | None = None,
+    ) -> None:
+        """An outbox job, due now or at ``due_at``; with ``once``, at most one per name."""
+        outbox.enqueue(
+            self.session, kind, payload, now=now, due_at=due_at, ref=ref, idempotency_key=once
+        )
+
+    def notice(
+        self, unit_id: str, notice: str, *, occasion: str, facts: dict[str, Any], now: datetime
+    ) -> None:
+        """An email to the unit's admins, once per occasion (service_layer/admin_notices.py)."""
+        admin_notices.queue(
+            self.session,
+            organization_unit_id=unit_id,
+            notice=notice,
+            occasion=occasion,
+            facts=facts,
+            now=now,
+        )
 
 
 def period_condition(filters: ListFilters, now: datetime) -> ColumnElement[bool] | None:

@@ -108,6 +108,9 @@ class MechanicalKey:
         self.stored_automat_id: str | None = None
         self.stored_locker_index: int | None = None
         self.stored_manual_info: str | None = None
+        # Reported lost by staff: no new contract may book it until it is found (put back
+        # into a storage).
+        self.lost_at: datetime | None = None
         self.created_at = created_at
         self.select_storage(selected, shared=shared)
 
@@ -135,6 +138,8 @@ class MechanicalKey:
         self.shared = shared
 
     def put_in(self, storage: Storage, locker_index: int | None = None) -> None:
+        """The key is in ``storage`` (a locker of it): a key lost is found."""
+        self.lost_at = None
         self.stored_automat_id = storage.automat_id
         self.stored_manual_info = storage.manual_info
         self.stored_locker_index = locker_index if storage.is_device else None
@@ -143,6 +148,18 @@ class MechanicalKey:
         self.stored_automat_id = None
         self.stored_locker_index = None
         self.stored_manual_info = None
+
+    def report_lost(self, now: datetime) -> None:
+        """Staff report the key lost: it is in no storage, and is not offered any more. A key
+        reported inside a locker is there (the automat's report is the physical truth)."""
+        if self.stored_automat_id is not None:
+            raise InvalidInput(
+                "id",
+                f"is inside locker {self.stored_locker_index} of automat "
+                f"{self.stored_automat_id}: only a key that is out can be lost",
+            )
+        self.take_away()
+        self.lost_at = self.lost_at or now
 
 
 # A drawn signature is shown to staff later, so only raster images whose bytes

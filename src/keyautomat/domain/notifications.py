@@ -28,6 +28,10 @@ class NotificationType(enum.StrEnum):
     CONTRACT_END_REMINDER = "contractEndReminder"
     CONTRACT_KEYS_NOT_RETURNED = "contractKeysNotReturned"
     CONTRACT_SIGNATURE_REQUESTED = "contractSignatureRequested"
+    # keyautomat's own (docs/notifications.md, "Types of our own"): not in the contact's
+    # matrix; each is sent when the matrix type that governs it is (GOVERNED_BY).
+    CONTRACT_KEY_DELAYED = "contractKeyDelayed"
+    CONTRACT_KEY_AVAILABLE = "contractKeyAvailable"
 
 
 # The order of ContactNotificationsDto in the spec (endpoints.md §2.2).
@@ -41,6 +45,24 @@ NOTIFICATION_TYPES: tuple[NotificationType, ...] = (
     NotificationType.CONTRACT_UPDATED,
     NotificationType.CONTRACT_SIGNATURE_REQUESTED,
 )
+
+# Our own types, and the type of the contact's matrix that decides whether they are sent:
+# a key late for the contract's start, and back again, change what the guest can do
+# with the contract, as a PATCH does.
+GOVERNED_BY: Mapping[NotificationType, NotificationType] = {
+    NotificationType.CONTRACT_KEY_DELAYED: NotificationType.CONTRACT_UPDATED,
+    NotificationType.CONTRACT_KEY_AVAILABLE: NotificationType.CONTRACT_UPDATED,
+}
+ALL_TYPES: tuple[NotificationType, ...] = NOTIFICATION_TYPES + tuple(GOVERNED_BY)
+
+
+def governing(type_: str) -> str:
+    """The matrix type whose cell decides whether ``type_`` is sent (itself for the eight)."""
+    try:
+        return GOVERNED_BY[NotificationType(type_)].value
+    except (ValueError, KeyError):
+        return type_
+
 
 # Scheduled types: written ahead with a future due time, re-checked when they fire.
 SCHEDULED_TYPES: tuple[NotificationType, ...] = (
@@ -65,6 +87,9 @@ FACTORY_DEFAULTS: Mapping[NotificationType, bool] = {
 DEFAULT_START_LEAD = timedelta(hours=24)
 DEFAULT_END_LEAD = timedelta(hours=24)
 DEFAULT_TIMEZONE = "Europe/Helsinki"
+# How long after its contract's end a device key still out is overdue (docs/contracts.md,
+# "Overdue keys"); a manual-storage key is overdue at the end.
+DEFAULT_OVERDUE_AFTER = timedelta(hours=1)
 
 
 def factory_matrix() -> Matrix:
@@ -83,6 +108,9 @@ class OrgNotificationSettings:
     sms_sender_id: str | None = None
     reply_to: str | None = None
     admin_email: str | None = None
+    overdue_after: timedelta = DEFAULT_OVERDUE_AFTER
+    # The contact gets a reminder of overdue keys too (contractKeysNotReturned again).
+    guest_overdue_reminders: bool = False
 
     def default_for(self, type_: str, channel: Channel) -> bool:
         return bool(self.defaults.get(type_, {}).get(channel, False))
@@ -128,7 +156,7 @@ class Contact:
         organization defaults then decide at send time.
         """
         if self.notifications is not None:
-            return bool(self.notifications.get(type_, {}).get(channel, False))
+            return bool(self.notifications.get(governing(type_), {}).get(channel, False))
         return self.master_switch(channel)
 
     def to_json(self) -> dict[str, Any]:
@@ -158,9 +186,11 @@ class Contact:
 def effective(
     contact: Contact | None, type_: str, channel: Channel, org: OrgNotificationSettings
 ) -> bool:
-    """notifications.md §3, verbatim: does ``contact`` get ``type_`` on ``channel``?"""
+    """notifications.md §3, verbatim: does ``contact`` get ``type_`` on ``channel``? Our own
+    types follow the cell of the matrix type that governs them."""
     if contact is None:
         return False
+    type_ = governing(type_)
     if contact.notifications is not None:
         return bool(contact.notifications.get(type_, {}).get(channel, False))
     return contact.master_switch(channel) and org.default_for(type_, channel)

@@ -31,7 +31,16 @@ class EventType(enum.StrEnum):
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
 
-KEY_STATES = ("key-fetched", "key-returned", "key-not-fetched", "key-not-returned")
+KEY_STATES = (
+    "key-fetched",
+    "key-returned",
+    "key-not-fetched",
+    "key-not-returned",
+    # keyautomat's own, in the same shape (docs/webhooks.md, "Key states of our own"): a
+    # key reported lost, and a key still out when the next contract's period starts.
+    "key-lost",
+    "key-delayed",
+)
 STORAGE_TYPES = ("device", "manualStorage")
 CONTRACT_TYPES = ("default", "fetch", "return")
 CODE_TYPES = ("right-pincode", "right-return-code", "right-access-code")

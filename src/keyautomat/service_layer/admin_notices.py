@@ -1,7 +1,8 @@
 """Notices to an organization unit's admins, sent as email through the notification outbox.
 
-The platform tells a unit's admins about trouble they have to act on (today: a
-webhook subscription disabled because its receiver kept failing). A unit has
+The platform tells a unit's admins about trouble they have to act on: a webhook
+subscription disabled because its receiver kept failing, a key still out when the
+next contract of it starts, keys not returned after their contract's end. A unit has
 no list of admin people: service accounts are machines without addresses. So
 the address is a notification setting of the unit, ``adminEmail``, inherited
 like the others; a unit that has not set one falls back to its ``replyTo``
@@ -30,7 +31,11 @@ from keyautomat.service_layer import notifications, outbox
 log = logging.getLogger(__name__)
 
 WEBHOOK_DISABLED = "webhookSubscriptionDisabled"
-NOTICES = (WEBHOOK_DISABLED,)
+# A contract started while its key was still out with the previous contract's user.
+KEY_DELAYED = "keyDelayed"
+# Keys still out after their contract's end (manual storage at once, automat keys later).
+KEYS_OVERDUE = "keysOverdue"
+NOTICES = (WEBHOOK_DISABLED, KEY_DELAYED, KEYS_OVERDUE)
 # The payload field that marks a ``notification`` row as a notice to the unit's admins.
 NOTICE = "notice"
 

@@ -14,11 +14,13 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
 from keyautomat.adapters.orm_devices import automat_events, device_alarms, device_links
+from keyautomat.adapters.orm_iloq import iloq_keys
+from keyautomat.adapters.orm_mechanical import mechanical_contracts, mechanical_keys
 from keyautomat.adapters.orm_notify import notifications
 from keyautomat.adapters.orm_webhooks import webhook_attempts, webhook_subscriptions
 from keyautomat.contracts.rules import KeyStatus
@@ -32,6 +34,25 @@ a = orm.automats
 # Failed deliveries are counted over this window: older ones were dealt with or never will be.
 FAILURE_WINDOW = timedelta(days=7)
 RECENT_ALARMS = 10
+OVERDUE_LINES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueKey:
+    """A key still out after its contract's end: one line of the dashboard."""
+
+    contract_id: str  # as the API names it (the caller's id of a mechanical contract)
+    kind: str
+    key_id: str  # as the API names it
+    key_name: str | None
+    automat_id: str | None  # None: a manual-storage key
+    automat_name: str | None
+    locker_index: int | None
+    timezone: str | None
+    end: datetime
+    contact_name: str | None
+    # Another contract waits for the key: its code is held until the key is back.
+    next_waiting: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,8 @@ class Dashboard:
     overdue: int
     failed_notifications: int
     failed_webhooks: int
+    # The longest overdue keys still out, one dashboard line each (overdue_keys).
+    overdue_keys: list[OverdueKey]
 
 
 def dashboard(
@@ -116,6 +139,7 @@ def dashboard(
         overdue=_overdue(session, principal),
         failed_notifications=_failed_notifications(session, principal, now - FAILURE_WINDOW),
         failed_webhooks=_failed_webhooks(session, principal, now - FAILURE_WINDOW),
+        overdue_keys=overdue_keys(session, principal, limit=OVERDUE_LINES),
     )
 
 
@@ -171,6 +195,73 @@ def _overdue(session: Session, principal: Principal) -> int:
         )
         or 0
     )
+
+
+def overdue_keys(session: Session, principal: Principal, limit: int = 50) -> list[OverdueKey]:
+    """Keys of the caller's contracts still out after their contract's end (``key-not-returned``
+    and not back), the longest overdue first: what staff should chase (docs/contracts.md,
+    "Overdue keys")."""
+    ck, c = contract_keys, contracts
+    held = aliased(contract_keys)
+    waiting = exists().where(
+        held.c.key_id == ck.c.key_id,
+        held.c.held_since.is_not(None),
+        held.c.in_history.is_(False),
+    )
+    rows = session.execute(
+        select(
+            c.c.id,
+            c.c.kind,
+            c.c.end,
+            c.c.contact,
+            mechanical_contracts.c.public_id,
+            ck.c.key_id,
+            ck.c.automat_id,
+            ck.c.locker_index,
+            mechanical_keys.c.id.label("mechanical_id"),
+            func.coalesce(mechanical_keys.c.name, iloq_keys.c.name).label("key_name"),
+            a.c.name.label("automat_name"),
+            a.c.timezone,
+            waiting.label("next_waiting"),
+        )
+        .join(c, c.c.id == ck.c.contract_id)
+        .outerjoin(mechanical_contracts, mechanical_contracts.c.contract_id == c.c.id)
+        .outerjoin(mechanical_keys, mechanical_keys.c.object_id == ck.c.key_id)
+        .outerjoin(iloq_keys, iloq_keys.c.id == ck.c.key_id)
+        .outerjoin(a, a.c.id == ck.c.automat_id)
+        .where(
+            ck.c.status == KeyStatus.NOT_RETURNED,
+            ck.c.in_history.is_(False),
+            c.c.deleted_at.is_(None),
+            in_scope(c.c.organization_unit_id, principal),
+        )
+        .order_by(c.c.end, c.c.id, ck.c.position)
+        .limit(limit)
+    ).all()
+    return [
+        OverdueKey(
+            contract_id=r.public_id or r.id,
+            kind=r.kind,
+            key_id=r.mechanical_id or r.key_id,
+            key_name=r.key_name,
+            automat_id=r.automat_id,
+            automat_name=r.automat_name,
+            locker_index=r.locker_index,
+            timezone=r.timezone,
+            end=r.end,
+            contact_name=_contact_name(r.contact),
+            next_waiting=bool(r.next_waiting),
+        )
+        for r in rows
+    ]
+
+
+def _contact_name(stored: str | None) -> str | None:
+    try:
+        name = json.loads(stored or "null")["name"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _failed_notifications(session: Session, principal: Principal, since: datetime) -> int:

@@ -181,8 +181,16 @@ def load_settings(session: Session, unit_id: str) -> OrgNotificationSettings:
             sms_sender_id=row.sms_sender_id or result.sms_sender_id,
             reply_to=row.reply_to or result.reply_to,
             admin_email=row.admin_email or result.admin_email,
+            overdue_after=_seconds(row.overdue_after_seconds, result.overdue_after),
+            guest_overdue_reminders=_flag(
+                row.guest_overdue_reminders, result.guest_overdue_reminders
+            ),
         )
     return result
+
+
+def _flag(value: bool | None, fallback: bool) -> bool:
+    return fallback if value is None else bool(value)
 
 
 def _seconds(value: int | None, fallback: timedelta) -> timedelta:
@@ -201,6 +209,8 @@ class SettingsOverride:
     sms_sender_id: str | None = None
     reply_to: str | None = None
     admin_email: str | None = None
+    overdue_after: timedelta | None = None
+    guest_overdue_reminders: bool | None = None
 
 
 def read_override(session: Session, unit_id: str) -> SettingsOverride:
@@ -218,6 +228,8 @@ def read_override(session: Session, unit_id: str) -> SettingsOverride:
         sms_sender_id=row.sms_sender_id,
         reply_to=row.reply_to,
         admin_email=row.admin_email,
+        overdue_after=_maybe_seconds(row.overdue_after_seconds),
+        guest_overdue_reminders=row.guest_overdue_reminders,
     )
 
 
@@ -241,6 +253,8 @@ def set_override(
         "admin_email": None
         if override.admin_email is None
         else normalise_email(override.admin_email, "adminEmail"),
+        "overdue_after_seconds": _lead(override.overdue_after, "overdueAfterMinutes"),
+        "guest_overdue_reminders": override.guest_overdue_reminders,
         "updated_at": now,
     }
     changed = session.execute(
@@ -428,9 +442,28 @@ def notify(
     if event is None and type_ is NotificationType.CONTRACT_UPDATED:
         event = now.isoformat()
     org = load_settings(session, view.organization_unit_id)
+    channels = [c for c in CHANNELS if effective(contact, type_, c, org)]
+    ref = _immediate_ref(view.contract_id)
+    return _once_per_channel(session, view, type_, channels, now, now, key_id, ref, event)
+
+
+def _once_per_channel(
+    session: Session,
+    view: ContractView,
+    type_: NotificationType,
+    channels: list[Channel],
+    now: datetime,
+    due_at: datetime,
+    key_id: str | None,
+    ref: str,
+    event: str | None,
+) -> list[int]:
+    """One row per channel with an address, each at most once per ``(contract, key, type,
+    channel, event)``; the ids of the rows written."""
+    assert view.contact is not None
     written: list[int] = []
-    for channel in CHANNELS:
-        if contact.address(channel) is None or not effective(contact, type_, channel, org):
+    for channel in channels:
+        if view.contact.address(channel) is None:
             continue
         key = ":".join(
             ["notification", view.contract_id, key_id or "-", type_.value, channel, event or "-"]
@@ -441,9 +474,9 @@ def notify(
             type_,
             channel,
             now=now,
-            due_at=None,
+            due_at=due_at,
             key_id=key_id,
-            ref=_immediate_ref(view.contract_id),
+            ref=ref,
             idempotency_key=key,
         )
         if message_id is not None:
@@ -485,6 +518,22 @@ def schedule_reminders(session: Session, view: ContractView, *, now: datetime) -
             if message_id is not None:
                 written.append(message_id)
     return written
+
+
+def remind(
+    session: Session, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+) -> list[int]:
+    """A scheduled type the contract code decides to send now (an overdue reminder), once
+    per ``occasion``: written like :func:`schedule_reminders` rows (due now, cancelled
+    with the contract's reminders), so its condition is checked again when it is sent."""
+    if type_ not in SCHEDULED_TYPES:
+        raise ValueError(f"{type_} is not scheduled: use notify()")
+    contact = view.contact
+    if contact is None:
+        return []
+    channels = [c for c in CHANNELS if contact.may_want(type_, c)]
+    ref = _reminder_ref(view.contract_id)
+    return _once_per_channel(session, view, type_, channels, now, now, None, ref, occasion)
 
 
 def cancel_reminders(session: Session, contract_id: str) -> int:

@@ -107,11 +107,14 @@ def publish(
     data: dict[str, Any],
     occurred_at: datetime,
     now: datetime,
+    once: str | None = None,
 ) -> list[str]:
     """Queue the event for every active subscription that wants it; returns the webhook ids.
 
     Call it inside the transaction of the change the event reports. ``data`` is
     one of the shapes built by ``domain.webhooks`` (``key_status_data``, …).
+    With ``once`` (a name for the occasion), each subscription gets the event at
+    most once however often it is published: a job run twice sends nothing twice.
     """
     path = session.scalar(_UNIT_PATH, {"unit_id": organization_unit_id})
     if path is None:
@@ -147,7 +150,7 @@ def publish(
         webhook_id = wh.new_webhook_id(now)
         # A disabled subscription's events are kept aside, in their lane's order,
         # until an admin re-enables it (enable(), docs/webhooks.md "Health").
-        outbox.enqueue(
+        stored = outbox.enqueue(
             session,
             KIND,
             _payload(subscription_id, webhook_id, event_type, body),
@@ -155,8 +158,10 @@ def publish(
             lane=lane_of(subscription_id, event_type, source),
             ref=ref_of(subscription_id, event_type),
             held=state == DISABLED,
+            idempotency_key=None if once is None else f"webhook:{subscription_id}:{once}",
         )
-        ids.append(webhook_id)
+        if stored is not None:
+            ids.append(webhook_id)
     return ids
 
 

@@ -24,7 +24,12 @@ from keyautomat.contracts.model import CodeGrant, Contract, ContractKey, ListFil
 from keyautomat.contracts.store import ContractStore, KeyFacts, KeyRef
 from keyautomat.domain.devices import PincodePurpose, secret_hash
 from keyautomat.domain.errors import Conflict, InvalidInput
-from keyautomat.domain.notifications import AutomatView, ContractView, NotificationType
+from keyautomat.domain.notifications import (
+    AutomatView,
+    ContractView,
+    NotificationType,
+    OrgNotificationSettings,
+)
 from keyautomat.service_layer.pagination import PageRequest
 from keyautomat.service_layer.principal import Principal
 
@@ -90,6 +95,7 @@ class Published:
     event_type: str
     data: dict[str, Any]
     at: datetime
+    once: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,17 @@ class Job:
     payload: dict[str, Any]
     now: datetime
     ref: str
+    due_at: datetime | None = None
+    once: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    unit_id: str
+    notice: str
+    occasion: str
+    facts: dict[str, Any]
+    now: datetime
 
 
 class FakeContractStore:
@@ -132,6 +149,10 @@ class FakeContractStore:
         self.published: list[Published] = []
         self.notified: list[Notified] = []
         self.enqueued: list[Job] = []
+        self.notices: list[Notice] = []
+        self.reminded: list[Notified] = []
+        # Notification settings by unit (the factory's for a unit not listed).
+        self.settings: dict[str, OrgNotificationSettings] = {}
         self.locked: list[str] = []
         self.reminders_scheduled: list[ContractView] = []
         self.reminders_rescheduled: list[ContractView] = []
@@ -254,6 +275,11 @@ class FakeContractStore:
             stored.contract.keys.append(copy.deepcopy(key))
             stored.key_columns[key.position] = {"program_failures": 0}
 
+    def insert_key(self, contract: Contract, key: ContractKey) -> None:
+        stored = self.contracts[contract.id]
+        stored.contract.keys.append(copy.deepcopy(key))
+        stored.key_columns[key.position] = {"program_failures": 0}
+
     def update(self, contract: Contract, values: dict[str, Any]) -> None:
         stored = self.contracts[contract.id]
         for name, value in values.items():
@@ -347,6 +373,14 @@ class FakeContractStore:
             lambda c, k: here(k) and rules.awaiting_return(c.contract_type, k.status)
         )
 
+    def key_refs(self, stored_id: str) -> list[KeyRef]:
+        return [
+            KeyRef(s.contract.id, k.position)
+            for s in self._by_start()
+            for k in s.live_keys()
+            if k.stored_id == stored_id
+        ]
+
     def live_keys(
         self, kind: str, stored_ids: Sequence[str], now: datetime
     ) -> list[tuple[str, ContractKey]]:
@@ -407,6 +441,24 @@ class FakeContractStore:
             end,
             ignore_contract,
             lambda c, k: k.automat_id == automat_id and k.pincode == code and k.pincode_id is None,
+        )
+
+    def held_code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        ignore_contract: str | None = None,
+    ) -> bool:
+        return self._booked(
+            start,
+            end,
+            ignore_contract,
+            lambda c, k: (
+                k.automat_id == automat_id and k.pincode == code and k.held_since is not None
+            ),
         )
 
     def deleted(self, contract_id: str) -> bool | None:
@@ -474,6 +526,12 @@ class FakeContractStore:
             if (r.contract_id, r.position) == (contract_id, position):
                 r.until, r.counted = until, True
 
+    def move_key(self, contract_id: str, position: int, locker_index: int) -> None:
+        self._key(contract_id, position).locker_index = locker_index
+        for r in self.reservations:
+            if (r.contract_id, r.position) == (contract_id, position) and r.counted:
+                r.locker_index = locker_index
+
     def move_reservations(self, contract_id: str, start: datetime, until: datetime) -> None:
         for r in self.reservations:
             if r.contract_id == contract_id and r.counted:
@@ -532,8 +590,19 @@ class FakeContractStore:
 
     # --- effects -------------------------------------------------------------------------
 
-    def publish(self, unit_id: str, event_type: str, data: dict[str, Any], at: datetime) -> None:
-        self.published.append(Published(unit_id, str(event_type), data, at))
+    def publish(
+        self,
+        unit_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        at: datetime,
+        *,
+        once: str | None = None,
+    ) -> None:
+        """As the outbox's idempotency keys: an event published ``once`` again is dropped."""
+        if once is not None and any(p.once == once for p in self.published):
+            return
+        self.published.append(Published(unit_id, str(event_type), data, at, once))
 
     def automat_views(self, automat_ids: Iterable[str]) -> dict[str, AutomatView]:
         return {a: self.automats[a] for a in set(automat_ids) if a in self.automats}
@@ -552,6 +621,17 @@ class FakeContractStore:
     def schedule_reminders(self, view: ContractView, now: datetime) -> None:
         self.reminders_scheduled.append(view)
 
+    def remind(
+        self, view: ContractView, type_: NotificationType, *, now: datetime, occasion: str
+    ) -> None:
+        """As the notification outbox: once per (contract, type, occasion)."""
+        done = (view.contract_id, type_, occasion)
+        if done not in {(r.view.contract_id, r.type, r.event) for r in self.reminded}:
+            self.reminded.append(Notified(view, type_, now, None, occasion))
+
+    def unit_settings(self, unit_id: str) -> OrgNotificationSettings:
+        return self.settings.get(unit_id, OrgNotificationSettings())
+
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None:
         self.reminders_rescheduled.append(view)
 
@@ -569,8 +649,26 @@ class FakeContractStore:
         self.ends_cancelled.append(contract_id)
         self.ends_due.pop(contract_id, None)
 
-    def enqueue(self, kind: str, payload: dict[str, Any], *, now: datetime, ref: str) -> None:
-        self.enqueued.append(Job(kind, payload, now, ref))
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        now: datetime,
+        ref: str,
+        due_at: datetime | None = None,
+        once: str | None = None,
+    ) -> None:
+        if once is not None and any(j.once == once for j in self.enqueued):
+            return
+        self.enqueued.append(Job(kind, payload, now, ref, due_at, once))
+
+    def notice(
+        self, unit_id: str, notice: str, *, occasion: str, facts: dict[str, Any], now: datetime
+    ) -> None:
+        if any((n.notice, n.occasion) == (notice, occasion) for n in self.notices):
+            return
+        self.notices.append(Notice(unit_id, notice, occasion, facts, now))
 
 
 def _in_period(contract: Contract, filters: ListFilters, now: datetime) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 from keyautomat.contracts import progress
 from keyautomat.contracts.iloq.kind import WIPE_KIND, IloqKind
+from keyautomat.contracts.kind import Kinds
 from keyautomat.contracts.mechanical.kind import MechanicalKind
 from keyautomat.contracts.model import Contract, ContractKey
 from keyautomat.contracts.rules import OPEN_END, ContractType, KeyStatus
@@ -39,9 +40,9 @@ INSERTED = AutomatEventType.KEY_INSERTED
 LATER = NOW + HOUR
 
 # The real kinds, for their hooks that use only the store.
-KINDS: progress.Kinds = {"iloq": IloqKind(), "mechanical": MechanicalKind("https://keys.example")}
+KINDS: Kinds = {"iloq": IloqKind(), "mechanical": MechanicalKind("https://keys.example")}
 # The base hooks, where a real hook would reach the iLOQ registry through SQL.
-BASE: progress.Kinds = {"iloq": Scripted(), "mechanical": ScriptedMechanical()}
+BASE: Kinds = {"iloq": Scripted(), "mechanical": ScriptedMechanical()}
 
 
 def key(store: FakeContractStore, contract: Contract, position: int = 0) -> ContractKey:
@@ -55,7 +56,7 @@ def released(store: FakeContractStore, contract: Contract, position: int = 0) ->
 
 
 def fetched(
-    store: FakeContractStore, contract: Contract, kinds: progress.Kinds = KINDS, position: int = 0
+    store: FakeContractStore, contract: Contract, kinds: Kinds = KINDS, position: int = 0
 ) -> None:
     """The key was taken out of its locker after its code released it."""
     released(store, contract, position)
@@ -324,7 +325,7 @@ def test_a_return_contracts_key_put_in_is_retired() -> None:
 # --- codes typed at the automat --------------------------------------------------------------
 
 
-def enter_code(store: FakeContractStore, contract: Contract, kinds: progress.Kinds = KINDS) -> None:
+def enter_code(store: FakeContractStore, contract: Contract, kinds: Kinds = KINDS) -> None:
     code_key = key(store, contract)
     progress.on_automat_event(
         store, kinds, event(CODE_ENTERED, code=code_key.pincode, pincodeId=code_key.pincode_id)

@@ -91,6 +91,7 @@ def draft(
     pincodes: tuple[str, ...] = (),
     free_locker_after_fetch: bool = False,
     user_verification: str = "0",
+    in_place: bool = True,
 ) -> Draft:
     """A new contract of ``keys`` keys, ``key-0``... in lockers 0... of :data:`AUTOMAT`
     (or in manual storage); fetch contracts have no end unless given one."""
@@ -106,6 +107,7 @@ def draft(
             manual_info="Shelf 1" if manual else None,
             given_pincode=pincodes[i] if i < len(pincodes) else None,
             reserved_key_id=None if manual or returning else f"key-{i}",
+            in_place=in_place,
         )
         for i in range(keys)
     ]

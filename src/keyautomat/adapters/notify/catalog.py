@@ -59,6 +59,17 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "using the link below.",
             "sms": "Please sign before picking up your key:",
         },
+        "contractKeyDelayed": {
+            "subject": "Your key is not back yet",
+            "lead": "The previous user has not returned the key of your reservation yet. "
+            "We will message you as soon as it is back; your pincode works from then on.",
+            "sms": "Your key is not back yet, we will message you when it is:",
+        },
+        "contractKeyAvailable": {
+            "subject": "Your key is ready now",
+            "lead": "The key is back and ready for you. Use the pincode below at the key automat.",
+            "sms": "Your key is ready now.",
+        },
     },
     "fi": {
         "contractCreated": {
@@ -103,6 +114,18 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "olevasta linkistä.",
             "sms": "Allekirjoita ennen avaimen noutoa:",
         },
+        "contractKeyDelayed": {
+            "subject": "Avaimesi ei ole vielä palautunut",
+            "lead": "Edellinen käyttäjä ei ole vielä palauttanut varauksesi avainta. "
+            "Ilmoitamme heti, kun avain on palautettu; PIN-koodisi toimii siitä lähtien.",
+            "sms": "Avaimesi ei ole vielä palautunut, ilmoitamme kun se on:",
+        },
+        "contractKeyAvailable": {
+            "subject": "Avaimesi on nyt valmiina",
+            "lead": "Avain on palautettu ja valmiina sinulle. Käytä alla olevaa PIN-koodia "
+            "avainautomaatilla.",
+            "sms": "Avaimesi on nyt valmiina.",
+        },
     },
     "sv": {
         "contractCreated": {
@@ -145,6 +168,18 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "subject": "Signera för att hämta din nyckel",
             "lead": "Innan du hämtar nyckeln, bekräfta din identitet och signera via länken nedan.",
             "sms": "Signera innan du hämtar nyckeln:",
+        },
+        "contractKeyDelayed": {
+            "subject": "Din nyckel är inte tillbaka än",
+            "lead": "Föregående användare har ännu inte lämnat tillbaka nyckeln till din bokning. "
+            "Vi meddelar dig så snart den är tillbaka; din pinkod fungerar från och med då.",
+            "sms": "Din nyckel är inte tillbaka än, vi meddelar dig när den är det:",
+        },
+        "contractKeyAvailable": {
+            "subject": "Din nyckel är klar nu",
+            "lead": "Nyckeln är tillbaka och klar för dig. Använd pinkoden nedan vid "
+            "nyckelautomaten.",
+            "sms": "Din nyckel är klar nu.",
         },
     },
     "de": {
@@ -192,6 +227,18 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "unterschreiben Sie über den Link unten.",
             "sms": "Bitte vor der Abholung unterschreiben:",
         },
+        "contractKeyDelayed": {
+            "subject": "Ihr Schlüssel ist noch nicht zurück",
+            "lead": "Der vorherige Nutzer hat den Schlüssel Ihrer Reservierung noch nicht "
+            "zurückgegeben. Wir melden uns, sobald er zurück ist; Ihr PIN-Code gilt ab dann.",
+            "sms": "Ihr Schlüssel ist noch nicht zurück, wir melden uns, sobald er da ist:",
+        },
+        "contractKeyAvailable": {
+            "subject": "Ihr Schlüssel ist jetzt bereit",
+            "lead": "Der Schlüssel ist zurück und für Sie bereit. Verwenden Sie den PIN-Code "
+            "unten am Schlüsselautomaten.",
+            "sms": "Ihr Schlüssel ist jetzt bereit.",
+        },
     },
     "no": {
         "contractCreated": {
@@ -236,6 +283,18 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "lead": "Før du henter nøkkelen, bekreft identiteten din og signer via lenken "
             "nedenfor.",
             "sms": "Signer før du henter nøkkelen:",
+        },
+        "contractKeyDelayed": {
+            "subject": "Nøkkelen din er ikke tilbake ennå",
+            "lead": "Forrige bruker har ennå ikke levert tilbake nøkkelen til reservasjonen din. "
+            "Vi gir deg beskjed så snart den er tilbake; PIN-koden din virker fra da av.",
+            "sms": "Nøkkelen din er ikke tilbake ennå, vi gir beskjed når den er det:",
+        },
+        "contractKeyAvailable": {
+            "subject": "Nøkkelen din er klar nå",
+            "lead": "Nøkkelen er tilbake og klar for deg. Bruk PIN-koden nedenfor på "
+            "nøkkelautomaten.",
+            "sms": "Nøkkelen din er klar nå.",
         },
     },
     "fr": {
@@ -282,6 +341,18 @@ MESSAGES: Mapping[str, Mapping[str, Entry]] = {
             "lead": "Avant de retirer votre clé, confirmez votre identité et signez via le lien "
             "ci-dessous.",
             "sms": "Signez avant de retirer votre clé :",
+        },
+        "contractKeyDelayed": {
+            "subject": "Votre clé n'est pas encore revenue",
+            "lead": "L'utilisateur précédent n'a pas encore rendu la clé de votre réservation. "
+            "Nous vous préviendrons dès son retour ; votre code PIN fonctionnera dès lors.",
+            "sms": "Votre clé n'est pas encore revenue, nous vous préviendrons à son retour :",
+        },
+        "contractKeyAvailable": {
+            "subject": "Votre clé est prête maintenant",
+            "lead": "La clé est de retour et prête pour vous. Utilisez le code PIN ci-dessous "
+            "sur la borne à clés.",
+            "sms": "Votre clé est prête maintenant.",
         },
     },
 }
@@ -371,4 +442,6 @@ LABELS: Mapping[str, Mapping[str, str]] = {
 # bodies are the layouts in ``templates/notices/``. Admin notices are in English.
 NOTICE_SUBJECTS: Mapping[str, str] = {
     "webhookSubscriptionDisabled": 'Webhook subscription "{name}" disabled',
+    "keyDelayed": "Key {key} is late for contract {contract}",
+    "keysOverdue": "Keys of contract {contract} not returned",
 }

@@ -95,9 +95,12 @@ _GROUP = select(orm.groups.c.id, orm.groups.c.type).where(
 )
 _MEMBERS = allocation.group_members(Product.KEY20)
 _MEMBER = _MEMBERS.where(orm.automats.c.id == bindparam("automat_id"))
-_HOLDERS = select(orm.lockers.c.key_id, orm.lockers.c.automat_id, orm.lockers.c.locker_index).where(
-    orm.lockers.c.key_id.in_(bindparam("ids", expanding=True))
-)
+_HOLDERS = select(
+    orm.lockers.c.key_id,
+    orm.lockers.c.automat_id,
+    orm.lockers.c.locker_index,
+    orm.lockers.c.is_key_inside,
+).where(orm.lockers.c.key_id.in_(bindparam("ids", expanding=True)))
 _BLOCKED = select(iloq_keys.c.id).where(
     iloq_keys.c.id.in_(bindparam("ids", expanding=True)), iloq_keys.c.blocked.is_(True)
 )
@@ -115,6 +118,9 @@ class Location:
         self.principal = principal
         self.new = new
         self.until = reservation_until(new.contract_type, new.end)
+        # Named keys that are out now (still with a previous contract's user): booked back
+        # to back, their codes wait for them (contracts/succession.py).
+        self.out: set[str] = set()
 
     def _automats(self, automat_ids: Sequence[str]) -> dict[str, Any]:
         params = {"ids": sorted(set(automat_ids)), **scope_params(self.principal)}
@@ -180,6 +186,8 @@ class Location:
             if members is not None and place.automat_id not in members:
                 raise InvalidInput(name, f"is not stored in an automat of group {new.group_id}")
             slots.append(Slot(place.automat_id, place.locker_index, key_id))
+            if not place.is_key_inside:
+                self.out.add(key_id)
         self.store.lock_automats(s.automat_id for s in slots)
         for index, slot in enumerate(slots):
             if not self.store.slot_is_free(slot, new.start, self.until, ignore_contract=None):
@@ -301,7 +309,8 @@ class IloqKind(ContractKind[NewIloqContract]):
         if returning:
             assert new.key_ids is not None
             registry.check_return_key_ids(new.key_ids)
-        slots = Location(store, principal, new, now).slots()
+        location = Location(store, principal, new, now)
+        slots = location.slots()
         keys = []
         for position, slot in enumerate(slots):
             key_id = new.key_ids[position] if returning and new.key_ids else slot.key_id
@@ -314,6 +323,7 @@ class IloqKind(ContractKind[NewIloqContract]):
                     locker_index=slot.locker_index,
                     given_pincode=new.pincodes[position] if new.pincodes else None,
                     reserved_key_id=slot.key_id,
+                    in_place=slot.key_id not in location.out,
                 )
             )
         terms = Terms(new.contract_type, new.start, new.end, new.contact, new.iloq_person_id)
@@ -337,6 +347,34 @@ class IloqKind(ContractKind[NewIloqContract]):
                 slot, period.start, period.until, ignore_contract=contract.id
             ):
                 raise Conflict("Overlapping contract")
+
+    def replacement(
+        self, store: ContractStore, contract: Contract, lost: ContractKey, now: datetime
+    ) -> PlannedKey | None:
+        """A free key of the lost key's automat, else of another automat of the contract's
+        group, over the rest of the contract; blocked keys (the lost one) never."""
+        assert isinstance(store, SqlContractStore)
+        candidates = [lost.automat_id] if lost.automat_id else []
+        group_id = contract.request.get("groupId")
+        if group_id:
+            members = [str(m) for m in store.session.scalars(_MEMBERS, {"group_id": group_id})]
+            candidates += [m for m in members if m not in candidates]
+        store.lock_automats(candidates)
+        start = max(contract.start, now)
+        until = reservation_until(contract.contract_type, contract.end)
+        for automat_id in candidates:
+            free = allocation.free_keys(store.session, automat_id, start, until, now, 1)
+            if free:
+                slot = free[0]
+                assert slot.key_id is not None
+                return PlannedKey(
+                    key_id=slot.key_id,
+                    stored_id=slot.key_id,
+                    automat_id=slot.automat_id,
+                    locker_index=slot.locker_index,
+                    reserved_key_id=slot.key_id,
+                )
+        return None
 
     def after_fetch(
         self, store: ContractStore, contract: Contract, key: ContractKey, at: datetime

@@ -11,7 +11,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from keyautomat.contracts import progress, service
+from keyautomat.contracts import lost, progress, service
+from keyautomat.contracts.kind import Kinds
 from keyautomat.contracts.mechanical.kind import MechanicalKind
 from keyautomat.contracts.model import Contract, ContractKey
 from keyautomat.contracts.rules import KeyStatus
@@ -136,3 +137,23 @@ def record_return(
         mechanical_keys.back_to_manual(session, key.stored_id, place)
     progress.returned(store, kind, contract, key, now)
     return contract
+
+
+# --- a key reported lost ----------------------------------------------------------------------
+
+
+def report_lost(
+    session: Session, kinds: Kinds, principal: Principal, key_id: str, *, now: datetime
+) -> tuple[MechanicalKey, list[lost.Outcome]]:
+    """Staff report the key lost (docs/contracts.md, "Lost keys"): it is offered to no new
+    contract until it is found, and every contract still holding it loses it (key-lost)
+    and tells its contact. A mechanical key has no replacement: a copy is a new key."""
+    key = mechanical_keys.get_key(session, principal, key_id)
+    key.report_lost(now)
+    session.flush()
+    store = SqlContractStore(session)
+    outcomes = [
+        lost.take_out(store, kinds, contract, held, now, replace=False)
+        for contract, held in lost.holders(store, MechanicalKind.name, key.object_id)
+    ]
+    return key, outcomes

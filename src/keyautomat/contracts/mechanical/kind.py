@@ -115,10 +115,12 @@ class _Planned:
     locker_index: int | None
     manual_info: str | None
     pincode: str | None
+    # In its locker now (else out with a previous contract's user: booked back to back).
+    in_place: bool = True
 
 
 _LOCKER_HOLDING = (
-    select(orm.lockers.c.locker_index)
+    select(orm.lockers.c.locker_index, orm.lockers.c.is_key_inside)
     .where(
         orm.lockers.c.automat_id == bindparam("automat_id"),
         orm.lockers.c.key_id == bindparam("key_id"),
@@ -188,12 +190,16 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
                 name, "is not a key30 automat (mechanical keys live in key30 automats)"
             )
 
-    def _locker_of(self, session: Any, key: MechanicalKey, automat_id: str) -> int | None:
+    def _locker_of(
+        self, session: Any, key: MechanicalKey, automat_id: str
+    ) -> tuple[int, bool] | None:
+        """The key's locker at the automat, and whether the key is inside it now (a locker
+        keeps the key it is assigned while the key is out with a contract's user)."""
         if key.stored_automat_id == automat_id and key.stored_locker_index is not None:
-            return key.stored_locker_index
+            return key.stored_locker_index, True
         params = {"automat_id": automat_id, "key_id": key.id}
-        index: int | None = session.scalar(_LOCKER_HOLDING, params)
-        return index
+        row = session.execute(_LOCKER_HOLDING, params).first()
+        return None if row is None else (row.locker_index, bool(row.is_key_inside))
 
     def _plan_keys(
         self, store: SqlContractStore, principal: Principal, root: str, new: NewMechanicalContract
@@ -206,6 +212,8 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             key = found.get(asked.id)
             if key is None:
                 raise InvalidInput(f"{name}.id", "is not a mechanical key you can use")
+            if key.lost_at is not None:
+                raise InvalidInput(f"{name}.id", "is lost")
             device = asked.kind == "device" or (asked.kind is None and key.selected.is_device)
             if not device:
                 info = asked.manual_info or key.stored_manual_info or key.selected_manual_info
@@ -215,10 +223,11 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
             if automat_id is None:
                 raise InvalidInput(f"{name}.storageInfo.automatId", "is required for this key")
             self._usable_automat(session, principal, automat_id, f"{name}.storageInfo.automatId")
-            locker = self._locker_of(session, key, automat_id)
-            if locker is None:
+            place = self._locker_of(session, key, automat_id)
+            if place is None:
                 raise InvalidInput(f"{name}.id", f"is not in a locker of automat {automat_id}")
-            planned.append(_Planned(key, automat_id, locker, None, asked.pincode))
+            locker, inside = place
+            planned.append(_Planned(key, automat_id, locker, None, asked.pincode, inside))
         if len({p.automat_id is not None for p in planned}) > 1:
             raise InvalidInput("keys", "automat keys and manual-storage keys cannot be mixed")
         store.lock_automats(p.automat_id for p in planned)
@@ -277,6 +286,7 @@ class MechanicalKind(ContractKind[NewMechanicalContract]):
                     manual_info=p.manual_info,
                     given_pincode=p.pincode,
                     reserved_key_id=p.key.object_id,
+                    in_place=p.in_place,
                 )
                 for p in planned
             ],

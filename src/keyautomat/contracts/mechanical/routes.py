@@ -1,5 +1,5 @@
 """``/v2/mechanical/keycontracts`` (spec endpoints §9; gaps.md F1-F6, F10), and the staff
-handovers of manual-storage keys (F11), signed like V2 but outside ``/v2``."""
+handovers of manual-storage keys (F11) and lost keys, signed like V2 but outside ``/v2``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 from keyautomat.contracts.mechanical import custody, wire
 from keyautomat.contracts.mechanical.kind import MechanicalKind
 from keyautomat.contracts.model import ListFilters
-from keyautomat.contracts.routes import contract_router, response
+from keyautomat.contracts.routes import LostKeyContract, contract_router, response
 from keyautomat.contracts.wire import PeriodFilters
 from keyautomat.entrypoints.api.auth import Caller
 from keyautomat.entrypoints.api.deps import Services
-from keyautomat.entrypoints.api.schemas import json_response
+from keyautomat.entrypoints.api.schemas import ApiModel, UtcDatetime, json_response
 
 admin_router = APIRouter(prefix="/mechanical/keycontracts", tags=["admin"])
+keys_admin_router = APIRouter(prefix="/mechanical/keys", tags=["admin: lost keys"])
 # The bodies are parsed by hand (wire.py says why); these models describe them.
 REQUEST_MODELS = (wire.CreateMechanicalKeyContractDto, wire.UpdateMechanicalKeyContractDto)
 
@@ -75,3 +76,27 @@ async def give_back(id: str, key_id: str, caller: Caller, services: Services) ->
         return response(wire, session, contract)
 
     return json_response(await services.db.run(work))
+
+
+class LostMechanicalKey(ApiModel):
+    key_id: str
+    lost_at: UtcDatetime
+    contracts: list[LostKeyContract]
+
+
+@keys_admin_router.post("/{id}/lost", operation_id="AdminMechanicalKey_lost")
+async def report_lost(id: str, caller: Caller, services: Services) -> LostMechanicalKey:  # noqa: A002
+    """The key is lost: offered to no new contract until found, out of its contracts."""
+    now = services.clock.now()
+    kinds = services.contract_kinds
+
+    def work(session: Session) -> LostMechanicalKey:
+        key, outcomes = custody.report_lost(session, kinds, caller, id, now=now)
+        assert key.lost_at is not None
+        return LostMechanicalKey(
+            key_id=key.id,
+            lost_at=key.lost_at,
+            contracts=[LostKeyContract.of(o) for o in outcomes],
+        )
+
+    return await services.db.run(work)

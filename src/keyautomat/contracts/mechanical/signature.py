@@ -35,10 +35,7 @@ def release_codes(
     """The verification is done (``signed_at`` set): the device keys' codes reach their
     automats with the next sync, and ``contract-update`` tells the integrator."""
     assert not contract.awaiting_verification
-    for key in contract.keys:
-        if key.in_automat and key.pincode and key.pincode_id is None and not key.in_history:
-            service.put_code_on_automat(store, kind, contract, key)
-            store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
+    service.put_due_codes(store, kind, contract)  # not those held while their key is out
     service.publish_contract_update(store, contract, now)
 
 

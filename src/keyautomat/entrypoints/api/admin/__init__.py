@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin_webhooks
 from keyautomat.entrypoints.api.admin import devices, notifications, strong_authentication
@@ -32,4 +33,6 @@ def build_router() -> APIRouter:
     router.include_router(admin_webhooks.router)
     router.include_router(devices.router, include_in_schema=False)
     router.include_router(mechanical_contracts.admin_router)
+    router.include_router(mechanical_contracts.keys_admin_router)
+    router.include_router(iloq_contracts.admin_router)
     return router

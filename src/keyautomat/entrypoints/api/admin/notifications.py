@@ -116,6 +116,11 @@ class NotificationSettingsDto(ApiModel):
     reply_to: str | None = None
     # Notices to the unit's admins (a webhook subscription disabled); unset: replyTo.
     admin_email: str | None = None
+    # A device key still out this long after its contract's end is overdue: the unit's
+    # admins are told (docs/contracts.md, "Overdue keys").
+    overdue_after_minutes: StrictInt | None = Field(default=None, ge=0, le=43200)
+    # The contact is reminded of overdue keys too.
+    guest_overdue_reminders: StrictBool | None = None
 
 
 class EffectiveSettings(ApiModel):
@@ -127,6 +132,8 @@ class EffectiveSettings(ApiModel):
     sms_sender_id: str | None
     reply_to: str | None
     admin_email: str | None
+    overdue_after_minutes: int
+    guest_overdue_reminders: bool
 
 
 class NotificationSettingsView(ApiModel):
@@ -155,6 +162,8 @@ def _view(session: Session, unit_id: str) -> NotificationSettingsView:
             sms_sender_id=own.sms_sender_id,
             reply_to=own.reply_to,
             admin_email=own.admin_email,
+            overdue_after_minutes=_minutes(own.overdue_after),
+            guest_overdue_reminders=own.guest_overdue_reminders,
         ),
         effective=EffectiveSettings(
             defaults=org.defaults,
@@ -165,6 +174,8 @@ def _view(session: Session, unit_id: str) -> NotificationSettingsView:
             sms_sender_id=org.sms_sender_id,
             reply_to=org.reply_to,
             admin_email=org.admin_email,
+            overdue_after_minutes=_minutes(org.overdue_after) or 0,
+            guest_overdue_reminders=org.guest_overdue_reminders,
         ),
     )
 
@@ -207,6 +218,8 @@ async def put_settings(
         sms_sender_id=body.sms_sender_id,
         reply_to=body.reply_to,
         admin_email=body.admin_email,
+        overdue_after=lead(body.overdue_after_minutes),
+        guest_overdue_reminders=body.guest_overdue_reminders,
     )
 
     def work(session: Session) -> NotificationSettingsView:
