@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
-from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.adapters.orm_devices import automat_events, device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts import allocation
@@ -148,6 +148,7 @@ class ContractStore(Protocol):
     def count_program_failure(self, contract_id: str, position: int) -> int: ...
     def reprogrammed_since(self, key_id: str, at: datetime) -> bool: ...
     def key_facts(self, stored_ids: Iterable[str]) -> dict[str, KeyFacts]: ...
+    def link_event(self, event_id: int, contract_id: str) -> None: ...
 
     # --- reservations --------------------------------------------------------------------
     def lock_automats(self, automat_ids: Iterable[str | None]) -> None: ...
@@ -270,6 +271,12 @@ _CLAIM_END = (
     .values(end_evaluated_at=bindparam("b_now", type_=c.c.end_evaluated_at.type))
 )
 _DELETED = select(c.c.deleted_at).where(c.c.id == bindparam("id"))
+# A device event that moved a contract names it, for the contract's timeline.
+_LINK_EVENT = (
+    update(automat_events)
+    .where(automat_events.c.id == bindparam("b_event_id"))
+    .values(contract_id=bindparam("b_contract_id"))
+)
 _PROGRAM_FAILED = (
     update(ck)
     .where(ck.c.contract_id == bindparam("b_contract_id"), ck.c.position == bindparam("b_position"))
@@ -745,6 +752,9 @@ class SqlContractStore:
 
     def clear_codes(self, contract_id: str) -> None:
         self.session.execute(_CLEAR_CODES, {"b_contract_id": contract_id})
+
+    def link_event(self, event_id: int, contract_id: str) -> None:
+        self.session.execute(_LINK_EVENT, {"b_event_id": event_id, "b_contract_id": contract_id})
 
     def claim_end(self, contract_id: str, now: datetime) -> bool:
         claimed = self.session.execute(_CLAIM_END, {"b_contract_id": contract_id, "b_now": now})

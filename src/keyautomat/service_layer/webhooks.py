@@ -87,6 +87,12 @@ def lane_of(subscription_id: str, event_type: str, source: str) -> str:
     return f"webhook:{subscription_id}:{event_type}:{source}"
 
 
+def subject_of(data: dict[str, Any]) -> str | None:
+    """What a delivery is about for people: the contract its event reports, if any."""
+    contract_id = data.get("contractObjectId")
+    return f"contract:{contract_id}" if isinstance(contract_id, str) and contract_id else None
+
+
 def _refs_prefix(subscription_id: str) -> str:
     return f"webhook:{subscription_id}:"
 
@@ -140,6 +146,7 @@ def publish(
         )
     )
     source = wh.source_key(data, organization_unit_id)
+    subject = subject_of(data)
     ids = []
     for subscription_id, state in states.items():
         if state not in (ACTIVE, DISABLED):
@@ -155,6 +162,7 @@ def publish(
             lane=lane_of(subscription_id, event_type, source),
             ref=ref_of(subscription_id, event_type),
             held=state == DISABLED,
+            subject=subject,
         )
         ids.append(webhook_id)
     return ids
@@ -819,6 +827,7 @@ def _requeue(session: Session, subscription_id: str, row: Any, now: datetime) ->
         now=now,
         lane=row.lane,
         ref=row.ref,
+        subject=row.subject,
     )
     assert new_id is not None
     return new_id
