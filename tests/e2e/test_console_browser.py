@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -25,6 +27,7 @@ from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.model import OrgUnitType
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import PASSWORD, add_user
+from tests.contract_helpers import stocked_automat
 from tests.processes import KeyautomatProcess, Processes
 from tests.services import services_required
 
@@ -186,3 +189,41 @@ def test_no_console_page_asks_any_host_but_keyautomat(
     ours = urlsplit(server.base_url).netloc
     assert origins
     assert {urlsplit(url).netloc for url in origins if not url.startswith("data:")} == {ours}
+
+
+# --- contracts (docs/console.md) ---------------------------------------------------------
+
+
+def test_an_operator_creates_an_iloq_contract_with_the_form_and_finds_it_and_its_timeline(
+    page: Page, container: Container, server: KeyautomatProcess, api_tenant: Tenant
+) -> None:
+    stocked_automat(container, api_tenant, name="Harbour")
+    add_user(container, api_tenant.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
+    _sign_in(page, server, "op@acme.fi")
+    page.get_by_role("link", name="Contracts").click()
+    page.get_by_role("link", name="New iLOQ contract").click()
+    page.get_by_label("Main door").check()
+    now = datetime.now(ZoneInfo("Europe/Helsinki"))
+    page.get_by_label("Start").fill((now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("End", exact=True).fill((now + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("radio", name="An automat", exact=True).check()
+    page.get_by_label("Automat", exact=True).select_option(label="Harbour")
+    page.get_by_label("Name", exact=True).fill("Maija <Meikäläinen>")
+    page.get_by_label("Email", exact=True).fill("maija@example.com")
+    page.get_by_role("button", name="Create contract").click()
+    expect(page.get_by_role("status")).to_have_text(re.compile("The contract is created."))
+    expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
+    expect(page.get_by_text("Contract created")).to_be_visible()
+    expect(page.get_by_text("Maija <Meikäläinen>")).to_be_visible()  # shown as text
+    contract_path = urlsplit(page.url).path
+    page.get_by_role("link", name="Contracts", exact=True).first.click()
+    page.get_by_label("Search contracts").fill("Meikäläinen")
+    page.get_by_role("button", name="Apply").click()
+    row = page.get_by_role("row", name=re.compile("Meikäläinen"))
+    expect(row).to_have_count(1)
+    row.get_by_role("link").first.click()
+    assert urlsplit(page.url).path == contract_path
+    code = api_tenant.api.get("/iloq/keycontracts")["data"][0]["keys"][0]["storageInfo"]["pincode"]
+    expect(page.get_by_text(code)).to_be_hidden()  # behind its disclosure until asked
+    page.get_by_text("Show", exact=True).click()
+    expect(page.get_by_text(code)).to_be_visible()

@@ -652,11 +652,15 @@ class SqlContractStore:
             )
         stmt = stmt.order_by(c.c.created_at, c.c.id).offset(page.offset).limit(page.limit + 1)
         ids = list(self.session.scalars(stmt, scope_params(principal)))
-        wanted = ids[: page.limit]
+        return self.load_many(ids[: page.limit]), len(ids) > page.limit
+
+    def load_many(self, contract_ids: Sequence[str]) -> list[Contract]:
+        """These contracts with their keys, in the order given (ids read in scope already)."""
         rows = {
-            row.id: _contract_of(row) for row in self.session.execute(_CONTRACTS, {"ids": wanted})
+            row.id: _contract_of(row)
+            for row in self.session.execute(_CONTRACTS, {"ids": list(contract_ids)})
         }
-        return self._with_keys([rows[i] for i in wanted]), len(ids) > page.limit
+        return self._with_keys([rows[i] for i in contract_ids if i in rows])
 
     def public_id_taken(self, root_unit_id: str, public_id: str) -> bool:
         params = {"root": root_unit_id, "public_id": public_id}
@@ -1022,7 +1026,8 @@ class SqlContractStore:
 
 
 def period_condition(filters: ListFilters, now: datetime) -> ColumnElement[bool] | None:
-    """The list filters of gaps.md C14 on the ``contracts`` table.
+    """The list filters of gaps.md C14 on the ``contracts`` table (``rules.period_state`` is
+    the same rule for one contract).
 
     None given: no condition (all contracts). Several true: their union. All
     given as false: a condition nothing satisfies.

@@ -591,6 +591,47 @@ def _record(r: Any) -> NotificationRecord:
     )
 
 
+def resend(
+    session: Session, principal: Principal, contract_id: str, message_id: int, *, now: datetime
+) -> int:
+    """Send one of a contract's messages again, as it was written (the same text, codes
+    and signature link, to the same address), as a new message due now; its id.
+
+    Operators only. The organization's defaults and a reminder's condition are asked
+    again when it is sent, like for any message: a resend does not override them.
+    """
+    principal.require_operator()
+    n, o = notifications, orm.outbox
+    row = session.execute(
+        select(n, o.c.payload)
+        .join(o, o.c.id == n.c.outbox_id)
+        .where(
+            n.c.outbox_id == message_id,
+            n.c.contract_id == contract_id,
+            in_scope(n.c.organization_unit_id, principal),
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Notification")
+    new_id = outbox.enqueue(
+        session, KIND, json.loads(row.payload), now=now, ref=_immediate_ref(contract_id)
+    )
+    assert new_id is not None  # no idempotency key: always stored
+    record_message(
+        session,
+        outbox_id=new_id,
+        organization_unit_id=row.organization_unit_id,
+        contract_id=contract_id,
+        key_id=row.key_id,
+        type_=row.type,
+        channel="sms" if row.channel == "sms" else "email",
+        recipient=row.recipient,
+        language=row.language,
+        now=now,
+    )
+    return new_id
+
+
 def record_skipped(session: Session, message_id: int, reason: str) -> None:
     session.execute(_RECORD_SKIPPED, {"b_outbox_id": message_id, "b_reason": reason[:500]})
 

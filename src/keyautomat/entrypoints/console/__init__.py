@@ -22,7 +22,12 @@ from keyautomat.bootstrap import Container
 from keyautomat.domain.console import SessionPolicy
 from keyautomat.domain.errors import DomainError
 from keyautomat.entrypoints.api.errors import STATUS_OF, describe_validation_errors
-from keyautomat.entrypoints.console import account, automats, dashboard
+from keyautomat.entrypoints.console import (
+    account,
+    automats,
+    contracts,
+    dashboard,
+)
 from keyautomat.entrypoints.console.gate import LoginGate
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import (
@@ -54,7 +59,7 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats):
+    for module in (account, dashboard, automats, contracts):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

@@ -45,3 +45,23 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh]").forEach(refreshing);
   document.querySelectorAll("form[data-confirm]").forEach(confirming);
 });
+
+// --- contracts, keys and webhooks (docs/console.md) -------------------------------------
+// <div class="filter" data-filter="list-id" hidden>: a list of choices filtered as one
+// types (the page's own search works without it, by reloading).
+function filtering(box) {
+  const list = document.getElementById(box.dataset.filter);
+  const input = box.querySelector("input");
+  if (!list || !input) return;
+  box.hidden = false;
+  input.addEventListener("input", () => {
+    const needle = input.value.trim().toLowerCase();
+    list.querySelectorAll("li").forEach((item) => {
+      item.hidden = needle !== "" && !item.textContent.toLowerCase().includes(needle);
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-filter]").forEach(filtering);
+});
