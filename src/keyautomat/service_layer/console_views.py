@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, cast, exists, func, or_, select
@@ -836,3 +837,43 @@ def contract_choices(
         groups,
         keys,
     )
+
+
+# === keys (docs/console.md, "Keys") =======================================================
+
+
+@dataclass(frozen=True, slots=True)
+class KeyContract:
+    """The live contract a mechanical key is in now or due for next (one the caller sees)."""
+
+    public_id: str
+    status: str | None  # the key's status in it
+    manual: bool  # handed over by staff, not at an automat
+
+
+def key_contracts(
+    session: Session, principal: Principal, object_ids: Sequence[str], now: datetime
+) -> dict[str, KeyContract]:
+    """By mechanical key object id: the first live contract holding it (by start)."""
+    if not object_ids:
+        return {}
+    store = SqlContractStore(session)
+    first: dict[str, tuple[str, Any]] = {}
+    for contract_id, key in store.live_keys("mechanical", list(object_ids), now):
+        first.setdefault(key.stored_id, (contract_id, key))
+    found = {c.id: c for c in store.load_many(sorted({cid for cid, _ in first.values()}))}
+    visible = _visible_units(session, principal, {c.organization_unit_id for c in found.values()})
+    result = {}
+    for object_id, (contract_id, key) in first.items():
+        contract = found.get(contract_id)
+        if contract is not None and contract.organization_unit_id in visible:
+            result[object_id] = KeyContract(contract.public_id, key.status, not key.in_automat)
+    return result
+
+
+def automat_names(session: Session, automat_ids: Iterable[str | None]) -> dict[str, str]:
+    """Names of automats already read in scope (a key's place), by id."""
+    ids = sorted({i for i in automat_ids if i})
+    if not ids:
+        return {}
+    return dict(session.execute(select(a.c.id, a.c.name).where(a.c.id.in_(ids))).all())

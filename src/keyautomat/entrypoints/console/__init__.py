@@ -27,6 +27,7 @@ from keyautomat.entrypoints.console import (
     automats,
     contracts,
     dashboard,
+    keys,
 )
 from keyautomat.entrypoints.console.gate import LoginGate
 from keyautomat.entrypoints.console.strings import t
@@ -59,7 +60,7 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats, contracts):
+    for module in (account, dashboard, automats, contracts, keys):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

@@ -354,6 +354,48 @@ CONTRACT_TEXTS: dict[str, str] = {
 }
 EN.update(CONTRACT_TEXTS)
 
+# --- keys (docs/console.md) ---------------------------------------------------------------
+KEY_TEXTS: dict[str, str] = {
+    "nav.keys": "Keys",
+    "keys.title": "Keys",
+    "keys.iloq": "iLOQ keys",
+    "keys.mechanical": "Mechanical keys",
+    "keys.none": "No keys.",
+    "keys.id": "Id",
+    "keys.name": "Name",
+    "keys.unit": "Unit",
+    "keys.status": "Status",
+    "keys.storage": "Now",
+    "keys.home": "Home",
+    "keys.target": "Due at",
+    "keys.blocked": "blocked",
+    "keys.away": "away",
+    "keys.available": "available",
+    "keys.shared": "shared",
+    "keys.rfid": "RFID",
+    "keys.search": "Search mechanical keys",
+    "keys.add": "Add a mechanical key",
+    "keys.edit": "Edit",
+    "keys.new.title": "Add a mechanical key",
+    "keys.edit.title": "Edit mechanical key {id}",
+    "keys.created": "The key is added.",
+    "keys.saved": "Saved.",
+    "form.key.id": "Key id",
+    "form.key.id.hint": "Your own id, unique in the organization.",
+    "form.key.name": "Name",
+    "form.key.rfid": "RFID tag",
+    "form.key.rfid.hint": "Optional: the tag's hexadecimal id, e.g. 1A00D1.",
+    "form.key.home": "Home storage",
+    "form.key.home.automat": "An automat",
+    "form.key.home.manual": "A manual place",
+    "form.key.manual_info": "Manual place",
+    "form.key.manual_info.hint": "E.g. Front desk, drawer 2.",
+    "form.key.shared": "Shared (overlapping contracts allowed; automat keys only)",
+    "form.key.away": "The key is away now (not in its storage)",
+    "form.key.add": "Add key",
+}
+EN.update(KEY_TEXTS)
+
 
 def t(key: str, **values: Any) -> str:
     """The English text of ``key``, with ``values`` filled in."""

@@ -267,6 +267,7 @@ NAV = (
     ("nav.automats", f"{PREFIX}/automats", "automats"),
     # contracts, keys and webhooks (docs/console.md)
     ("nav.contracts", f"{PREFIX}/contracts", "contracts"),
+    ("nav.keys", f"{PREFIX}/keys", "keys"),
 )
 # Pages only admins may open, shown to admins only (as NAV).
 ADMIN_NAV: tuple[tuple[str, str, str], ...] = ()
