@@ -23,13 +23,17 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from keyautomat.bootstrap import Container
 from keyautomat.client import Client
+from keyautomat.config import Settings
+from keyautomat.domain import webhooks as wh
 from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.model import OrgUnitType
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import PASSWORD, add_user
-from tests.contract_helpers import stocked_automat
+from tests.contract_helpers import default_contract, stocked_automat
+from tests.devices import eventually
 from tests.processes import KeyautomatProcess, Processes
 from tests.services import services_required
+from tests.webhook_receiver import running_receiver
 
 CHROMIUM = os.environ.get("KEYAUTOMAT_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -49,6 +53,12 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # The webhook test's receiver listens on 127.0.0.1 over http (gaps.md G8).
+    return settings.model_copy(update={"webhooks_allow_private": True})
 
 
 @pytest.fixture
@@ -179,7 +189,10 @@ def test_no_console_page_asks_any_host_but_keyautomat(
     origins: list[str] = []
     page.on("request", lambda request: origins.append(request.url))
     _sign_in(page, server, "anna@acme.fi")
-    for path in ("/", "/automats", f"/automats/{automat_id}", "/automats/new", "/account"):
+    pages = ["/", "/automats", f"/automats/{automat_id}", "/automats/new", "/account"]
+    pages += ["/contracts", "/contracts/new/iloq", "/contracts/new/mechanical", "/keys"]
+    pages += ["/keys/mechanical/new", "/webhooks", "/webhooks/new"]
+    for path in pages:
         page.goto(f"{server.base_url}/console{path}")
         page.wait_for_load_state("networkidle")
     # The live regions refresh themselves: one refresh of the automat's page.
@@ -191,7 +204,7 @@ def test_no_console_page_asks_any_host_but_keyautomat(
     assert {urlsplit(url).netloc for url in origins if not url.startswith("data:")} == {ours}
 
 
-# --- contracts (docs/console.md) ---------------------------------------------------------
+# --- contracts and webhooks (docs/console.md) --------------------------------------------
 
 
 def test_an_operator_creates_an_iloq_contract_with_the_form_and_finds_it_and_its_timeline(
@@ -227,3 +240,36 @@ def test_an_operator_creates_an_iloq_contract_with_the_form_and_finds_it_and_its
     expect(page.get_by_text(code)).to_be_hidden()  # behind its disclosure until asked
     page.get_by_text("Show", exact=True).click()
     expect(page.get_by_text(code)).to_be_visible()
+
+
+def test_the_webhook_delivery_log_shows_each_delivery_and_its_attempts(
+    page: Page,
+    container: Container,
+    server: KeyautomatProcess,
+    api_tenant: Tenant,
+) -> None:
+    with running_receiver() as receiver:
+        add_user(container, api_tenant.unit_id, "anna@acme.fi")
+        _sign_in(page, server, "anna@acme.fi")
+        page.goto(f"{server.base_url}/console/webhooks")
+        page.get_by_role("link", name="New subscription").click()
+        page.get_by_label("Name").fill("PMS")
+        page.get_by_label("URL").fill(receiver.url)
+        page.get_by_role("button", name="Create subscription").click()
+        secret = page.locator("#secret").inner_text()
+        assert secret.startswith("whsec_")
+        receiver.secrets.append(secret)
+        page.get_by_role("button", name="Send a test delivery").click()
+        expect(page.get_by_text("Every test delivery got a 2xx answer.")).to_be_visible()
+        automat_id, _ = stocked_automat(container, api_tenant)
+        created = api_tenant.api.post("/iloq/keycontracts", default_contract(automat_id))
+        eventually(lambda: len(receiver.accepted) > len(wh.EVENT_TYPES), timeout=20)
+        page.reload()
+        expect(page.locator("#secret")).to_have_count(0)  # shown once only
+        log = page.get_by_role("region", name="Delivery log")
+        expect(log.get_by_role("cell", name="contract-update")).to_be_visible()
+        expect(log.get_by_text("delivered").first).to_be_visible()
+        log.get_by_role("link").first.click()
+        expect(page.get_by_role("heading", name="Attempts")).to_be_visible()
+        expect(page.get_by_role("cell", name="200")).to_be_visible()
+        expect(page.get_by_text(created["id"]).first).to_be_visible()  # the body as sent

@@ -783,13 +783,20 @@ def list_deliveries(
     *,
     status: str | None = None,
     after_id: int = 0,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[Delivery]:
+    """Oldest first after ``after_id`` (the API); newest first below ``before_id`` (the
+    console's log, ``before_id`` beyond the last id for the first page)."""
     _scoped(session, principal, subscription_id)
-    stmt = _deliveries_of(subscription_id).where(ob.c.id > after_id)
+    stmt = _deliveries_of(subscription_id)
     if status is not None:
         stmt = stmt.where(ob.c.status == status)
-    rows = session.execute(stmt.order_by(ob.c.id).limit(limit)).all()
+    if before_id is not None:
+        stmt = stmt.where(ob.c.id < before_id).order_by(ob.c.id.desc())
+    else:
+        stmt = stmt.where(ob.c.id > after_id).order_by(ob.c.id)
+    rows = session.execute(stmt.limit(limit)).all()
     return [_delivery(r) for r in rows]
 
 

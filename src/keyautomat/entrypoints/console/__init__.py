@@ -28,6 +28,7 @@ from keyautomat.entrypoints.console import (
     contracts,
     dashboard,
     keys,
+    webhooks,
 )
 from keyautomat.entrypoints.console.gate import LoginGate
 from keyautomat.entrypoints.console.strings import t
@@ -60,7 +61,7 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats, contracts, keys):
+    for module in (account, dashboard, automats, contracts, keys, webhooks):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

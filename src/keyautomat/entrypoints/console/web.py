@@ -270,7 +270,7 @@ NAV = (
     ("nav.keys", f"{PREFIX}/keys", "keys"),
 )
 # Pages only admins may open, shown to admins only (as NAV).
-ADMIN_NAV: tuple[tuple[str, str, str], ...] = ()
+ADMIN_NAV = (("nav.webhooks", f"{PREFIX}/webhooks", "webhooks"),)
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
