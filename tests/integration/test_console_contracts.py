@@ -25,11 +25,12 @@ from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.devices import AutomatEventType
 from keyautomat.domain.model import OrgUnitType
+from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import devices
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import add_user, console_client, sign_in
 from tests.contract_helpers import RIGHT, default_contract, stocked_automat
-from tests.integration.webhook_support import admin, subscribe
+from tests.integration.webhook_support import admin, drain, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
 ZONE = ZoneInfo("Europe/Helsinki")
@@ -298,7 +299,12 @@ def test_a_message_is_sent_again_as_it_was_written(
 
     (first,) = container.db.transaction(messages)
     base = f"/console/contracts/iloq/{contract_id}"
-    page = browser.post(f"{base}/resend", data={"csrf": csrf, "message_id": str(first.outbox_id)})
+    resend = {"csrf": csrf, "message_id": str(first.outbox_id)}
+    queued = browser.post(f"{base}/resend", data=resend)
+    assert queued.status_code == 400  # it goes on its own
+    assert "is still queued" in queued.text
+    drain(OutboxWorker(container.db, container.dispatcher, container.clock, worker_id="w1"))
+    page = browser.post(f"{base}/resend", data=resend)
     assert "The message is queued to be sent again." in page.text
     _, second = container.db.transaction(messages)
     assert (second.type, second.recipient) == (first.type, first.recipient)

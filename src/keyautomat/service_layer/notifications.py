@@ -595,7 +595,8 @@ def resend(
     session: Session, principal: Principal, contract_id: str, message_id: int, *, now: datetime
 ) -> int:
     """Send one of a contract's messages again, as it was written (the same text, codes
-    and signature link, to the same address), as a new message due now; its id.
+    and signature link, to the same address), as a new message due now; its id. A
+    message still queued is refused: it goes on its own.
 
     Operators only. The organization's defaults and a reminder's condition are asked
     again when it is sent, like for any message: a resend does not override them.
@@ -603,7 +604,7 @@ def resend(
     principal.require_operator()
     n, o = notifications, orm.outbox
     row = session.execute(
-        select(n, o.c.payload)
+        select(n, o.c.payload, o.c.status)
         .join(o, o.c.id == n.c.outbox_id)
         .where(
             n.c.outbox_id == message_id,
@@ -613,6 +614,8 @@ def resend(
     ).first()
     if row is None:
         raise NotFound("Notification")
+    if row.status in outbox.UNFINISHED:
+        raise InvalidInput("messageId", "is still queued; it will be sent without help")
     new_id = outbox.enqueue(
         session, KIND, json.loads(row.payload), now=now, ref=_immediate_ref(contract_id)
     )

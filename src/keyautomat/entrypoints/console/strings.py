@@ -303,7 +303,6 @@ CONTRACT_TEXTS: dict[str, str] = {
     "form.rights": "Access rights",
     "form.rights.hint": "Programmed into the key when it is fetched, never earlier.",
     "form.rights.search": "Search access rights",
-    "form.rights.filter": "Filter the list",
     "form.rights.more": "More rights match: search to narrow the list.",
     "form.rights.none": "No access right matches.",
     "contract.rights.unavailable": "The iLOQ system's access rights could not be read.",

@@ -47,13 +47,12 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 // --- contracts, keys and webhooks (docs/console.md) -------------------------------------
-// <div class="filter" data-filter="list-id" hidden>: a list of choices filtered as one
-// types (the page's own search works without it, by reloading).
+// <div data-filter="list-id"><input ...>: the list of choices is filtered as one types
+// (the field's own search, which reloads the page, works without it).
 function filtering(box) {
   const list = document.getElementById(box.dataset.filter);
   const input = box.querySelector("input");
   if (!list || !input) return;
-  box.hidden = false;
   input.addEventListener("input", () => {
     const needle = input.value.trim().toLowerCase();
     list.querySelectorAll("li").forEach((item) => {
