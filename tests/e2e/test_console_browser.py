@@ -191,7 +191,7 @@ def test_no_console_page_asks_any_host_but_keyautomat(
     _sign_in(page, server, "anna@acme.fi")
     pages = ["/", "/automats", f"/automats/{automat_id}", "/automats/new", "/account"]
     pages += ["/contracts", "/contracts/new/iloq", "/contracts/new/mechanical", "/keys"]
-    pages += ["/keys/mechanical/new", "/webhooks", "/webhooks/new"]
+    pages += ["/keys/mechanical/new", "/webhooks", "/webhooks/new", "/organization"]
     for path in pages:
         page.goto(f"{server.base_url}/console{path}")
         page.wait_for_load_state("networkidle")
@@ -264,7 +264,7 @@ def test_the_webhook_delivery_log_shows_each_delivery_and_its_attempts(
         automat_id, _ = stocked_automat(container, api_tenant)
         created = api_tenant.api.post("/iloq/keycontracts", default_contract(automat_id))
         eventually(lambda: len(receiver.accepted) > len(wh.EVENT_TYPES), timeout=20)
-        page.reload()
+        page.goto(page.url.removesuffix("/test"))
         expect(page.locator("#secret")).to_have_count(0)  # shown once only
         log = page.get_by_role("region", name="Delivery log")
         expect(log.get_by_role("cell", name="contract-update")).to_be_visible()
@@ -273,3 +273,33 @@ def test_the_webhook_delivery_log_shows_each_delivery_and_its_attempts(
         expect(page.get_by_role("heading", name="Attempts")).to_be_visible()
         expect(page.get_by_role("cell", name="200")).to_be_visible()
         expect(page.get_by_text(created["id"]).first).to_be_visible()  # the body as sent
+
+
+def test_a_service_accounts_private_key_is_shown_once_and_downloads(
+    page: Page, container: Container, server: KeyautomatProcess, api_tenant: Tenant
+) -> None:
+    add_user(container, api_tenant.unit_id, "anna@acme.fi")
+    _sign_in(page, server, "anna@acme.fi")
+    page.get_by_role("link", name="Organization").click()
+    page.get_by_text("Add a service account").click()
+    page.get_by_label("Name", exact=True).last.fill("Booking system")
+    page.get_by_role("button", name="Create service account").click()
+    shown = page.locator("#private-key")
+    expect(shown).to_contain_text("BEGIN")
+    with page.expect_download() as waiting:
+        page.get_by_role("link", name="Download the key (.pem)").click()
+    download = waiting.value
+    assert download.suggested_filename.endswith(".pem")
+    saved = Path(download.path()).read_text()
+    assert saved.strip() == shown.inner_text().strip()
+    account_id = page.locator("section.once code.mono").inner_text()
+    # The key signs requests against the real server, and the page never shows it again.
+    signing = Client(server.api_url, account_id, saved)
+    try:
+        assert signing.get("/automats")["data"] == []
+    finally:
+        signing.close()
+    page.goto(f"{server.base_url}/console/organization")
+    expect(page.locator("#private-key")).to_have_count(0)
+    expect(page.get_by_text("BEGIN")).to_have_count(0)
+    expect(page.get_by_role("cell", name="Booking system", exact=True)).to_be_visible()

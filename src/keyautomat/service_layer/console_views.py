@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.orm_console import console_users
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
 from keyautomat.adapters.orm_devices import automat_events, device_alarms, device_links
 from keyautomat.adapters.orm_iloq import iloq_keys
@@ -877,3 +878,97 @@ def automat_names(session: Session, automat_ids: Iterable[str | None]) -> dict[s
     if not ids:
         return {}
     return dict(session.execute(select(a.c.id, a.c.name).where(a.c.id.in_(ids))).all())
+
+
+# === the organization (docs/console.md, "Organization") ====================================
+
+
+@dataclass(frozen=True, slots=True)
+class UnitNode:
+    id: str
+    name: str
+    customer_id: str | None
+    type: int
+    depth: int  # below the caller's own unit
+    iloq: bool  # an iLOQ system is configured on the unit itself
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    id: str
+    name: str
+    role: str
+    unit_name: str
+    fingerprint: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: str
+    email: str
+    role: str
+    unit_name: str
+    last_login_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    units: list[UnitNode]
+    accounts: list[AccountRow]
+    users: list[UserRow]
+
+
+ORGANIZATION_ROWS = 500
+
+
+def organization(session: Session, principal: Principal) -> Organization:
+    """The caller's subtree (depth first, by path), its service accounts and console users
+    (at most 500 of each)."""
+    principal.require_admin()
+    ou, sa, cu = orm.organization_units, orm.service_accounts, console_users
+    base = principal.organization_unit_path.count("/")
+    units = [
+        UnitNode(
+            r.id,
+            r.name,
+            r.customer_id,
+            r.type,
+            r.path.count("/") - base,
+            r.iloq_username is not None,
+        )
+        for r in session.execute(
+            select(ou.c.id, ou.c.name, ou.c.customer_id, ou.c.type, ou.c.path, ou.c.iloq_username)
+            .where(in_scope(ou.c.id, principal))
+            .order_by(ou.c.path)
+            .limit(ORGANIZATION_ROWS)
+        )
+    ]
+    accounts = [
+        AccountRow(r.id, r.name, r.role, r.unit, r.fingerprint, r.created_at)
+        for r in session.execute(
+            select(
+                sa.c.id,
+                sa.c.name,
+                sa.c.role,
+                ou.c.name.label("unit"),
+                sa.c.fingerprint,
+                sa.c.created_at,
+            )
+            .join(ou, ou.c.id == sa.c.organization_unit_id)
+            .where(in_scope(sa.c.organization_unit_id, principal))
+            .order_by(ou.c.path, sa.c.created_at, sa.c.id)
+            .limit(ORGANIZATION_ROWS)
+        )
+    ]
+    users = [
+        UserRow(r.id, r.email, r.role, r.unit, r.last_login_at)
+        for r in session.execute(
+            select(cu.c.id, cu.c.email, cu.c.role, ou.c.name.label("unit"), cu.c.last_login_at)
+            .join(ou, ou.c.id == cu.c.organization_unit_id)
+            .where(in_scope(cu.c.organization_unit_id, principal))
+            .order_by(ou.c.path, cu.c.email_key)
+            .limit(ORGANIZATION_ROWS)
+        )
+    ]
+    return Organization(units, accounts, users)

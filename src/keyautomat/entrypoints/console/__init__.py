@@ -28,6 +28,7 @@ from keyautomat.entrypoints.console import (
     contracts,
     dashboard,
     keys,
+    organization,
     webhooks,
 )
 from keyautomat.entrypoints.console.gate import LoginGate
@@ -61,7 +62,7 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats, contracts, keys, webhooks):
+    for module in (account, dashboard, automats, contracts, keys, webhooks, organization):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

@@ -470,6 +470,48 @@ WEBHOOK_TEXTS: dict[str, str] = {
 }
 EN.update(WEBHOOK_TEXTS)
 
+# --- the organization (docs/console.md) ---------------------------------------------------
+ORGANIZATION_TEXTS: dict[str, str] = {
+    "nav.organization": "Organization",
+    "organization.title": "Organization",
+    "organization.units": "Organization units",
+    "organization.unit.new": "Add a unit",
+    "organization.unit.customer_id": "Customer id",
+    "organization.unit.type": "Type",
+    "organization.unit.parent": "Parent unit",
+    "organization.unit.create": "Add unit",
+    "organization.unit_created": "The unit is added.",
+    "unittype.0": "organization",
+    "unittype.1": "country",
+    "unittype.2": "area",
+    "unittype.3": "town",
+    "unittype.4": "district",
+    "unittype.5": "company",
+    "unittype.6": "other",
+    "organization.role": "Role",
+    "organization.accounts": "Service accounts",
+    "organization.accounts.none": "No service accounts.",
+    "organization.account.id": "Account id",
+    "organization.account.new": "Add a service account",
+    "organization.account.create": "Create service account",
+    "organization.account.delete.confirm": "Delete the service account {name}? Its key stops "
+    "working at once.",
+    "organization.account_deleted": "The service account is deleted.",
+    "organization.key.title": "The private key of {name}",
+    "organization.key.id": "The account id for x-service-account-id:",
+    "organization.key.download": "Download the key (.pem)",
+    "organization.key.once": "Save it now: keyautomat keeps only the public half, so this is "
+    "the only time the private key is shown.",
+    "organization.users": "Console users",
+    "organization.user.last_login": "Last signed in",
+    "organization.user.new": "Add a console user",
+    "organization.user.create": "Create user",
+    "organization.password.title": "The password of {email}",
+    "organization.password.once": "Give it to the user now: it is shown only this once. They "
+    "can change it under Your account.",
+}
+EN.update(ORGANIZATION_TEXTS)
+
 
 def t(key: str, **values: Any) -> str:
     """The English text of ``key``, with ``values`` filled in."""

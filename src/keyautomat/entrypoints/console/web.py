@@ -270,7 +270,10 @@ NAV = (
     ("nav.keys", f"{PREFIX}/keys", "keys"),
 )
 # Pages only admins may open, shown to admins only (as NAV).
-ADMIN_NAV = (("nav.webhooks", f"{PREFIX}/webhooks", "webhooks"),)
+ADMIN_NAV = (
+    ("nav.webhooks", f"{PREFIX}/webhooks", "webhooks"),
+    ("nav.organization", f"{PREFIX}/organization", "organization"),
+)
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
