@@ -972,3 +972,17 @@ def organization(session: Session, principal: Principal) -> Organization:
         )
     ]
     return Organization(units, accounts, users)
+
+
+# === notifications (docs/console.md, "Notifications") ======================================
+
+
+def contract_pages(
+    session: Session, contract_ids: Iterable[str | None]
+) -> dict[str, tuple[str, str]]:
+    """(kind, public id) of contracts named by rows already read in scope (messages), by
+    internal id: what a link to a contract's page needs."""
+    ids = sorted({i for i in contract_ids if i})
+    if not ids:
+        return {}
+    return {c.id: (c.kind, c.public_id) for c in SqlContractStore(session).load_many(ids)}

@@ -541,15 +541,21 @@ def list_notifications(
     state: str | None = None,
     type_: str | None = None,
     after_id: int = 0,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[NotificationRecord]:
-    """Messages in the caller's organization subtree, oldest first."""
+    """Messages in the caller's organization subtree, oldest first after ``after_id`` (the
+    API); newest first below ``before_id`` (the console's log)."""
     n, o = notifications, orm.outbox
     stmt = (
         select(n, o.c.status, o.c.attempts, o.c.last_error, o.c.due_at, o.c.finished_at)
         .join(o, o.c.id == n.c.outbox_id)
-        .where(in_scope(n.c.organization_unit_id, principal), n.c.outbox_id > after_id)
+        .where(in_scope(n.c.organization_unit_id, principal))
     )
+    if before_id is not None:
+        stmt = stmt.where(n.c.outbox_id < before_id)
+    else:
+        stmt = stmt.where(n.c.outbox_id > after_id)
     if contract_id is not None:
         stmt = stmt.where(n.c.contract_id == contract_id)
     if type_ is not None:
@@ -564,7 +570,8 @@ def list_notifications(
             stmt = stmt.where(o.c.status == status)
             if state == "sent":
                 stmt = stmt.where(n.c.skipped_reason.is_(None))
-    rows = session.execute(stmt.order_by(n.c.outbox_id).limit(limit)).all()
+    order = n.c.outbox_id.desc() if before_id is not None else n.c.outbox_id
+    rows = session.execute(stmt.order_by(order).limit(limit)).all()
     return [_record(r) for r in rows]
 
 

@@ -28,6 +28,7 @@ from keyautomat.entrypoints.console import (
     contracts,
     dashboard,
     keys,
+    notifications,
     organization,
     webhooks,
 )
@@ -62,7 +63,16 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats, contracts, keys, webhooks, organization):
+    for module in (
+        account,
+        dashboard,
+        automats,
+        contracts,
+        keys,
+        webhooks,
+        organization,
+        notifications,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

@@ -512,6 +512,46 @@ ORGANIZATION_TEXTS: dict[str, str] = {
 }
 EN.update(ORGANIZATION_TEXTS)
 
+# --- notifications (docs/console.md) ------------------------------------------------------
+NOTIFICATION_TEXTS: dict[str, str] = {
+    "nav.notifications": "Notifications",
+    "notifications.title": "Notifications",
+    "notifications.settings": "Defaults and lead times",
+    "notifications.show": "Show",
+    "notifications.inherit.hint": "What this unit leaves empty it inherits from its parent "
+    "unit, and the top unit from keyautomat's defaults. A guest's own choices on a contract "
+    "come first.",
+    "notifications.defaults": "Which messages go out by default",
+    "notifications.type": "Message",
+    "notifications.channel.sms": "SMS",
+    "notifications.channel.email": "Email",
+    "notifications.inherit": "inherit ({value})",
+    "notifications.inherit.plain": "inherit",
+    "notifications.on": "on",
+    "notifications.off": "off",
+    "notifications.start_lead": "Start reminder, minutes before the start",
+    "notifications.end_lead": "End reminder, minutes before the end",
+    "notifications.lead.hint": "Empty: inherit ({minutes} minutes now). Applies to contracts "
+    "created or changed afterwards.",
+    "notifications.now": "Empty: inherit ({value} now).",
+    "notifications.sender_name": "Sender name (email)",
+    "notifications.sms_sender_id": "SMS sender id",
+    "notifications.reply_to": "Reply-to address",
+    "notifications.admin_email": "Admin notices to",
+    "notifications.admin_email.hint": "Where notices for the unit's admins go (a webhook "
+    "subscription disabled). Empty: inherit, then the reply-to address.",
+    "notifications.saved": "The settings are saved.",
+    "notifications.log": "Message log",
+    "notifications.state": "State",
+    "notifications.any": "any",
+    "notifications.to": "To",
+    "notifications.reason": "Reason",
+    "notifications.due": "due {at}",
+    "notifications.attempts": "{count} attempts",
+    "notifications.none": "No messages.",
+}
+EN.update(NOTIFICATION_TEXTS)
+
 
 def t(key: str, **values: Any) -> str:
     """The English text of ``key``, with ``values`` filled in."""

@@ -272,6 +272,7 @@ NAV = (
 # Pages only admins may open, shown to admins only (as NAV).
 ADMIN_NAV = (
     ("nav.webhooks", f"{PREFIX}/webhooks", "webhooks"),
+    ("nav.notifications", f"{PREFIX}/notifications", "notifications"),
     ("nav.organization", f"{PREFIX}/organization", "organization"),
 )
 
@@ -298,7 +299,9 @@ def fragment(request: Request, template: str, **context: Any) -> HTMLResponse:
 def see_other(path: str, **notice: str) -> RedirectResponse:
     """Post/redirect/get: after a change, the page to show, with an optional notice key."""
     if notice:
-        path += "?" + "&".join(f"{k}={quote(v)}" for k, v in notice.items())
+        path += ("&" if "?" in path else "?") + "&".join(
+            f"{k}={quote(v)}" for k, v in notice.items()
+        )
     return RedirectResponse(path, status_code=303)
 
 
