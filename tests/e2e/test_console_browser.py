@@ -192,7 +192,7 @@ def test_no_console_page_asks_any_host_but_keyautomat(
     pages = ["/", "/automats", f"/automats/{automat_id}", "/automats/new", "/account"]
     pages += ["/contracts", "/contracts/new/iloq", "/contracts/new/mechanical", "/keys"]
     pages += ["/keys/mechanical/new", "/webhooks", "/webhooks/new", "/organization"]
-    pages += ["/notifications"]
+    pages += ["/notifications", "/groups"]
     for path in pages:
         page.goto(f"{server.base_url}/console{path}")
         page.wait_for_load_state("networkidle")

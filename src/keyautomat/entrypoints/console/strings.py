@@ -552,6 +552,36 @@ NOTIFICATION_TEXTS: dict[str, str] = {
 }
 EN.update(NOTIFICATION_TEXTS)
 
+# --- groups (docs/console.md) -------------------------------------------------------------
+GROUP_TEXTS: dict[str, str] = {
+    "nav.groups": "Groups",
+    "groups.title": "Groups",
+    "groups.search": "Search groups",
+    "groups.none": "No groups.",
+    "groups.name": "Name",
+    "groups.type": "Type",
+    "groups.customer_id": "Customer id",
+    "groups.members": "Members",
+    "grouptype.1": "device group",
+    "grouptype.2": "key group",
+    "groups.new": "New group",
+    "groups.create": "Create group",
+    "groups.created": "The group is created.",
+    "groups.saved": "Saved.",
+    "groups.deleted": "The group is deleted.",
+    "groups.joined": "The automat is in the group.",
+    "groups.left": "The automat has left the group.",
+    "groups.edit": "Rename",
+    "groups.delete": "Delete group",
+    "groups.delete.confirm": "Delete this group? Its automats stay; they leave the group.",
+    "groups.members.none": "No members.",
+    "groups.remove": "Remove",
+    "groups.add": "Add an automat",
+    "groups.add.submit": "Add",
+    "groups.key_members": "Key groups have no members in keyautomat yet.",
+}
+EN.update(GROUP_TEXTS)
+
 
 def t(key: str, **values: Any) -> str:
     """The English text of ``key``, with ``values`` filled in."""

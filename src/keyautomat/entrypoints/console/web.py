@@ -268,6 +268,7 @@ NAV = (
     # contracts, keys and webhooks (docs/console.md)
     ("nav.contracts", f"{PREFIX}/contracts", "contracts"),
     ("nav.keys", f"{PREFIX}/keys", "keys"),
+    ("nav.groups", f"{PREFIX}/groups", "groups"),
 )
 # Pages only admins may open, shown to admins only (as NAV).
 ADMIN_NAV = (
