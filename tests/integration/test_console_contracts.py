@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,6 +47,21 @@ def settings(settings: Settings) -> Settings:
 def browser(container: Container) -> Iterator[TestClient]:
     with console_client(container) as client:
         yield client
+
+
+@dataclass(frozen=True)
+class Desk:
+    """An operator signed in, and an active automat of the unit with keys to hand out."""
+
+    automat_id: str
+    csrf: str
+
+
+@pytest.fixture
+def desk(container: Container, browser: TestClient, acme: Tenant) -> Desk:
+    automat_id, _ = stocked_automat(container, acme)
+    add_user(container, acme.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
+    return Desk(automat_id, sign_in(browser, "op@acme.fi"))
 
 
 def wall_clock(hours_from_now: float) -> str:
@@ -121,11 +137,9 @@ def test_an_operator_creates_an_iloq_contract_with_the_form_and_finds_it_in_the_
 
 
 def test_the_form_names_the_refused_field_and_creates_nothing(
-    container: Container, browser: TestClient, acme: Tenant
+    container: Container, browser: TestClient, acme: Tenant, desk: Desk
 ) -> None:
-    automat_id, _ = stocked_automat(container, acme)
-    add_user(container, acme.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
-    csrf = sign_in(browser, "op@acme.fi")
+    automat_id, csrf = desk.automat_id, desk.csrf
     cases = {
         "end": {"end": wall_clock(-3)},
         "contact_email": {"contact_email": "not an address"},
@@ -170,11 +184,9 @@ def test_a_viewer_reads_but_never_sees_or_finds_a_pincode_and_cannot_create(
 
 
 def test_a_form_without_the_csrf_token_changes_nothing(
-    container: Container, browser: TestClient, acme: Tenant
+    container: Container, browser: TestClient, acme: Tenant, desk: Desk
 ) -> None:
-    automat_id, _ = stocked_automat(container, acme)
-    add_user(container, acme.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
-    sign_in(browser, "op@acme.fi")
+    automat_id = desk.automat_id
     form = iloq_form("forged", automat_id)
     assert browser.post("/console/contracts/new/iloq", data=form).status_code == 403
     assert acme.api.get("/iloq/keycontracts")["data"] == []
@@ -244,11 +256,9 @@ def test_the_list_filters_by_period_and_searches_guests_keys_and_codes(
 
 
 def test_editing_the_period_and_contact_and_deleting_go_through_the_apis_rules(
-    container: Container, browser: TestClient, acme: Tenant
+    container: Container, browser: TestClient, acme: Tenant, desk: Desk
 ) -> None:
-    automat_id, _ = stocked_automat(container, acme)
-    add_user(container, acme.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
-    csrf = sign_in(browser, "op@acme.fi")
+    automat_id, csrf = desk.automat_id, desk.csrf
     contract_id = create_with_form(browser, csrf, automat_id)
     base = f"/console/contracts/iloq/{contract_id}"
     form = browser.get(f"{base}/edit")
@@ -278,11 +288,9 @@ def test_editing_the_period_and_contact_and_deleting_go_through_the_apis_rules(
 
 
 def test_a_message_is_sent_again_as_it_was_written(
-    container: Container, browser: TestClient, acme: Tenant
+    container: Container, browser: TestClient, acme: Tenant, desk: Desk
 ) -> None:
-    automat_id, _ = stocked_automat(container, acme)
-    add_user(container, acme.unit_id, "op@acme.fi", ConsoleRole.OPERATOR)
-    csrf = sign_in(browser, "op@acme.fi")
+    automat_id, csrf = desk.automat_id, desk.csrf
     contract_id = create_with_form(browser, csrf, automat_id)
 
     def messages(session: Session) -> list[Any]:

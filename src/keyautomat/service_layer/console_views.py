@@ -15,7 +15,19 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, cast, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    union,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -439,9 +451,13 @@ def _ascii_lower(text: str) -> str:
 
 def _matching(session: Session, text: str, *, codes: bool) -> ColumnElement[bool]:
     """Contracts whose guest, key or (``codes``) pincode matches ``text``, in any case (on
-    SQLite, whose ``lower()`` knows only ASCII, non-ASCII letters match in their case)."""
+    SQLite, whose ``lower()`` knows only ASCII, non-ASCII letters match in their case).
+
+    One set of ids, the union of a subquery per way to match: each is read once (the
+    contacts in one pass over the table, the keys through their index), where the same
+    conditions ORed in the list's own query were tried row by row in the list's order."""
     needles = sorted({text.lower(), _ascii_lower(text)})
-    ck = contract_keys
+    ck, c = contract_keys, contracts
 
     def containing(column: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
         lowered = func.lower(column)
@@ -449,28 +465,33 @@ def _matching(session: Session, text: str, *, codes: bool) -> ColumnElement[bool
 
     # The contact is stored as JSON text (non-ASCII escaped): a cheap test of the text
     # comes first, and only rows that pass it are parsed for the fields themselves.
-    stored = containing(contracts.c.contact, [json.dumps(n)[1:-1] for n in needles])
+    stored = containing(c.c.contact, [json.dumps(n)[1:-1] for n in needles])
     fields = [containing(_contact_field(session, f), needles) for f in ("name", "email")]
-    parts: list[ColumnElement[bool]] = [and_(stored, or_(*fields))]
+    ids: list[Select[Any]] = [select(c.c.id).where(stored, or_(*fields))]
     digits = re.sub(r"\D", "", text)
     if _PHONE_LIKE.fullmatch(text) and len(digits) >= 5:
         # 040 123 4567 finds +358401234567: the national prefix 0 (or 00) is left out.
+        # The last four digits stand together however the number was written: a cheap
+        # test of the stored text before the number itself is read.
         national = digits.removeprefix("00").removeprefix("0")
         phone = func.replace(_contact_field(session, "phoneNumber"), " ", "")
-        parts.append(phone.contains(national, autoescape=True))
-    named_keys = or_(
-        ck.c.key_id == text,
-        ck.c.key_id.in_(select(iloq_keys.c.id).where(containing(iloq_keys.c.name, needles))),
-        ck.c.key_id.in_(
-            select(mk.c.object_id).where(
-                or_(containing(mk.c.id, needles), containing(mk.c.name, needles))
+        ids.append(
+            select(c.c.id).where(
+                c.c.contact.contains(digits[-4:], autoescape=True),
+                phone.contains(national, autoescape=True),
             )
+        )
+    named = (
+        select(iloq_keys.c.id).where(containing(iloq_keys.c.name, needles)),
+        select(mk.c.object_id).where(
+            or_(containing(mk.c.id, needles), containing(mk.c.name, needles))
         ),
     )
-    parts.append(contracts.c.id.in_(select(ck.c.contract_id).where(named_keys)))
+    ids.append(select(ck.c.contract_id).where(ck.c.key_id == text))
+    ids += [select(ck.c.contract_id).where(ck.c.key_id.in_(keys)) for keys in named]
     if codes and rules.check_pincode(text) is None:
-        parts.append(contracts.c.id.in_(select(ck.c.contract_id).where(ck.c.pincode == text)))
-    return or_(*parts)
+        ids.append(select(ck.c.contract_id).where(ck.c.pincode == text))
+    return c.c.id.in_(union(*ids))
 
 
 def contract_list(

@@ -10,9 +10,8 @@ refused field is shown next to the form field it came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -30,12 +29,19 @@ from keyautomat.contracts.mechanical import custody
 from keyautomat.contracts.mechanical import wire as mechanical_wire
 from keyautomat.contracts.mechanical.kind import MechanicalKind
 from keyautomat.contracts.model import Contract, ListFilters
+from keyautomat.contracts.routes import BeforeCreate, WireFormat
 from keyautomat.contracts.rules import ContractType
 from keyautomat.contracts.store import SqlContractStore
 from keyautomat.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from keyautomat.domain.model import Product
 from keyautomat.domain.notifications import LANGUAGES, Contact
 from keyautomat.domain.times import format_utc
+from keyautomat.entrypoints.console.forms import (
+    form_errors,
+    local_input,
+    wall_clock,
+    zone_of,
+)
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import (
     PREFIX,
@@ -43,7 +49,6 @@ from keyautomat.entrypoints.console.web import (
     Submission,
     Submitted,
     console_of,
-    field_errors,
     form_text,
     notice_text,
     render,
@@ -59,6 +64,7 @@ router = APIRouter(prefix="/contracts", include_in_schema=False)
 
 PAGE_SIZE = 25
 KINDS = ("iloq", "mechanical")
+WIRES: dict[str, WireFormat] = {"iloq": iloq_wire, "mechanical": mechanical_wire}
 PERIODS = ("ongoing", "future", "ended")
 NOTICES = (
     "contract.created",
@@ -124,33 +130,10 @@ async def contract_list(request: Request, me: SignedIn) -> HTMLResponse:
 # --- forms: times, contacts, errors -----------------------------------------------------
 
 
-def _zone(submitted: Submission) -> ZoneInfo:
-    name = submitted.required("timezone", max_length=64)
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):
-        raise InvalidInput("timezone", "is not an IANA time zone") from None
-
-
 def _wire_time(submitted: Submission, field: str, zone: ZoneInfo) -> str | None:
-    """A ``datetime-local`` field (the wall clock in ``zone``) as the API's UTC time."""
-    value = submitted.text(field, max_length=32)
-    if value is None:
-        return None
-    try:
-        local = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(field, t("form.datetime.invalid")) from None
-    if local.tzinfo is not None:
-        raise InvalidInput(field, t("form.datetime.invalid"))
-    return format_utc(local.replace(tzinfo=zone).astimezone(UTC))
-
-
-def local_input(value: datetime | None, zone: str) -> str:
-    """A stored time as a ``datetime-local`` field shows it, on the wall clock of ``zone``."""
-    if value is None:
-        return ""
-    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
+    """A wall-clock field as the API's UTC time text."""
+    moment = wall_clock(submitted, field, zone)
+    return None if moment is None else format_utc(moment)
 
 
 def _contact(submitted: Submission, kept: Contact | None = None) -> dict[str, Any] | None:
@@ -187,6 +170,14 @@ def _contact_values(contact: Contact | None) -> dict[str, str]:
     }
 
 
+CONTACT_FIELDS = (
+    "contact_name",
+    "contact_email",
+    "contact_phone",
+    "contact_language",
+    "contact_sms",
+    "contact_email_on",
+)
 # Where the API's field names (first part) land on the forms.
 FORM_FIELDS = {
     "contractType": "contract_type",
@@ -210,20 +201,6 @@ FORM_FIELDS = {
     "pickUpInfoForManualStorageKeys": "pick_up_info",
     "freeLockerAfterFetch": "free_locker",
 }
-
-
-def form_errors(exc: InvalidInput, fields: Mapping[str, str] = FORM_FIELDS) -> dict[str, str]:
-    """The refused field as the form names it (``contact.email`` → ``contact_email``,
-    ``keyIds.2`` → ``key_ids``); a field no form has is the form's own error."""
-    ((name, message),) = field_errors(exc).items()
-    parts = name.split(".")
-    for size in (2, 1):
-        found = fields.get(".".join(parts[:size]))
-        if found is not None:
-            return {found: f"{name}: {message}" if name != found else message}
-    if name in fields.values():
-        return {name: message}
-    return {"_form": f"{name}: {message}"}
 
 
 # --- creating an iLOQ contract ----------------------------------------------------------
@@ -253,6 +230,29 @@ async def _picker(container: Container, principal: Principal, search: str | None
     return Picker(list(found.items), found.has_next, None)
 
 
+def _new_form(
+    request: Request,
+    template: str,
+    status: int,
+    values: dict[str, str],
+    lists: dict[str, list[str]] | None,
+    errors: dict[str, str] | None,
+    **choices: Any,
+) -> HTMLResponse:
+    """A create form, empty or with what was typed and why it was refused."""
+    return render(
+        request,
+        template,
+        status=status,
+        section="contracts",
+        values=values,
+        lists=lists or {},
+        errors=errors or {},
+        languages=LANGUAGES,
+        **choices,
+    )
+
+
 def _default_zone(container: Container, principal: Principal) -> Any:
     return container.db.run(
         lambda s: notifications.load_settings(s, principal.organization_unit_id).timezone
@@ -280,18 +280,16 @@ async def _iloq_form(
         "number_of_keys": "1",
         "timezone": await _default_zone(container, principal),
     }
-    return render(
+    return _new_form(
         request,
         "contract_iloq_new.html",
-        status=status,
-        section="contracts",
+        status,
+        {**defaults, **(values or {})},
+        lists,
+        errors,
         picker=picker,
         rights_search=search or "",
         choices=choices,
-        values={**defaults, **(values or {})},
-        lists=lists or {},
-        errors=errors or {},
-        languages=LANGUAGES,
     )
 
 
@@ -302,7 +300,7 @@ async def iloq_new_page(request: Request, me: SignedIn) -> HTMLResponse:
 
 def _iloq_body(submitted: Submission) -> dict[str, Any]:
     """The form as ``CreateIloqKeyContractDto`` (endpoints.md §3.3)."""
-    zone = _zone(submitted)
+    zone = zone_of(submitted)
     contract_type = submitted.required("contract_type", max_length=1)
     where = submitted.form.get("where", "")
     key_ids = submitted.every("key_id", max_length=64) + [
@@ -344,38 +342,13 @@ IloqNewFields = (
     "key_ids",
     "number_of_keys",
     "pincodes",
-    "contact_name",
-    "contact_email",
-    "contact_phone",
-    "contact_language",
-    "contact_sms",
-    "contact_email_on",
+    *CONTACT_FIELDS,
 )
 
 
 @router.post("/new/iloq")
 async def iloq_create(request: Request, submitted: Submitted) -> Response:
-    principal = submitted.identity.principal
-    container = console_of(request).container
-    kind = _kind(container, "iloq")
-    now = container.clock.now()
-    try:
-        new = iloq_wire.parse_new_contract(_iloq_body(submitted), now)
-        await iloq_routes.known_access_rights(new, principal, container)
-        contract = await container.db.run(
-            lambda s: service.create(SqlContractStore(s), kind, principal, new, now=now)
-        )
-    except (InvalidInput, Conflict) as exc:
-        errors = form_errors(exc) if isinstance(exc, InvalidInput) else {"_form": exc.message}
-        return await _iloq_form(
-            request,
-            principal,
-            values={k: submitted.form.get(k, "") for k in IloqNewFields},
-            lists={n: submitted.every(n, max_length=64) for n in ("access_right", "key_id")},
-            errors=errors,
-            status=400 if isinstance(exc, InvalidInput) else 409,
-        )
-    return see_other(_path("iloq", contract.public_id), notice="contract.created")
+    return await _create(request, submitted, ILOQ_FORM)
 
 
 # --- creating a mechanical contract -----------------------------------------------------
@@ -398,17 +371,15 @@ async def _mechanical_form(
         )
     )
     defaults = {"user_verification": "0", "timezone": await _default_zone(container, principal)}
-    return render(
+    return _new_form(
         request,
         "contract_mechanical_new.html",
-        status=status,
-        section="contracts",
+        status,
+        {**defaults, **(values or {})},
+        lists,
+        errors,
         keys=found,
         keys_search=search or "",
-        values={**defaults, **(values or {})},
-        lists=lists or {},
-        errors=errors or {},
-        languages=LANGUAGES,
     )
 
 
@@ -419,7 +390,7 @@ async def mechanical_new_page(request: Request, me: SignedIn) -> HTMLResponse:
 
 def _mechanical_body(submitted: Submission) -> dict[str, Any]:
     """The form as ``CreateMechanicalKeyContractDto`` (endpoints.md §9.3)."""
-    zone = _zone(submitted)
+    zone = zone_of(submitted)
     keys = [{"id": key_id} for key_id in submitted.every("key", max_length=128)]
     return {
         "id": submitted.text("public_id", max_length=128),
@@ -441,37 +412,63 @@ MechanicalNewFields = (
     "user_verification",
     "pick_up_info",
     "free_locker",
-    "contact_name",
-    "contact_email",
-    "contact_phone",
-    "contact_language",
-    "contact_sms",
-    "contact_email_on",
+    *CONTACT_FIELDS,
 )
 
 
 @router.post("/new/mechanical")
 async def mechanical_create(request: Request, submitted: Submitted) -> Response:
+    return await _create(request, submitted, MECHANICAL_FORM)
+
+
+@dataclass(frozen=True, slots=True)
+class NewForm:
+    """One kind's create form: how it becomes the API's body, how it is shown again with
+    what was typed, and the API's checks before the transaction (iLOQ: the rights)."""
+
+    kind: str
+    body: Callable[[Submission], dict[str, Any]]
+    show: Callable[..., Awaitable[HTMLResponse]]
+    fields: tuple[str, ...]
+    lists: tuple[str, ...]  # fields sent several times (checkboxes)
+    before: BeforeCreate | None = None
+
+
+ILOQ_FORM = NewForm(
+    "iloq",
+    _iloq_body,
+    _iloq_form,
+    IloqNewFields,
+    ("access_right", "key_id"),
+    iloq_routes.known_access_rights,
+)
+MECHANICAL_FORM = NewForm(
+    "mechanical", _mechanical_body, _mechanical_form, MechanicalNewFields, ("key",)
+)
+
+
+async def _create(request: Request, submitted: Submission, form: NewForm) -> Response:
     principal = submitted.identity.principal
     container = console_of(request).container
-    kind = _kind(container, "mechanical")
+    kind = _kind(container, form.kind)
     now = container.clock.now()
     try:
-        new = mechanical_wire.parse_new_contract(_mechanical_body(submitted), now)
+        new = WIRES[form.kind].parse_new_contract(form.body(submitted), now)
+        if form.before is not None:
+            await form.before(new, principal, container)
         contract = await container.db.run(
             lambda s: service.create(SqlContractStore(s), kind, principal, new, now=now)
         )
     except (InvalidInput, Conflict) as exc:
-        errors = form_errors(exc) if isinstance(exc, InvalidInput) else {"_form": exc.message}
-        return await _mechanical_form(
+        return await form.show(
             request,
             principal,
-            values={k: submitted.form.get(k, "") for k in MechanicalNewFields},
-            lists={"key": submitted.every("key", max_length=128)},
-            errors=errors,
+            values={k: submitted.form.get(k, "") for k in form.fields},
+            lists={n: submitted.every(n, max_length=128) for n in form.lists},
+            errors=form_errors(exc, FORM_FIELDS),
             status=400 if isinstance(exc, InvalidInput) else 409,
         )
-    return see_other(_path("mechanical", contract.public_id), notice="contract.created")
+    return see_other(_path(form.kind, contract.public_id), notice="contract.created")
 
 
 # --- one contract (after the forms: "/new/iloq" names no contract) -------------------
@@ -509,12 +506,7 @@ EDIT_FIELDS = (
     "end",
     "timezone",
     "pick_up_info",
-    "contact_name",
-    "contact_email",
-    "contact_phone",
-    "contact_language",
-    "contact_sms",
-    "contact_email_on",
+    *CONTACT_FIELDS,
 )
 
 
@@ -570,7 +562,7 @@ async def edit_page(request: Request, kind_name: str, public_id: str, me: Signed
 def _change_body(submitted: Submission, contract: Contract) -> dict[str, Any]:
     """The form as the kind's PATCH body: the period, the contact (whole) and, for
     manual-storage keys, the pick-up information."""
-    zone = _zone(submitted)
+    zone = zone_of(submitted)
     start = _wire_time(submitted, "start", zone)
     body: dict[str, Any] = {"end": _wire_time(submitted, "end", zone)}
     if start is not None:
@@ -585,9 +577,6 @@ def _change_body(submitted: Submission, contract: Contract) -> dict[str, Any]:
     if contract.has_manual_keys:
         body["pickUpInfoForManualStorageKeys"] = submitted.text("pick_up_info", max_length=500)
     return body
-
-
-WIRES: dict[str, Any] = {"iloq": iloq_wire, "mechanical": mechanical_wire}
 
 
 @router.post("/{kind_name}/{public_id}/edit")
@@ -608,7 +597,7 @@ async def edit(request: Request, kind_name: str, public_id: str, submitted: Subm
         contract = await container.db.run(work)
     except (InvalidInput, Conflict) as exc:
         detail = await _detail(container, principal, kind, public_id)
-        errors = form_errors(exc) if isinstance(exc, InvalidInput) else {"_form": exc.message}
+        errors = form_errors(exc, FORM_FIELDS)
         values = {k: submitted.form.get(k, "") for k in EDIT_FIELDS}
         return _edit_form(request, kind_name, detail, values, errors, status=400)
     return see_other(_path(kind_name, contract.public_id), notice="contract.saved")

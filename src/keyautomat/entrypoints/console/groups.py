@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.domain.errors import InvalidInput
 from keyautomat.domain.model import Group, GroupType
-from keyautomat.entrypoints.console.contracts import form_errors
+from keyautomat.entrypoints.console.forms import form_errors
 from keyautomat.entrypoints.console.web import (
     PREFIX,
     SignedIn,

@@ -19,7 +19,7 @@ from keyautomat.domain.errors import Conflict, InvalidInput
 from keyautomat.domain.iloq import IloqKey
 from keyautomat.domain.mechanical import MechanicalKey, Storage
 from keyautomat.domain.model import Product
-from keyautomat.entrypoints.console.contracts import form_errors
+from keyautomat.entrypoints.console.forms import form_errors
 from keyautomat.entrypoints.console.web import (
     PREFIX,
     SignedIn,
@@ -150,12 +150,6 @@ def _home(submitted: Submission) -> Storage:
     return Storage.parse(submitted.text("automat_id", max_length=16) or "", None, "selectedStorage")
 
 
-def _refused(exc: InvalidInput | Conflict) -> dict[str, str]:
-    if isinstance(exc, InvalidInput):
-        return form_errors(exc, KEY_FIELDS)
-    return {"_form": exc.message}
-
-
 @router.get("/mechanical/new")
 async def new_page(request: Request, me: SignedIn) -> HTMLResponse:
     return await _key_form(request, me.principal, key=None, values={"home": "automat"})
@@ -189,7 +183,12 @@ async def create(request: Request, submitted: Submitted) -> Response:
         values = {k: submitted.form.get(k, "") for k in FORM_FIELDS}
         status = 400 if isinstance(exc, InvalidInput) else 409
         return await _key_form(
-            request, principal, key=None, values=values, errors=_refused(exc), status=status
+            request,
+            principal,
+            key=None,
+            values=values,
+            errors=form_errors(exc, KEY_FIELDS),
+            status=status,
         )
     return see_other(f"{PREFIX}/keys", notice="keys.created")
 
@@ -226,6 +225,11 @@ async def edit(request: Request, key_id: str, submitted: Submitted) -> Response:
         key = await container.db.run(lambda s: mechanical_keys.get_key(s, principal, key_id))
         values = {k: submitted.form.get(k, "") for k in FORM_FIELDS}
         return await _key_form(
-            request, principal, key=key, values=values, errors=_refused(exc), status=400
+            request,
+            principal,
+            key=key,
+            values=values,
+            errors=form_errors(exc, KEY_FIELDS),
+            status=400,
         )
     return see_other(f"{PREFIX}/keys", notice="keys.saved")

@@ -21,7 +21,7 @@ from keyautomat.domain.notifications import (
     NOTIFICATION_TYPES,
     OrgNotificationSettings,
 )
-from keyautomat.entrypoints.console.contracts import form_errors
+from keyautomat.entrypoints.console.forms import form_errors
 from keyautomat.entrypoints.console.web import (
     PREFIX,
     SignedIn,

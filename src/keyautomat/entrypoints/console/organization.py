@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from keyautomat.domain.console import ConsoleRole, email_key, generate_password
 from keyautomat.domain.errors import Conflict, Forbidden, InvalidInput
 from keyautomat.domain.model import OrgUnitType
-from keyautomat.entrypoints.console.contracts import form_errors
+from keyautomat.entrypoints.console.forms import FORM, form_errors
 from keyautomat.entrypoints.console.gate import Busy
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import (
@@ -96,12 +96,9 @@ async def organization_page(request: Request, me: SignedIn) -> HTMLResponse:
 
 def _refused(exc: InvalidInput | Conflict | Forbidden, form: str) -> dict[str, str]:
     """A refused field of one of the page's forms; what is no field's, as ``_<form>``."""
-    if isinstance(exc, InvalidInput):
-        errors = form_errors(exc, FORMS[form])
-    else:
-        errors = {"_form": exc.message}
-    if "_form" in errors:
-        errors[f"_{form}"] = errors.pop("_form")
+    errors = form_errors(exc, FORMS[form])
+    if FORM in errors:
+        errors[f"_{form}"] = errors.pop(FORM)
     return errors
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.domain import webhooks as wh
 from keyautomat.domain.errors import InvalidInput, NotFound
-from keyautomat.entrypoints.console.contracts import form_errors
+from keyautomat.entrypoints.console.forms import form_errors, wall_clock, zone_of
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import (
     PREFIX,
@@ -273,16 +272,10 @@ async def enable(request: Request, subscription_id: str, submitted: Submitted) -
 
 
 def _since(submitted: Submission) -> datetime:
-    value = submitted.required("since", max_length=32)
-    zone_name = submitted.required("timezone", max_length=64)
-    try:
-        zone = ZoneInfo(zone_name)
-        local = datetime.fromisoformat(value)
-    except (ValueError, KeyError, OSError):
-        raise InvalidInput("since", t("form.datetime.invalid")) from None
-    if local.tzinfo is not None:
-        raise InvalidInput("since", t("form.datetime.invalid"))
-    return local.replace(tzinfo=zone).astimezone(UTC)
+    since = wall_clock(submitted, "since", zone_of(submitted))
+    if since is None:
+        raise InvalidInput("since", t("form.required"))
+    return since
 
 
 @router.post("/{subscription_id}/recover")
