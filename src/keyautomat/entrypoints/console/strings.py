@@ -466,6 +466,7 @@ WEBHOOK_TEXTS: dict[str, str] = {
     "webhooks.recover.hint": "Queues again every delivery that failed since then and was not "
     "delivered since (times in {zone}).",
     "webhooks.delivery.finished": "Finished",
+    "webhooks.delivery.webhook_id": "webhook-id (the same on every attempt)",
     "webhooks.attempts.none": "No attempts yet.",
 }
 EN.update(WEBHOOK_TEXTS)
@@ -480,6 +481,7 @@ ORGANIZATION_TEXTS: dict[str, str] = {
     "organization.unit.type": "Type",
     "organization.unit.parent": "Parent unit",
     "organization.unit.create": "Add unit",
+    "organization.unit.iloq": "its own iLOQ system",
     "organization.unit_created": "The unit is added.",
     "unittype.0": "organization",
     "unittype.1": "country",
