@@ -641,35 +641,31 @@ async def resend(
 # --- staff handovers of manual-storage keys (F11) ---------------------------------------
 
 
-def _mechanical(container: Container) -> MechanicalKind:
+async def _custody(
+    request: Request, public_id: str, submitted: Submission, record: Any, notice: str
+) -> Response:
+    """A staff handover or return (``custody.record_handover``/``record_return``, the API's
+    ``.../handover`` and ``.../return``) of the key the form names."""
+    principal = submitted.identity.principal
+    container = console_of(request).container
     kind = container.contract_kinds[MechanicalKind.name]
-    assert isinstance(kind, MechanicalKind)
-    return kind
+    key_id = submitted.required("key_id", max_length=128)
+    now = container.clock.now()
+    await container.db.run(lambda s: record(s, kind, principal, public_id, key_id, now=now))
+    return see_other(_path("mechanical", public_id), notice=notice)
 
 
 @router.post("/mechanical/{public_id}/handover")
 async def handover(request: Request, public_id: str, submitted: Submitted) -> Response:
-    """Staff handed the key to the guest: the API's ``.../handover`` use case."""
-    principal = submitted.identity.principal
-    container = console_of(request).container
-    kind = _mechanical(container)
-    key_id = submitted.required("key_id", max_length=128)
-    now = container.clock.now()
-    await container.db.run(
-        lambda s: custody.record_handover(s, kind, principal, public_id, key_id, now=now)
+    """Staff handed the key to the guest."""
+    return await _custody(
+        request, public_id, submitted, custody.record_handover, "contract.handed_over"
     )
-    return see_other(_path("mechanical", public_id), notice="contract.handed_over")
 
 
 @router.post("/mechanical/{public_id}/return")
 async def give_back(request: Request, public_id: str, submitted: Submitted) -> Response:
-    """The guest gave the key back to staff: the API's ``.../return`` use case."""
-    principal = submitted.identity.principal
-    container = console_of(request).container
-    kind = _mechanical(container)
-    key_id = submitted.required("key_id", max_length=128)
-    now = container.clock.now()
-    await container.db.run(
-        lambda s: custody.record_return(s, kind, principal, public_id, key_id, now=now)
+    """The guest gave the key back to staff."""
+    return await _custody(
+        request, public_id, submitted, custody.record_return, "contract.given_back"
     )
-    return see_other(_path("mechanical", public_id), notice="contract.given_back")
