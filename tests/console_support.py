@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from fastapi import FastAPI
 from sqlalchemy.orm import Session
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.passwords import Passwords, fast_passwords
 from keyautomat.bootstrap import Container
 from keyautomat.domain.console import ConsoleRole
+from keyautomat.entrypoints.api.app import create_app
 from keyautomat.service_layer import console_users
 
 PASSWORD = "correct horse battery staple"
@@ -56,3 +61,14 @@ def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> str:
     )
     assert answer.status_code == 303, answer.text
     return csrf_of(client.get("/console/").text)
+
+
+@contextmanager
+def console_client(container: Container) -> Iterator[TestClient]:
+    """A client of the whole application whose console hashes passwords cheaply."""
+    app = create_app(container)
+    console = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "/console")
+    assert isinstance(console, FastAPI)
+    console.state.console.gate.passwords = fast_passwords()
+    with TestClient(app, base_url="http://testserver") as client:
+        yield client

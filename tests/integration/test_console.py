@@ -6,30 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import insert, select
-from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.orm_devices import device_alarms
-from keyautomat.adapters.passwords import fast_passwords
 from keyautomat.bootstrap import Container
 from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.ids import new_object_id
 from keyautomat.domain.model import OrgUnitType
-from keyautomat.entrypoints.api.app import create_app
 from tests.conftest import Tenant, make_tenant
-from tests.console_support import PASSWORD, add_user, csrf_of, sign_in
+from tests.console_support import PASSWORD, add_user, console_client, csrf_of, sign_in
 
 
 @pytest.fixture
 def browser(container: Container) -> Iterator[TestClient]:
-    """A client of the whole application whose console hashes passwords cheaply."""
-    app = create_app(container)
-    console = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "/console")
-    assert isinstance(console, FastAPI)
-    console.state.console.gate.passwords = fast_passwords()
-    with TestClient(app, base_url="http://testserver") as client:
+    with console_client(container) as client:
         yield client
 
 

@@ -244,6 +244,9 @@ outbox = Table(
     Column("lane", Text),
     # What the row is about (e.g. "contract:<id>"), so pending work can be cancelled.
     Column("ref", Text),
+    # What the row is about for people (``contract:<id>``): a contract's timeline lists
+    # the webhook deliveries that reported it (docs/console.md).
+    Column("subject", Text),
     Column("idempotency_key", Text, unique=True),
     Column("status", String(16), nullable=False),
     Column("due_at", UtcDateTime, nullable=False),
@@ -256,6 +259,7 @@ outbox = Table(
     Index("ix_outbox_status_due_at", "status", "due_at"),
     Index("ix_outbox_lane_id", "lane", "id"),
     Index("ix_outbox_ref", "ref"),
+    Index("ix_outbox_subject", "subject"),
 )
 
 # One row per lane; enqueueing locks it first, so rows of one lane get their ids

@@ -59,6 +59,9 @@ contracts = Table(
     # Deleted contracts stay as an audit record (gaps.md C16) but leave every list.
     Column("deleted_at", UtcDateTime),
     Index("ix_contracts_unit_created_at_id", "organization_unit_id", "created_at", "id"),
+    # The console's list of a subtree's contracts, newest first, whatever their units: read
+    # backwards until a page is found, instead of sorting the subtree (migration 0023).
+    Index("ix_contracts_created_at_id", "created_at", "id"),
 )
 
 contract_keys = Table(

@@ -66,7 +66,9 @@ device_inbox = Table(
 # ``occurred_at`` is the time the device reported, ``recorded_at`` the server's
 # time when it received the event; ``clock_suspect`` marks a reported time too far
 # ahead of it to be true, whose effects took ``recorded_at`` instead
-# (docs/device-protocol.md, "Clock").
+# (docs/device-protocol.md, "Clock"). ``contract_id`` names the contract an event moved
+# (a code typed, a key taken or put back), set by the contract code: a contract's
+# timeline in the console reads it (docs/console.md).
 automat_events = Table(
     "automat_events",
     metadata,
@@ -83,7 +85,9 @@ automat_events = Table(
     Column("code", String(16)),
     Column("source_message_id", String(64)),
     Column("data", Text, nullable=False),
+    Column("contract_id", String(24)),
     Index("ix_automat_events_automat_id_id", "automat_id", "id"),
+    Index("ix_automat_events_contract_id", "contract_id"),
 )
 
 device_alarms = Table(

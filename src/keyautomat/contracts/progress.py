@@ -149,6 +149,7 @@ def _code_entered(store: ContractStore, kinds: Kinds, event: AutomatEvent) -> No
         return
     contract, key = found
     at = event.occurred_at
+    store.link_event(event.id, contract.id)
     kinds[contract.kind].on_code_entered(store, contract, key, at)
     returning = contract.contract_type is rules.ContractType.RETURN
     store.publish(
@@ -177,6 +178,7 @@ def _key_removed(store: ContractStore, kinds: Kinds, event: AutomatEvent) -> Non
     contract, key = found
     kind = kinds[contract.kind]
     if kind.reported_key_matches(store, contract, key, event):
+        store.link_event(event.id, contract.id)
         fetched(store, kind, contract, key, event.occurred_at)
 
 
@@ -193,6 +195,7 @@ def _key_inserted(store: ContractStore, kinds: Kinds, event: AutomatEvent) -> No
         return  # its locker is kept for it: another locker is a misplacement, not a return
     kind = kinds[contract.kind]
     if kind.returned_key_matches(store, contract, key, event):
+        store.link_event(event.id, contract.id)
         returned(store, kind, contract, key, event.occurred_at, event.locker_index)
 
 

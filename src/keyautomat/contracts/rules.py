@@ -51,6 +51,19 @@ class KeyStatus(enum.StrEnum):
     LOST = "key-lost"
 
 
+def period_state(
+    start: datetime, end: datetime | None, completed_at: datetime | None, now: datetime
+) -> str:
+    """``ended``, ``future`` or ``ongoing``: the list filters of gaps.md C14 for one contract
+    (``store.period_condition`` is the same rule in SQL). A contract done with every key
+    has ended before its end."""
+    if completed_at is not None or (end is not None and end <= now):
+        return "ended"
+    if start > now:
+        return "future"
+    return "ongoing"
+
+
 def overlaps(a_start: datetime, a_until: datetime, b_start: datetime, b_until: datetime) -> bool:
     """Half-open periods ``[start, until)`` share an instant."""
     return a_start < b_until and b_start < a_until

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from keyautomat import metrics
 from keyautomat.adapters import orm
 from keyautomat.adapters.orm_contracts import contract_keys, contract_reservations, contracts
-from keyautomat.adapters.orm_devices import device_pincodes
+from keyautomat.adapters.orm_devices import automat_events, device_pincodes
 from keyautomat.adapters.orm_mechanical import mechanical_contracts, strong_auth_units
 from keyautomat.adapters.orm_mechanical import mechanical_keys as mk
 from keyautomat.contracts import allocation
@@ -167,6 +167,7 @@ class ContractStore(Protocol):
     def count_program_failure(self, contract_id: str, position: int) -> int: ...
     def reprogrammed_since(self, key_id: str, at: datetime) -> bool: ...
     def key_facts(self, stored_ids: Iterable[str]) -> dict[str, KeyFacts]: ...
+    def link_event(self, event_id: int, contract_id: str) -> None: ...
 
     # --- reservations --------------------------------------------------------------------
     def lock_automats(self, automat_ids: Iterable[str | None]) -> None: ...
@@ -313,6 +314,12 @@ _CLAIM_END = (
     .values(end_evaluated_at=bindparam("b_now", type_=c.c.end_evaluated_at.type))
 )
 _DELETED = select(c.c.deleted_at).where(c.c.id == bindparam("id"))
+# A device event that moved a contract names it, for the contract's timeline.
+_LINK_EVENT = (
+    update(automat_events)
+    .where(automat_events.c.id == bindparam("b_event_id"))
+    .values(contract_id=bindparam("b_contract_id"))
+)
 _PROGRAM_FAILED = (
     update(ck)
     .where(ck.c.contract_id == bindparam("b_contract_id"), ck.c.position == bindparam("b_position"))
@@ -736,11 +743,15 @@ class SqlContractStore:
             )
         stmt = stmt.order_by(c.c.created_at, c.c.id).offset(page.offset).limit(page.limit + 1)
         ids = list(self.session.scalars(stmt, scope_params(principal)))
-        wanted = ids[: page.limit]
+        return self.load_many(ids[: page.limit]), len(ids) > page.limit
+
+    def load_many(self, contract_ids: Sequence[str]) -> list[Contract]:
+        """These contracts with their keys, in the order given (ids read in scope already)."""
         rows = {
-            row.id: _contract_of(row) for row in self.session.execute(_CONTRACTS, {"ids": wanted})
+            row.id: _contract_of(row)
+            for row in self.session.execute(_CONTRACTS, {"ids": list(contract_ids)})
         }
-        return self._with_keys([rows[i] for i in wanted]), len(ids) > page.limit
+        return self._with_keys([rows[i] for i in contract_ids if i in rows])
 
     def public_id_taken(self, root_unit_id: str, public_id: str) -> bool:
         params = {"root": root_unit_id, "public_id": public_id}
@@ -824,6 +835,9 @@ class SqlContractStore:
 
     def clear_codes(self, contract_id: str) -> None:
         self.session.execute(_CLEAR_CODES, {"b_contract_id": contract_id})
+
+    def link_event(self, event_id: int, contract_id: str) -> None:
+        self.session.execute(_LINK_EVENT, {"b_event_id": event_id, "b_contract_id": contract_id})
 
     def claim_end(self, contract_id: str, now: datetime) -> bool:
         claimed = self.session.execute(_CLAIM_END, {"b_contract_id": contract_id, "b_now": now})
@@ -1167,7 +1181,8 @@ class SqlContractStore:
 
 
 def period_condition(filters: ListFilters, now: datetime) -> ColumnElement[bool] | None:
-    """The list filters of gaps.md C14 on the ``contracts`` table.
+    """The list filters of gaps.md C14 on the ``contracts`` table (``rules.period_state`` is
+    the same rule for one contract).
 
     None given: no condition (all contracts). Several true: their union. All
     given as false: a condition nothing satisfies.

@@ -590,15 +590,21 @@ def list_notifications(
     state: str | None = None,
     type_: str | None = None,
     after_id: int = 0,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[NotificationRecord]:
-    """Messages in the caller's organization subtree, oldest first."""
+    """Messages in the caller's organization subtree, oldest first after ``after_id`` (the
+    API); newest first below ``before_id`` (the console's log)."""
     n, o = notifications, orm.outbox
     stmt = (
         select(n, o.c.status, o.c.attempts, o.c.last_error, o.c.due_at, o.c.finished_at)
         .join(o, o.c.id == n.c.outbox_id)
-        .where(in_scope(n.c.organization_unit_id, principal), n.c.outbox_id > after_id)
+        .where(in_scope(n.c.organization_unit_id, principal))
     )
+    if before_id is not None:
+        stmt = stmt.where(n.c.outbox_id < before_id)
+    else:
+        stmt = stmt.where(n.c.outbox_id > after_id)
     if contract_id is not None:
         stmt = stmt.where(n.c.contract_id == contract_id)
     if type_ is not None:
@@ -613,7 +619,8 @@ def list_notifications(
             stmt = stmt.where(o.c.status == status)
             if state == "sent":
                 stmt = stmt.where(n.c.skipped_reason.is_(None))
-    rows = session.execute(stmt.order_by(n.c.outbox_id).limit(limit)).all()
+    order = n.c.outbox_id.desc() if before_id is not None else n.c.outbox_id
+    rows = session.execute(stmt.order_by(order).limit(limit)).all()
     return [_record(r) for r in rows]
 
 
@@ -638,6 +645,50 @@ def _record(r: Any) -> NotificationRecord:
         created_at=r.created_at,
         finished_at=r.finished_at,
     )
+
+
+def resend(
+    session: Session, principal: Principal, contract_id: str, message_id: int, *, now: datetime
+) -> int:
+    """Send one of a contract's messages again, as it was written (the same text, codes
+    and signature link, to the same address), as a new message due now; its id. A
+    message still queued is refused: it goes on its own.
+
+    Operators only. The organization's defaults and a reminder's condition are asked
+    again when it is sent, like for any message: a resend does not override them.
+    """
+    principal.require_operator()
+    n, o = notifications, orm.outbox
+    row = session.execute(
+        select(n, o.c.payload, o.c.status)
+        .join(o, o.c.id == n.c.outbox_id)
+        .where(
+            n.c.outbox_id == message_id,
+            n.c.contract_id == contract_id,
+            in_scope(n.c.organization_unit_id, principal),
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Notification")
+    if row.status in outbox.UNFINISHED:
+        raise InvalidInput("messageId", "is still queued; it will be sent without help")
+    new_id = outbox.enqueue(
+        session, KIND, json.loads(row.payload), now=now, ref=_immediate_ref(contract_id)
+    )
+    assert new_id is not None  # no idempotency key: always stored
+    record_message(
+        session,
+        outbox_id=new_id,
+        organization_unit_id=row.organization_unit_id,
+        contract_id=contract_id,
+        key_id=row.key_id,
+        type_=row.type,
+        channel="sms" if row.channel == "sms" else "email",
+        recipient=row.recipient,
+        language=row.language,
+        now=now,
+    )
+    return new_id
 
 
 def record_skipped(session: Session, message_id: int, reason: str) -> None:

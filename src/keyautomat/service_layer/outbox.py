@@ -116,13 +116,15 @@ def enqueue(
     ref: str | None = None,
     idempotency_key: str | None = None,
     held: bool = False,
+    subject: str | None = None,
 ) -> int | None:
     """Store one message in the caller's transaction; returns its id.
 
     With an ``idempotency_key`` that was used before, nothing is stored and None
     is returned: "each (contract, key, type) at most once" holds even when a
     device resends an event. A ``held`` message is stored aside until
-    :func:`release` (it still takes its place in its lane's order).
+    :func:`release` (it still takes its place in its lane's order). ``subject`` says what
+    the message is about for people (``contract:<id>``), for the console's timelines.
     """
     if lane is not None:
         _lock_lane(session, lane, now)
@@ -131,6 +133,7 @@ def enqueue(
         "payload": json.dumps(payload, separators=(",", ":")),
         "lane": lane,
         "ref": ref,
+        "subject": subject,
         "idempotency_key": idempotency_key,
         "status": HELD if held else PENDING,
         "due_at": due_at or now,

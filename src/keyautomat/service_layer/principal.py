@@ -40,7 +40,8 @@ class Principal:
             raise Forbidden()
 
     def require_operator(self) -> None:
-        """Running the sites (alarms): admins, and the console's operators."""
+        """Running the sites (alarms, staff handovers, resending a message): admins, and the
+        console's operators."""
         if self.role not in (ConsoleRole.ADMIN, ConsoleRole.OPERATOR):
             raise Forbidden()
 

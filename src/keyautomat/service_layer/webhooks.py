@@ -87,6 +87,12 @@ def lane_of(subscription_id: str, event_type: str, source: str) -> str:
     return f"webhook:{subscription_id}:{event_type}:{source}"
 
 
+def subject_of(data: dict[str, Any]) -> str | None:
+    """What a delivery is about for people: the contract its event reports, if any."""
+    contract_id = data.get("contractObjectId")
+    return f"contract:{contract_id}" if isinstance(contract_id, str) and contract_id else None
+
+
 def _refs_prefix(subscription_id: str) -> str:
     return f"webhook:{subscription_id}:"
 
@@ -143,6 +149,7 @@ def publish(
         )
     )
     source = wh.source_key(data, organization_unit_id)
+    subject = subject_of(data)
     ids = []
     for subscription_id, state in states.items():
         if state not in (ACTIVE, DISABLED):
@@ -159,6 +166,7 @@ def publish(
             ref=ref_of(subscription_id, event_type),
             held=state == DISABLED,
             idempotency_key=None if once is None else f"webhook:{subscription_id}:{once}",
+            subject=subject,
         )
         if stored is not None:
             ids.append(webhook_id)
@@ -780,13 +788,20 @@ def list_deliveries(
     *,
     status: str | None = None,
     after_id: int = 0,
+    before_id: int | None = None,
     limit: int = 100,
 ) -> list[Delivery]:
+    """Oldest first after ``after_id`` (the API); newest first below ``before_id`` (the
+    console's log, ``before_id`` beyond the last id for the first page)."""
     _scoped(session, principal, subscription_id)
-    stmt = _deliveries_of(subscription_id).where(ob.c.id > after_id)
+    stmt = _deliveries_of(subscription_id)
     if status is not None:
         stmt = stmt.where(ob.c.status == status)
-    rows = session.execute(stmt.order_by(ob.c.id).limit(limit)).all()
+    if before_id is not None:
+        stmt = stmt.where(ob.c.id < before_id).order_by(ob.c.id.desc())
+    else:
+        stmt = stmt.where(ob.c.id > after_id).order_by(ob.c.id)
+    rows = session.execute(stmt.limit(limit)).all()
     return [_delivery(r) for r in rows]
 
 
@@ -824,6 +839,7 @@ def _requeue(session: Session, subscription_id: str, row: Any, now: datetime) ->
         now=now,
         lane=row.lane,
         ref=row.ref,
+        subject=row.subject,
     )
     assert new_id is not None
     return new_id

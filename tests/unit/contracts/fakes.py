@@ -161,6 +161,8 @@ class FakeContractStore:
         self.ends_cancelled: list[str] = []
         # The end evaluations due now, by contract (what the outbox would hold).
         self.ends_due: dict[str, datetime] = {}
+        # Device events that moved a contract: event id -> contract id.
+        self.linked_events: dict[int, str] = {}
 
     # --- for tests -----------------------------------------------------------------------
 
@@ -479,6 +481,9 @@ class FakeContractStore:
 
     def key_facts(self, stored_ids: Iterable[str]) -> dict[str, KeyFacts]:
         return {sid: self.facts[sid] for sid in set(stored_ids) if sid in self.facts}
+
+    def link_event(self, event_id: int, contract_id: str) -> None:
+        self.linked_events[event_id] = contract_id
 
     # --- reservations --------------------------------------------------------------------
 

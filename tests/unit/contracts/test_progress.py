@@ -407,6 +407,32 @@ def test_the_mechanical_kind_refuses_a_removal_of_another_rfid() -> None:
     assert key(store, contract).status is None
 
 
+# --- which contract an event moved (the console's timeline) ---------------------------------
+
+
+def test_the_code_the_fetch_and_the_return_each_name_the_contract_they_moved() -> None:
+    store = new_store()
+    contract = create(store)
+    code_key = key(store, contract)
+    progress.on_automat_event(
+        store,
+        KINDS,
+        event(CODE_ENTERED, code=code_key.pincode, pincodeId=code_key.pincode_id, event_id=7),
+    )
+    released(store, contract)
+    progress.on_automat_event(store, KINDS, event(REMOVED, event_id=8))
+    progress.on_automat_event(store, KINDS, event(INSERTED, at=LATER, event_id=9))
+    assert store.linked_events == {7: contract.id, 8: contract.id, 9: contract.id}
+
+
+def test_an_event_that_moves_no_contract_names_none() -> None:
+    store = new_store()
+    create(store)
+    progress.on_automat_event(store, KINDS, event(REMOVED, event_id=5))  # not released: no fetch
+    progress.on_automat_event(store, KINDS, event(CODE_ENTERED, code="999999", pincodeId="x"))
+    assert store.linked_events == {}
+
+
 # --- the end of a contract -------------------------------------------------------------------
 
 

@@ -424,3 +424,20 @@ def test_the_code_type_a_code_entered_webhook_reports(
     contract_type: ContractType, name: str
 ) -> None:
     assert rules.code_type_name(contract_type) == name
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "completed_at", "state"),
+    [
+        case("a contract that starts later is future", hours(1), hours(5), None, "future"),
+        case("one that started and has not ended is ongoing", hours(-1), hours(5), None, "ongoing"),
+        case("one without an end goes on", hours(-1), None, None, "ongoing"),
+        case("one whose end passed has ended", hours(-5), hours(-1), None, "ended"),
+        case("the end is exclusive", hours(-5), NOW, None, "ended"),
+        case("one done with every key has ended early", hours(-1), hours(5), hours(-0.5), "ended"),
+    ],
+)
+def test_a_contract_is_future_ongoing_or_ended_as_the_list_filters_say(
+    start: datetime, end: datetime | None, completed_at: datetime | None, state: str
+) -> None:
+    assert rules.period_state(start, end, completed_at, NOW) == state

@@ -147,11 +147,12 @@ def event(
     key_id: str | None = None,
     code: str | None = None,
     at: datetime = NOW,
+    event_id: int = 1,
     **data: Any,
 ) -> AutomatEvent:
     """An event of :data:`AUTOMAT` as the device layer records it."""
     return AutomatEvent(
-        id=1,
+        id=event_id,
         automat_id=AUTOMAT,
         type=type_,
         occurred_at=at,

@@ -21,8 +21,9 @@ from keyautomat.service_layer.principal import Principal
 REQUEST_MODELS = wire.DOCUMENTED
 
 
-async def _known_access_rights(new: NewIloqContract, caller: Principal, services: Any) -> None:
-    """Refuse a right the caller's iLOQ system would not program, before any transaction."""
+async def known_access_rights(new: NewIloqContract, caller: Principal, services: Any) -> None:
+    """Refuse a right the caller's iLOQ system would not program, before any transaction
+    (the API's routes and the console's form both check it)."""
     if new.access_right_ids is not None:
         await access_rights.check_access_right_ids(
             new.access_right_ids,
@@ -46,7 +47,7 @@ router = contract_router(
         "update": "IloqController_updateContractById",
         "delete": "IloqController_deleteContractById",
     },
-    before_create=_known_access_rights,
+    before_create=known_access_rights,
 )
 
 

@@ -85,6 +85,9 @@ def _manual_key(
     contract_id: str,
     key_id: str,
 ) -> tuple[Contract, ContractKey]:
+    # Staff at the desk do it: admins, and the console's operators (the API's route is
+    # for admin accounts only).
+    principal.require_operator()
     contract = service.get(store, kind, principal, contract_id, for_update=True)
     key = next((k for k in contract.keys if k.key_id == key_id), None)
     if key is None:

@@ -22,7 +22,18 @@ from keyautomat.bootstrap import Container
 from keyautomat.domain.console import SessionPolicy
 from keyautomat.domain.errors import DomainError
 from keyautomat.entrypoints.api.errors import STATUS_OF, describe_validation_errors
-from keyautomat.entrypoints.console import account, automats, dashboard, keypad
+from keyautomat.entrypoints.console import (
+    account,
+    automats,
+    contracts,
+    dashboard,
+    groups,
+    keypad,
+    keys,
+    notifications,
+    organization,
+    webhooks,
+)
 from keyautomat.entrypoints.console.gate import LoginGate
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import (
@@ -54,7 +65,18 @@ def build_console(container: Container, *, passwords: Passwords | None = None) -
         ),
         templates=build_templates(),
     )
-    for module in (account, dashboard, automats, keypad):
+    for module in (
+        account,
+        dashboard,
+        automats,
+        keypad,
+        contracts,
+        keys,
+        groups,
+        webhooks,
+        organization,
+        notifications,
+    ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_pages(app)

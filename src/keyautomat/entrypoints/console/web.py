@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -117,6 +117,16 @@ class Submission:
 
     identity: ConsoleIdentity
     form: dict[str, str]
+    # Every value of each field, in order (checkboxes of one name send several).
+    lists: dict[str, list[str]] = field(default_factory=dict)
+
+    def every(self, name: str, *, max_length: int = 200) -> list[str]:
+        """The non-empty values of a field sent several times, trimmed."""
+        values = [v.strip() for v in self.lists.get(name, []) if v.strip()]
+        for value in values:
+            if len(value) > max_length:
+                raise InvalidInput(name, t("form.too_long", max=max_length))
+        return values
 
     def text(self, field: str, *, required: bool = False, max_length: int = 200) -> str | None:
         """A text field, trimmed; None when empty (and optional)."""
@@ -190,7 +200,10 @@ async def _own_submission(request: Request, identity: SignedIn) -> Submission:
         raise CsrfRefused
     if refused is not None:
         raise refused
-    return Submission(identity, checked_form(pairs))
+    lists: dict[str, list[str]] = {}
+    for name, value in pairs:
+        lists.setdefault(name, []).append(value)
+    return Submission(identity, checked_form(pairs), lists)
 
 
 OwnSubmission = Annotated[Submission, Depends(_own_submission)]
@@ -241,7 +254,9 @@ def build_templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(t=t, icon=icon, static=static_url, PREFIX=PREFIX, NAV=NAV)
+    env.globals.update(
+        t=t, icon=icon, static=static_url, PREFIX=PREFIX, NAV=NAV, ADMIN_NAV=ADMIN_NAV
+    )
     env.filters["local"] = local_time
     return env
 
@@ -250,6 +265,16 @@ def build_templates() -> Environment:
 NAV = (
     ("nav.dashboard", f"{PREFIX}/", "dashboard"),
     ("nav.automats", f"{PREFIX}/automats", "automats"),
+    # contracts, keys and webhooks (docs/console.md)
+    ("nav.contracts", f"{PREFIX}/contracts", "contracts"),
+    ("nav.keys", f"{PREFIX}/keys", "keys"),
+    ("nav.groups", f"{PREFIX}/groups", "groups"),
+)
+# Pages only admins may open, shown to admins only (as NAV).
+ADMIN_NAV = (
+    ("nav.webhooks", f"{PREFIX}/webhooks", "webhooks"),
+    ("nav.notifications", f"{PREFIX}/notifications", "notifications"),
+    ("nav.organization", f"{PREFIX}/organization", "organization"),
 )
 
 
@@ -275,7 +300,9 @@ def fragment(request: Request, template: str, **context: Any) -> HTMLResponse:
 def see_other(path: str, **notice: str) -> RedirectResponse:
     """Post/redirect/get: after a change, the page to show, with an optional notice key."""
     if notice:
-        path += "?" + "&".join(f"{k}={quote(v)}" for k, v in notice.items())
+        path += ("&" if "?" in path else "?") + "&".join(
+            f"{k}={quote(v)}" for k, v in notice.items()
+        )
     return RedirectResponse(path, status_code=303)
 
 

@@ -45,3 +45,22 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh]").forEach(refreshing);
   document.querySelectorAll("form[data-confirm]").forEach(confirming);
 });
+
+// --- contracts, keys and webhooks (docs/console.md) -------------------------------------
+// <div data-filter="list-id"><input ...>: the list of choices is filtered as one types
+// (the field's own search, which reloads the page, works without it).
+function filtering(box) {
+  const list = document.getElementById(box.dataset.filter);
+  const input = box.querySelector("input");
+  if (!list || !input) return;
+  input.addEventListener("input", () => {
+    const needle = input.value.trim().toLowerCase();
+    list.querySelectorAll("li").forEach((item) => {
+      item.hidden = needle !== "" && !item.textContent.toLowerCase().includes(needle);
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-filter]").forEach(filtering);
+});
