@@ -130,6 +130,21 @@ def test_the_demos_pincode_typed_on_its_virtual_keypad_hands_out_the_key(
         _watch_the_handover(page, code, locker)
         eventually(lambda: _key_status(api, created["id"]) == "key-fetched", timeout=10)
 
+        # The contract's timeline shows the code typed and the key fetched.
+        page.goto(f"{server.base_url}/console/contracts/iloq/{created['id']}")
+        timeline = page.locator("section", has=page.get_by_role("heading", name="Timeline"))
+        expect(timeline).to_contain_text("Code entered at the automat")
+        expect(timeline).to_contain_text("Key fetched")
+        if SCREENSHOTS:  # docs/console.md: a contract's timeline, the dashboard, an automat
+            shots = {
+                "console-contract": f"/console/contracts/iloq/{created['id']}",
+                "console-dashboard": "/console/",
+                "console-automat": f"/console/automats/{automat_id}",
+            }
+            for name, path in shots.items():
+                page.goto(f"{server.base_url}{path}")
+                page.screenshot(path=Path(SCREENSHOTS) / f"{name}.png", full_page=True)
+
 
 @pytest.fixture
 def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
