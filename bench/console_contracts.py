@@ -1,10 +1,11 @@
-"""The console's contract pages with 1,000 automats and N contracts: p50/p99 of each page.
+"""The console's pages with 1,000 automats and N contracts: p50/p99 of each page.
 
 Seeds as ``bench/contracts.py --kind iloq`` does (one organization, 1,000 active key20
 automats of 30 lockers, N contracts of one key each, 90 % ended), gives every contract
 a guest (name, email, phone) and signs a console admin in; then asks each page
 ``--requests`` times in a row through the console application in this process (the
-page's SQL and its rendering; no network): the first page of the list, the list
+page's SQL and its rendering; no network): the dashboard, the automat list, the
+first page of the contract list, the list
 filtered to ongoing contracts, the list searched by a guest's name, by a phone number
 and by a key id, and one contract's page with its timeline. One JSON line per page:
 
@@ -123,6 +124,8 @@ def run(existing: int, requests: int, url: str | None) -> list[dict[str, Any]]:
                 },
             )
             pages = {
+                "dashboard": "/console/",
+                "automat list": "/console/automats",
                 "list": "/console/contracts",
                 "list ongoing": "/console/contracts?period=ongoing",
                 "search by name": f"/console/contracts?q=Guest+{probe.id}",

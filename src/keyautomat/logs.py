@@ -153,7 +153,20 @@ class TextFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler ``configure_logging`` installs (and replaces when called again)."""
+    """The handler ``configure_logging`` installs (and replaces when called again).
+
+    Without a stream of its own it writes to whatever ``sys.stderr`` is when a record
+    comes: a test runner swaps standard error per test and closes the old one, and a
+    thread logging later must not write to a closed file."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follows_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure_logging(
@@ -175,7 +188,7 @@ def configure_logging(
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
-    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(JsonFormatter(role) if log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
