@@ -135,6 +135,10 @@ def test_the_demos_pincode_typed_on_its_virtual_keypad_hands_out_the_key(
         timeline = page.locator("section", has=page.get_by_role("heading", name="Timeline"))
         expect(timeline).to_contain_text("Code entered at the automat")
         expect(timeline).to_contain_text("Key fetched")
+        # The dashboard counts the fetch among today's.
+        page.goto(f"{server.base_url}/console/")
+        fetches = page.locator("p", has_text="keys fetched").locator("strong.figure")
+        expect(fetches).to_have_text("1")
         if SCREENSHOTS:  # docs/console.md: a contract's timeline, the dashboard, an automat
             shots = {
                 "console-contract": f"/console/contracts/iloq/{created['id']}",

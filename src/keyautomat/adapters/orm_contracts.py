@@ -95,6 +95,10 @@ contract_keys = Table(
     ),
     Index("ix_contract_keys_pincode_id", "pincode_id"),
     Index("ix_contract_keys_key_id", "key_id"),
+    # The console's dashboard: keys fetched and returned today, and the few keys overdue.
+    Index("ix_contract_keys_fetched_at", "fetched_at"),
+    Index("ix_contract_keys_returned_at", "returned_at"),
+    Index("ix_contract_keys_status", "status"),
 )
 
 # What a contract blocks, from ``start`` to ``until`` (exclusive). An open end is
