@@ -15,6 +15,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -25,7 +27,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.config import Settings
 from keyautomat.domain.console import ConsoleRole
-from keyautomat.entrypoints.demo import demo_access_right_id, demo_iloq_keys
+from keyautomat.entrypoints.demo import demo_iloq_keys
 from tests.conftest import Tenant, make_tenant
 from tests.console_support import PASSWORD, add_user
 from tests.contract_helpers import iso
@@ -74,6 +76,30 @@ def _fetch_contract(api: Client, key_ids: list[str], right: str) -> dict[str, An
     return created
 
 
+def _fetch_contract_with_the_form(
+    page: Page, server: KeyautomatProcess, automat_id: str
+) -> dict[str, Any]:
+    """A fetch contract for a key of ``automat_id`` made on the console's form, as staff
+    would; what the API answers for it."""
+    page.goto(f"{server.base_url}/console/contracts/new/iloq")
+    page.get_by_role("radio", name=re.compile("^Fetch")).check()
+    page.get_by_label("Main entrance").check()
+    now = datetime.now(ZoneInfo("Europe/Helsinki"))
+    page.get_by_label("Start").fill((now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("End", exact=True).fill((now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("radio", name="An automat", exact=True).check()
+    page.get_by_label("Automat", exact=True).select_option(value=automat_id)
+    page.get_by_role("button", name="Create contract").click()
+    expect(page.get_by_role("status")).to_have_text(re.compile("The contract is created."))
+    contract_id = urlsplit(page.url).path.rsplit("/", 1)[-1]
+    info = json.loads(server.stdout().splitlines()[0])
+    with Client.from_key_file(
+        info["baseUrl"], info["serviceAccountId"], info["privateKeyFile"]
+    ) as api:
+        created: dict[str, Any] = api.get(f"/iloq/keycontracts/{contract_id}")
+    return created
+
+
 def _locker_of(api: Client, automat_id: str, key_id: str) -> int:
     """The locker holding ``key_id`` as the server knows it, or -1."""
     lockers = api.get(f"/automats/{automat_id}")["lockers"]
@@ -116,11 +142,10 @@ def test_the_demos_pincode_typed_on_its_virtual_keypad_hands_out_the_key(
         automat_id = next(a["id"] for a in api.get("/automats")["data"] if a["label"] == "A")
         # The demo automat has bound and reported the demo key in its lockers.
         eventually(lambda: _locker_of(api, automat_id, key_id) >= 0, timeout=30)
-        locker = _locker_of(api, automat_id, key_id)
-        created = _fetch_contract(api, [key_id], demo_access_right_id("Main entrance"))
-        code = created["keys"][0]["storageInfo"]["pincode"]
-
         _sign_in(page, server, info["consoleUser"], info["consolePassword"])
+        created = _fetch_contract_with_the_form(page, server, automat_id)
+        code = created["keys"][0]["storageInfo"]["pincode"]
+        locker = _locker_of(api, automat_id, created["keys"][0]["id"])
         page.goto(f"{server.base_url}/console/automats/{automat_id}")
         page.get_by_role("link", name="Open the virtual automat").click()
         expect(page.get_by_role("heading", name=re.compile("Virtual automat"))).to_be_visible()
