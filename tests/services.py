@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -35,14 +36,21 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip because ``reason``; fail instead where CI demands every service and tool
+    (KEYAUTOMAT_REQUIRE_SERVICES=1, set by .ci/run, which installs them)."""
+    if services_required():
+        pytest.fail(f"{reason}, and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
+    pytest.skip(reason)
+
+
 def need(service: str, host: str, port: int) -> None:
     """Skip (or, when services are required, fail) unless ``host:port`` answers."""
-    if reachable(host, port):
-        return
-    message = f"{service} is not reachable at {host}:{port}"
-    if services_required():
-        pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
-    pytest.skip(message + " (start it, or see README: Running the tests)")
+    if not reachable(host, port):
+        unavailable(
+            f"{service} is not reachable at {host}:{port} "
+            "(start it, or see README: Running the tests)"
+        )
 
 
 @contextmanager

