@@ -100,8 +100,10 @@ def check(
         store.notice(
             contract.organization_unit_id, KEYS_OVERDUE, occasion=occasion, facts=facts, now=now
         )
-    settings = store.unit_settings(contract.organization_unit_id)
-    if stage == LATER and settings.guest_overdue_reminders:
+    if (
+        stage == LATER
+        and store.unit_settings(contract.organization_unit_id).guest_overdue_reminders
+    ):
         store.remind(
             view, NotificationType.CONTRACT_KEYS_NOT_RETURNED, now=now, occasion=f"overdue:{end}"
         )

@@ -262,7 +262,12 @@ class DeviceGateway:
         for task in tasks:
             task.cancel()
         if tasks:
-            _done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
+            done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
+            for task in done:
+                # Read, as awaiting them did: an error a task ended with is not news at a
+                # stop, and unread it would be reported when the task is collected.
+                if not task.cancelled():
+                    task.exception()
             for task in stuck:
                 # A task that does not end on cancel would hang the process's shutdown:
                 # say where it is, and go on without it.

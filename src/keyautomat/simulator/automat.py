@@ -116,6 +116,12 @@ class SimLocker:
     opened_by: StoredPincode | None = None
 
 
+def takes_key(pincode: StoredPincode, locker: SimLocker) -> bool:
+    """Whether the person who opened ``locker`` with ``pincode`` takes its key out (else they
+    bring one back): a fetch always, a default code when the key is inside."""
+    return pincode.purpose == "fetch" or (pincode.purpose == "default" and locker.key is not None)
+
+
 @dataclass(slots=True)
 class StoredPincode:
     id: str
@@ -207,9 +213,7 @@ class Person:
     def _handle_key(
         self, automat: SimulatedAutomat, locker: SimLocker, pincode: StoredPincode
     ) -> None:
-        wants_key = pincode.purpose == "fetch" or (
-            pincode.purpose == "default" and locker.key is not None
-        )
+        wants_key = takes_key(pincode, locker)
         if wants_key and locker.key is not None:
             key = automat.take_key(locker.index)
             if key is not None:
@@ -819,9 +823,7 @@ class SimulatedAutomat:
     def open_locker(self, index: int, pincode: StoredPincode | None) -> None:
         locker = self.lockers[index]
         if pincode is not None:
-            taking = pincode.purpose == "fetch" or (
-                pincode.purpose == "default" and locker.key is not None
-            )
+            taking = takes_key(pincode, locker)
             self._say(f"Locker {index} open", "Take the key" if taking else "Put the key back")
         locker.door_open = True
         locker.opened_by = pincode
