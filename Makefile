@@ -58,8 +58,9 @@ schemas: install  ## rewrite the device protocol's JSON Schemas (protocol/v1) fr
 
 check: lint typecheck test  ## everything CI runs
 
-bench: install  ## signed GET throughput versus an unauthenticated route
-	$(UV) run --frozen python bench/signed_get.py
+BENCH_ARGS ?=
+bench: install  ## every performance target, measured: one table (docs/performance.md; BENCH_ARGS=--runs 1)
+	$(UV) run --frozen python bench/table.py $(BENCH_ARGS)
 
 bench-devices: install  ## sendPincode latency and a 1,000-automat fleet over Mosquitto
 	$(UV) run --frozen python bench/device_latency.py

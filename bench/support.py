@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.processes import CLI, free_port, wait_until_serving
 
-__all__ = ["free_port", "serve"]
+__all__ = ["ROOT", "free_port", "serve"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve(
