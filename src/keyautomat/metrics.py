@@ -3,9 +3,10 @@
 docs/operations.md, "Metrics", lists each family, its labels and what to alert
 on. Two sorts:
 
-* **Per-process counters and histograms**, defined here (requests, signature
-  failures, rate limiting, contracts created, handovers, device commands,
-  webhook and notification deliveries, iLOQ calls). When the environment sets
+* **Per-process counters, histograms and a gauge**, defined here (requests,
+  requests in flight, signature failures, rate limiting, overload refusals,
+  contracts created, handovers, device commands, webhook and notification
+  deliveries, iLOQ calls). When the environment sets
   ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client when it is imported),
   every process of the host writes them to files in that folder and
   ``/metrics`` adds up all the processes' files; otherwise they are this

@@ -125,7 +125,8 @@ def test_the_slot_comes_back_after_every_kind_of_failed_request(
     assert acme.api.request("GET", "/groups/0123456789abcdef01234567").status_code == 404
     assert acme.api.request("GET", "/boom").status_code == 500
     assert slots.held == 0
-    assert acme.api.request("POST", "/groups", {"name": "After", "customerId": "a", "type": 1}).status_code == 201
+    after = acme.api.request("POST", "/groups", {"name": "After", "customerId": "a", "type": 1})
+    assert after.status_code == 201
 
 
 def _scope(request: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +163,11 @@ def test_the_slot_comes_back_when_the_client_goes_away_before_its_body(
         sent.append(message)
 
     request = signed(acme, "POST", "/groups", {"name": "Never", "customerId": "n", "type": 1})
-    asyncio.run(http.app(_scope(request), gone, send))
+
+    async def call() -> None:
+        await http.app(_scope(request), gone, send)
+
+    asyncio.run(call())
     assert slots.held == 0
     assert acme.api.get("/groups")["data"] == []
 
@@ -184,7 +189,10 @@ def test_the_slot_comes_back_when_the_request_is_cancelled_mid_way(
         async def send(message: Message) -> None:
             raise AssertionError(f"nothing is sent: {message}")
 
-        handling = asyncio.create_task(http.app(_scope(request), stalled, send))
+        async def call() -> None:
+            await http.app(_scope(request), stalled, send)
+
+        handling = asyncio.create_task(call())
         await reading.wait()
         held_while_reading = slots.held
         handling.cancel()
