@@ -14,7 +14,10 @@ A request that waits on something outside this process (a device's ack, in
 sendPincode) steps ``outside()`` its slot meanwhile: the slot serves another request,
 and the request takes one back, ahead of any newcomer and without a time bound, when it
 has its answer. So the bound holds for work in this process, and a few slow devices
-cannot take every slot.
+cannot take every slot. Step outside only where nothing is held that a request with a
+slot may wait for (a lock taken outside the block): taking the slot back waits for one,
+and a slot holder waiting on that lock would never free it. That is why the iLOQ S5
+client, which logs in under a lock, does not step outside.
 
 Time is the event loop's unless a ``schedule`` is given (the tests pass their own, so
 that they expire waiters when they choose).
