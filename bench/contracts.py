@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -646,6 +648,58 @@ def run(
     if rate == 0:
         result["clients"] = clients
     return result
+
+
+@contextlib.contextmanager
+def seeded_server(
+    kind: str, existing: int, url: str | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str, tuple[str, str], Workload]]:
+    """A seeded database and a ``keyautomat serve`` on it, as ``run`` sets them up, for other
+    benches (bench/overload.py): (server, base URL, (account id, private key), workload).
+    ``extra_env`` adds server settings."""
+    tmp = Path(tempfile.mkdtemp())
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    database_url = f"sqlite:///{tmp / 'bench.db'}"
+    if url is not None:
+        database_url, drop = fresh_postgres(url)
+    try:
+        upgrade(database_url)
+        secret = Fernet.generate_key().decode()
+        container = bootstrap(
+            Settings(
+                database_url=database_url,
+                secret_key=secret,
+                secret_key_file=tmp / "k",
+                notify_sink_dir=tmp / "sink",
+            )
+        )
+        account, key, workload = SEEDS[kind](container, existing)
+        if container.db.engine.dialect.name == "postgresql":
+            with container.db.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+        container.close()
+        os.sync()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
+        env.update(
+            KEYAUTOMAT_DATABASE_URL=database_url,
+            KEYAUTOMAT_SECRET_KEY=secret,
+            KEYAUTOMAT_SECRET_KEY_FILE=str(tmp / "k"),
+            KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
+            KEYAUTOMAT_NOTIFY_SINK_DIR=str(tmp / "sink"),
+            **(extra_env or {}),
+        )
+        # A busy machine can take a minute to import and start the server.
+        server, base_url = serve(env, start_timeout=180)
+        try:
+            yield server, base_url, (account, key), workload
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        drop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:

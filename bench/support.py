@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve(
-    env: dict[str, str], *args: str, quiet: bool = False
+    env: dict[str, str], *args: str, quiet: bool = False, start_timeout: float = 30.0
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``keyautomat serve [args]`` on a free port, started and answering /healthz; returns the
-    process and its base URL. ``quiet`` drops its stderr too."""
+    """``keyautomat serve [args]`` on a free port, started and answering /healthz within
+    ``start_timeout`` seconds; returns the process and its base URL. ``quiet`` drops its
+    stderr too."""
     port = free_port()
     server = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), *args],
@@ -33,7 +34,7 @@ def serve(
         stderr=subprocess.DEVNULL if quiet else None,
     )
     try:
-        wait_until_serving(port)
+        wait_until_serving(port, start_timeout)
     except AssertionError:
         server.kill()
         raise RuntimeError("the server did not start") from None

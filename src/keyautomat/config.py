@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 DEFAULT_SQLITE_URL = "sqlite:///keyautomat.db"
 DEFAULT_SECRET_KEY_FILE = "keyautomat-secret.key"  # noqa: S105 - a file name
 DEFAULT_METRICS_ALLOW = "127.0.0.1/32,::1/128"
+SQLITE_REQUESTS_IN_FLIGHT = 8
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -73,6 +74,22 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(
         default=20, ge=1, description="Requests a service account may send at once above the rate."
+    )
+    max_requests_in_flight: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Requests this process handles at once; past it a request waits up to "
+        "KEYAUTOMAT_ADMISSION_WAIT_MS for a slot (behind at most as many others), else it is "
+        "refused at once with 429 and Retry-After (docs/api.md, Overload). 0: no limit. "
+        "Unset: 8 on SQLite, twice KEYAUTOMAT_DB_THREADS on PostgreSQL.",
+    )
+    admission_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        le=10_000,
+        description="Longest wait of a request for a slot when KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT "
+        "are being handled (0: refuse at once).",
     )
     idempotency_ttl_hours: float = Field(
         default=24.0,
@@ -439,6 +456,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def requests_in_flight_limit(self) -> int:
+        """KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT, or its default for the engine (0: no limit).
+
+        SQLite runs all database work on one thread: a few requests in flight keep it busy
+        while others parse and verify on the event loop, and every one more only queues
+        (docs/performance/overload.md). PostgreSQL works on ``db_threads`` connections.
+        """
+        if self.max_requests_in_flight is not None:
+            return self.max_requests_in_flight
+        return SQLITE_REQUESTS_IN_FLIGHT if self.is_sqlite else 2 * self.db_threads
 
 
 def _networks(value: str) -> tuple[IpNetwork, ...]:

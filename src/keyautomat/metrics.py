@@ -3,9 +3,10 @@
 docs/operations.md, "Metrics", lists each family, its labels and what to alert
 on. Two sorts:
 
-* **Per-process counters and histograms**, defined here (requests, signature
-  failures, rate limiting, contracts created, handovers, device commands,
-  webhook and notification deliveries, iLOQ calls). When the environment sets
+* **Per-process counters, histograms and a gauge**, defined here (requests,
+  requests in flight, signature failures, rate limiting, overload refusals,
+  contracts created, handovers, device commands, webhook and notification
+  deliveries, iLOQ calls). When the environment sets
   ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client when it is imported),
   every process of the host writes them to files in that folder and
   ``/metrics`` adds up all the processes' files; otherwise they are this
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -66,6 +67,9 @@ SIGNATURE_REASONS = (
 # api: signed requests over an account's budget; device_hello: hellos with an installation
 # pincode refused unread while their device (or all devices) are backed off.
 RATE_LIMITED_SURFACES = ("api", "device_hello")
+# Admission control (entrypoints/api/admission.py): every slot busy and the queue full, or
+# no slot came free within the wait.
+OVERLOAD_REASONS = ("queue_full", "wait_expired")
 HANDOVER_EVENTS = ("fetched", "returned", "not_fetched", "not_returned")
 CONTRACT_KINDS = ("iloq", "mechanical")
 WEBHOOK_OUTCOMES = ("delivered", "failed")
@@ -94,6 +98,23 @@ _rate_limited = Counter(
     "pincode hellos refused while backed off).",
     ("surface",),
     registry=REGISTRY,
+)
+_overload_refused = Counter(
+    "keyautomat_overload_refused_requests",
+    "Requests refused with 429 by admission control before anything else ran, by reason "
+    "(queue_full: every slot busy and the wait queue full; wait_expired: no slot came free "
+    "within KEYAUTOMAT_ADMISSION_WAIT_MS).",
+    ("reason",),
+    registry=REGISTRY,
+)
+# In multiprocess mode each process writes its own value; /metrics shows the sum over the
+# live processes.
+_requests_in_flight = Gauge(
+    "keyautomat_http_requests_in_flight",
+    "Requests being handled now under admission control (at most "
+    "KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT per process); exempt paths are not counted.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 _contracts_created = Counter(
     "keyautomat_contracts_created",
@@ -158,6 +179,8 @@ def _preset() -> None:
         _signature_failures.labels(reason)
     for surface in RATE_LIMITED_SURFACES:
         _rate_limited.labels(surface)
+    for reason in OVERLOAD_REASONS:
+        _overload_refused.labels(reason)
     for kind in CONTRACT_KINDS:
         _contracts_created.labels(kind)
     for name in HANDOVER_EVENTS:
@@ -206,6 +229,15 @@ def signature_failed(reason: str) -> None:
 
 def rate_limited(surface: str = "api") -> None:
     _rate_limited.labels(surface).inc()
+
+
+def overload_refused(reason: str) -> None:
+    """A request refused by admission control; ``reason`` one of ``OVERLOAD_REASONS``."""
+    _overload_refused.labels(reason).inc()
+
+
+def requests_in_flight(count: int) -> None:
+    _requests_in_flight.set(count)
 
 
 def device_command_done(command: str, outcome: str, seconds: float) -> None:

@@ -82,6 +82,8 @@ FAMILIES = {
     "keyautomat_http_request_duration_seconds",
     "keyautomat_signature_failures",
     "keyautomat_rate_limited_requests",
+    "keyautomat_overload_refused_requests",
+    "keyautomat_http_requests_in_flight",
     "keyautomat_contracts_created",
     "keyautomat_handovers",
     "keyautomat_devices_bound",

@@ -15,6 +15,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from keyautomat import admission
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import Database, listen, watch
 from keyautomat.entrypoints.device_gateway import (
@@ -53,12 +54,15 @@ class CommandRouter:
         target = await self._target(principal, automat_id)
         if not target.online or target.hw_id is None:
             return SendResult(False, SendFailure.AUTOMAT_OFFLINE)
-        if await self._held_here(target.hw_id):
-            return await self.gateway.send_to(target, code, proximity_check=proximity_check)
-        # The gateway may wait for a sync's ack and then for the command's.
-        outcome = await self._route(
-            target, CommandKind.SEND, code, proximity_check, 2 * self.gateway.ack_timeout + 1
-        )
+        # The device's ack may take seconds: meanwhile this request's admission slot serves
+        # another (keyautomat/admission.py).
+        async with admission.outside():
+            if await self._held_here(target.hw_id):
+                return await self.gateway.send_to(target, code, proximity_check=proximity_check)
+            # The gateway may wait for a sync's ack and then for the command's.
+            outcome = await self._route(
+                target, CommandKind.SEND, code, proximity_check, 2 * self.gateway.ack_timeout + 1
+            )
         if outcome == device_commands.SENT:
             return SendResult(True)
         if outcome is not None and outcome in SendFailure.__members__:

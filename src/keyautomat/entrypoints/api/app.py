@@ -12,11 +12,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from keyautomat import metrics
 from keyautomat.adapters.request_state import SharedLedger
+from keyautomat.admission import Slots
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin, identify, sign
+from keyautomat.entrypoints.api.admission import AdmissionMiddleware
 from keyautomat.entrypoints.api.auth import (
     RateLimiter,
     RequestLedger,
@@ -218,6 +221,19 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
         public_paths=frozenset({OPENAPI_URL, DOCS_URL, ADMIN_OPENAPI_URL, ADMIN_DOCS_URL}),
     )
     app.state.verifier = verifier
+    # Just inside the edge: a request refused for overload costs no body read, no lookup
+    # and no signature check, yet has its request id and access line (admission.py).
+    limit = settings.requests_in_flight_limit
+    app.state.admission = None
+    if limit > 0:
+        slots = Slots(
+            limit,
+            max_waiting=limit,
+            max_wait=settings.admission_wait_ms / 1000,
+            on_change=metrics.requests_in_flight,
+        )
+        app.add_middleware(AdmissionMiddleware, slots=slots)
+        app.state.admission = slots
     # Added last, so it wraps everything above: URL text, body limits, the 500 (edge.py).
     app.add_middleware(
         EdgeMiddleware,

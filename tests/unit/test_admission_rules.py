@@ -1,0 +1,365 @@
+"""Admission control without a database: the slots rule (keyautomat/admission.py) with timers
+the test fires itself, and the middleware's refusal around an app that needs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from keyautomat import admission
+from keyautomat.admission import Slots, Ticket
+from keyautomat.entrypoints.api.admission import (
+    BUSY,
+    LOG_EVERY_SECONDS,
+    AdmissionMiddleware,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class FakeTimer:
+    delay: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class FakeTimers:
+    """A ``Schedule`` whose timers fire only when the test says their time has come."""
+
+    made: list[FakeTimer] = field(default_factory=list)
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(delay, callback)
+        self.made.append(timer)
+        return timer
+
+    def run_out(self) -> None:
+        for timer in self.made:
+            if not timer.cancelled:
+                timer.cancelled = True
+                timer.callback()
+
+
+def run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coroutine())
+
+
+async def let_tasks_run() -> None:
+    # One pass of the loop: every ready task runs up to its next wait. No time passes.
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def slots(limit: int = 2, *, max_waiting: int = 2, max_wait: float = 0.02) -> Slots:
+    return Slots(limit, max_waiting=max_waiting, max_wait=max_wait, schedule=FakeTimers())
+
+
+def timers(of: Slots) -> FakeTimers:
+    schedule = of._schedule
+    assert isinstance(schedule, FakeTimers)
+    return schedule
+
+
+def test_requests_up_to_the_limit_get_a_slot_at_once_and_the_next_one_waits() -> None:
+    async def scenario() -> None:
+        s = slots(2)
+        assert await s.acquire()
+        assert await s.acquire()
+        third = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        assert not third.done()
+        assert (s.held, s.waiting) == (2, 1)
+        assert timers(s).made[0].delay == 0.02
+        s.release()
+        assert await third
+        assert (s.held, s.waiting) == (2, 0)
+        assert timers(s).made[0].cancelled
+
+    run(scenario)
+
+
+def test_a_freed_slot_goes_to_the_first_waiter_and_never_to_a_newcomer() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=3)
+        assert await s.acquire()
+        first = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        second = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        s.release()
+        assert not s.try_acquire()  # a newcomer: the slot went to the first waiter
+        assert await first
+        assert not second.done()
+        s.release()
+        assert await second
+        s.release()
+        assert (s.held, s.waiting) == (0, 0)
+
+    run(scenario)
+
+
+def test_a_waiter_whose_time_runs_out_is_refused_and_leaves_the_queue() -> None:
+    async def scenario() -> None:
+        s = slots(1)
+        assert await s.acquire()
+        waiter = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        timers(s).run_out()
+        assert await waiter is False
+        assert (s.held, s.waiting) == (1, 0)
+        s.release()
+        assert s.held == 0
+
+    run(scenario)
+
+
+def test_with_the_queue_full_a_request_is_refused_without_waiting() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=1)
+        assert await s.acquire()
+        queued = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        assert await s.acquire() is False
+        assert len(timers(s).made) == 1  # only the queued one ever waited
+        s.release()
+        assert await queued
+
+    run(scenario)
+
+
+def test_with_no_wait_allowed_a_busy_process_refuses_at_once() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=5, max_wait=0)
+        assert await s.acquire()
+        assert await s.acquire() is False
+        assert timers(s).made == []
+
+    run(scenario)
+
+
+def test_a_cancelled_waiter_leaves_the_queue_and_takes_no_slot() -> None:
+    async def scenario() -> None:
+        s = slots(1)
+        assert await s.acquire()
+        waiter = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert (s.held, s.waiting) == (1, 0)
+        s.release()
+        assert s.held == 0
+
+    run(scenario)
+
+
+def test_a_waiter_cancelled_as_it_is_handed_a_slot_gives_the_slot_back() -> None:
+    async def scenario() -> None:
+        s = slots(1)
+        assert await s.acquire()
+        waiter = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        s.release()  # hands the slot to the waiter, which has not run since
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert (s.held, s.waiting) == (0, 0)
+
+    run(scenario)
+
+
+def test_a_ticket_released_twice_frees_one_slot() -> None:
+    async def scenario() -> None:
+        s = slots(2)
+        assert await s.acquire()
+        assert await s.acquire()
+        ticket = Ticket(s)
+        ticket.release()
+        ticket.release()
+        assert s.held == 1
+
+    run(scenario)
+
+
+def test_a_request_waiting_outside_its_slot_lets_another_in_and_comes_back_first() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=2)
+        assert await s.acquire()
+        ticket = Ticket(s)
+        device_answered = asyncio.Event()
+
+        async def send_pincode() -> None:
+            async with ticket.outside():
+                await device_answered.wait()
+
+        outside = asyncio.create_task(send_pincode())
+        await let_tasks_run()
+        assert s.held == 0
+        assert await s.acquire()  # another request has the slot meanwhile
+        newcomer = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        device_answered.set()
+        await let_tasks_run()
+        assert not outside.done()  # waits for its slot back: the limit holds
+        s.release()  # the other request ends: the returning one goes before the newcomer
+        await outside
+        assert ticket.holding
+        assert not newcomer.done()
+        ticket.release()
+        assert await newcomer
+
+    run(scenario)
+
+
+def test_outside_a_request_stepping_outside_changes_nothing() -> None:
+    async def scenario() -> None:
+        async with admission.outside():
+            assert admission.CURRENT.get() is None
+
+    run(scenario)
+
+
+def test_a_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Slots(0, max_waiting=0, max_wait=0)
+
+
+# --- the middleware -------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    sent: list[Message] = field(default_factory=list)
+    body_read: bool = False
+
+    async def receive(self) -> Message:
+        self.body_read = True
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.sent[0]["status"])
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.sent[0]["headers"])
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.sent[1]["body"])
+
+
+def http(path: str) -> Scope:
+    return {"type": "http", "method": "POST", "path": path, "headers": []}
+
+
+async def answer_ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_busy_process_answers_429_in_the_one_shape_with_retry_after_unread() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=0)
+        middleware = AdmissionMiddleware(answer_ok, slots=s)
+        assert s.try_acquire()
+        exchange = Exchange()
+        await middleware(http("/v2/iloq/keycontracts"), exchange.receive, exchange.send)
+        assert exchange.status == 429
+        assert exchange.headers[b"retry-after"] == b"1"
+        assert exchange.headers[b"content-type"] == b"application/json"
+        assert exchange.body == {"statusCode": 429, "message": BUSY, "error": "Too Many Requests"}
+        assert not exchange.body_read
+
+    run(scenario)
+
+
+def test_probes_and_metrics_pass_a_busy_process() -> None:
+    async def scenario() -> None:
+        s = slots(1, max_waiting=0)
+        middleware = AdmissionMiddleware(answer_ok, slots=s)
+        assert s.try_acquire()
+        for path in ("/healthz", "/readyz", "/metrics"):
+            exchange = Exchange()
+            await middleware(http(path), exchange.receive, exchange.send)
+            assert exchange.status == 200, path
+        assert s.held == 1
+
+    run(scenario)
+
+
+def test_the_slot_is_free_again_after_an_app_that_raised() -> None:
+    async def raises(scope: Scope, receive: Receive, send: Send) -> None:
+        assert admission.CURRENT.get() is not None
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        s = slots(1)
+        middleware = AdmissionMiddleware(raises, slots=s)
+        exchange = Exchange()
+        with pytest.raises(RuntimeError):
+            await middleware(http("/v2/"), exchange.receive, exchange.send)
+        assert s.held == 0
+        assert admission.CURRENT.get() is None
+
+    run(scenario)
+
+
+def test_refusals_are_logged_once_per_interval_with_their_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+
+    async def scenario() -> None:
+        s = slots(1, max_waiting=0)
+        middleware = AdmissionMiddleware(answer_ok, slots=s, monotonic=lambda: now[0])
+        assert s.try_acquire()
+
+        async def refused(count: int) -> None:
+            for _ in range(count):
+                await middleware(http("/v2/"), Exchange().receive, Exchange().send)
+
+        await refused(5)
+        now[0] += LOG_EVERY_SECONDS - 1
+        await refused(3)
+        now[0] += 1
+        await refused(1)
+
+    with caplog.at_level(logging.WARNING, "keyautomat.entrypoints.api.admission"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("overloaded: refused 1 request(s)")
+    assert lines[1].startswith("overloaded: refused 8 request(s)")  # 4 + 3 + 1
+
+
+def test_every_change_of_the_number_held_is_told_and_a_hand_over_is_none() -> None:
+    told: list[int] = []
+
+    async def scenario() -> None:
+        s = Slots(1, max_waiting=1, max_wait=1, schedule=FakeTimers(), on_change=told.append)
+        assert await s.acquire()
+        waiter = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        s.release()  # handed straight to the waiter: still one held
+        assert await waiter
+        s.release()
+
+    run(scenario)
+    assert told == [1, 0]
