@@ -37,7 +37,9 @@ the throughput printed is what the server achieved (the line then adds
 With ``--database-url`` (PostgreSQL) each run gets a fresh database next to the
 one named, dropped afterwards; without it, a SQLite file in a temporary directory.
 On PostgreSQL the seed runs without row triggers and sums the automats' stock
-counts once at the end (100,000 contracts seed in well under a minute, not four).
+counts once at the end (row by row, 100,000 reservations each updated their
+automat: four minutes and a 23 MB automats table; now under two minutes on a
+loaded machine and 296 KB).
 
 Besides throughput, latency and server CPU, each line says how many statements,
 transactions and database round trips one creation takes (``statements_per_request``,
@@ -749,7 +751,7 @@ def run(
     if container.db.engine.dialect.name == "postgresql":
         # A live database has planner statistics and autovacuum has cleared the
         # row versions behind it; a bulk-loaded one has neither yet (the seed's
-        # reservations each updated their automat's booked count).
+        # recount updated every automat once).
         with container.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")
     seeded = time.perf_counter() - t0

@@ -206,13 +206,14 @@ def rank_automats(
     ``ix_contract_reservations_until_start``, which reaches only reservations
     that have not ended, however many contracts are in history.
 
-    With ``limit``, two cheaper statements. A shortlist: the group's automats
+    With ``limit``, one cheaper statement in two steps. A shortlist: the group's automats
     in the order of what is free now (keys inside minus those of them with an
     open reservation, or empty lockers minus open locker reservations; counts
     kept by triggers on ``lockers`` and ``contract_reservations``), read
     off the index ``ix_automats_rank_keys`` (or ``_empty``) until
     :data:`SHORTLIST` plus as many automats as there are blocked keys in the
-    candidates' lockers have been found. Then only those are ranked exactly over the period, their
+    candidates' lockers have been found (a ``MATERIALIZED`` CTE). Then only those are
+    ranked exactly over the period, their lockers counted through ``pk_lockers`` and their
     reservations reached through ``ix_contract_reservations_automat_until``. A
     blocked key lowers one automat's availability by one, so blocked keys cannot
     push an automat out of the shortlist. The cost grows with neither the
