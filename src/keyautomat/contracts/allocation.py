@@ -27,6 +27,7 @@ from sqlalchemy import (
     exists,
     func,
     select,
+    true,
 )
 from sqlalchemy.orm import Session
 
@@ -205,13 +206,14 @@ def rank_automats(
     ``ix_contract_reservations_until_start``, which reaches only reservations
     that have not ended, however many contracts are in history.
 
-    With ``limit``, two cheaper statements. A shortlist: the group's automats
+    With ``limit``, one cheaper statement in two steps. A shortlist: the group's automats
     in the order of what is free now (keys inside minus those of them with an
     open reservation, or empty lockers minus open locker reservations; counts
     kept by triggers on ``lockers`` and ``contract_reservations``), read
     off the index ``ix_automats_rank_keys`` (or ``_empty``) until
     :data:`SHORTLIST` plus as many automats as there are blocked keys in the
-    candidates' lockers have been found. Then only those are ranked exactly over the period, their
+    candidates' lockers have been found (a ``MATERIALIZED`` CTE). Then only those are
+    ranked exactly over the period, their lockers counted through ``pk_lockers`` and their
     reservations reached through ``ix_contract_reservations_automat_until``. A
     blocked key lowers one automat's availability by one, so blocked keys cannot
     push an automat out of the shortlist. The cost grows with neither the
@@ -241,17 +243,10 @@ def rank_automats(
     if limit is None:
         stmt = _ranking(want_keys, among, few=False, limited=False)
         return _rank(session, stmt, params)
-    blocked = session.execute(_blocked_inside(among), params).scalar_one() if want_keys else 0
-    shortlist = list(
-        session.scalars(_shortlist(want_keys, among), {**params, "limit": SHORTLIST + int(blocked)})
-    )
-    if not shortlist:
-        return []
-    return _rank(
-        session,
-        _ranking(want_keys, None, few=True, limited=True),
-        {"start": start, "until": until, "ids": shortlist, "limit": limit},
-    )
+    # The shortlist, its length (blocked keys counted in SQL) and the exact ranking of it,
+    # in one statement: one round trip where three were.
+    stmt = _ranking(want_keys, among, few=True, limited=True, shortlisted=True)
+    return _rank(session, stmt, {**params, "short": SHORTLIST, "limit": limit})
 
 
 @functools.cache
@@ -273,10 +268,12 @@ def _blocked_inside(among: str | None) -> Select[int]:
 
 
 @functools.cache
-def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str]]:
+def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str, datetime | None]]:
     """The candidates in the order of ``ix_automats_rank_keys`` (or ``_empty``), first
-    ``:limit`` of them; the candidates are ``:ids``, or the members of ``:group_id`` of
-    product ``among``, tested per automat so that the index drives the scan."""
+    ``:short`` of them, and one more per blocked key inside their lockers
+    (:func:`_blocked_inside`); the candidates are ``:ids``, or the members of
+    ``:group_id`` of product ``among``, tested per automat so that the index drives
+    the scan."""
     a, ag = orm.automats, orm.automat_groups
     # The expressions of the indexes of migration 0012, exactly as they are indexed.
     count = (
@@ -290,11 +287,14 @@ def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str]]:
             a.c.lifecycle_state == LifecycleState.ACTIVE,
             a.c.product == among,
         )
+    length: Any = bindparam("short")
+    if want_keys:
+        length = length + _blocked_inside(among).scalar_subquery()
     return (
-        select(a.c.id)
+        select(a.c.id, a.c.last_seen_at)
         .where(member)
         .order_by(count.desc(), a.c.last_seen_at.desc().nulls_last(), a.c.id)
-        .limit(bindparam("limit"))
+        .limit(length)
     )
 
 
@@ -303,11 +303,14 @@ def _rank(session: Session, stmt: Select[Any], params: dict[str, Any]) -> list[t
 
 
 @functools.cache
-def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) -> Select[Any]:
+def _ranking(
+    want_keys: bool, among: str | None, *, few: bool, limited: bool, shortlisted: bool = False
+) -> Select[Any]:
     """The exact ranking statement of :func:`rank_automats`, built once per shape; ``few``
     reaches the reservations of ``:ids`` (a short list) through their automat instead
     of through every unended reservation. The candidates are ``:ids``, or the members
-    of ``:group_id`` of product ``among``."""
+    of ``:group_id`` of product ``among``; ``shortlisted``: only those of the candidates
+    on their :func:`_shortlist` (a materialized CTE, computed once)."""
     a = orm.automats
     ids: Any = _IDS if among is None else group_members(among)
     if want_keys:
@@ -315,16 +318,31 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
     else:
         offer = and_(lk.c.key_id.is_(None), lk.c.is_key_inside.is_(False))
     available: ColumnElement[int]
-    source: Any = a
+    # The candidates: the automats table, or the shortlist (its id and last_seen_at).
+    cand: Any = a
     start, until = _period()
-    offered = (
-        select(lk.c.automat_id, func.count().label("n"))
-        .where(lk.c.automat_id.in_(ids), offer)
-        .group_by(lk.c.automat_id)
-        .cte("offered")
-    )
-    available = func.coalesce(offered.c.n, 0)
-    source = source.outerjoin(offered, offered.c.automat_id == a.c.id)
+    if shortlisted:
+        # Driven from the shortlist, each automat's lockers counted through pk_lockers:
+        # the planner cannot know how short the list is (its LIMIT is a parameter plus a
+        # count), and given the set-at-once form it scanned every locker (bench/contracts.py
+        # at 100,000 contracts, docs/performance/contract-creation.md).
+        cand = _shortlist(want_keys, among).cte("shortlist").prefix_with("MATERIALIZED")
+        available = (
+            select(func.count())
+            .select_from(lk)
+            .where(lk.c.automat_id == cand.c.id, offer)
+            .scalar_subquery()
+        )
+    source: Any = cand
+    if not shortlisted:
+        offered = (
+            select(lk.c.automat_id, func.count().label("n"))
+            .where(lk.c.automat_id.in_(ids), offer)
+            .group_by(lk.c.automat_id)
+            .cte("offered")
+        )
+        available = func.coalesce(offered.c.n, 0)
+        source = source.outerjoin(offered, offered.c.automat_id == cand.c.id)
     if few:
         # Per candidate, through ix_contract_reservations_automat_until: a scan of every
         # unended reservation (the other way) is what PostgreSQL picked for the CTE form.
@@ -336,7 +354,7 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
                     and_(lk.c.automat_id == r.c.automat_id, lk.c.locker_index == r.c.locker_index),
                 )
             )
-            .where(r.c.automat_id == a.c.id, r.c.until > start, r.c.start < until, offer)
+            .where(r.c.automat_id == cand.c.id, r.c.until > start, r.c.start < until, offer)
             .scalar_subquery()
         )
         available = available - busy
@@ -362,7 +380,7 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
             .cte("busy")
         )
         available = available - func.coalesce(reserved.c.n, 0)
-        source = source.outerjoin(reserved, reserved.c.automat_id == a.c.id)
+        source = source.outerjoin(reserved, reserved.c.automat_id == cand.c.id)
     if want_keys:
         # Driven from the (few) blocked keys through ix_iloq_keys_blocked and
         # ix_lockers_key_id; the outer join keeps the candidates' counts only.
@@ -374,17 +392,17 @@ def _ranking(want_keys: bool, among: str | None, *, few: bool, limited: bool) ->
             .cte("blocked")
         )
         available = available - func.coalesce(blocked.c.n, 0)
-        source = source.outerjoin(blocked, blocked.c.automat_id == a.c.id)
+        source = source.outerjoin(blocked, blocked.c.automat_id == cand.c.id)
     ranked = available.label("available")
     stmt = (
-        select(a.c.id, ranked)
+        select(cand.c.id, ranked)
         .select_from(source)
-        .where(a.c.id.in_(ids))
+        .where(true() if shortlisted else a.c.id.in_(ids))
         .order_by(
             ranked.desc(),
-            a.c.last_seen_at.is_(None),
-            a.c.last_seen_at.desc(),
-            a.c.id,
+            cand.c.last_seen_at.is_(None),
+            cand.c.last_seen_at.desc(),
+            cand.c.id,
         )
     )
     return stmt.limit(bindparam("limit")) if limited else stmt

@@ -158,14 +158,13 @@ def code_taken(
     window: tuple[datetime, datetime | None],
     ignore_contract: str | None = None,
 ) -> bool:
-    if store.pincode_in_use(automat_id, code, *window):
-        return True
-    # Codes not on their automat are taken too: those waiting for a signature (their
-    # kind defers codes; this covers held ones as well) and those held back while their
-    # key is out with another contract (back to back).
-    if kind.defers_codes:
-        return store.unsynced_code_taken(automat_id, code, *window, ignore_contract=ignore_contract)
-    return store.held_code_taken(automat_id, code, *window, ignore_contract=ignore_contract)
+    # A code valid on the automat is taken, and so are codes not on their automat: those
+    # waiting for a signature (their kind defers codes; this covers held ones as well) or
+    # those held back while their key is out with another contract (back to back). One
+    # question to the store (one statement).
+    return store.code_taken(
+        automat_id, code, *window, unsynced=kind.defers_codes, ignore_contract=ignore_contract
+    )
 
 
 def choose_pincode(
@@ -197,16 +196,23 @@ def choose_pincode(
 
 
 def put_code_on_automat(
-    store: ContractStore, kind: ContractKind[Any], contract: Contract, key: ContractKey
+    store: ContractStore,
+    kind: ContractKind[Any],
+    contract: Contract,
+    key: ContractKey,
+    *,
+    checked: bool = False,
 ) -> None:
-    """Make the key's automat honour its code over the contract's window (next sync)."""
+    """Make the key's automat honour its code over the contract's window (next sync).
+    ``checked``: :func:`code_taken` has just cleared the code over this window in this
+    transaction, so the store need not ask again."""
     ctype = contract.contract_type
     window = rules.pincode_window(ctype, contract.start, contract.end)
     purpose = rules.pincode_purpose(ctype)
     grant = CodeGrant.for_key(
         contract, key, window, purpose, program_first=kind.program_first(ctype)
     )
-    key.pincode_id = store.add_pincode(grant)
+    key.pincode_id = store.add_pincode(grant, checked=checked)
 
 
 def put_due_codes(store: ContractStore, kind: ContractKind[Any], contract: Contract) -> None:
@@ -276,7 +282,7 @@ def add_key(
         rules.reservation_until(ctype, contract.end),
     )
     if not contract.awaiting_verification:
-        put_code_on_automat(store, kind, contract, key)
+        put_code_on_automat(store, kind, contract, key, checked=True)
     contract.keys.append(key)
     store.insert_key(contract, key)
     publish_key_update(store, contract, key, now, once=f"key-added:{contract.id}:{key.position}")
@@ -342,7 +348,7 @@ def create(
             # on the automat when the key is back (succession.offer).
             key.held_since = now
         elif not contract.awaiting_verification:
-            put_code_on_automat(store, kind, contract, key)
+            put_code_on_automat(store, kind, contract, key, checked=True)
     store.insert_keys(contract)
     for key in contract.keys:
         if key.held_since is not None:
@@ -353,7 +359,7 @@ def create(
     if contract.awaiting_verification:
         store.notify(view, NotificationType.CONTRACT_SIGNATURE_REQUESTED, now=now)
     store.schedule_reminders(view, now)
-    store.schedule_end(contract, now)
+    store.schedule_end(contract, now, fresh=True)
     return contract
 
 
@@ -411,7 +417,7 @@ def resync_codes(
         if key.held_since is not None:
             schedule_late_check(store, contract, key, now)
         elif not contract.awaiting_verification:
-            put_code_on_automat(store, kind, contract, key)
+            put_code_on_automat(store, kind, contract, key, checked=True)
         store.set_key(contract.id, key.position, pincode_id=key.pincode_id)
 
 

@@ -163,6 +163,16 @@ class ContractStore(Protocol):
         *,
         ignore_contract: str | None = None,
     ) -> bool: ...
+    def code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        unsynced: bool,
+        ignore_contract: str | None = None,
+    ) -> bool: ...
     def deleted(self, contract_id: str) -> bool | None: ...
     def count_program_failure(self, contract_id: str, position: int) -> int: ...
     def reprogrammed_since(self, key_id: str, at: datetime) -> bool: ...
@@ -184,7 +194,7 @@ class ContractStore(Protocol):
     def close_ended(self, contract_id: str, now: datetime) -> None: ...
 
     # --- the automats' pincodes ----------------------------------------------------------
-    def add_pincode(self, grant: CodeGrant) -> str: ...
+    def add_pincode(self, grant: CodeGrant, *, checked: bool = False) -> str: ...
     def remove_pincode(self, automat_id: str, pincode_id: str) -> None: ...
     def pincode_in_use(
         self,
@@ -221,7 +231,7 @@ class ContractStore(Protocol):
     def unit_settings(self, unit_id: str) -> OrgNotificationSettings: ...
     def reschedule_reminders(self, view: ContractView, now: datetime) -> None: ...
     def cancel_reminders(self, contract_id: str) -> None: ...
-    def schedule_end(self, contract: Contract, now: datetime) -> None: ...
+    def schedule_end(self, contract: Contract, now: datetime, *, fresh: bool = False) -> None: ...
     def cancel_end(self, contract_id: str) -> None: ...
     def enqueue(
         self,
@@ -548,6 +558,23 @@ def _pincode_clash(*, bounded: bool) -> Any:
 
 
 _PINCODE_CLASH = {bounded: _pincode_clash(bounded=bounded) for bounded in (False, True)}
+
+
+def _code_taken(*, bounded: bool, ignoring: bool, unsynced: bool) -> Any:
+    """:data:`_PINCODE_CLASH` or (:data:`_UNSYNCED_CODE` if ``unsynced`` else
+    :data:`_HELD_CODE`), asked in one statement."""
+    off_automat = (_UNSYNCED_CODE if unsynced else _HELD_CODE)[bounded, ignoring]
+    return select(or_(_PINCODE_CLASH[bounded].exists(), off_automat.exists()))
+
+
+_CODE_TAKEN = {
+    (bounded, ignoring, unsynced): _code_taken(
+        bounded=bounded, ignoring=ignoring, unsynced=unsynced
+    )
+    for bounded in (False, True)
+    for ignoring in (False, True)
+    for unsynced in (False, True)
+}
 
 _AUTOMAT_VIEWS = select(
     orm.automats.c.id,
@@ -930,6 +957,31 @@ class SqlContractStore:
         params = {"automat_id": automat_id, "code": code, "start": start}
         return self._overlaps(_HELD_CODE, params, end, ignore_contract)
 
+    def code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        unsynced: bool,
+        ignore_contract: str | None = None,
+    ) -> bool:
+        """:meth:`pincode_in_use` or (:meth:`unsynced_code_taken` if ``unsynced`` else
+        :meth:`held_code_taken`), in one round trip."""
+        params: dict[str, Any] = {
+            "automat_id": automat_id,
+            "code": code,
+            "start": start,
+            "valid_from": start,
+        }
+        if end is not None:
+            params["end"] = params["valid_until"] = end
+        if ignore_contract is not None:
+            params["ignore"] = ignore_contract
+        stmt = _CODE_TAKEN[end is not None, ignore_contract is not None, unsynced]
+        return bool(self.session.execute(stmt, params).scalar())
+
     def deleted(self, contract_id: str) -> bool | None:
         """Whether the contract was deleted; None when there is no such contract."""
         row = self.session.execute(_DELETED, {"id": contract_id}).first()
@@ -1052,8 +1104,8 @@ class SqlContractStore:
 
     # --- the automats' pincodes ----------------------------------------------------------
 
-    def add_pincode(self, grant: CodeGrant) -> str:
-        return devices.add_pincode(self.session, **asdict(grant))
+    def add_pincode(self, grant: CodeGrant, *, checked: bool = False) -> str:
+        return devices.add_pincode(self.session, **asdict(grant), checked=checked)
 
     def remove_pincode(self, automat_id: str, pincode_id: str) -> None:
         devices.remove_pincode(self.session, automat_id, pincode_id)
@@ -1135,9 +1187,11 @@ class SqlContractStore:
     def cancel_reminders(self, contract_id: str) -> None:
         notifications.cancel_reminders(self.session, contract_id)
 
-    def schedule_end(self, contract: Contract, now: datetime) -> None:
-        """(Re)plan the end evaluation at ``end``; nothing for an open end or one done."""
-        self.cancel_end(contract.id)
+    def schedule_end(self, contract: Contract, now: datetime, *, fresh: bool = False) -> None:
+        """(Re)plan the end evaluation at ``end``; nothing for an open end or one done.
+        ``fresh``: the contract was created in this transaction, so no plan to cancel."""
+        if not fresh:
+            self.cancel_end(contract.id)
         if contract.end is not None and contract.end_evaluated_at is None:
             outbox.enqueue(
                 self.session,

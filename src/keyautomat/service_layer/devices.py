@@ -93,12 +93,24 @@ INSTALLATION_REFUSED = "installation pincode not accepted"
 # are built on first use, once per dialect and table.
 _insert_ignoring: dict[tuple[str, str], Any] = {}
 _NEW_LINK = {"connected": False, "desired_version": 0, "synced_version": 0}
-_BUMP_VERSION = (
-    update(device_links)
-    .where(device_links.c.automat_id == bindparam("b_automat_id"))
-    .values(desired_version=device_links.c.desired_version + 1)
-    .returning(device_links.c.desired_version)
-)
+
+
+def _bump_version_stmt(dialect: Any) -> Any:
+    """The automat's sync link, made at version 1 or moved one version on: one statement
+    (an upsert), where a plain insert-if-missing and an update took two round trips."""
+    upsert = dialect.insert(device_links).values(
+        automat_id=bindparam("automat_id"),
+        connected=False,
+        desired_version=1,
+        synced_version=0,
+    )
+    return upsert.on_conflict_do_update(
+        index_elements=[device_links.c.automat_id],
+        set_={"desired_version": device_links.c.desired_version + 1},
+    ).returning(device_links.c.desired_version)
+
+
+_BUMP_VERSION = {"postgresql": _bump_version_stmt(postgresql), "sqlite": _bump_version_stmt(sqlite)}
 _PINCODE_CLASHES = select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
     device_pincodes.c.automat_id == bindparam("automat_id"),
     device_pincodes.c.code == bindparam("code"),
@@ -948,8 +960,8 @@ def _target(
 
 def _bump_version(session: Session, automat_id: str) -> int:
     """A new version of what the automat must honour; pushed to it right after the commit."""
-    _ensure_link(session, automat_id)
-    version = session.execute(_BUMP_VERSION, {"b_automat_id": automat_id}).scalar_one()
+    stmt = _BUMP_VERSION[session.get_bind().dialect.name]
+    version = session.execute(stmt, {"automat_id": automat_id}).scalar_one()
     mark_changed(session, automat_id)
     return int(version)
 
@@ -966,11 +978,14 @@ def add_pincode(
     key_id: str | None = None,
     reference: str | None = None,
     program_first: bool = False,
+    checked: bool = False,
 ) -> str:
     """Make the automat honour ``code`` for ``locker_index`` inside the window.
 
     The gateway pushes the change to the device (the sync outbox); the contract
-    feature calls this in the transaction that creates the contract.
+    feature calls this in the transaction that creates the contract. ``checked``:
+    the caller has just asked for a clash over this window in this transaction
+    (contracts.service.code_taken), so the clash is not looked up again.
     """
     reason = check_pincode(code)
     if reason is not None:
@@ -978,7 +993,8 @@ def add_pincode(
     if valid_until is not None and valid_until <= valid_from:
         raise InvalidInput("end", "must be after start")
     purpose = PincodePurpose(purpose)
-    clashes = session.execute(_PINCODE_CLASHES, {"automat_id": automat_id, "code": code}).all()
+    params = {"automat_id": automat_id, "code": code}
+    clashes = () if checked else session.execute(_PINCODE_CLASHES, params).all()
     for other_from, other_until in clashes:
         if (valid_until is None or other_from < valid_until) and (
             other_until is None or valid_from < other_until

@@ -463,6 +463,21 @@ class FakeContractStore:
             ),
         )
 
+    def code_taken(
+        self,
+        automat_id: str,
+        code: str,
+        start: datetime,
+        end: datetime | None,
+        *,
+        unsynced: bool,
+        ignore_contract: str | None = None,
+    ) -> bool:
+        off_automat = self.unsynced_code_taken if unsynced else self.held_code_taken
+        return self.pincode_in_use(automat_id, code, start, end) or off_automat(
+            automat_id, code, start, end, ignore_contract=ignore_contract
+        )
+
     def deleted(self, contract_id: str) -> bool | None:
         stored = self.contracts.get(contract_id)
         return None if stored is None else not stored.live
@@ -549,7 +564,7 @@ class FakeContractStore:
 
     # --- the automats' pincodes ----------------------------------------------------------
 
-    def add_pincode(self, grant: CodeGrant) -> str:
+    def add_pincode(self, grant: CodeGrant, *, checked: bool = False) -> str:
         """As ``devices.add_pincode``: a valid code, a window, no clash on the automat."""
         automat_id, code = grant.automat_id, grant.code
         valid_from, valid_until = grant.valid_from, grant.valid_until
@@ -558,7 +573,7 @@ class FakeContractStore:
             raise InvalidInput("pincode", reason)
         if valid_until is not None and valid_until <= valid_from:
             raise InvalidInput("end", "must be after start")
-        if self.pincode_in_use(automat_id, code, valid_from, valid_until):
+        if not checked and self.pincode_in_use(automat_id, code, valid_from, valid_until):
             raise InvalidInput("pincode", "Pincode already in use")
         pincode_id = f"pin-{next(self._pincode_ids)}"
         self.pincodes[pincode_id] = Pincode(
@@ -643,9 +658,10 @@ class FakeContractStore:
     def cancel_reminders(self, contract_id: str) -> None:
         self.reminders_cancelled.append(contract_id)
 
-    def schedule_end(self, contract: Contract, now: datetime) -> None:
+    def schedule_end(self, contract: Contract, now: datetime, *, fresh: bool = False) -> None:
         """(Re)plan the end evaluation at ``end``; nothing for an open end or one done."""
-        self.cancel_end(contract.id)
+        if not fresh:
+            self.cancel_end(contract.id)
         if contract.end is not None and contract.end_evaluated_at is None:
             self.ends_scheduled.append((contract.id, contract.end))
             self.ends_due[contract.id] = contract.end
