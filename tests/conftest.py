@@ -2,7 +2,7 @@
 
 Every database test runs twice, on SQLite and on PostgreSQL. The schema is
 migrated once per session and engine; between tests SQLite gets a fresh copy of
-a migrated template file and PostgreSQL has its tables truncated.
+a migrated template file and PostgreSQL has its rows deleted.
 
 Service-account key pairs are generated once per session and handed out again
 in every test (:class:`KeyPool`): an RSA-2048 key costs ~0.1 s of CPU to make
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -125,19 +124,22 @@ def empty_database(engine: str, request: pytest.FixtureRequest, tmp_path: Path) 
         return
     url: str = request.getfixturevalue("postgres_url")
     yield url
-    _truncate_all(url)
+    _empty_all(url)
 
 
-def _truncate_all(url: str) -> None:
+def _empty_all(url: str) -> None:
+    """Delete every row a test left, children before parents. DELETE, not TRUNCATE: on the
+    few rows a test leaves it takes milliseconds, where TRUNCATE makes new files for each of
+    the ~40 tables and their indexes (0.2-2 s a test)."""
     from keyautomat.adapters.db import make_engine
 
     engine = make_engine(url, pool_size=1)
-    tables = ", ".join(
-        f'"{t.name}"' for t in load_all_tables().sorted_tables if t.name != "id_counters"
-    )
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
-        conn.execute(text("UPDATE id_counters SET value = 0"))
+        for table in reversed(load_all_tables().sorted_tables):
+            if table.name == "id_counters":
+                conn.execute(table.update().values(value=0))
+            else:
+                conn.execute(table.delete())
     engine.dispose()
 
 
