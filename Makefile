@@ -34,8 +34,11 @@ run: install  ## migrate a SQLite database and serve the API and console with de
 	@echo "In another terminal, in this folder:  .venv/bin/keyautomat call GET /automats"
 	@$(UV) run --frozen keyautomat serve --demo --host $(HOST) --port $(PORT)
 
+# PYTHONDONTWRITEBYTECODE emptied: a shell that sets it (this project's CI machine does)
+# would make every run compile all of FastAPI, SQLAlchemy and the app again and rewrite
+# the asserts of every test module, ~5-15 s of CPU before the first test.
 test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable)
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(UV) run --frozen pytest $(PYTEST_ARGS)
 
 fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLite and PostgreSQL
 	KEYAUTOMAT_FUZZ_ENGINES=sqlite,postgresql KEYAUTOMAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.notify_support import SmtpServer
+from tests.oidc_support import Provider, loopback_provider
 from tests.persistence_guard import Style, WriteGuard, declared_styles
 
 # Writes that break the rule today and are on their way out, with the reason;
@@ -32,3 +33,12 @@ def smtp() -> Iterator[SmtpServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[Provider]:
+    """The OpenID Connect provider on loopback (tests/oidc_support.py), one for the session:
+    it knows the same users throughout and keeps nothing a test could see of another's
+    logins (each has its own codes, nonces and states); its start makes an RSA key."""
+    with loopback_provider() as running:
+        yield running

@@ -35,7 +35,6 @@ from tests.oidc_support import (
     STRANGER,
     Browser,
     Provider,
-    loopback_provider,
     sent_links,
     state_of,
 )
@@ -65,12 +64,6 @@ def container(settings: Settings, clock: ManualClock) -> Iterator[Container]:
     c = bootstrap(settings, clock=clock)
     yield c
     c.close()
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    with loopback_provider() as running:
-        yield running
 
 
 @pytest.fixture

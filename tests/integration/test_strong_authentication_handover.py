@@ -29,7 +29,6 @@ from tests.oidc_support import (
     Browser,
     Provider,
     link_token,
-    loopback_provider,
 )
 from tests.webhook_receiver import Receiver, running_receiver
 
@@ -49,12 +48,6 @@ def settings(settings: Settings, tmp_path: Any) -> Settings:
             "notify_sink_dir": tmp_path / "sink",
         }
     )
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    with loopback_provider() as running:
-        yield running
 
 
 @pytest.fixture
