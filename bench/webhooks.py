@@ -8,8 +8,21 @@ measures
 
 * throughput: N events committed in one transaction, time until the receiver
   has all of them -> deliveries per second;
-* latency: events published one per transaction at a steady rate; the receiver
-  computes (arrival - envelope createdAt) -> p50 / p99.
+* latency: events published one per transaction at a steady rate, well below
+  capacity; the receiver computes (arrival - envelope createdAt) -> p50 / p99;
+* cost: CPU time of the worker processes (user + system, from /proc) and
+  PostgreSQL commits in the bench database (pg_stat_database), per delivery,
+  over the throughput run. On a shared machine these are steadier than the rate.
+
+It prints one JSON object per line, one per worker count:
+
+    {"bench": "webhooks", "workers": 1, "events": 3000, "lanes": 50,
+     "deliveries_per_s": ..., "worker_cpu_ms_per_delivery": ...,
+     "db_commits_per_delivery": ..., "rate": 200, "latency_events": 2000,
+     "p50_ms": ..., "p99_ms": ...}
+
+Runtime: about 2 x (throughput run + --seconds + 10 s start-up); bounded by the
+waits' timeouts (300 s and 120 s per worker count).
 
 The receiver is a bare ASGI app under uvicorn in its own process on
 127.0.0.1; it verifies nothing (verification is the receiver's cost, not ours).
@@ -26,6 +39,7 @@ import os
 import statistics
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -179,6 +193,27 @@ def event(i: int, lanes: int) -> dict[str, Any]:
     )
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def db_commits(container: Any) -> int:
+    """Commits in the bench database so far; the statistics lag by up to a second."""
+    time.sleep(1.1)
+    with container.db.engine.connect() as conn:
+        value = conn.execute(
+            text("SELECT xact_commit FROM pg_stat_database WHERE datname = :name"),
+            {"name": DB_NAME},
+        ).scalar_one()
+    return int(value)
+
+
 def wait_for(stats_url: str, count: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -219,10 +254,16 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
                 now=now,
             )
 
+    pids = [p.pid for p in procs if p.pid is not None]
+    commits_before = db_commits(container)
+    cpu_before = cpu_seconds(pids)
     container.db.transaction(publish_all)
     started = time.perf_counter()
     stats = wait_for(base + "/stats", args.events, 300)
     elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pids) - cpu_before
+    # One commit was the publishing transaction; idle passes commit too, a few per second.
+    commits = db_commits(container) - commits_before - 1
     throughput = stats["count"] / elapsed
 
     # Latency: a steady stream, one event per transaction.
@@ -254,12 +295,17 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
         p.join(30)
     container.close()
     return {
+        "bench": "webhooks",
         "workers": workers,
         "events": args.events,
-        "throughput": throughput,
-        "delivered": len(latencies),
-        "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "lanes": args.lanes,
+        "deliveries_per_s": round(throughput, 1),
+        "worker_cpu_ms_per_delivery": round(cpu * 1000 / max(stats["count"], 1), 3),
+        "db_commits_per_delivery": round(commits / max(stats["count"], 1), 3),
+        "rate": args.rate,
+        "latency_events": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1),
     }
 
 
@@ -291,17 +337,9 @@ def main() -> int:
         db_threads=4,
     )
     args.unit_id = setup(settings, base + "/hook")
-    print(
-        f"PostgreSQL, {args.lanes} lanes, {os.cpu_count()} CPUs; "
-        f"throughput over {args.events} events; latency at {args.rate:g}/s for {args.seconds:g} s"
-    )
-    print(f"{'workers':>7} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8}")
     for workers in (1, 2):
         result = run(workers, args, settings, base)
-        print(
-            f"{result['workers']:>7} {result['throughput']:>13.0f} "
-            f"{result['p50']:>8.1f} {result['p99']:>8.1f}"
-        )
+        print(json.dumps({**result, "cpus": os.cpu_count()}), flush=True)
     receiver.terminate()
     return 0
 
