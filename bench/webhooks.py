@@ -21,6 +21,9 @@ It prints one JSON object per line, one per worker count:
      "db_commits_per_delivery": ..., "rate": 200, "latency_events": 2000,
      "p50_ms": ..., "p99_ms": ...}
 
+With ``--profile DIR`` each worker process is sampled by py-spy during the
+throughput run (collapsed stacks, ``DIR/webhooks-<workers>w-<n>.txt``).
+
 Runtime: about 2 x (throughput run + --seconds + 10 s start-up); bounded by the
 waits' timeouts (300 s and 120 s per worker count).
 
@@ -36,7 +39,9 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import signal
 import statistics
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,12 +261,35 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
 
     pids = [p.pid for p in procs if p.pid is not None]
     commits_before = db_commits(container)
+    profilers = [
+        subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "-o",
+                f"{args.profile}/webhooks-{workers}w-{n}.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n, pid in enumerate(pids)
+        if args.profile
+    ]
     cpu_before = cpu_seconds(pids)
     container.db.transaction(publish_all)
     started = time.perf_counter()
     stats = wait_for(base + "/stats", args.events, 300)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(pids) - cpu_before
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
     # One commit was the publishing transaction; idle passes commit too, a few per second.
     commits = db_commits(container) - commits_before - 1
     throughput = stats["count"] / elapsed
@@ -315,6 +343,11 @@ def main() -> int:
     parser.add_argument("--lanes", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s in the latency run")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record each worker with py-spy over the throughput run (collapsed stacks in DIR)",
+    )
     args = parser.parse_args()
 
     port = free_port()
