@@ -29,6 +29,11 @@ from keyautomat.adapters.outbound import (
 
 USER_AGENT = "keyautomat-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
+# Connections of the worker's pool: at least the worker's deliveries in flight
+# (OutboxWorker.max_in_flight), all kept alive between deliveries. With fewer kept
+# alive than in flight, every batch to a receiver closed the surplus and opened
+# them again (a TCP handshake and a vetting of the address each).
+MAX_CONNECTIONS = 100
 
 
 def signature_header(
@@ -103,7 +108,7 @@ class HttpWebhookSender:
         return vetted_pool(
             allow_private=self.allow_private,
             resolve=self.resolve,
-            max_connections=100,
+            max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=keepalive,
             keepalive_expiry=30.0,
         )
@@ -112,7 +117,7 @@ class HttpWebhookSender:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            pool = self._pools[loop] = self._new_pool(keepalive=20)
+            pool = self._pools[loop] = self._new_pool(keepalive=MAX_CONNECTIONS)
         return pool
 
     async def vet(self, url: str) -> None:
