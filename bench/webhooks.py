@@ -10,16 +10,16 @@ measures
   has all of them -> deliveries per second;
 * latency: events published one per transaction at a steady rate, well below
   capacity; the receiver computes (arrival - envelope createdAt) -> p50 / p99;
-* cost: CPU time of the worker processes (user + system, from /proc) and
-  PostgreSQL commits in the bench database (pg_stat_database), per delivery,
+* cost: CPU time of the worker processes (user + system, from /proc), and the
+  statements (an executemany counts once) and commits they sent, per delivery,
   over the throughput run. On a shared machine these are steadier than the rate.
 
 It prints one JSON object per line, one per worker count:
 
     {"bench": "webhooks", "workers": 1, "events": 3000, "lanes": 50,
      "deliveries_per_s": ..., "worker_cpu_ms_per_delivery": ...,
-     "db_commits_per_delivery": ..., "rate": 200, "latency_events": 2000,
-     "p50_ms": ..., "p99_ms": ...}
+     "statements_per_delivery": ..., "commits_per_delivery": ...,
+     "rate": 200, "latency_events": 2000, "p50_ms": ..., "p99_ms": ..., "cpus": 2}
 
 With ``--profile DIR`` each worker process is sampled by py-spy during the
 throughput run (collapsed stacks, ``DIR/webhooks-<workers>w-<n>.txt``).
@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import psycopg
 from cryptography.fernet import Fernet
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from support import free_port
@@ -105,9 +105,20 @@ def receiver_main(port: int) -> None:
 # -- worker processes ----------------------------------------------------------------
 
 
-def worker_main(settings_json: str, ready: Any, stop: Any) -> None:
+def worker_main(settings_json: str, ready: Any, stop: Any, counts: Any) -> None:
+    """One worker process; ``counts`` gets its statements (an executemany counts once) and
+    commits so far."""
     settings = Settings.model_validate_json(settings_json)
     container = bootstrap(settings)
+
+    def statement(*_: Any) -> None:
+        counts[0] += 1
+
+    def commit(*_: Any) -> None:
+        counts[1] += 1
+
+    event.listen(container.db.engine, "before_cursor_execute", statement)
+    event.listen(container.db.engine, "commit", commit)
     worker = OutboxWorker(container.db, container.dispatcher, container.clock)
 
     async def main() -> None:
@@ -187,7 +198,7 @@ def setup(settings: Settings, receiver_url: str) -> str:
     return unit_id
 
 
-def event(i: int, lanes: int) -> dict[str, Any]:
+def key_event(i: int, lanes: int) -> dict[str, Any]:
     return wh.key_status_data(
         state="key-fetched",
         device_id=f"{i % lanes:06d}",
@@ -208,15 +219,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def db_commits(container: Any) -> int:
-    """Commits in the bench database so far; the statistics lag by up to a second."""
-    time.sleep(1.1)
-    with container.db.engine.connect() as conn:
-        value = conn.execute(
-            text("SELECT xact_commit FROM pg_stat_database WHERE datname = :name"),
-            {"name": DB_NAME},
-        ).scalar_one()
-    return int(value)
+def statements_and_commits(counts: list[Any]) -> tuple[int, int]:
+    """What the workers have sent to the database so far."""
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def wait_for(stats_url: str, count: int, timeout: float) -> dict[str, Any]:
@@ -236,9 +241,10 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     readies = [ctx.Event() for _ in range(workers)]
+    counts = [ctx.Array("q", 2, lock=False) for _ in range(workers)]
     procs = [
-        ctx.Process(target=worker_main, args=(settings.model_dump_json(), r, stop), daemon=True)
-        for r in readies
+        ctx.Process(target=worker_main, args=(settings.model_dump_json(), r, stop, c), daemon=True)
+        for r, c in zip(readies, counts, strict=True)
     ]
     for p in procs:
         p.start()
@@ -254,13 +260,13 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
                 session,
                 organization_unit_id=unit_id,
                 event_type="key-status",
-                data=event(i, args.lanes),
+                data=key_event(i, args.lanes),
                 occurred_at=now,
                 now=now,
             )
 
     pids = [p.pid for p in procs if p.pid is not None]
-    commits_before = db_commits(container)
+    statements_before, commits_before = statements_and_commits(counts)
     profilers = [
         subprocess.Popen(
             [
@@ -290,8 +296,7 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
     for profiler in profilers:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(30)
-    # One commit was the publishing transaction; idle passes commit too, a few per second.
-    commits = db_commits(container) - commits_before - 1
+    statements_after, commits_after = statements_and_commits(counts)
     throughput = stats["count"] / elapsed
 
     # Latency: a steady stream, one event per transaction.
@@ -307,7 +312,7 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
                 s,
                 organization_unit_id=unit_id,
                 event_type="key-status",
-                data=event(i, args.lanes),
+                data=key_event(i, args.lanes),
                 occurred_at=now,
                 now=now,
             )
@@ -329,7 +334,10 @@ def run(workers: int, args: argparse.Namespace, settings: Settings, base: str) -
         "lanes": args.lanes,
         "deliveries_per_s": round(throughput, 1),
         "worker_cpu_ms_per_delivery": round(cpu * 1000 / max(stats["count"], 1), 3),
-        "db_commits_per_delivery": round(commits / max(stats["count"], 1), 3),
+        "statements_per_delivery": round(
+            (statements_after - statements_before) / max(stats["count"], 1), 3
+        ),
+        "commits_per_delivery": round((commits_after - commits_before) / max(stats["count"], 1), 3),
         "rate": args.rate,
         "latency_events": len(latencies),
         "p50_ms": round(statistics.median(latencies), 1),
