@@ -64,7 +64,9 @@ from keyautomat.domain.model import OrgUnitType, Role
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import accounts, webhooks
 
-DB_NAME = "keyautomat_bench_webhooks"
+# Its own database per run: two runs at once (old and new code side by side) must not
+# drop each other's.
+DB_NAME = f"keyautomat_bench_webhooks_{os.getpid()}"
 
 
 # -- receiver process ------------------------------------------------------------
@@ -144,11 +146,23 @@ def worker_main(settings_json: str, ready: Any, stop: Any, counts: Any) -> None:
 # -- driver --------------------------------------------------------------------------
 
 
+def admin_url() -> str:
+    return (
+        make_url(POSTGRES_ADMIN_URL)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
+
+
+def drop_database() -> None:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
 def fresh_database() -> str:
     url = make_url(POSTGRES_ADMIN_URL)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    drop_database()
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     bench_url = url.set(database=DB_NAME).render_as_string(hide_password=False)
     upgrade(bench_url)
@@ -382,6 +396,7 @@ def main() -> int:
         result = run(workers, args, settings, base)
         print(json.dumps({**result, "cpus": os.cpu_count()}), flush=True)
     receiver.terminate()
+    drop_database()
     return 0
 
 
