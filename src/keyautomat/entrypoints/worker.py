@@ -19,8 +19,10 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -174,56 +176,62 @@ class OutboxWorker:
         """Keep deliveries flowing until ``stop``: claim while there is room, record what
         finished, and otherwise wait for a delivery to finish, a wake-up or the idle
         interval. On ``stop`` the deliveries in flight are finished and recorded."""
-        running: set[asyncio.Task[Outcome]] = set()
-        finished: list[Outcome] = []
-        progress = asyncio.Event()
-
-        def collect(task: asyncio.Task[Outcome]) -> None:
-            running.discard(task)
-            if not task.cancelled() and task.exception() is None:
-                finished.append(task.result())
-            progress.set()
-
+        flight = _InFlight()
         claim = True
-        while not stop.is_set() or running or finished:
-            if finished:
-                done = finished[:]
-                finished.clear()
-                await self._record_safely(done)
-                claim = True  # their lanes are free again
-            room = self.max_in_flight - len(running)
-            if claim and room > 0 and not stop.is_set():
-                limit = min(room, self.batch_size)
-                try:
-                    batch = await self._claim(limit)
-                except Exception:
-                    log.exception("outbox claim failed; trying again shortly")
-                    batch = []
-                for message, handler in batch:
-                    task = asyncio.create_task(self._attempt(message, handler))
-                    running.add(task)
-                    task.add_done_callback(collect)
-                # A full batch: more may be due at once. Otherwise wait for a reason.
-                claim = len(batch) == limit
-                if claim or finished:
+        try:
+            while not stop.is_set() or flight.running or flight.finished:
+                if flight.finished:
+                    await self._record_safely(flight.take_finished())
+                    claim = True  # their lanes are free again
+                room = self.max_in_flight - len(flight.running)
+                if claim and room > 0 and not stop.is_set():
+                    # A full batch: more may be due at once. Otherwise wait for a reason.
+                    claim = await self._claim_into(flight, min(room, self.batch_size))
+                    if claim:
+                        continue
+                if flight.finished:
                     continue
-            if finished:
-                continue
-            progress.clear()
+                if self._wake.is_set() and room > 0 and not stop.is_set():
+                    # Asked for while the claim above ran: claim again before waiting.
+                    self._wake.clear()
+                    claim = True
+                    continue
+                claim = await self._wait(flight, stop)
+        finally:
+            # Cancelled (not stopped): what is still in flight is left unrecorded, and is
+            # delivered again once its lease runs out.
+            flight.cancel()
+
+    async def _claim_into(self, flight: _InFlight, limit: int) -> bool:
+        """Claim up to ``limit`` rows and start delivering them; True when the batch was full."""
+        try:
+            batch = await self._claim(limit)
+        except Exception:
+            log.exception("outbox claim failed; trying again shortly")
+            return False
+        for message, handler in batch:
+            flight.start(self._attempt(message, handler))
+        return len(batch) == limit
+
+    async def _wait(self, flight: _InFlight, stop: asyncio.Event) -> bool:
+        """Wait for a delivery to finish, a wake-up, ``stop`` (when nothing is in flight) or
+        the idle interval; True when it is time to look for due rows again."""
+        flight.progress.clear()
+        waiters = [
+            asyncio.ensure_future(flight.progress.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        ]
+        if not flight.running:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        _, pending = await asyncio.wait(
+            waiters, timeout=self.idle_interval, return_when="FIRST_COMPLETED"
+        )
+        for waiter in waiters:
+            waiter.cancel()
+        if self._wake.is_set():
             self._wake.clear()
-            waiters = [
-                asyncio.ensure_future(progress.wait()),
-                asyncio.ensure_future(self._wake.wait()),
-            ]
-            if not running:
-                waiters.append(asyncio.ensure_future(stop.wait()))
-            _, pending = await asyncio.wait(
-                waiters, timeout=self.idle_interval, return_when="FIRST_COMPLETED"
-            )
-            for waiter in waiters:
-                waiter.cancel()
-            if self._wake.is_set() or not pending or len(pending) == len(waiters):
-                claim = True  # woken, or the idle interval passed: look for due rows
+            return True
+        return len(pending) == len(waiters)  # the idle interval passed
 
     async def _record_safely(self, outcomes: list[Outcome]) -> None:
         """Record finished deliveries; if that fails their rows stay ``in_flight`` and
@@ -308,6 +316,34 @@ DONE, RETRY, FAILED, HELD = "done", "retry", "failed", "held"
 
 CHORE_TICK = timedelta(seconds=30)
 """How often the chore loop looks for due chores; intervals shorter than this round up to it."""
+
+
+class _InFlight:
+    """The deliveries a running worker has in flight, and those finished but not recorded."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Outcome]] = set()
+        self.finished: list[Outcome] = []
+        self.progress = asyncio.Event()  # set whenever a delivery finishes
+
+    def start(self, attempt: Coroutine[Any, Any, Outcome]) -> None:
+        task = asyncio.create_task(attempt)
+        self.running.add(task)
+        task.add_done_callback(self._collect)
+
+    def _collect(self, task: asyncio.Task[Outcome]) -> None:
+        self.running.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self.finished.append(task.result())
+        self.progress.set()
+
+    def take_finished(self) -> list[Outcome]:
+        finished, self.finished = self.finished, []
+        return finished
+
+    def cancel(self) -> None:
+        for task in list(self.running):
+            task.cancel()
 
 
 @dataclass(frozen=True, slots=True)
