@@ -125,7 +125,10 @@ def bootstrap(
 
 def _register_webhooks(container: Container) -> None:
     container.dispatcher.register(
-        webhooks.KIND, container.webhooks.handle, retry_delays=webhooks.RETRY_DELAYS
+        webhooks.KIND,
+        container.webhooks.handle,
+        retry_delays=webhooks.RETRY_DELAYS,
+        prepare=container.webhooks.prepare,
     )
     container.dispatcher.every(
         PRUNE_INTERVAL, "webhook-attempt-retention", container.webhooks.prune_attempts

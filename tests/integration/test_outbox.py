@@ -8,13 +8,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, RetryLater
+from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, Record, RetryLater
 from keyautomat.service_layer.outbox import OutboxMessage
 
 
@@ -334,3 +335,129 @@ def test_a_hanging_handler_is_cut_off_before_its_lease_ends_and_retried_on_sched
     [row] = rows(container)
     assert (row.status, row.attempts) == ("done", 2)
     assert recorder.names == ["stuck"]
+
+
+def test_the_run_loop_delivers_other_lanes_while_one_delivery_hangs(
+    container: Container, clock: ManualClock, recorder: Recorder
+) -> None:
+    # A receiver that does not answer holds its own row, not the others claimed with it.
+    release = asyncio.Event()
+    others_done = asyncio.Event()
+
+    async def handler(message: OutboxMessage) -> None:
+        if message.payload["name"] == "slow":
+            await release.wait()
+        await recorder(message)
+        if len(recorder.names) == 3 and "slow" not in recorder.names:
+            others_done.set()
+
+    dispatcher = Dispatcher()
+    dispatcher.register("test", handler)
+    worker = OutboxWorker(container.db, dispatcher, clock, worker_id="w1", batch_size=10)
+    put(container, clock, "slow", lane="hangs")
+    for name in ("a1", "a2", "a3"):
+        put(container, clock, name, lane="flows")
+
+    async def scenario() -> list[outbox.OutboxRow]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(others_done.wait(), timeout=10)
+        # The lane behind the hanging row went through one row after another...
+        settled = await asyncio.to_thread(rows, container)
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        return settled
+
+    settled = asyncio.run(scenario())
+    assert recorder.names == ["a1", "a2", "a3", "slow"]
+    # ...each recorded before the next was claimed, while "slow" was still in flight.
+    status = {r.payload["name"]: r.status for r in settled}
+    assert (status["slow"], status["a1"], status["a2"]) == ("in_flight", "done", "done")
+    assert {r.status for r in rows(container)} == {"done"}  # stopping finished and recorded it
+
+
+def test_the_outcomes_of_a_batch_are_recorded_in_one_statement(
+    container: Container, clock: ManualClock, worker: OutboxWorker, recorder: Recorder
+) -> None:
+    recorder.failures["retry"] = 1
+    recorder.permanent.add("invalid")
+    recorder.paused.add("paused")
+    for name in ("ok-1", "ok-2", "retry", "invalid", "paused"):
+        put(container, clock, name, lane=name)
+    updates: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE OUTBOX"):
+            updates.append(statement)
+
+    claimed = container.db.transaction(
+        lambda s: outbox.claim(
+            s, worker_id="w1", now=clock.now(), lease=worker.lease, limit=10, kinds=["test"]
+        )
+    )
+    outcomes = [asyncio.run(worker._attempt(m, recorder)) for m in claimed]
+    event.listen(container.db.engine, "before_cursor_execute", count)
+    try:
+        container.db.transaction(lambda s: worker._record(s, outcomes))
+    finally:
+        event.remove(container.db.engine, "before_cursor_execute", count)
+    assert len(updates) == 1
+    by_name = {r.payload["name"]: r for r in rows(container)}
+    assert {n: (r.status, r.attempts) for n, r in by_name.items()} == {
+        "ok-1": ("done", 1),
+        "ok-2": ("done", 1),
+        "retry": ("pending", 1),
+        "invalid": ("failed", 1),
+        "paused": ("held", 0),  # the claim's attempt taken back
+    }
+    assert by_name["retry"].due_at == clock.now() + timedelta(seconds=5)
+    assert by_name["retry"].last_error == "receiver is down"
+    assert by_name["invalid"].finished_at == clock.now()
+    assert by_name["ok-1"].last_error is None
+
+
+def test_a_worker_that_dies_after_sending_and_before_recording_loses_nothing(
+    container: Container, clock: ManualClock, recorder: Recorder
+) -> None:
+    lease = timedelta(seconds=60)
+
+    async def sends_then_dies(message: OutboxMessage) -> Record:
+        await recorder(message)
+
+        def crash(_session: Session) -> None:
+            raise RuntimeError("the worker died before its outcomes were written")
+
+        return crash
+
+    dying = Dispatcher()
+    dying.register("test", sends_then_dies)
+    first = OutboxWorker(container.db, dying, clock, worker_id="dies", lease=lease)
+    for lane in ("a", "b", "c"):
+        put(container, clock, f"{lane}1", lane=lane)
+        put(container, clock, f"{lane}2", lane=lane)
+    with pytest.raises(RuntimeError, match="died"):
+        asyncio.run(first.run_once())
+    # All three were sent, nothing was recorded: the rows are still the dead worker's.
+    assert sorted(recorder.names) == ["a1", "b1", "c1"]
+    assert {r.status for r in rows(container)} == {"in_flight", "pending"}
+
+    survivor_dispatcher = Dispatcher()
+    survivor_dispatcher.register("test", recorder)
+    survivor = OutboxWorker(
+        container.db, survivor_dispatcher, clock, worker_id="alive", lease=lease
+    )
+    assert asyncio.run(survivor.drain()) == 0  # still leased
+    clock.advance(lease + timedelta(seconds=1))
+    assert asyncio.run(survivor.drain()) == 6
+    # Delivered again (at least once), each lane still in order, nothing lost.
+    assert sorted(recorder.names) == ["a1", "a1", "a2", "b1", "b1", "b2", "c1", "c1", "c2"]
+    for lane in "abc":
+        assert [n for n in recorder.names if n.startswith(lane)] == [
+            f"{lane}1",
+            f"{lane}1",
+            f"{lane}2",
+        ]
+    assert {(r.status, r.attempts) for r in rows(container) if r.payload["name"].endswith("1")} == {
+        ("done", 2)
+    }

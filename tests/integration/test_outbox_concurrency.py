@@ -7,6 +7,7 @@ import threading
 from collections import defaultdict
 from datetime import timedelta
 
+import pytest
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
@@ -20,9 +21,12 @@ ROWS = 1000
 LANES = 20
 
 
+@pytest.mark.parametrize("mode", ["passes", "run loop"])
 def test_two_workers_deliver_a_thousand_rows_exactly_once_in_lane_order(
-    postgres_url: str,
+    postgres_url: str, mode: str
 ) -> None:
+    """``passes``: claim, deliver, record, again. ``run loop``: as a worker process runs,
+    claiming while deliveries are in flight and recording whatever finished."""
     clock = SystemClock()
     setup = Database(postgres_url, threads=2)
 
@@ -44,24 +48,37 @@ def test_two_workers_deliver_a_thousand_rows_exactly_once_in_lane_order(
 
         dispatcher = Dispatcher()
         dispatcher.register("race", handler, retry_delays=[timedelta(seconds=1)])
-        worker = OutboxWorker(db, dispatcher, clock, worker_id=name, batch_size=25)
+        worker = OutboxWorker(
+            db, dispatcher, clock, worker_id=name, batch_size=25, idle_interval=0.01
+        )
+
+        async def unfinished() -> bool:
+            left = await db.run(
+                lambda s: (
+                    outbox.read(s, kinds=["race"], status="pending", limit=1)
+                    + outbox.read(s, kinds=["race"], status="in_flight", limit=1)
+                )
+            )
+            return bool(left)
 
         async def work_until_empty() -> None:
             # A pass can find nothing while the other worker holds every lane
             # head, so keep going until no unfinished row is left.
             while True:
                 if await worker.run_once() == 0:
-                    unfinished = await db.run(
-                        lambda s: (
-                            outbox.read(s, kinds=["race"], status="pending", limit=1)
-                            + outbox.read(s, kinds=["race"], status="in_flight", limit=1)
-                        )
-                    )
-                    if not unfinished:
+                    if not await unfinished():
                         return
                     await asyncio.sleep(0.001)
 
-        asyncio.run(work_until_empty())
+        async def run_until_empty() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            while await unfinished():
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.wait_for(task, timeout=30)
+
+        asyncio.run(work_until_empty() if mode == "passes" else run_until_empty())
         db.close()
 
     threads = [threading.Thread(target=run_worker, args=(n,)) for n in ("w1", "w2")]

@@ -3,13 +3,16 @@ ordering and retries, the delivery log, secret rotation and SSRF refusal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import event
 from starlette.testclient import TestClient
 
 from keyautomat.adapters.webhook_sender import HttpWebhookSender
@@ -551,3 +554,100 @@ def test_outbox_rows_of_webhooks_sit_in_per_source_lanes(
         f"webhook:{sub['id']}:key-status:000111",
         f"webhook:{sub['id']}:key-status:mk-9",
     ]
+
+
+def test_a_hanging_receiver_holds_back_only_its_own_deliveries(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    receiver: Receiver,
+    clock: ManualClock,
+) -> None:
+    api = admin(acme, http)
+    answer = threading.Event()
+    with running_receiver() as hanging:
+        subscribe(api, receiver, acme.unit_id, ["key-status"])
+        subscribe(api, hanging, acme.unit_id, ["key-status"])
+        # Live deliveries to the second receiver get no answer until the test says so.
+        hanging.plan = lambda _r: None if answer.wait(30) else 503
+        for locker in (1, 2, 3):
+            publish(container, clock, acme.unit_id, "key-status", fetched("000111", locker))
+        worker = OutboxWorker(container.db, container.dispatcher, clock, worker_id="w1")
+
+        async def scenario() -> list[Any]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                await until(lambda: len(live(receiver)) == 3)
+                meanwhile = live(hanging)
+                answer.set()
+                await until(lambda: len(live(hanging)) == 3)
+            finally:
+                answer.set()
+                stop.set()
+                await asyncio.wait_for(task, timeout=20)
+                await container.webhooks.aclose()
+            return meanwhile
+
+        meanwhile = asyncio.run(scenario())
+    # The healthy receiver got its lane in full while the other had not answered once...
+    assert meanwhile == []
+    assert [p["data"]["lockerIndex"] for p in live(receiver)] == [1, 2, 3]
+    # ...and the hanging one still gets every event, in its lane's order.
+    assert [p["data"]["lockerIndex"] for p in live(hanging)] == [1, 2, 3]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10) -> None:
+    async def poll() -> None:
+        while not check():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def test_a_batch_of_deliveries_costs_the_same_statements_whatever_its_size(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    receiver: Receiver,
+    clock: ManualClock,
+    worker: OutboxWorker,
+) -> None:
+    api = admin(acme, http)
+    sub = subscribe(api, receiver, acme.unit_id, ["key-status"])
+    # Deliveries for locker 2 fail: they must not hold back the others of their batch.
+    receiver.plan = lambda r: 503 if r.payload["data"]["lockerIndex"] == 2 else None
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    def one_pass(devices: list[str]) -> int:
+        """Statements of one pass (claim, deliver, record) over one event per device."""
+        for n, device in enumerate(devices):
+            publish(container, clock, acme.unit_id, "key-status", fetched(device, 1 + n % 2))
+
+        async def run() -> int:
+            try:
+                return await worker.run_once()
+            finally:
+                await container.webhooks.aclose()
+
+        statements.clear()
+        event.listen(container.db.engine, "before_cursor_execute", count)
+        try:
+            assert asyncio.run(run()) == len(devices)  # a device is a lane: all in one batch
+        finally:
+            event.remove(container.db.engine, "before_cursor_execute", count)
+        return len(statements)
+
+    assert one_pass(["000101", "000102"]) == one_pass([f"00020{n}" for n in range(6)])
+    # Every attempt was logged and counted, the failed ones too.
+    attempts = api.get(f"/admin/webhooks/{sub['id']}/attempts")
+    live_attempts = [a for a in attempts if not a["test"]]
+    assert sorted(a["statusCode"] for a in live_attempts) == [200] * 4 + [503] * 4
+    health = api.get(f"/admin/webhooks/{sub['id']}")["health"]
+    assert health["delivered"] == 4
+    assert health["lastFailureAt"] is not None
+    rows = container.db.transaction(lambda s: outbox.read(s, kinds=[webhooks.KIND]))
+    assert sorted(r.status for r in rows) == ["done"] * 4 + ["pending"] * 4

@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook
 from keyautomat.adapters.outbound import (
     Resolver,
     UnsafeTarget,
+    VettingBackend,
     check_url,
     system_resolve,
     vet_url,
@@ -29,6 +30,14 @@ from keyautomat.adapters.outbound import (
 
 USER_AGENT = "keyautomat-webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
+# Requests in flight to one receiver (scheme, host, port) at a time, and the
+# connections kept alive to it. httpcore's pool checks every idle connection, with
+# system calls, each time it assigns one to a request, and wraps each request in
+# events and locks; one pool of 100 connections for all receivers made that most of
+# a delivery's CPU. So the sender keeps its own short list of idle connections per
+# receiver and takes the last one put back (one check per request).
+MAX_CONNECTIONS_PER_RECEIVER = 10
+KEEPALIVE_EXPIRY = 30.0  # seconds an idle connection is kept
 
 
 def signature_header(
@@ -79,7 +88,10 @@ class WebhookSender(Protocol):
 
 
 class HttpWebhookSender:
-    """The real sender: one connection pool per event loop, every connection vetted."""
+    """The real sender: per event loop, one connection pool per receiver, every connection
+    vetted. At most ``MAX_CONNECTIONS_PER_RECEIVER`` requests go to one receiver at a time;
+    the rest wait their turn before their attempt (and its timeout) starts, so a slow
+    receiver holds its own deliveries only."""
 
     def __init__(
         self,
@@ -96,24 +108,20 @@ class HttpWebhookSender:
         # Pools are bound to the loop that opened their connections; the API (in
         # tests, a portal thread) and the worker may run on different loops.
         self._pools: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpcore.AsyncConnectionPool
+            asyncio.AbstractEventLoop, dict[tuple[bytes, bytes, int], _Receiver]
         ] = weakref.WeakKeyDictionary()
 
-    def _new_pool(self, *, keepalive: int) -> httpcore.AsyncConnectionPool:
-        return vetted_pool(
-            allow_private=self.allow_private,
-            resolve=self.resolve,
-            max_connections=100,
-            max_keepalive_connections=keepalive,
-            keepalive_expiry=30.0,
-        )
-
-    def _pool(self) -> httpcore.AsyncConnectionPool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            pool = self._pools[loop] = self._new_pool(keepalive=20)
-        return pool
+    def _receiver(self, url: str) -> _Receiver:
+        receivers = self._pools.setdefault(asyncio.get_running_loop(), {})
+        # The origin exactly as httpcore derives it from the URL: a connection refuses
+        # a request for any other.
+        origin = httpcore.URL(url).origin
+        key = (origin.scheme, origin.host, origin.port)
+        receiver = receivers.get(key)
+        if receiver is None:
+            backend = VettingBackend(allow_private=self.allow_private, resolve=self.resolve)
+            receiver = receivers[key] = _Receiver(origin, backend)
+        return receiver
 
     async def vet(self, url: str) -> None:
         await vet_url(url, allow_private=self.allow_private, resolve=self.resolve)
@@ -121,17 +129,32 @@ class HttpWebhookSender:
     async def post(
         self, url: str, headers: dict[str, str], body: bytes, *, keep_alive: bool = True
     ) -> AttemptResult:
+        try:
+            check_url(url, allow_private=self.allow_private)
+        except UnsafeTarget as exc:
+            return AttemptResult(None, 0, f"refused: {exc.reason}")
+        if not keep_alive:
+            async with vetted_pool(
+                allow_private=self.allow_private, resolve=self.resolve, max_keepalive_connections=0
+            ) as pool:
+                return await self._attempt(pool, url, headers, body)
+        receiver = self._receiver(url)
+        async with receiver.turn:
+            connection = await receiver.take()
+            try:
+                return await self._attempt(connection, url, headers, body)
+            finally:
+                await receiver.give_back(connection)
+
+    async def _attempt(
+        self, via: _Requester, url: str, headers: dict[str, str], body: bytes
+    ) -> AttemptResult:
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
         try:
-            check_url(url, allow_private=self.allow_private)
             async with asyncio.timeout(self.timeout):
-                if keep_alive:
-                    status = await self._send(self._pool(), url, headers, body)
-                else:
-                    async with self._new_pool(keepalive=0) as pool:
-                        status = await self._send(pool, url, headers, body)
+                status = await self._send(via, url, headers, body)
         except UnsafeTarget as exc:
             error = f"refused: {exc.reason}"
         except TimeoutError:
@@ -147,9 +170,7 @@ class HttpWebhookSender:
             )
         return AttemptResult(status, latency_ms, error)
 
-    async def _send(
-        self, pool: httpcore.AsyncConnectionPool, url: str, headers: dict[str, str], body: bytes
-    ) -> int:
+    async def _send(self, via: _Requester, url: str, headers: dict[str, str], body: bytes) -> int:
         extensions = {
             "timeout": {
                 "connect": self.connect_timeout,
@@ -158,7 +179,7 @@ class HttpWebhookSender:
                 "pool": self.timeout,
             }
         }
-        async with pool.stream(
+        async with via.stream(
             "POST", url, headers=list(headers.items()), content=body, extensions=extensions
         ) as response:
             # Read (a bounded part of) the answer so the connection can be reused.
@@ -171,6 +192,43 @@ class HttpWebhookSender:
 
     async def aclose(self) -> None:
         """Close the kept-alive connections of the running loop (call before the loop ends)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.aclose()
+        receivers = self._pools.pop(asyncio.get_running_loop(), {})
+        for receiver in receivers.values():
+            await receiver.aclose()
+
+
+_Requester = httpcore.AsyncConnectionPool | httpcore.AsyncHTTPConnection
+
+
+class _Receiver:
+    """One receiver's connections: a turn per request in flight, and the idle ones kept."""
+
+    def __init__(self, origin: httpcore.Origin, backend: VettingBackend) -> None:
+        self.origin = origin
+        self.backend = backend
+        self.turn = asyncio.Semaphore(MAX_CONNECTIONS_PER_RECEIVER)
+        self.idle: list[httpcore.AsyncHTTPConnection] = []
+
+    async def take(self) -> httpcore.AsyncHTTPConnection:
+        """The most recently used idle connection still usable, else a new (vetted) one."""
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            await connection.aclose()
+        return httpcore.AsyncHTTPConnection(
+            self.origin, keepalive_expiry=KEEPALIVE_EXPIRY, network_backend=self.backend
+        )
+
+    async def give_back(self, connection: httpcore.AsyncHTTPConnection) -> None:
+        """Keep it for the next request if it is ready for one; close it otherwise (a
+        failed attempt, an answer not read to its end, a server that said close)."""
+        if connection.is_idle() and not connection.is_closed():
+            self.idle.append(connection)
+        else:
+            await connection.aclose()
+
+    async def aclose(self) -> None:
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            await connection.aclose()

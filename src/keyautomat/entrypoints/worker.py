@@ -1,10 +1,14 @@
 """The outbox worker: claims due rows, delivers them, records each outcome.
 
 It runs as ``keyautomat worker`` (any number of them against PostgreSQL) and
-in-process under ``keyautomat serve``. One pass claims a batch and delivers its
-rows concurrently; rows of one lane are never in the same batch, because only
-lane heads can be claimed. Next to the passes it runs the features' periodic
-chores (``Dispatcher.every``).
+in-process under ``keyautomat serve``. It keeps up to ``max_in_flight`` rows
+being delivered at once, each in its own task: it claims a batch whenever there
+is room and rows may be due, and records the outcomes of all the deliveries
+that finished since its last write in one transaction. A slow receiver
+therefore holds only its own rows, never the others of its batch. Rows of one
+lane are never in flight together, because only lane heads can be claimed and
+a row stays ``in_flight`` until its outcome is recorded. Next to the deliveries
+it runs the features' periodic chores (``Dispatcher.every``).
 """
 
 from __future__ import annotations
@@ -15,15 +19,25 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import Clock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, Record, RetryLater
+from keyautomat.service_layer.delivery import (
+    Batched,
+    Dispatcher,
+    GiveUp,
+    Handler,
+    Hold,
+    Record,
+    RetryLater,
+)
 from keyautomat.service_layer.outbox import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -54,6 +68,7 @@ class OutboxWorker:
         *,
         worker_id: str | None = None,
         batch_size: int = 50,
+        max_in_flight: int = 100,
         lease: timedelta = LEASE,
         idle_interval: float = 0.25,
     ) -> None:
@@ -62,6 +77,7 @@ class OutboxWorker:
         self.clock = clock
         self.worker_id = worker_id or new_worker_id()
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self.lease = lease
         self.deadline = handler_deadline(lease)
         self.idle_interval = idle_interval
@@ -73,27 +89,45 @@ class OutboxWorker:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Claim one batch and deliver it; returns how many rows were claimed."""
-        now = self.clock.now()
-        kinds = self.dispatcher.kinds
-        if not kinds:
-            return 0
-        batch = await self.db.run(
-            lambda s: outbox.claim(
-                s,
-                worker_id=self.worker_id,
-                now=now,
-                lease=self.lease,
-                limit=self.batch_size,
-                kinds=kinds,
-            )
-        )
+        """Claim one batch, deliver it and record it; returns how many rows were claimed."""
+        batch = await self._claim(self.batch_size)
         if batch:
             # Deliveries of a pass run concurrently; their outcomes are recorded
             # together in one transaction, not one transaction per row.
-            outcomes = await asyncio.gather(*(self._attempt(message) for message in batch))
+            outcomes = await asyncio.gather(*(self._attempt(m, h) for m, h in batch))
             await self.db.run(lambda s: self._record(s, list(outcomes)))
         return len(batch)
+
+    async def _claim(self, limit: int) -> list[tuple[OutboxMessage, Handler]]:
+        """Claim up to ``limit`` due rows, each with the handler that delivers it.
+
+        A kind registered with ``prepare`` reads what its rows need (a webhook's
+        subscription) in this same transaction, once for the batch.
+        """
+        now = self.clock.now()
+        kinds = self.dispatcher.kinds
+        if not kinds or limit <= 0:
+            return []
+
+        def work(session: Session) -> list[tuple[OutboxMessage, Handler]]:
+            batch = outbox.claim(
+                session,
+                worker_id=self.worker_id,
+                now=now,
+                lease=self.lease,
+                limit=limit,
+                kinds=kinds,
+            )
+            handlers: dict[str, Handler] = {}
+            for kind in sorted({m.kind for m in batch}):
+                route = self.dispatcher.routes[kind]
+                mine = [m for m in batch if m.kind == kind]
+                handlers[kind] = (
+                    route.handler if route.prepare is None else route.prepare(session, mine)
+                )
+            return [(m, handlers[m.kind]) for m in batch]
+
+        return await self.db.run(work)
 
     async def drain(self, max_passes: int = 1000) -> int:
         """Run passes until nothing is due (tests and shutdown); returns rows handled."""
@@ -139,27 +173,83 @@ class OutboxWorker:
                 await chores
 
     async def _deliver(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:
-                log.exception("outbox pass failed; trying again shortly")
-                handled = 0
-            if handled:
-                continue
-            self._wake.clear()
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-            await asyncio.wait(waiters, timeout=self.idle_interval, return_when="FIRST_COMPLETED")
-            for waiter in waiters:
-                waiter.cancel()
+        """Keep deliveries flowing until ``stop``: claim while there is room, record what
+        finished, and otherwise wait for a delivery to finish, a wake-up or the idle
+        interval. On ``stop`` the deliveries in flight are finished and recorded."""
+        flight = _InFlight()
+        claim = True
+        try:
+            while not stop.is_set() or flight.running or flight.finished:
+                if flight.finished:
+                    await self._record_safely(flight.take_finished())
+                    claim = True  # their lanes are free again
+                room = self.max_in_flight - len(flight.running)
+                if claim and room > 0 and not stop.is_set():
+                    # A full batch: more may be due at once. Otherwise wait for a reason.
+                    claim = await self._claim_into(flight, min(room, self.batch_size))
+                    if claim:
+                        continue
+                if flight.finished:
+                    continue
+                if self._wake.is_set() and room > 0 and not stop.is_set():
+                    # Asked for while the claim above ran: claim again before waiting.
+                    self._wake.clear()
+                    claim = True
+                    continue
+                claim = await self._wait(flight, stop)
+        finally:
+            # Cancelled (not stopped): what is still in flight is left unrecorded, and is
+            # delivered again once its lease runs out.
+            flight.cancel()
 
-    async def _attempt(self, message: OutboxMessage) -> Outcome:
+    async def _claim_into(self, flight: _InFlight, limit: int) -> bool:
+        """Claim up to ``limit`` rows and start delivering them; True when the batch was full."""
+        try:
+            batch = await self._claim(limit)
+        except Exception:
+            log.exception("outbox claim failed; trying again shortly")
+            return False
+        for message, handler in batch:
+            flight.start(self._attempt(message, handler))
+        return len(batch) == limit
+
+    async def _wait(self, flight: _InFlight, stop: asyncio.Event) -> bool:
+        """Wait for a delivery to finish, a wake-up, ``stop`` (when nothing is in flight) or
+        the idle interval; True when it is time to look for due rows again."""
+        flight.progress.clear()
+        waiters = [
+            asyncio.ensure_future(flight.progress.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        ]
+        if not flight.running:
+            waiters.append(asyncio.ensure_future(stop.wait()))
+        _, pending = await asyncio.wait(
+            waiters, timeout=self.idle_interval, return_when="FIRST_COMPLETED"
+        )
+        for waiter in waiters:
+            waiter.cancel()
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        return len(pending) == len(waiters)  # the idle interval passed
+
+    async def _record_safely(self, outcomes: list[Outcome]) -> None:
+        """Record finished deliveries; if that fails their rows stay ``in_flight`` and
+        are delivered again when their lease runs out (at least once, never lost)."""
+        try:
+            await self.db.run(lambda s: self._record(s, outcomes))
+        except Exception:
+            log.exception(
+                "recording %d outbox outcomes failed; they are retried after the lease",
+                len(outcomes),
+            )
+
+    async def _attempt(self, message: OutboxMessage, handler: Handler) -> Outcome:
         """Deliver one row and judge the result; nothing is written yet."""
-        route = self.dispatcher.routes[message.kind]
         budget = asyncio.timeout(self.deadline.total_seconds())
         try:
             async with budget:
-                record = await route.handler(message)
+                record = await handler(message)
         except GiveUp as exc:
             return self._failed(message, exc.reason, exc.record)
         except Hold as exc:
@@ -192,45 +282,68 @@ class OutboxWorker:
         return Outcome(message, FAILED, self.clock.now(), reason, record)
 
     def _record(self, session: Session, outcomes: list[Outcome]) -> None:
-        """The outcomes of one pass, with what their handlers asked to log, in one transaction.
+        """The outcomes of a batch, with what their handlers asked to log, in one transaction.
 
-        A row whose lease ran out meanwhile is left to its new owner; its
-        handler's log entry is still written, since the attempt did happen.
-
-        Every row's outcome is marked first, then the handlers' records run, so
-        a record sees the whole pass settled (disabling a webhook subscription
-        puts aside its rows that this same pass has just scheduled for a retry).
-        The records run in lane order: what they lock per lane group (a webhook
-        subscription's health) is then locked in the same order by every
-        worker, so two passes never wait for each other crosswise (a deadlock on
-        PostgreSQL).
+        Every row's outcome is marked first, all in one statement; a row whose
+        lease ran out meanwhile is left to its new owner, and its handler's log
+        entry is still written, since the attempt did happen. Then the
+        handlers' records run, so a record sees the whole batch settled
+        (disabling a webhook subscription puts aside its rows that this same
+        batch has just scheduled for a retry). Records run in lane order;
+        :class:`Batched` ones are written together per class, in lane order, by
+        one call (a webhook batch locks its subscriptions in id order, in one
+        statement). Every worker thus takes those locks in the same order and
+        two batches never wait for each other crosswise (a deadlock on PostgreSQL).
         """
-        for outcome in outcomes:
-            self._mark(session, outcome)
+        outbox.settle(session, self.worker_id, [_settled(o) for o in outcomes])
+        batched: dict[type[Batched], list[Batched]] = {}
         for outcome in sorted(outcomes, key=lambda o: (o.message.lane or "", o.message.id)):
-            if outcome.record is not None:
-                outcome.record(session)
+            record = outcome.record
+            if isinstance(record, Batched):
+                batched.setdefault(type(record), []).append(record)
+            elif record is not None:
+                record(session)
+        for kind, records in batched.items():
+            kind.write_all(session, records)
 
-    def _mark(self, session: Session, outcome: Outcome) -> None:
-        message = outcome.message
-        if outcome.status == HELD:
-            outbox.mark_held(session, message.id, self.worker_id, error=outcome.error or "")
-        elif outcome.status == DONE:
-            outbox.mark_done(session, message.id, self.worker_id, outcome.at)
-        elif outcome.status == RETRY:
-            outbox.mark_retry(
-                session, message.id, self.worker_id, due_at=outcome.at, error=outcome.error or ""
-            )
-        else:
-            outbox.mark_failed(
-                session, message.id, self.worker_id, now=outcome.at, error=outcome.error or ""
-            )
+
+def _settled(outcome: Outcome) -> outbox.Settled:
+    status = {DONE: outbox.DONE, RETRY: outbox.PENDING, FAILED: outbox.FAILED, HELD: outbox.HELD}
+    return outbox.Settled(outcome.message.id, status[outcome.status], outcome.at, outcome.error)
 
 
 DONE, RETRY, FAILED, HELD = "done", "retry", "failed", "held"
 
 CHORE_TICK = timedelta(seconds=30)
 """How often the chore loop looks for due chores; intervals shorter than this round up to it."""
+
+
+class _InFlight:
+    """The deliveries a running worker has in flight, and those finished but not recorded."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Outcome]] = set()
+        self.finished: list[Outcome] = []
+        self.progress = asyncio.Event()  # set whenever a delivery finishes
+
+    def start(self, attempt: Coroutine[Any, Any, Outcome]) -> None:
+        task = asyncio.create_task(attempt)
+        self.running.add(task)
+        task.add_done_callback(self._collect)
+
+    def _collect(self, task: asyncio.Task[Outcome]) -> None:
+        self.running.discard(task)
+        if not task.cancelled() and task.exception() is None:
+            self.finished.append(task.result())
+        self.progress.set()
+
+    def take_finished(self) -> list[Outcome]:
+        finished, self.finished = self.finished, []
+        return finished
+
+    def cancel(self) -> None:
+        for task in list(self.running):
+            task.cancel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,11 @@ registered here with :meth:`Dispatcher.every`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Self
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,26 @@ from keyautomat.service_layer.outbox import OutboxMessage
 # What a handler wants written about its attempt (a delivery log row, say): the
 # worker runs it in the same transaction that records the row's outcome.
 Record = Callable[[Session], object]
+
+
+class Batched(ABC):
+    """A :data:`Record` that the worker writes together with the others of its class.
+
+    The worker collects a pass's records of one such class, in lane order, and
+    hands them to :meth:`write_all` once: a feature can then log a whole batch
+    of attempts in a few statements rather than a few per attempt.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    @abstractmethod
+    def write_all(cls, session: Session, records: Sequence[Self]) -> None:
+        """Write ``records`` (all of this class, in lane order) in the caller's transaction."""
+
+    def __call__(self, session: Session) -> object:
+        type(self).write_all(session, [self])
+        return None
 
 
 class RetryLater(Exception):
@@ -52,6 +74,9 @@ class Hold(Exception):
 
 
 Handler = Callable[[OutboxMessage], Awaitable[Record | None]]
+# Run in the transaction that claimed a batch, with the batch's rows of its kind: reads
+# what their delivery needs in one go and returns the handler for these rows.
+Prepare = Callable[[Session, Sequence[OutboxMessage]], Handler]
 
 DEFAULT_RETRY_DELAYS: tuple[timedelta, ...] = tuple(
     timedelta(seconds=s) for s in (5, 30, 120, 600, 1800)
@@ -63,6 +88,7 @@ class Route:
     handler: Handler
     # Waits before attempts 2, 3, ...; when they run out the row is failed.
     retry_delays: Sequence[timedelta] = DEFAULT_RETRY_DELAYS
+    prepare: Prepare | None = None
 
     def delay_after(self, attempts: int) -> timedelta | None:
         """The wait before the next attempt after ``attempts`` tries, or None to give up."""
@@ -97,10 +123,14 @@ class Dispatcher:
         kind: str,
         handler: Handler,
         retry_delays: Sequence[timedelta] = DEFAULT_RETRY_DELAYS,
+        *,
+        prepare: Prepare | None = None,
     ) -> None:
+        """``handler`` delivers one row; with ``prepare`` the worker asks it for the handler
+        of each claimed batch instead (one read for the batch, in the claim's transaction)."""
         if kind in self.routes:
             raise ValueError(f"a handler for {kind!r} is already registered")
-        self.routes[kind] = Route(handler, retry_delays)
+        self.routes[kind] = Route(handler, retry_delays, prepare)
 
     def every(self, interval: timedelta, name: str, job: ChoreJob) -> None:
         """Run ``job`` about once per ``interval`` in every worker (first at its start)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -325,88 +325,119 @@ def claim(
     return sorted(messages, key=lambda m: m.id)
 
 
-_OWNED = and_(
-    t.c.id == bindparam("b_id"),
-    t.c.status == IN_FLIGHT,
-    t.c.claimed_by == bindparam("b_worker"),
-)
-_MARK_DONE = (
-    update(t)
-    .where(_OWNED)
-    .values(
-        status=DONE,
-        finished_at=bindparam("b_finished_at", type_=t.c.finished_at.type),
-        claimed_until=None,
-        last_error=None,
-    )
-)
-_MARK_RETRY = (
-    update(t)
-    .where(_OWNED)
-    .values(
-        status=PENDING,
-        due_at=bindparam("b_due_at", type_=t.c.due_at.type),
-        claimed_until=None,
-        last_error=bindparam("b_error", type_=t.c.last_error.type),
-    )
-)
-_MARK_FAILED = (
-    update(t)
-    .where(_OWNED)
-    .values(
-        status=FAILED,
-        finished_at=bindparam("b_finished_at", type_=t.c.finished_at.type),
-        claimed_until=None,
-        last_error=bindparam("b_error", type_=t.c.last_error.type),
-    )
-)
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The outcome of one claimed row, to record: ``status`` is what the row becomes.
+
+    ``at`` is when it finished (``done``, ``failed``) or when to try again
+    (``pending``); a ``held`` row ignores it, and gets back the attempt the claim
+    counted, since it was never made.
+    """
+
+    id: int
+    status: str
+    at: datetime | None = None
+    error: str | None = None
 
 
-_MARK_HELD = (
+# The outcomes of a whole pass in one statement on PostgreSQL: the rows come as
+# arrays, one element per row, so the statement is the same for any batch size.
+_SETTLE_POSTGRES = text(
+    """
+    UPDATE outbox AS o SET
+        status = v.status,
+        due_at = CASE WHEN v.status = 'pending' THEN v.at ELSE o.due_at END,
+        finished_at = CASE WHEN v.status IN ('done', 'failed') THEN v.at ELSE o.finished_at END,
+        attempts = CASE WHEN v.status = 'held' THEN o.attempts - 1 ELSE o.attempts END,
+        claimed_until = NULL,
+        last_error = v.error
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
+        CAST(:ats AS timestamptz[]), CAST(:errors AS text[])
+    ) AS v(id, status, at, error)
+    WHERE o.id = v.id AND o.status = 'in_flight' AND o.claimed_by = :worker
+    """
+)
+# SQLite (in-process, no round trips to save): the same, one row per parameter set.
+_b_status = bindparam("b_status", type_=t.c.status.type)
+_b_at = bindparam("b_at", type_=t.c.due_at.type)
+_SETTLE_ONE = (
     update(t)
-    .where(_OWNED)
+    .where(
+        t.c.id == bindparam("b_id"),
+        t.c.status == IN_FLIGHT,
+        t.c.claimed_by == bindparam("b_worker"),
+    )
     .values(
-        status=HELD,
-        # The claim counted an attempt that was never made.
-        attempts=t.c.attempts - 1,
+        status=_b_status,
+        due_at=case((_b_status == PENDING, _b_at), else_=t.c.due_at),
+        finished_at=case(
+            (or_(_b_status == DONE, _b_status == FAILED), _b_at), else_=t.c.finished_at
+        ),
+        attempts=case((_b_status == HELD, t.c.attempts - 1), else_=t.c.attempts),
         claimed_until=None,
         last_error=bindparam("b_error", type_=t.c.last_error.type),
     )
 )
+_SETTLED_STATUSES = (DONE, PENDING, FAILED, HELD)
+
+
+def settle(session: Session, worker_id: str, outcomes: Sequence[Settled]) -> int:
+    """Record the outcomes of rows ``worker_id`` claimed, in one statement; returns how many
+    were still its own (a row whose lease ran out and that another worker claimed is left
+    to it)."""
+    if not outcomes:
+        return 0
+    for outcome in outcomes:
+        if outcome.status not in _SETTLED_STATUSES:
+            raise ValueError(f"a row cannot be settled as {outcome.status!r}")
+    errors = [None if o.error is None else o.error[:2000] for o in outcomes]
+    if session.get_bind().dialect.name == "postgresql":
+        result = session.execute(
+            _SETTLE_POSTGRES,
+            {
+                "ids": [o.id for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "ats": [o.at for o in outcomes],
+                "errors": errors,
+                "worker": worker_id,
+            },
+        )
+    else:
+        result = session.execute(
+            _SETTLE_ONE,
+            [
+                {
+                    "b_id": o.id,
+                    "b_worker": worker_id,
+                    "b_status": o.status,
+                    "b_at": o.at,
+                    "b_error": e,
+                }
+                for o, e in zip(outcomes, errors, strict=True)
+            ],
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def mark_done(session: Session, message_id: int, worker_id: str, now: datetime) -> bool:
-    result = session.execute(
-        _MARK_DONE, {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now}
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(settle(session, worker_id, [Settled(message_id, DONE, now)]))
 
 
 def mark_retry(
     session: Session, message_id: int, worker_id: str, *, due_at: datetime, error: str
 ) -> bool:
-    result = session.execute(
-        _MARK_RETRY,
-        {"b_id": message_id, "b_worker": worker_id, "b_due_at": due_at, "b_error": error[:2000]},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(settle(session, worker_id, [Settled(message_id, PENDING, due_at, error)]))
 
 
 def mark_failed(
     session: Session, message_id: int, worker_id: str, *, now: datetime, error: str
 ) -> bool:
-    result = session.execute(
-        _MARK_FAILED,
-        {"b_id": message_id, "b_worker": worker_id, "b_finished_at": now, "b_error": error[:2000]},
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(settle(session, worker_id, [Settled(message_id, FAILED, now, error)]))
 
 
 def mark_held(session: Session, message_id: int, worker_id: str, *, error: str) -> bool:
-    result = session.execute(
-        _MARK_HELD, {"b_id": message_id, "b_worker": worker_id, "b_error": error[:2000]}
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(settle(session, worker_id, [Settled(message_id, HELD, None, error)]))
 
 
 @dataclass(frozen=True, slots=True)

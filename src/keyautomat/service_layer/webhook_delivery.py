@@ -24,7 +24,14 @@ from keyautomat.domain.errors import InvalidInput
 from keyautomat.domain.webhook_health import DISABLED
 from keyautomat.service_layer import webhooks
 from keyautomat.service_layer.clock import Clock, SystemClock
-from keyautomat.service_layer.delivery import GiveUp, Hold, Record, RetryLater, delay_after
+from keyautomat.service_layer.delivery import (
+    GiveUp,
+    Handler,
+    Hold,
+    Record,
+    RetryLater,
+    delay_after,
+)
 from keyautomat.service_layer.outbox import OutboxMessage
 from keyautomat.service_layer.principal import Principal
 
@@ -36,6 +43,8 @@ ATTEMPT_RETENTION = timedelta(days=30)
 PRUNE_BATCH = 500
 PRUNE_MAX_BATCHES = 200
 PRUNE_INTERVAL = timedelta(minutes=5)
+# Decrypted signing secrets kept per process (by their ciphertext: a rotation is a new entry).
+SECRET_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class WebhookService:
         self.disable_after = disable_after
         self.attempt_retention = attempt_retention
         self.prune_batch = prune_batch
+        self._secrets: dict[str, str] = {}
 
     async def _vet(self, url: str) -> None:
         try:
@@ -258,7 +268,35 @@ class WebhookService:
         """Close kept-alive receiver connections of the running loop (worker shutdown)."""
         await self.sender.aclose()
 
+    def prepare(self, session: Session, messages: Sequence[OutboxMessage]) -> Handler:
+        """The handler of a claimed batch: its subscriptions read once, in the claim's
+        transaction, rather than once per delivery in a transaction of its own."""
+        targets = webhooks.load_targets(
+            session, [m.payload["subscriptionId"] for m in messages], self.clock.now()
+        )
+
+        async def handle(message: OutboxMessage) -> Record:
+            return await self._deliver(message, targets.get(message.payload["subscriptionId"]))
+
+        return handle
+
     async def handle(self, message: OutboxMessage) -> Record:
+        """Deliver one ``webhook`` row on its own (its subscription read first)."""
+        subscription_id: str = message.payload["subscriptionId"]
+        now = self.clock.now()
+        target = await self.db.run(lambda s: webhooks.load_target(s, subscription_id, now))
+        return await self._deliver(message, target)
+
+    def _secret(self, encrypted: str) -> str:
+        """A signing secret, decrypted once per process rather than once per attempt."""
+        secret = self._secrets.get(encrypted)
+        if secret is None:
+            if len(self._secrets) >= SECRET_CACHE_SIZE:
+                self._secrets.clear()
+            secret = self._secrets[encrypted] = self.secrets.decrypt(encrypted)
+        return secret
+
+    async def _deliver(self, message: OutboxMessage, target: webhooks.Target | None) -> Record:
         """Deliver one ``webhook`` row: current URL and secrets, fresh timestamp, same id."""
         payload = message.payload
         subscription_id: str = payload["subscriptionId"]
@@ -266,7 +304,6 @@ class WebhookService:
         webhook_id: str = payload["webhookId"]
         body: str = payload["body"]
         started = self.clock.now()
-        target = await self.db.run(lambda s: webhooks.load_target(s, subscription_id, started))
         if target is None:
             raise GiveUp("the subscription was deleted")
         if event_type not in target.event_types:
@@ -276,13 +313,15 @@ class WebhookService:
             # kept aside with the others, unattempted, until an admin enables it.
             raise Hold(
                 "the subscription is disabled",
-                record=lambda s: webhooks.settle_held(s, subscription_id, message.id, started),
+                record=webhooks.DeliveryOutcome(
+                    subscription_id, message.id, started, None, False, self.disable_after
+                ),
             )
         headers = delivery_headers(
             webhook_id=webhook_id,
             event_type=event_type,
             body=body,
-            secrets=[self.secrets.decrypt(k) for k in target.secrets_encrypted],
+            secrets=[self._secret(k) for k in target.secrets_encrypted],
             at=self.sign_clock.now(),
         )
         result = await self.sender.post(target.url, headers, body.encode())
@@ -303,13 +342,10 @@ class WebhookService:
             latency_ms=result.latency_ms,
             error=result.error,
         )
-
-        def record(session: Session) -> None:
-            # Written with the row's outcome, in the worker's one transaction.
-            webhooks.record_delivery(
-                session, attempt, exhausted=exhausted, disable_after=self.disable_after
-            )
-
+        # Written with the row's outcome, with the pass's others, in the worker's one transaction.
+        record = webhooks.DeliveryOutcome(
+            subscription_id, message.id, started, attempt, exhausted, self.disable_after
+        )
         if not result.success:
             raise RetryLater(result.error or "delivery failed", record=record)
         return record

@@ -35,6 +35,7 @@ from keyautomat.domain.text import one_line
 from keyautomat.domain.times import format_utc
 from keyautomat.domain.webhook_health import ACTIVE, DISABLED, PENDING, Health
 from keyautomat.service_layer import admin_notices, outbox
+from keyautomat.service_layer.delivery import Batched
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope
 
@@ -406,10 +407,24 @@ class Target:
     secrets_encrypted: list[str]
 
 
+_TARGETS = select(subs).where(subs.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def load_targets(
+    session: Session, subscription_ids: Sequence[str], now: datetime
+) -> dict[str, Target]:
+    """The targets of ``subscription_ids`` in one query; a deleted subscription is missing."""
+    if not subscription_ids:
+        return {}
+    rows = session.execute(_TARGETS, {"ids": sorted(set(subscription_ids))})
+    return {row.id: _target(row, now) for row in rows}
+
+
 def load_target(session: Session, subscription_id: str, now: datetime) -> Target | None:
-    row = session.execute(select(subs).where(subs.c.id == subscription_id)).first()
-    if row is None:
-        return None
+    return load_targets(session, [subscription_id], now).get(subscription_id)
+
+
+def _target(row: Any, now: datetime) -> Target:
     keys = [row.secret_encrypted]
     if (
         row.previous_secret_encrypted is not None
@@ -476,24 +491,25 @@ def record_attempt(session: Session, attempt: AttemptRecord) -> None:
 
 
 def _insert_attempt(session: Session, attempt: AttemptRecord) -> None:
+    session.execute(_INSERT_ATTEMPT, _attempt_values(attempt))
+
+
+def _attempt_values(attempt: AttemptRecord) -> dict[str, Any]:
     error = attempt.error
-    session.execute(
-        _INSERT_ATTEMPT,
-        {
-            "subscription_id": attempt.subscription_id,
-            "outbox_id": attempt.delivery_id,
-            "webhook_id": attempt.webhook_id,
-            "event_type": attempt.event_type,
-            "url": attempt.url,
-            "attempt": attempt.attempt,
-            "is_test": attempt.delivery_id is None,
-            "attempted_at": attempt.attempted_at,
-            "status_code": attempt.status_code,
-            "latency_ms": attempt.latency_ms,
-            "success": _succeeded(attempt.status_code),
-            "error": None if error is None else error[:2000],
-        },
-    )
+    return {
+        "subscription_id": attempt.subscription_id,
+        "outbox_id": attempt.delivery_id,
+        "webhook_id": attempt.webhook_id,
+        "event_type": attempt.event_type,
+        "url": attempt.url,
+        "attempt": attempt.attempt,
+        "is_test": attempt.delivery_id is None,
+        "attempted_at": attempt.attempted_at,
+        "status_code": attempt.status_code,
+        "latency_ms": attempt.latency_ms,
+        "success": _succeeded(attempt.status_code),
+        "error": None if error is None else error[:2000],
+    }
 
 
 def _succeeded(status_code: int | None) -> bool:
@@ -519,7 +535,9 @@ _LOCK_HEALTH = (
         subs.c.last_failure_at,
         subs.c.disabled_at,
     )
-    .where(subs.c.id == bindparam("b_id"))
+    .where(subs.c.id.in_(bindparam("b_ids", expanding=True)))
+    # Locked in id order by every worker, so two workers never wait crosswise.
+    .order_by(subs.c.id)
     .with_for_update(key_share=True)
 )
 _WRITE_HEALTH = (
@@ -553,38 +571,103 @@ def _write_health(session: Session, subscription_id: str, health: Health) -> Non
     )
 
 
-def record_delivery(
-    session: Session,
-    attempt: AttemptRecord,
-    *,
-    exhausted: bool,
-    disable_after: timedelta,
-) -> bool:
-    """Log one live attempt and update the subscription's health; True when it disabled it.
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome(Batched):
+    """What a worker writes about one live delivery, with the others of its pass.
 
-    ``exhausted``: this was the delivery's last attempt. Disabling puts every
-    queued delivery of the subscription aside and queues one notice to its
-    unit's admins, in this same transaction: the transition happens once, under
-    the row lock, so the notice goes out once per disabling.
+    ``attempt`` is the HTTP attempt made, ``exhausted`` says it was the
+    delivery's last (the retry schedule has run out if it failed). Without an
+    ``attempt`` the delivery was put aside unattempted, its subscription being
+    disabled (``Hold``).
     """
-    subscription_id = attempt.subscription_id
-    row = session.execute(_LOCK_HEALTH, {"b_id": subscription_id}).first()
-    if row is None:
-        return False  # deleted while the delivery was in flight: nothing to log against
-    _insert_attempt(session, attempt)
+
+    subscription_id: str
+    delivery_id: int
+    at: datetime
+    attempt: AttemptRecord | None
+    exhausted: bool
+    disable_after: timedelta
+
+    @classmethod
+    def write_all(cls, session: Session, records: Sequence[DeliveryOutcome]) -> None:
+        record_deliveries(session, records)
+
+
+def record_deliveries(session: Session, outcomes: Sequence[DeliveryOutcome]) -> list[str]:
+    """Log a batch of live attempts and update their subscriptions' health, in a few
+    statements whatever the batch's size; returns the subscriptions it disabled.
+
+    Each subscription involved is locked once (all in one statement, in id
+    order), its attempts are logged in one insert, and its health is folded over
+    its attempts in the order given and written once. Disabling puts every queued
+    delivery of the subscription aside and queues one notice to its unit's
+    admins, in this same transaction: the transition happens once, under the row
+    lock, so the notice goes out once per disabling.
+
+    A delivery put aside (``attempt`` None) because its subscription was disabled
+    is queued again if an admin enabled the subscription meanwhile, or dropped if
+    it was deleted: this runs under the subscription's lock, so it cannot miss an
+    :func:`enable` that committed between the worker's look at the subscription
+    and the row being marked ``held``.
+    """
+    ids = sorted({o.subscription_id for o in outcomes})
+    if not ids:
+        return []
+    rows = {row.id: row for row in session.execute(_LOCK_HEALTH, {"b_ids": ids})}
+    # A subscription deleted while its delivery was in flight leaves nothing to log against.
+    logged = [o.attempt for o in outcomes if o.attempt is not None and o.subscription_id in rows]
+    if logged:
+        session.execute(_INSERT_ATTEMPT, [_attempt_values(a) for a in logged])
+    disabled: list[str] = []
+    for subscription_id in ids:
+        mine = [o for o in outcomes if o.subscription_id == subscription_id]
+        row = rows.get(subscription_id)
+        if row is None:
+            held = [o.delivery_id for o in mine if o.attempt is None]
+            if held:
+                outbox.drop_held(
+                    session,
+                    kinds=[KIND],
+                    ids=held,
+                    now=mine[0].at,
+                    reason="the subscription was deleted",
+                )
+            continue
+        if _settle_health(session, row, mine):
+            disabled.append(subscription_id)
+    return disabled
+
+
+def _settle_health(session: Session, row: Any, outcomes: Sequence[DeliveryOutcome]) -> bool:
+    """Fold one subscription's attempts into its health; True when they disabled it."""
     before = _health(row)
-    after = webhook_health.after_attempt(
-        before,
-        success=_succeeded(attempt.status_code),
-        at=attempt.attempted_at,
-        exhausted=exhausted,
-        disable_after=disable_after,
-    )
-    _write_health(session, subscription_id, after)
+    after = before
+    disabling_error: str | None = None
+    for outcome in outcomes:
+        attempt = outcome.attempt
+        if attempt is None:
+            continue
+        was = after.state
+        after = webhook_health.after_attempt(
+            after,
+            success=_succeeded(attempt.status_code),
+            at=attempt.attempted_at,
+            exhausted=outcome.exhausted,
+            disable_after=outcome.disable_after,
+        )
+        if was != DISABLED and after.state == DISABLED:
+            disabling_error = attempt.error
+    if after != before:
+        _write_health(session, row.id, after)
+    if after.state != DISABLED:
+        # Put aside because it looked disabled, but an admin has enabled it since.
+        held = [o.delivery_id for o in outcomes if o.attempt is None]
+        if held:
+            outbox.release(session, kinds=[KIND], ids=held)
     if before.state == DISABLED or after.state != DISABLED:
         return False
-    outbox.hold(session, refs=refs_of(subscription_id), kinds=[KIND])
-    _notify_disabled(session, row, after, attempt.error)
+    outbox.hold(session, refs=refs_of(row.id), kinds=[KIND])
+    _notify_disabled(session, row, after, disabling_error)
     return True
 
 
@@ -613,23 +696,6 @@ def _notify_disabled(session: Session, row: Any, health: Health, error: str | No
         },
         now=health.disabled_at,
     )
-
-
-def settle_held(session: Session, subscription_id: str, delivery_id: int, now: datetime) -> None:
-    """After a worker put a delivery aside because its subscription was disabled: if an
-    admin re-enabled (or deleted) the subscription meanwhile, queue (or drop) it now.
-
-    Runs in the transaction that marked the row held, under the subscription's
-    lock, so it cannot miss an :func:`enable` that committed between the
-    worker's look at the subscription and that mark.
-    """
-    row = session.execute(_LOCK_HEALTH, {"b_id": subscription_id}).first()
-    if row is None:
-        outbox.drop_held(
-            session, kinds=[KIND], ids=[delivery_id], now=now, reason="the subscription was deleted"
-        )
-    elif row.state != DISABLED:
-        outbox.release(session, kinds=[KIND], ids=[delivery_id])
 
 
 @dataclass(frozen=True, slots=True)
