@@ -135,6 +135,40 @@ class Checkpointer:
             self._conn.close()
 
 
+class LoopReader:
+    """A connection of its own to the SQLite file, for tiny reads made right on the event loop.
+
+    Database work goes to the one database thread (:class:`Database`); a hop there
+    and back costs tens of microseconds and queues behind whatever that thread is
+    doing. A read of one row by its primary key costs a few microseconds on a
+    connection of its own, and in WAL mode a reader never waits for the writer, so
+    such a read may be made without leaving the loop: the API reads the counter of
+    service account changes this way on every signed request (entrypoints/api/
+    account_cache.py). Each read is its own transaction, so it sees every commit
+    made before it, by any process. Only ever use it from one thread at a time.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def scalar(self, sql: str, parameters: tuple[Any, ...] = ()) -> Any:
+        """The first column of the first row of ``sql``, or None."""
+        if self._conn is None:
+            # Opened at the first read, on the loop that reads (check_same_thread off: a
+            # test may run its app on one thread after another, never at once).
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5
+            )
+        row = self._conn.execute(sql, parameters).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 def _make_private(path: Path) -> None:
     """Create the SQLite file readable by this user only, and tighten one that is not.
 
@@ -193,6 +227,7 @@ class Database:
         path = sqlite_database_path(url)
         self.engine = make_engine(url, pool_size=workers, autocheckpoint=path is None)
         self.checkpointer = Checkpointer(str(path)) if path is not None else None
+        self.loop_reader = LoopReader(str(path)) if path is not None else None
         # ``info`` reaches every session: the container's registries (service_layer/wiring.py).
         self.info: dict[str, Any] = info if info is not None else {}
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False, info=self.info)
@@ -239,6 +274,8 @@ class Database:
         self._executor.shutdown(wait=True)
         if self.checkpointer is not None:
             self.checkpointer.close()
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         self.engine.dispose()
 
 
