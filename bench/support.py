@@ -19,10 +19,11 @@ __all__ = ["free_port", "serve"]
 
 
 def serve(
-    env: dict[str, str], *args: str, quiet: bool = False
+    env: dict[str, str], *args: str, quiet: bool = False, timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``keyautomat serve [args]`` on a free port, started and answering /healthz; returns the
-    process and its base URL. ``quiet`` drops its stderr too."""
+    """``keyautomat serve [args]`` on a free port, started and answering /healthz within
+    ``timeout`` seconds (start-up takes far longer on a busy machine); returns the process
+    and its base URL. ``quiet`` drops its stderr too."""
     port = free_port()
     server = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), *args],
@@ -31,7 +32,7 @@ def serve(
         stderr=subprocess.DEVNULL if quiet else None,
     )
     try:
-        wait_until_serving(port)
+        wait_until_serving(port, timeout)
     except AssertionError:
         server.kill()
         raise RuntimeError("the server did not start") from None
