@@ -240,7 +240,9 @@ class Reads:
 
     @classmethod
     def of(cls, session: Session) -> Reads:
-        """Reads in the session's transaction (they see what it wrote)."""
+        """Reads in the session's transaction: they see what it wrote (pending ORM changes
+        are flushed first, as ``session.execute`` would)."""
+        session.flush()
         connection = session.connection()
         return cls(connection.connection.dbapi_connection, connection.dialect)
 

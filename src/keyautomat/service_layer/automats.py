@@ -189,7 +189,7 @@ _VIEW_COLUMNS = (
     a.c.installation_pincode,
     a.c.lifecycle_state,
 )
-_lk, _ag, _g = orm.lockers, orm.automat_groups, orm.groups
+_lk, _ag, _g, _ou = orm.lockers, orm.automat_groups, orm.groups, orm.organization_units
 # The hot reads (GET /v2/automats and /v2/automats/{id}): built once, plain rows
 # (adapters/db.py, PlainQuery), the caller's subtree a bound parameter.
 _PAGE = PlainQuery(
@@ -199,23 +199,24 @@ _PAGE = PlainQuery(
     .limit(bindparam("limit"))
     .offset(bindparam("offset"))
 )
+# One automat, and its unit's path for the scope check (an index lookup, where the
+# subtree subquery of ``in_scope_bound`` scans the units).
 _ONE = PlainQuery(
-    select(*_VIEW_COLUMNS).where(
-        a.c.id == bindparam("automat_id"), in_scope_bound(a.c.organization_unit_id)
-    )
+    select(*_VIEW_COLUMNS, _ou.c.path)
+    .join(_ou, _ou.c.id == a.c.organization_unit_id)
+    .where(a.c.id == bindparam("automat_id"))
 )
 _LOCKERS = PlainQuery(
     select(_lk.c.automat_id, _lk.c.locker_index, _lk.c.is_key_inside, _lk.c.key_id, _lk.c.key_name)
     .where(_lk.c.automat_id.in_(bindparam("ids", expanding=True)))
     .order_by(_lk.c.automat_id, _lk.c.locker_index)
 )
+# The groups' unit paths come along: only groups in the caller's subtree are shown.
 _GROUPS = PlainQuery(
-    select(_ag.c.automat_id, _g.c.id, _g.c.name)
+    select(_ag.c.automat_id, _g.c.id, _g.c.name, _ou.c.path)
     .join(_g, _g.c.id == _ag.c.group_id)
-    .where(
-        _ag.c.automat_id.in_(bindparam("ids", expanding=True)),
-        in_scope_bound(_g.c.organization_unit_id),
-    )
+    .join(_ou, _ou.c.id == _g.c.organization_unit_id)
+    .where(_ag.c.automat_id.in_(bindparam("ids", expanding=True)))
     .order_by(_g.c.name, _g.c.id)
 )
 
@@ -229,7 +230,8 @@ class AutomatRows:
     hw_id, installation_pincode, lifecycle_state); ``lockers`` by automat id:
     (automat_id, locker_index, is_key_inside, key_id, key_name) by locker index, with
     ``is_key_inside`` 0 or 1 on SQLite; ``groups`` by automat id: (automat_id, id,
-    name) by name. The ``Automat`` schema of the API is made of these alone.
+    name, unit path) by name, those in the caller's subtree. The ``Automat`` schema of
+    the API is made of these alone.
     """
 
     automats: list[tuple[Any, ...]]
@@ -260,7 +262,7 @@ class AutomatRows:
 
 
 def _with_lockers_and_groups(
-    reads: Reads, rows: list[tuple[Any, ...]], scope: dict[str, str]
+    reads: Reads, rows: list[tuple[Any, ...]], principal: Principal
 ) -> AutomatRows:
     """Attach lockers and groups to automat rows with one query each (no per-row queries)."""
     lockers: dict[str, list[tuple[Any, ...]]] = {}
@@ -269,8 +271,9 @@ def _with_lockers_and_groups(
         ids = [row[0] for row in rows]
         for locker in reads.rows(_LOCKERS, ids=ids):
             lockers.setdefault(locker[0], []).append(locker)
-        for member in reads.rows(_GROUPS, ids=ids, **scope):
-            groups.setdefault(member[0], []).append(member)
+        for member in reads.rows(_GROUPS, ids=ids):
+            if principal.sees(member[3]):
+                groups.setdefault(member[0], []).append(member)
     return AutomatRows(rows, lockers, groups)
 
 
@@ -278,20 +281,18 @@ def automat_page_rows(
     reads: Reads, principal: Principal, page: PageRequest
 ) -> tuple[AutomatRows, Page[tuple[Any, ...]]]:
     """One page of the caller's automats: their rows, and the page (its items the rows)."""
-    scope = scope_params(principal)
-    rows = reads.rows(_PAGE, limit=page.limit + 1, offset=page.offset, **scope)
+    rows = reads.rows(_PAGE, limit=page.limit + 1, offset=page.offset, **scope_params(principal))
     shown = rows[: page.limit]
-    found = _with_lockers_and_groups(reads, shown, scope)
+    found = _with_lockers_and_groups(reads, shown, principal)
     return found, Page(shown, page.offset + len(shown), page.limit, len(rows) > page.limit)
 
 
 def automat_rows(reads: Reads, principal: Principal, automat_id: str) -> AutomatRows:
     """One automat of the caller's, as :class:`AutomatRows`; NotFound outside its scope."""
-    scope = scope_params(principal)
-    rows = reads.rows(_ONE, automat_id=automat_id, **scope)
-    if not rows:
+    rows = reads.rows(_ONE, automat_id=automat_id)
+    if not rows or not principal.sees(rows[0][-1]):
         raise NotFound("Automat")
-    return _with_lockers_and_groups(reads, rows, scope)
+    return _with_lockers_and_groups(reads, [rows[0][:-1]], principal)
 
 
 def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[AutomatView]:
