@@ -43,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -165,6 +166,16 @@ def wrk(
     }
 
 
+def _py_spy(folder: str | None, name: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of ``pid`` into ``folder/<name>.txt`` until interrupted."""
+    if folder is None:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{name}.txt"
+    cmd = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out), "-r", "250"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def start_hello(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     hello = subprocess.Popen(
@@ -228,6 +239,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--automats", type=int, default=100)
+    parser.add_argument(
+        "--profile",
+        help="a folder: py-spy records the server during each measure's first run there "
+        "(collapsed stacks, <measure>.txt)",
+    )
     parser.add_argument(
         "--server-path",
         help="a src/ folder to run keyautomat from (PYTHONPATH), e.g. an older tree's",
@@ -328,7 +344,11 @@ def main() -> int:
                         hello_server.pid,
                     )
                 else:
+                    spy = _py_spy(args.profile, name, server.pid) if not results[name] else None
                     row = signed_run(name, enough(results[name], guesses[name]))
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
                 results[name].append(row)
     finally:
         for process in (server, hello_server):
