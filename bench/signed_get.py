@@ -1,15 +1,39 @@
-"""Signed ``GET /v2/automats?limit=100`` throughput versus an unauthenticated route.
+"""Signed reads against a bare FastAPI hello app, side by side (issue #17, items 1-2).
 
-Starts ``keyautomat serve`` (uvicorn, one process) on a fresh SQLite database
-with 100 installed automats, then alternates wrk runs against the signed list
-and against ``/healthz`` of the same app, and prints both, their ratio and the
-latency percentiles. Every signed request carries its own signature (the
-server refuses replays), so the requests are signed ahead of time and wrk's
-threads each replay a disjoint slice of them.
+One run starts both servers itself, each one uvicorn process served the same way
+(uvloop, httptools, no access log; bench/hello_app.py):
 
-    uv run python bench/signed_get.py [--duration 10] [--connections 32] [--runs 3]
+* the bare FastAPI hello app (``GET /``), the stack's ceiling;
+* ``keyautomat serve --no-worker`` on a fresh SQLite database with ``--automats``
+  installed automats (no lockers; 100 of them make the list's body ~27 KB),
 
-Needs ``wrk`` (Debian: ``apt-get install wrk``).
+and alternates wrk runs over four measures, ``--runs`` rounds of each:
+
+* ``hello``: the bare app;
+* ``signed_root``: signed ``GET /v2/`` (the smoke test);
+* ``signed_automat``: signed ``GET /v2/automats/{id}``, an automat without lockers;
+* ``signed_list``: signed ``GET /v2/automats?limit=100``.
+
+Every signed request carries its own signature (the server refuses replays), so
+each run's requests are signed just before it (RSA-2048, ~1-2.5 ms each: most of
+the bench's runtime) and wrk's threads each replay a disjoint slice of them.
+
+For each measure it prints one JSON line::
+
+    {"measure": "signed_root", "value": <median req/s>, "unit": "req/s",
+     "runs": [...], "spread": (max - min) / median, "ratio_vs_hello": ...,
+     "cpu_us_per_request": <median>, "cpu_runs": [...], "cpu_ratio_vs_hello": ...,
+     "p50_ms": ..., "p99_ms": ..., "non2xx": ..., "bytes": <response body size>}
+
+``cpu_us_per_request`` is the server process's user + system CPU time over the run
+divided by the requests wrk completed: the figure to compare while the machine is
+busy with other work, when req/s are low and noisy.
+
+    uv run python bench/signed_get.py [--duration 5] [--connections 32] [--runs 3]
+    uv run python bench/signed_get.py --server-path /tmp/old/src   # another tree's server
+
+Runtime with the defaults: about 2-3 minutes (wrk 60 s, signing the rest). Needs
+``wrk`` (Debian: ``apt-get install wrk``).
 """
 
 from __future__ import annotations
@@ -19,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,8 +51,10 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from support import serve
+from support import free_port, serve
+from tests.processes import wait_until_serving
 
 from keyautomat.client import signature_headers
 
@@ -59,9 +86,16 @@ function init(args)
 end
 function request()
   idx = idx + 1
+  if idx >= #lines then
+    -- The pool is spent: a signature sent twice is a replay (401), so stop here.
+    wrk.thread:stop()
+  end
   return lines[((idx - 1) % #lines) + 1]
 end
 """
+
+MEASURES = ("hello", "signed_root", "signed_automat", "signed_list")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _sign_chunk(args: tuple[str, str, str, int, int]) -> list[str]:
@@ -91,8 +125,20 @@ def presign(account: str, key: str, url: str, count: int, workers: int) -> list[
         return [line for chunk in pool.map(_sign_chunk, chunks) for line in chunk]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def wrk(
-    url: str, duration: int, connections: int, threads: int, script: Path | None, args: list[str]
+    url: str,
+    duration: int,
+    connections: int,
+    threads: int,
+    script: Path | None,
+    args: list[str],
+    pid: int,
 ) -> dict[str, float]:
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency"]
     if script is not None:
@@ -100,30 +146,108 @@ def wrk(
     cmd += [url]
     if args:
         cmd += ["--", *args]
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
         assert m is not None, out
-        value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        lat[pct] = value
+        lat[pct] = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     return {
         "rps": rps,
+        "cpu_us": cpu / max(total, 1) * 1e6,
         "p50_ms": lat["50"],
         "p99_ms": lat["99"],
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
     }
 
 
+def _py_spy(folder: str | None, name: str, pid: int) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of ``pid`` into ``folder/<name>.txt`` until interrupted."""
+    if folder is None:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{name}.txt"
+    cmd = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out), "-r", "250"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_hello(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    hello = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("hello_app.py")), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_serving(port, 120.0)
+    return hello, f"http://127.0.0.1:{port}"
+
+
+def seed(base: str, account: str, key: str, automats: int) -> str:
+    """Installs ``automats`` automats (no lockers); returns the first one's id."""
+    from keyautomat.client import Client
+
+    api = Client(f"{base}/v2", account, key)
+    first = ""
+    for i in range(automats):
+        made = api.post(
+            "/automats/install",
+            {
+                "name": f"Automat {i}",
+                "address": "Benchmark street 1",
+                "postalCode": "00100",
+                "postalOffice": "Helsinki",
+                "timezone": "Europe/Helsinki",
+                "product": "key20",
+            },
+        )
+        first = first or str(made["id"])
+    return first
+
+
+def summary(name: str, rows: list[dict[str, float]], hello: dict[str, float]) -> dict[str, Any]:
+    rps = [r["rps"] for r in rows]
+    cpu = [round(r["cpu_us"], 1) for r in rows]
+    value = statistics.median(rps)
+    cpu_median = statistics.median(cpu)
+    return {
+        "measure": name,
+        "value": round(value, 1),
+        "unit": "req/s",
+        "runs": [round(r, 1) for r in rps],
+        "spread": round((max(rps) - min(rps)) / value, 3) if value else None,
+        "ratio_vs_hello": round(value / hello["rps"], 3),
+        "cpu_us_per_request": cpu_median,
+        "cpu_runs": cpu,
+        "cpu_spread": round((max(cpu) - min(cpu)) / cpu_median, 3) if cpu_median else None,
+        "cpu_ratio_vs_hello": round(hello["cpu_us"] / cpu_median, 3) if cpu_median else None,
+        "p50_ms": statistics.median(r["p50_ms"] for r in rows),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rows),
+        "non2xx": statistics.median(r["non2xx"] for r in rows),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--automats", type=int, default=100)
+    parser.add_argument(
+        "--profile",
+        help="a folder: py-spy records the server during each measure's first run there "
+        "(collapsed stacks, <measure>.txt)",
+    )
+    parser.add_argument(
+        "--server-path",
+        help="a src/ folder to run keyautomat from (PYTHONPATH), e.g. an older tree's",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
@@ -131,6 +255,9 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="keyautomat-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
+    hello_env = dict(env)
+    if args.server_path:
+        env["PYTHONPATH"] = str(Path(args.server_path).resolve())
     env.update(
         KEYAUTOMAT_DATABASE_URL=f"sqlite:///{work / 'bench.db'}",
         KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
@@ -149,39 +276,39 @@ def main() -> int:
     account = info["serviceAccountId"]
 
     server, base = serve(env, "--log-level", "warning", "--no-worker", quiet=True)
+    hello_server, hello_base = start_hello(hello_env)
+    script = work / "signed.lua"
+    script.write_text(LUA)
+    sig_file = work / "signatures.tsv"
+    sign_seconds = 0.0
+    signed_total = 0
+    started = time.monotonic()
     try:
+        automat_id = seed(base, account, key, args.automats)
+        paths = {
+            "signed_root": "/v2/",
+            "signed_automat": f"/v2/automats/{automat_id}",
+            "signed_list": "/v2/automats?limit=100",
+        }
         from keyautomat.client import Client
 
         api = Client(f"{base}/v2", account, key)
-        for i in range(args.automats):
-            api.post(
-                "/automats/install",
-                {
-                    "name": f"Automat {i}",
-                    "address": "Benchmark street 1",
-                    "postalCode": "00100",
-                    "postalOffice": "Helsinki",
-                    "timezone": "Europe/Helsinki",
-                    "product": "key20",
-                },
-            )
-        path = "/v2/automats?limit=100"
-        smoke_path = "/v2/"
-        body = api.get("/automats?limit=100")
-        payload_bytes = len(json.dumps(body, separators=(",", ":")))
-        script = work / "signed.lua"
-        script.write_text(LUA)
-        sig_file = work / "signatures.tsv"
-        sign_seconds = 0.0
-        signed_total = 0
+        sizes = {
+            "signed_root": len(json.dumps(api.get("/"), separators=(",", ":"))),
+            "signed_automat": len(
+                json.dumps(api.get(f"/automats/{automat_id}"), separators=(",", ":"))
+            ),
+            "signed_list": len(json.dumps(api.get("/automats?limit=100"), separators=(",", ":"))),
+        }
 
-        def signed_run(url_path: str, count: int) -> dict[str, float]:
+        def signed_run(name: str, count: int) -> dict[str, float]:
             # Signatures are made just before each run, each with its own
             # timestamp inside the server's window, and never reused.
             nonlocal sign_seconds, signed_total
-            started = time.monotonic()
+            url_path = paths[name]
+            began = time.monotonic()
             pool = presign(account, key, base + url_path, count, os.cpu_count() or 2)
-            sign_seconds += time.monotonic() - started
+            sign_seconds += time.monotonic() - began
             signed_total += len(pool)
             sig_file.write_text("\n".join(pool) + "\n")
             return wrk(
@@ -191,50 +318,67 @@ def main() -> int:
                 args.threads,
                 script,
                 [str(sig_file), str(args.threads), url_path],
+                server.pid,
             )
 
-        def enough(rows: list[dict[str, float]]) -> int:
-            # Half again what the previous run managed, capped so that the
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in MEASURES}
+
+        def enough(rows: list[dict[str, float]], first_guess: float) -> int:
+            # A fifth again what the previous run managed, capped so that the
             # oldest signature stays well inside the five-minute window.
-            rate = rows[-1]["rps"] if rows else 2_000.0
-            return min(150_000, max(2_000, int(rate * args.duration * 1.5)))
+            rate = rows[-1]["rps"] if rows else first_guess
+            return min(100_000, max(1_000, int(rate * args.duration * 1.2)))
 
-        hello: list[dict[str, float]] = []
-        smoke: list[dict[str, float]] = []
-        signed: list[dict[str, float]] = []
+        # First pools, before a run of the measure tells its rate; later ones follow it.
+        guesses = {"signed_root": 2_500.0, "signed_automat": 2_000.0, "signed_list": 1_000.0}
         for _ in range(args.runs):
-            hello.append(
-                wrk(f"{base}/healthz", args.duration, args.connections, args.threads, None, [])
-            )
-            smoke.append(signed_run(smoke_path, enough(smoke)))
-            signed.append(signed_run(path, enough(signed)))
+            for name in MEASURES:
+                if name == "hello":
+                    row = wrk(
+                        f"{hello_base}/",
+                        args.duration,
+                        args.connections,
+                        args.threads,
+                        None,
+                        [],
+                        hello_server.pid,
+                    )
+                else:
+                    spy = _py_spy(args.profile, name, server.pid) if not results[name] else None
+                    row = signed_run(name, enough(results[name], guesses[name]))
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(timeout=60)
+                results[name].append(row)
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for process in (server, hello_server):
+            process.terminate()
+            process.wait(timeout=20)
 
-    def med(rows: list[dict[str, float]], field: str) -> float:
-        return statistics.median(r[field] for r in rows)
-
+    hello = {
+        "rps": statistics.median(r["rps"] for r in results["hello"]),
+        "cpu_us": statistics.median(r["cpu_us"] for r in results["hello"]),
+    }
+    for name in MEASURES:
+        line = summary(name, results[name], hello)
+        line["bytes"] = sizes.get(name, len(b'{"hello":"world"}'))
+        line["duration_s"] = args.duration
+        line["connections"] = args.connections
+        print(json.dumps(line), flush=True)
     print(
-        f"pre-signed {signed_total} requests in {sign_seconds:.1f} s; "
-        f"list response {payload_bytes} bytes ({args.automats} automats)"
-    )
-    print(
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-        f"median of {args.runs} runs, one uvicorn process, SQLite"
-    )
-    print(f"{'route':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    for name, rows in (
-        ("GET /healthz (unauthenticated)", hello),
-        ("signed GET /v2/ (smoke test)", smoke),
-        ("signed GET /v2/automats?limit=100", signed),
-    ):
-        print(
-            f"{name:<34}{med(rows, 'rps'):>10.0f}{med(rows, 'p50_ms'):>10.2f}"
-            f"{med(rows, 'p99_ms'):>10.2f}{med(rows, 'non2xx'):>10.0f}"
+        json.dumps(
+            {
+                "measure": "bench",
+                "value": round(time.monotonic() - started, 1),
+                "unit": "s",
+                "runs": args.runs,
+                "spread": None,
+                "signed_requests": signed_total,
+                "signing_s": round(sign_seconds, 1),
+                "server_path": args.server_path or "this tree",
+            }
         )
-    print(f"ratio signed list / unauthenticated: {med(signed, 'rps') / med(hello, 'rps'):.3f}")
-    print(f"ratio signed smoke test / unauthenticated: {med(smoke, 'rps') / med(hello, 'rps'):.3f}")
+    )
     return 0
 
 

@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def serve(
-    env: dict[str, str], *args: str, quiet: bool = False, start_timeout: float = 30.0
+    env: dict[str, str], *args: str, quiet: bool = False, start_timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``keyautomat serve [args]`` on a free port, started and answering /healthz within
-    ``start_timeout`` seconds; returns the process and its base URL. ``quiet`` drops its
-    stderr too."""
+    ``start_timeout`` seconds (start-up takes far longer on a busy machine); returns the
+    process and its base URL. ``quiet`` drops its stderr too."""
     port = free_port()
     server = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), *args],

@@ -135,6 +135,128 @@ class Checkpointer:
             self._conn.close()
 
 
+class LoopReader:
+    """A connection of its own to the SQLite file, for tiny reads made right on the event loop.
+
+    Database work goes to the one database thread (:class:`Database`); a hop there
+    and back costs tens of microseconds and queues behind whatever that thread is
+    doing. A read of one row by its primary key costs a few microseconds on a
+    connection of its own, and in WAL mode a reader never waits for the writer, so
+    such a read may be made without leaving the loop: the API reads the counter of
+    service account changes this way on every signed request (entrypoints/api/
+    account_cache.py), and its hot reads go this way (:meth:`Database.read`). Each
+    read is its own transaction, so it sees every commit made before it, by any
+    process. Only ever use it from one thread at a time.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def scalar(self, sql: str, parameters: tuple[Any, ...] = ()) -> Any:
+        """The first column of the first row of ``sql``, or None."""
+        row = self._connection().execute(sql, parameters).fetchone()
+        return None if row is None else row[0]
+
+    def read(self, work: Callable[[Reads], T], dialect: Any) -> T:
+        """``work`` in one read transaction: every statement sees the same snapshot."""
+        connection = self._connection()
+        connection.execute("BEGIN")
+        try:
+            return work(Reads(connection, dialect))
+        finally:
+            connection.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # Opened at the first read, on the loop that reads (check_same_thread off: a
+            # test may run its app on one thread after another, never at once).
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5
+            )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class PlainQuery:
+    """A Core SELECT built once, compiled once per dialect, run straight on a DBAPI cursor.
+
+    ``session.execute`` costs tens of microseconds a statement before the database
+    sees it (cache key, execution context, result processing, a ``Row`` per row).
+    Hot reads whose columns need no type processing (text, integers; SQLite answers
+    booleans as 0 and 1) skip all of it: the rows come back as plain tuples.
+    Parameters are by name, as the statement's ``bindparam`` names them; an
+    expanding one (``bindparam("ids", expanding=True)``) takes a non-empty list.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def render(self, dialect: Any, params: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL text and the DBAPI parameters of one execution."""
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done = self.statement.compile(dialect=dialect)
+            order = tuple(done.positiontup) if done.positional else None
+            compiled = (str(done), order, dict(done.params))
+            self._compiled[dialect.name] = compiled
+        sql, order, defaults = compiled
+        values = {**defaults, **params}
+        for name, value in params.items():
+            token = f"__[POSTCOMPILE_{name}]"
+            if token not in sql:
+                continue
+            if not value:
+                raise ValueError(f"{name}: an expanding parameter needs at least one value")
+            if order is None:
+                names = [f"{name}_{i}" for i in range(len(value))]
+                sql = sql.replace(token, ", ".join(f"%({n})s" for n in names))
+                values.update(zip(names, value, strict=True))
+            else:
+                sql = sql.replace(token, ", ".join("?" * len(value)))
+        if order is None:
+            return sql, values
+        positional: list[Any] = []
+        for name in order:
+            value = values[name]
+            if f"__[POSTCOMPILE_{name}]" in compiled[0]:
+                positional.extend(value)
+            else:
+                positional.append(value)
+        return sql, positional
+
+
+class Reads:
+    """Plain rows of :class:`PlainQuery` statements, in one transaction."""
+
+    def __init__(self, dbapi_connection: Any, dialect: Any) -> None:
+        self._connection = dbapi_connection
+        self._dialect = dialect
+
+    @classmethod
+    def of(cls, session: Session) -> Reads:
+        """Reads in the session's transaction: they see what it wrote (pending ORM changes
+        are flushed first, as ``session.execute`` would)."""
+        session.flush()
+        connection = session.connection()
+        return cls(connection.connection.dbapi_connection, connection.dialect)
+
+    def rows(self, query: PlainQuery, **params: Any) -> list[tuple[Any, ...]]:
+        sql, values = query.render(self._dialect, params)
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql, values)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
+
+
 def _make_private(path: Path) -> None:
     """Create the SQLite file readable by this user only, and tighten one that is not.
 
@@ -193,6 +315,7 @@ class Database:
         path = sqlite_database_path(url)
         self.engine = make_engine(url, pool_size=workers, autocheckpoint=path is None)
         self.checkpointer = Checkpointer(str(path)) if path is not None else None
+        self.loop_reader = LoopReader(str(path)) if path is not None else None
         # ``info`` reaches every session: the container's registries (service_layer/wiring.py).
         self.info: dict[str, Any] = info if info is not None else {}
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False, info=self.info)
@@ -235,10 +358,20 @@ class Database:
         call = functools.partial(ctx.run, self.transaction, work)
         return await loop.run_in_executor(self._executor, call)
 
+    async def read(self, work: Callable[[Reads], T]) -> T:
+        """Run ``work``, plain reads only, in one read transaction: on SQLite right here on
+        the event loop, on a connection of its own (:class:`LoopReader`: no hop to the
+        database thread, no write lock, no waiting behind writes), else as :meth:`run`."""
+        if self.loop_reader is not None:
+            return self.loop_reader.read(work, self.engine.dialect)
+        return await self.run(lambda session: work(Reads.of(session)))
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         if self.checkpointer is not None:
             self.checkpointer.close()
+        if self.loop_reader is not None:
+            self.loop_reader.close()
         self.engine.dispose()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from itertools import count
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters.db import Database
 from keyautomat.adapters.orm import rate_buckets, request_signatures
+from keyautomat.service_layer.accounts import ACCOUNTS_VERSION
 
 # Expired signatures are deleted on one request in this many.
 PRUNE_EVERY = 500
@@ -43,11 +45,28 @@ _SPEND = (
 )
 
 
-# PostgreSQL's INSERT ... ON CONFLICT DO NOTHING; RETURNING says whether a row was written.
+# PostgreSQL's INSERT ... ON CONFLICT DO NOTHING; RETURNING says whether a row was written,
+# and brings the counter of service account changes along (entrypoints/api/account_cache.py):
+# no round trip of its own.
 _REMEMBER = (
-    pg_insert(request_signatures).on_conflict_do_nothing().returning(request_signatures.c.digest)
+    pg_insert(request_signatures)
+    .on_conflict_do_nothing()
+    .returning(request_signatures.c.digest, ACCOUNTS_VERSION.scalar_subquery())
 )
 _OPEN_BUCKET = pg_insert(rate_buckets).on_conflict_do_nothing()
+
+
+class Acceptance(NamedTuple):
+    """What a request ledger (entrypoints/api/auth.py, ``RequestLedger``) answers for a
+    request whose signature holds."""
+
+    first: bool
+    """False: the signature was seen before (a replay)."""
+    wait: int | None
+    """Seconds to wait when the account is over its rate budget, else None."""
+    accounts_version: int | None = None
+    """The counter of service account changes, when the ledger read it in the same
+    transaction; None when it did not."""
 
 
 class SharedLedger:
@@ -71,17 +90,19 @@ class SharedLedger:
         # is read and spent once, in :meth:`accept`.
         return None
 
-    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> Acceptance:
         digest = hashlib.sha256(f"{account_id}\n{signature}".encode()).hexdigest()
         prune = next(self._calls) % PRUNE_EVERY == 0
 
-        def work(session: Session) -> tuple[bool, int | None]:
+        def work(session: Session) -> Acceptance:
             if prune:
                 session.execute(_PRUNE, {"now_ms": now_ms})
             row = {"digest": digest, "expires_ms": now_ms + self.ttl_ms}
-            if session.execute(_REMEMBER, row).first() is None:
-                return False, None
-            return True, self._spend(session, account_id, now_ms / 1000)
+            remembered = session.execute(_REMEMBER, row).first()
+            if remembered is None:
+                return Acceptance(False, None)
+            wait = self._spend(session, account_id, now_ms / 1000)
+            return Acceptance(True, wait, int(remembered[1]))
 
         return await self.db.run(work)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
@@ -23,14 +23,39 @@ class AccountKey:
     principal: Principal
 
 
+# The ``id_counters`` row that triggers bump in the same transaction as any change to a
+# service account, or to the path or type of an organization unit (migration 0027).
+ACCOUNTS_VERSION_ROW = "service_accounts"
+ACCOUNTS_VERSION = select(orm.id_counters.c.value).where(
+    orm.id_counters.c.name == ACCOUNTS_VERSION_ROW
+)
+_sa, _ou = orm.service_accounts, orm.organization_units
+_LOAD_ACCOUNT = (
+    select(_sa.c.public_key_pem, _sa.c.organization_unit_id, _sa.c.role, _ou.c.path, _ou.c.type)
+    .join(_ou, _ou.c.id == _sa.c.organization_unit_id)
+    .where(_sa.c.id == bindparam("account_id"))
+)
+
+
+def accounts_version(session: Session) -> int:
+    """The counter of changes to service accounts (and their units) committed so far."""
+    return int(session.execute(ACCOUNTS_VERSION).scalar_one())
+
+
+def load_account_versioned(session: Session, account_id: str) -> tuple[AccountKey | None, int]:
+    """:func:`load_account` and the counter of account changes, in one transaction.
+
+    The counter is read first: a change committed between the two reads then leaves
+    the account newer than the counter says, which a cache only reloads too soon,
+    never too late.
+    """
+    version = accounts_version(session)
+    return load_account(session, account_id), version
+
+
 def load_account(session: Session, account_id: str) -> AccountKey | None:
     """The caller behind ``x-service-account-id``, with its unit; None when unknown or deleted."""
-    sa, ou = orm.service_accounts, orm.organization_units
-    row = session.execute(
-        select(sa.c.public_key_pem, sa.c.organization_unit_id, sa.c.role, ou.c.path, ou.c.type)
-        .join(ou, ou.c.id == sa.c.organization_unit_id)
-        .where(sa.c.id == account_id)
-    ).first()
+    row = session.execute(_LOAD_ACCOUNT, {"account_id": account_id}).first()
     if row is None:
         return None
     return AccountKey(

@@ -16,16 +16,17 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, Row, delete, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import PlainQuery, Reads
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import format_automat_id, new_pincode
 from keyautomat.domain.model import Automat, Group, GroupType, LifecycleState, Product
 from keyautomat.service_layer.pagination import Page, PageRequest
-from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.principal import Principal, in_scope, in_scope_bound, scope_params
 from keyautomat.service_layer.wiring import wiring_of
 
 # Features (contracts) register checks that refuse an uninstall while the automat is
@@ -159,7 +160,7 @@ class LockerView:
 
 @dataclass(frozen=True, slots=True)
 class AutomatView:
-    """An automat as readers see it, loaded with plain SQL (lists are the hot read path)."""
+    """An automat as the console sees it (the API writes :class:`AutomatRows` straight out)."""
 
     id: str
     name: str
@@ -175,6 +176,7 @@ class AutomatView:
     lockers: list[LockerView]
 
 
+# The columns of an automat row of ``AutomatRows``, in this order.
 _VIEW_COLUMNS = (
     a.c.id,
     a.c.name,
@@ -187,59 +189,119 @@ _VIEW_COLUMNS = (
     a.c.installation_pincode,
     a.c.lifecycle_state,
 )
+_lk, _ag, _g, _ou = orm.lockers, orm.automat_groups, orm.groups, orm.organization_units
+# The hot reads (GET /v2/automats and /v2/automats/{id}): built once, plain rows
+# (adapters/db.py, PlainQuery), the caller's subtree a bound parameter.
+_PAGE = PlainQuery(
+    select(*_VIEW_COLUMNS)
+    .where(in_scope_bound(a.c.organization_unit_id))
+    .order_by(a.c.created_at, a.c.id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
+# One automat, and its unit's path for the scope check (an index lookup, where the
+# subtree subquery of ``in_scope_bound`` scans the units).
+_ONE = PlainQuery(
+    select(*_VIEW_COLUMNS, _ou.c.path)
+    .join(_ou, _ou.c.id == a.c.organization_unit_id)
+    .where(a.c.id == bindparam("automat_id"))
+)
+_LOCKERS = PlainQuery(
+    select(_lk.c.automat_id, _lk.c.locker_index, _lk.c.is_key_inside, _lk.c.key_id, _lk.c.key_name)
+    .where(_lk.c.automat_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_lk.c.automat_id, _lk.c.locker_index)
+)
+# The groups' unit paths come along: only groups in the caller's subtree are shown.
+_GROUPS = PlainQuery(
+    select(_ag.c.automat_id, _g.c.id, _g.c.name, _ou.c.path)
+    .join(_g, _g.c.id == _ag.c.group_id)
+    .join(_ou, _ou.c.id == _g.c.organization_unit_id)
+    .where(_ag.c.automat_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_g.c.name, _g.c.id)
+)
 
 
-def _views(session: Session, rows: Sequence[Any], principal: Principal) -> list[AutomatView]:
+@dataclass(frozen=True, slots=True)
+class AutomatRows:
+    """Automats as readers see them, as plain rows (no object per row: lists are the hot
+    read path).
+
+    ``automats``: (id, name, label, address, postal_code, postal_office, timezone,
+    hw_id, installation_pincode, lifecycle_state); ``lockers`` by automat id:
+    (automat_id, locker_index, is_key_inside, key_id, key_name) by locker index, with
+    ``is_key_inside`` 0 or 1 on SQLite; ``groups`` by automat id: (automat_id, id,
+    name, unit path) by name, those in the caller's subtree. The ``Automat`` schema of
+    the API is made of these alone.
+    """
+
+    automats: list[tuple[Any, ...]]
+    lockers: dict[str, list[tuple[Any, ...]]]
+    groups: dict[str, list[tuple[Any, ...]]]
+
+    def views(self) -> list[AutomatView]:
+        return [
+            AutomatView(
+                id=row[0],
+                name=row[1],
+                label=row[2],
+                address=row[3],
+                postal_code=row[4],
+                postal_office=row[5],
+                timezone=row[6],
+                hw_id=row[7],
+                installation_pincode=row[8],
+                lifecycle_state=row[9],
+                groups=[(g[1], g[2]) for g in self.groups.get(row[0], ())],
+                lockers=[
+                    LockerView(lk[1], bool(lk[2]), lk[3], lk[4])
+                    for lk in self.lockers.get(row[0], ())
+                ],
+            )
+            for row in self.automats
+        ]
+
+
+def _with_lockers_and_groups(
+    reads: Reads, rows: list[tuple[Any, ...]], principal: Principal
+) -> AutomatRows:
     """Attach lockers and groups to automat rows with one query each (no per-row queries)."""
-    ids = [r.id for r in rows]
-    lockers: dict[str, list[LockerView]] = {i: [] for i in ids}
-    groups: dict[str, list[tuple[str, str]]] = {i: [] for i in ids}
-    if ids:
-        lk = orm.lockers
-        for locker in session.execute(
-            select(
-                lk.c.automat_id, lk.c.locker_index, lk.c.is_key_inside, lk.c.key_id, lk.c.key_name
-            )
-            .where(lk.c.automat_id.in_(ids))
-            .order_by(lk.c.automat_id, lk.c.locker_index)
-        ):
-            lockers[locker.automat_id].append(
-                LockerView(
-                    locker.locker_index, locker.is_key_inside, locker.key_id, locker.key_name
-                )
-            )
-        ag, g = orm.automat_groups, orm.groups
-        for member in session.execute(
-            select(ag.c.automat_id, g.c.id, g.c.name)
-            .join(g, g.c.id == ag.c.group_id)
-            .where(ag.c.automat_id.in_(ids), in_scope(g.c.organization_unit_id, principal))
-            .order_by(g.c.name, g.c.id)
-        ):
-            groups[member.automat_id].append((member.id, member.name))
-    return [AutomatView(*(*r, groups[r[0]], lockers[r[0]])) for r in rows]
+    lockers: dict[str, list[tuple[Any, ...]]] = {}
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    if rows:
+        ids = [row[0] for row in rows]
+        for locker in reads.rows(_LOCKERS, ids=ids):
+            lockers.setdefault(locker[0], []).append(locker)
+        for member in reads.rows(_GROUPS, ids=ids):
+            if principal.sees(member[3]):
+                groups.setdefault(member[0], []).append(member)
+    return AutomatRows(rows, lockers, groups)
+
+
+def automat_page_rows(
+    reads: Reads, principal: Principal, page: PageRequest
+) -> tuple[AutomatRows, Page[tuple[Any, ...]]]:
+    """One page of the caller's automats: their rows, and the page (its items the rows)."""
+    rows = reads.rows(_PAGE, limit=page.limit + 1, offset=page.offset, **scope_params(principal))
+    shown = rows[: page.limit]
+    found = _with_lockers_and_groups(reads, shown, principal)
+    return found, Page(shown, page.offset + len(shown), page.limit, len(rows) > page.limit)
+
+
+def automat_rows(reads: Reads, principal: Principal, automat_id: str) -> AutomatRows:
+    """One automat of the caller's, as :class:`AutomatRows`; NotFound outside its scope."""
+    rows = reads.rows(_ONE, automat_id=automat_id)
+    if not rows or not principal.sees(rows[0][-1]):
+        raise NotFound("Automat")
+    return _with_lockers_and_groups(reads, [rows[0][:-1]], principal)
 
 
 def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[AutomatView]:
-    rows = session.execute(
-        select(*_VIEW_COLUMNS)
-        .where(in_scope(a.c.organization_unit_id, principal))
-        .order_by(a.c.created_at, a.c.id)
-        .offset(page.offset)
-        .limit(page.limit + 1)
-    ).all()
-    views = _views(session, rows[: page.limit], principal)
-    return Page(views, page.offset + len(views), page.limit, len(rows) > page.limit)
+    found, listed = automat_page_rows(Reads.of(session), principal, page)
+    return Page(found.views(), listed.next_offset, listed.limit, listed.has_next)
 
 
 def view_automat(session: Session, principal: Principal, automat_id: str) -> AutomatView:
-    rows = session.execute(
-        select(*_VIEW_COLUMNS).where(
-            a.c.id == automat_id, in_scope(a.c.organization_unit_id, principal)
-        )
-    ).all()
-    if not rows:
-        raise NotFound("Automat")
-    return _views(session, rows, principal)[0]
+    return automat_rows(Reads.of(session), principal, automat_id).views()[0]
 
 
 def _next_automat_id(session: Session) -> str:

@@ -19,6 +19,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
 from keyautomat.entrypoints.api import admin, identify, sign
+from keyautomat.entrypoints.api.account_cache import AccountCache
 from keyautomat.entrypoints.api.admission import AdmissionMiddleware
 from keyautomat.entrypoints.api.auth import (
     RateLimiter,
@@ -52,7 +53,12 @@ from keyautomat.entrypoints.console import MAX_FORM as CONSOLE_MAX_FORM
 from keyautomat.entrypoints.console import PREFIX as CONSOLE_PREFIX
 from keyautomat.entrypoints.console import build_console
 from keyautomat.entrypoints.worker import OutboxWorker
-from keyautomat.service_layer.accounts import AccountKey, load_account
+from keyautomat.service_layer.accounts import (
+    ACCOUNTS_VERSION,
+    AccountKey,
+    accounts_version,
+    load_account_versioned,
+)
 from keyautomat.service_layer.idempotency import IdempotencyStore
 
 API_PREFIX = V2_PREFIX
@@ -178,8 +184,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     add_probes(app, container, run_gateway=run_gateway)
     add_metrics(app, container)
 
-    async def lookup(account_id: str) -> AccountKey | None:
-        return await container.db.run(lambda s: load_account(s, account_id))
+    accounts = _account_cache(container)
 
     def clock_ms() -> int:
         return int(container.clock.now().timestamp() * 1000)
@@ -195,7 +200,9 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
             burst=settings.rate_limit_burst,
         )
     verifier = SignatureVerifier(
-        lookup=lookup,
+        lookup=accounts.get,
+        # On PostgreSQL the ledger reads the counter of account changes in its transaction.
+        accounts_moved=accounts.observe,
         window_ms=settings.signature_window_ms,
         public_bases=settings.public_bases,
         trust_forwarded=settings.trust_forwarded_headers,
@@ -221,6 +228,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
         public_paths=frozenset({OPENAPI_URL, DOCS_URL, ADMIN_OPENAPI_URL, ADMIN_DOCS_URL}),
     )
     app.state.verifier = verifier
+    app.state.accounts = accounts
     # Just inside the edge: a request refused for overload costs no body read, no lookup
     # and no signature check, yet has its request id and access line (admission.py).
     limit = settings.requests_in_flight_limit
@@ -241,6 +249,29 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     )
 
     return app
+
+
+def _account_cache(container: Container) -> AccountCache:
+    """The service accounts of signed requests, kept while the counter of account changes
+    stands still (account_cache.py). On SQLite the counter is read on every request right
+    on the loop; on PostgreSQL the shared ledger reads it in its transaction."""
+    db = container.db
+
+    async def load(account_id: str) -> tuple[AccountKey | None, int]:
+        return await db.run(lambda s: load_account_versioned(s, account_id))
+
+    if not db.is_sqlite:
+        return AccountCache(load)
+    reader = db.loop_reader
+    if reader is None:
+        # An in-memory database: no second connection can see it.
+        return AccountCache(load, lambda: db.run(accounts_version))
+    query = str(ACCOUNTS_VERSION.compile(compile_kwargs={"literal_binds": True}))
+
+    async def current_version() -> int:
+        return int(reader.scalar(query))
+
+    return AccountCache(load, current_version)
 
 
 def _serve_document(

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyautomat import metrics
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
+from keyautomat.adapters.request_state import Acceptance
 from keyautomat.domain.text import is_ascii_digits, text_problem
 from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import send_error
@@ -108,9 +109,8 @@ class RequestLedger(Protocol):
         signature is checked); None to go on."""
         ...
 
-    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
-        """For a request whose signature holds: (first sighting, seconds to wait or None);
-        remembers the signature and spends a token."""
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> Acceptance:
+        """For a request whose signature holds: remembers the signature and spends a token."""
         ...
 
 
@@ -125,10 +125,10 @@ class MemoryLedger:
     async def over_budget(self, account_id: str, now: float) -> int | None:
         return self.limiter.retry_after(account_id, now, spend=False)
 
-    async def accept(self, account_id: str, signature: str, now_ms: int) -> tuple[bool, int | None]:
+    async def accept(self, account_id: str, signature: str, now_ms: int) -> Acceptance:
         if not self.replays.check_and_remember(account_id, signature, now_ms):
-            return False, None
-        return True, self.limiter.retry_after(account_id, now_ms / 1000)
+            return Acceptance(False, None)
+        return Acceptance(True, self.limiter.retry_after(account_id, now_ms / 1000))
 
 
 class RateLimiter:
@@ -234,8 +234,13 @@ class SignatureVerifier:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rate_limiter: RateLimiter | None = None,
         ledger: RequestLedger | None = None,
+        accounts_moved: Callable[[int], bool] | None = None,
     ) -> None:
+        """``lookup`` may answer from a cache (account_cache.py); ``accounts_moved`` is then
+        told the counter of account changes when the ledger reads it, and says whether the
+        cache was stale, so that the account is read again and the request checked anew."""
         self.lookup = lookup
+        self.accounts_moved = accounts_moved
         self.window_ms = window_ms
         self.bases = public_bases
         self.trust_forwarded = trust_forwarded
@@ -285,29 +290,46 @@ class SignatureVerifier:
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes, admitted: Admitted
     ) -> Principal | Rejection:
         """The signature over the body, then the replay cache and the rate limit."""
-        account_id, timestamp, signature = (
-            admitted.account_id,
-            admitted.timestamp,
-            admitted.signature,
-        )
+        account_id, signature = admitted.account_id, admitted.signature
+        account = admitted.account
+        mismatch = self._mismatch(scope, headers, body, admitted, account.public_key_pem)
+        if mismatch is not None:
+            return mismatch
+        first, wait, version = await self.ledger.accept(account_id, signature, admitted.now_ms)
+        if not first:
+            return Rejection(401, REPLAYED, f"signature already used by {account_id}")
+        if version is not None and self.accounts_moved is not None and self.accounts_moved(version):
+            # An account changed since ours was read: read it again and check anew.
+            fresh = await self.lookup(account_id)
+            if fresh is None:
+                return Rejection(401, UNKNOWN_ACCOUNT, f"service account {account_id!r} is gone")
+            if fresh.public_key_pem != account.public_key_pem:
+                mismatch = self._mismatch(scope, headers, body, admitted, fresh.public_key_pem)
+                if mismatch is not None:
+                    return mismatch
+            account = fresh
+        if wait is not None:
+            return _too_many(wait)
+        return account.principal
+
+    def _mismatch(
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        admitted: Admitted,
+        public_key_pem: str,
+    ) -> Rejection | None:
+        """None when the signature holds for one of the URLs the client may have signed."""
         method = str(scope["method"]).upper()
         tried = []
         for url in signed_url_candidates(scope, headers, self.bases, self.trust_forwarded):
             digest = request_hash(method, url, body)
-            message = string_to_sign(account_id, timestamp, digest)
-            if verify_signature(admitted.account.public_key_pem, signature, message):
-                break
+            message = string_to_sign(admitted.account_id, admitted.timestamp, digest)
+            if verify_signature(public_key_pem, admitted.signature, message):
+                return None
             tried.append(f"{url} -> {digest}")
-        else:
-            return Rejection(
-                401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried)
-            )
-        first, wait = await self.ledger.accept(account_id, signature, admitted.now_ms)
-        if not first:
-            return Rejection(401, REPLAYED, f"signature already used by {account_id}")
-        if wait is not None:
-            return _too_many(wait)
-        return admitted.account.principal
+        return Rejection(401, BAD_SIGNATURE, "signature did not match; tried " + "; ".join(tried))
 
 
 def _too_many(wait: int) -> Rejection:
@@ -408,10 +430,17 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+def caller_of(request: Request) -> Principal:
+    """The principal the signing middleware admitted. The hottest reads take the request and
+    call this instead of declaring ``Caller``: each dependency FastAPI resolves costs a
+    second pass of its parameter machinery, a good part of a cheap request's time."""
+    principal: Principal = request.scope["state"]["principal"]
+    return principal
+
+
 async def _principal(request: Request) -> Principal:
     # async: a plain def dependency would cost a worker-thread round trip per request
-    principal: Principal = request.state.principal
-    return principal
+    return caller_of(request)
 
 
 Caller = Annotated[Principal, Depends(_principal)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from keyautomat.entrypoints.api.auth import Caller
-from keyautomat.entrypoints.api.deps import Services
+from keyautomat.adapters.db import Reads
+from keyautomat.entrypoints.api.auth import Caller, caller_of
+from keyautomat.entrypoints.api.deps import Services, services_of
 from keyautomat.entrypoints.api.schemas import (
     ApiModel,
     NonEmptyStr,
@@ -23,8 +24,9 @@ from keyautomat.entrypoints.api.schemas import (
     read_only,
 )
 from keyautomat.service_layer import automats
-from keyautomat.service_layer.automats import AutomatView, Location
+from keyautomat.service_layer.automats import AutomatRows, Location
 from keyautomat.service_layer.pagination import PageRequest
+from keyautomat.service_layer.principal import Principal
 
 router = APIRouter(prefix="/automats", tags=["automats"])
 
@@ -64,37 +66,54 @@ class Automat(ApiModel):
     lifecycle_state: str | None
 
 
-def wire(view: AutomatView) -> dict[str, Any]:
-    """The ``Automat`` schema as JSON-ready data."""
-    return {
-        "id": view.id,
-        "name": view.name,
-        "location": {
-            "address": view.address,
-            "postalCode": view.postal_code,
-            "postalOffice": view.postal_office,
-        },
-        "label": view.label,
-        "groups": [{"id": gid, "name": name} for gid, name in view.groups],
-        "hwId": view.hw_id,
-        "timezone": view.timezone,
-        "installationPincode": view.installation_pincode,
-        "lockers": [
-            {
-                "lockerIndex": str(locker.locker_index),
-                "isKeyInside": locker.is_key_inside,
-                # A key without a name (a mechanical key may have none) is named by its id:
-                # the vendor's type has no null there (docs/api.md).
-                "key": (
-                    {"id": locker.key_id, "name": locker.key_name or locker.key_id}
-                    if locker.key_id is not None
-                    else None
-                ),
-            }
-            for locker in view.lockers
-        ],
-        "lifecycleState": view.lifecycle_state,
-    }
+def wire(found: AutomatRows) -> list[dict[str, Any]]:
+    """Each automat of ``found`` in the ``Automat`` schema, as JSON-ready data: the keys in
+    the vendor's order (the model above), built from plain rows."""
+    lockers, groups = found.lockers, found.groups
+    return [
+        {
+            "id": automat_id,
+            "name": name,
+            "location": {"address": address, "postalCode": postal_code, "postalOffice": office},
+            "label": label,
+            "groups": [{"id": g[1], "name": g[2]} for g in groups.get(automat_id, ())],
+            "hwId": hw_id,
+            "timezone": timezone,
+            "installationPincode": pincode,
+            "lockers": [
+                {
+                    "lockerIndex": str(locker[1]),
+                    "isKeyInside": bool(locker[2]),
+                    # A key without a name (a mechanical key may have none) is named by its
+                    # id: the vendor's type has no null there (docs/api.md).
+                    "key": (
+                        {"id": locker[3], "name": locker[4] or locker[3]}
+                        if locker[3] is not None
+                        else None
+                    ),
+                }
+                for locker in lockers.get(automat_id, ())
+            ],
+            "lifecycleState": state,
+        }
+        for (
+            automat_id,
+            name,
+            label,
+            address,
+            postal_code,
+            office,
+            timezone,
+            hw_id,
+            pincode,
+            state,
+        ) in found.automats
+    ]
+
+
+def _one(session: Session, caller: Principal, automat_id: str) -> dict[str, Any]:
+    """The automat as the API answers it, read in the session's transaction."""
+    return wire(automats.automat_rows(Reads.of(session), caller, automat_id))[0]
 
 
 class AutomatLocationDto(ApiModel):
@@ -125,15 +144,13 @@ class InstallAutomatDto(ApiModel):
 
 @router.get("", operation_id="AutomatsController_getAutomats", response_model=Paginated[Automat])
 async def list_automats(
-    caller: Caller, services: Services, after: PageAfter = None, limit: PageLimit = None
+    request: Request, after: PageAfter = None, limit: PageLimit = None
 ) -> Response:
+    # A hot read: the caller and the container straight from the request (auth.caller_of).
+    caller, db = caller_of(request), services_of(request).db
     page = PageRequest.parse(after, limit)
-
-    def work(session: Session) -> dict[str, Any]:
-        result = automats.list_automats(session, caller, page)
-        return page_payload(result, [wire(v) for v in result.items])
-
-    return json_response(await services.db.run(work))
+    found, listed = await db.read(lambda r: automats.automat_page_rows(r, caller, page))
+    return json_response(page_payload(listed, wire(found)))
 
 
 @router.post(
@@ -156,16 +173,16 @@ async def install_automat(body: InstallAutomatDto, caller: Caller, services: Ser
             product=body.product,
             now=services.clock.now(),
         )
-        return wire(automats.view_automat(session, caller, automat.id))
+        return _one(session, caller, automat.id)
 
     return json_response(await services.db.run(work), 201)
 
 
 @router.get("/{id}", operation_id="AutomatsController_getAutomatById", response_model=Automat)
-async def get_automat(id: str, caller: Caller, services: Services) -> Response:  # noqa: A002
-    return json_response(
-        await services.db.run(lambda s: wire(automats.view_automat(s, caller, id)))
-    )
+async def get_automat(id: str, request: Request) -> Response:  # noqa: A002
+    caller, db = caller_of(request), services_of(request).db
+    found = await db.read(lambda r: automats.automat_rows(r, caller, id))
+    return json_response(wire(found)[0])
 
 
 @router.patch("/{id}", operation_id="AutomatsController_updateAutomat", response_model=Automat)
@@ -192,7 +209,7 @@ async def update_automat(
             timezone=body.timezone,
             location=location,
         )
-        return wire(automats.view_automat(session, caller, id))
+        return _one(session, caller, id)
 
     return json_response(await services.db.run(work))
 
@@ -216,6 +233,6 @@ async def replace_automat(id: str, caller: Caller, services: Services) -> Respon
 
     def work(session: Session) -> dict[str, Any]:
         automats.replace_automat(session, caller, id, now)
-        return wire(automats.view_automat(session, caller, id))
+        return _one(session, caller, id)
 
     return json_response(await services.db.run(work))
