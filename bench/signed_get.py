@@ -210,7 +210,7 @@ def seed(base: str, account: str, key: str, automats: int) -> str:
     return first
 
 
-def summary(name: str, rows: list[dict[str, float]], hello: dict[str, float]) -> dict[str, Any]:
+def summary(name: str, rows: list[dict[str, float]], hello: dict[str, Any]) -> dict[str, Any]:
     rps = [r["rps"] for r in rows]
     cpu = [round(r["cpu_us"], 1) for r in rows]
     value = statistics.median(rps)
@@ -222,6 +222,8 @@ def summary(name: str, rows: list[dict[str, float]], hello: dict[str, float]) ->
         "runs": [round(r, 1) for r in rps],
         "spread": round((max(rps) - min(rps)) / value, 3) if value else None,
         "ratio_vs_hello": round(value / hello["rps"], 3),
+        # Each run against the hello run just before it: the ratio taken side by side.
+        "ratio_runs": [round(r / h, 3) for r, h in zip(rps, hello["rps_runs"], strict=True)],
         "cpu_us_per_request": cpu_median,
         "cpu_runs": cpu,
         "cpu_spread": round((max(cpu) - min(cpu)) / cpu_median, 3) if cpu_median else None,
@@ -356,6 +358,7 @@ def main() -> int:
             process.wait(timeout=20)
 
     hello = {
+        "rps_runs": [r["rps"] for r in results["hello"]],
         "rps": statistics.median(r["rps"] for r in results["hello"]),
         "cpu_us": statistics.median(r["cpu_us"] for r in results["hello"]),
     }

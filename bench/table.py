@@ -63,9 +63,11 @@ class Job:
     engine: str  # "SQLite" or "PostgreSQL"
     script: str
     args: Callable[[argparse.Namespace], Sequence[str]]
-    extract: Callable[[Lines], dict[str, float]]
+    extract: Callable[[Lines], dict[str, float]] | Callable[[Lines], dict[str, list[float]]]
     measures: tuple[Measure, ...]
     needs_postgres: bool = False
+    # Runs itself ``--runs`` times (alternating with its reference) and reports each run.
+    repeats_itself: bool = False
 
 
 @dataclass
@@ -84,8 +86,14 @@ def _one(lines: Lines, **match: Any) -> dict[str, Any]:
     return found[0]
 
 
-def _signed(lines: Lines) -> dict[str, float]:
-    return {line["measure"]: float(line["value"]) for line in lines if "measure" in line}
+def _signed(lines: Lines) -> dict[str, list[float]]:
+    """Per run: req/s of each measure, and each signed one against the hello run beside it."""
+    figures: dict[str, list[float]] = {}
+    for line in lines:
+        if line.get("measure") in {"hello", "signed_root", "signed_automat", "signed_list"}:
+            figures[line["measure"]] = line["runs"]
+            figures[line["measure"] + "_ratio"] = line["ratio_runs"]
+    return figures
 
 
 def _creation_saturation(lines: Lines) -> dict[str, float]:
@@ -121,8 +129,8 @@ def _overload(lines: Lines) -> dict[str, float]:
 def _webhooks(lines: Lines) -> dict[str, float]:
     one, two = _one(lines, workers=1), _one(lines, workers=2)
     return {
-        "one": one["throughput"],
-        "two": two["throughput"],
+        "one": one["deliveries_per_s"],
+        "two": two["deliveries_per_s"],
         "p99": max(one["p99_ms"], two["p99_ms"]),
     }
 
@@ -143,19 +151,21 @@ JOBS: tuple[Job, ...] = (
         "signed reads",
         "SQLite",
         "signed_get.py",
-        lambda o: ["--runs", "1", "--duration", str(o.seconds)],
+        lambda o: ["--runs", str(o.runs), "--duration", str(min(o.seconds, 5))],
         _signed,
         (
-            Measure("hello_rps", "bare FastAPI hello (reference)", "req/s"),
-            Measure("root_ratio", "signed GET /v2/ vs bare hello", "x", Target(">=", 0.5)),
+            Measure("hello", "bare FastAPI hello (reference)", "req/s"),
+            Measure("signed_root", "signed GET /v2/", "req/s"),
+            Measure("signed_root_ratio", "  vs bare hello, side by side", "x", Target(">=", 0.5)),
+            Measure("signed_automat", "signed GET /v2/automats/{id}", "req/s"),
             Measure(
-                "automat_ratio",
-                "signed GET /v2/automats/{id} vs bare hello",
-                "x",
-                Target(">=", 0.35),
+                "signed_automat_ratio", "  vs bare hello, side by side", "x", Target(">=", 0.35)
             ),
-            Measure("list_rps", "signed GET /v2/automats?limit=100", "req/s", Target(">=", 1000)),
+            Measure(
+                "signed_list", "signed GET /v2/automats?limit=100", "req/s", Target(">=", 1000)
+            ),
         ),
+        repeats_itself=True,
     ),
     Job(
         "creation saturation",
@@ -186,7 +196,7 @@ JOBS: tuple[Job, ...] = (
         "creation with 1 and 2 API processes",
         "PostgreSQL",
         "processes.py",
-        lambda o: ["--seconds", str(o.seconds), "--database-url", o.database_url, "--json"],
+        lambda o: ["--seconds", str(o.seconds), "--database-url", o.database_url],
         _processes,
         (
             Measure("one", "creation saturation, 1 API process", "/s"),
@@ -210,7 +220,7 @@ JOBS: tuple[Job, ...] = (
         "webhook delivery",
         "PostgreSQL",
         "webhooks.py",
-        lambda o: ["--seconds", str(o.seconds), "--json"],
+        lambda o: ["--seconds", str(o.seconds)],
         _webhooks,
         (
             Measure("one", "webhook deliveries, 1 worker", "/s", Target(">=", 500)),
@@ -232,7 +242,7 @@ def _postgres_reachable(url: str) -> str | None:
     return None
 
 
-def _run(job: Job, options: argparse.Namespace) -> dict[str, float]:
+def _run(job: Job, options: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, str(ROOT / "bench" / job.script), *job.args(options)]
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
     if done.returncode != 0:
@@ -306,7 +316,7 @@ def main() -> int:
             for row in job_rows:
                 row.note = "skipped: " + no_postgres
             continue
-        for run in range(options.runs):
+        for run in range(1 if job.repeats_itself else options.runs):
             began = time.monotonic()
             try:
                 figures = _run(job, options)
@@ -316,7 +326,8 @@ def main() -> int:
                 print(f"{job.name} ({job.engine}) run {run + 1} failed: {exc}", file=sys.stderr)
                 break
             for row in job_rows:
-                row.values.append(figures[row.measure.key])
+                figure = figures[row.measure.key]
+                row.values += figure if isinstance(figure, list) else [figure]
             print(
                 f"{job.name} ({job.engine}) run {run + 1}/{options.runs}: "
                 f"{time.monotonic() - began:.0f} s",
