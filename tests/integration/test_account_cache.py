@@ -86,6 +86,22 @@ def test_a_re_keyed_account_is_verified_with_its_new_key_on_its_next_request(
     assert rekeyed.get("/")["serviceAccountId"] == acme.account_id
 
 
+def test_a_new_key_is_good_on_the_first_request_after_another_process_re_keyed_the_account(
+    acme: Tenant, http: TestClient, elsewhere: Container
+) -> None:
+    _warm(acme, http)
+    new = generate_service_account_key()
+    _execute(
+        elsewhere,
+        "UPDATE service_accounts SET public_key_pem = :pem, fingerprint = :fp WHERE id = :id",
+        pem=new.public_pem,
+        fp=new.fingerprint,
+        id=acme.account_id,
+    )
+    rekeyed = Client(TEST_BASE, acme.account_id, new.private_pem, http=http)
+    assert rekeyed.get("/")["serviceAccountId"] == acme.account_id
+
+
 def test_an_account_whose_role_another_process_lowered_acts_in_its_new_role_at_once(
     acme: Tenant, http: TestClient, elsewhere: Container
 ) -> None:

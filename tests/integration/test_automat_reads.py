@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from keyautomat.bootstrap import Container
 from keyautomat.client import signature_headers
 from keyautomat.entrypoints.api.schemas import Paginated
+from keyautomat.entrypoints.api.v2 import automats as automat_routes
 from keyautomat.entrypoints.api.v2.automats import Automat
 from keyautomat.service_layer import automats as automat_cases
 from keyautomat.service_layer import lockers
@@ -152,3 +154,17 @@ def test_a_page_of_automats_reads_byte_for_byte_as_before(
         {"lockerIndex": "1", "isKeyInside": False, "key": None},
         {"lockerIndex": "2", "isKeyInside": True, "key": {"id": "k1", "name": "740FE4C"}},
     ]
+
+
+def test_a_far_page_is_read_on_the_database_thread_and_reads_the_same(
+    acme: Tenant, http: TestClient, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(acme, container)
+    on_the_loop = _get(acme, http, "/automats?after=2&limit=2")
+    monkeypatch.setattr(automat_routes, "LOOP_READ_MAX_OFFSET", 1)
+    reads: list[bool] = []
+    real = container.db.loop_reader
+    if real is not None:
+        monkeypatch.setattr(real, "read", lambda *a: reads.append(True))
+    assert _get(acme, http, "/automats?after=2&limit=2") == on_the_loop
+    assert reads == []

@@ -171,8 +171,10 @@ class LoopReader:
         if self._conn is None:
             # Opened at the first read, on the loop that reads (check_same_thread off: a
             # test may run its app on one thread after another, never at once).
+            # A busy database (a WAL recovery, another process's exclusive lock) must
+            # not hold the loop: 20 ms, then the caller takes the database thread.
             self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5
+                self.path, isolation_level=None, check_same_thread=False, timeout=0.02
             )
         return self._conn
 
@@ -180,6 +182,11 @@ class LoopReader:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused for a lock another connection holds (SQLITE_BUSY/LOCKED)."""
+    return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class PlainQuery:
@@ -358,12 +365,20 @@ class Database:
         call = functools.partial(ctx.run, self.transaction, work)
         return await loop.run_in_executor(self._executor, call)
 
-    async def read(self, work: Callable[[Reads], T]) -> T:
+    async def read(self, work: Callable[[Reads], T], *, small: bool = True) -> T:
         """Run ``work``, plain reads only, in one read transaction: on SQLite right here on
         the event loop, on a connection of its own (:class:`LoopReader`: no hop to the
-        database thread, no write lock, no waiting behind writes), else as :meth:`run`."""
-        if self.loop_reader is not None:
-            return self.loop_reader.read(work, self.engine.dialect)
+        database thread, no write lock, no waiting behind writes), else as :meth:`run`.
+
+        Only ``small`` work, whose cost is bounded whatever the data (a few rows by key),
+        runs on the loop, which nothing else can use meanwhile; other work, and work the
+        loop's connection finds the database busy for, goes to the database thread."""
+        if self.loop_reader is not None and small:
+            try:
+                return self.loop_reader.read(work, self.engine.dialect)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
         return await self.run(lambda session: work(Reads.of(session)))
 
     def close(self) -> None:

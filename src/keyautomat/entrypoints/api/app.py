@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from keyautomat import metrics
+from keyautomat.adapters.db import is_busy
 from keyautomat.adapters.request_state import SharedLedger
 from keyautomat.admission import Slots
 from keyautomat.bootstrap import Container
@@ -200,9 +202,8 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
             burst=settings.rate_limit_burst,
         )
     verifier = SignatureVerifier(
-        lookup=accounts.get,
         # On PostgreSQL the ledger reads the counter of account changes in its transaction.
-        accounts_moved=accounts.observe,
+        lookup=accounts,
         window_ms=settings.signature_window_ms,
         public_bases=settings.public_bases,
         trust_forwarded=settings.trust_forwarded_headers,
@@ -269,7 +270,12 @@ def _account_cache(container: Container) -> AccountCache:
     query = str(ACCOUNTS_VERSION.compile(compile_kwargs={"literal_binds": True}))
 
     async def current_version() -> int:
-        return int(reader.scalar(query))
+        try:
+            return int(reader.scalar(query))
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return await db.run(accounts_version)
 
     return AccountCache(load, current_version)
 

@@ -25,6 +25,7 @@ from keyautomat import metrics
 from keyautomat.adapters.crypto import request_hash, string_to_sign, verify_signature
 from keyautomat.adapters.request_state import Acceptance
 from keyautomat.domain.text import is_ascii_digits, text_problem
+from keyautomat.entrypoints.api.account_cache import AccountCache, Uncached
 from keyautomat.entrypoints.api.bodies import body_problems
 from keyautomat.entrypoints.api.errors import send_error
 from keyautomat.logs import SERVICE_ACCOUNT_ID
@@ -227,20 +228,18 @@ class SignatureVerifier:
     def __init__(
         self,
         *,
-        lookup: AccountLookup,
+        lookup: AccountLookup | AccountCache,
         window_ms: int,
         public_bases: tuple[str, ...],
         trust_forwarded: bool = False,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rate_limiter: RateLimiter | None = None,
         ledger: RequestLedger | None = None,
-        accounts_moved: Callable[[int], bool] | None = None,
     ) -> None:
-        """``lookup`` may answer from a cache (account_cache.py); ``accounts_moved`` is then
-        told the counter of account changes when the ledger reads it, and says whether the
-        cache was stale, so that the account is read again and the request checked anew."""
-        self.lookup = lookup
-        self.accounts_moved = accounts_moved
+        """``lookup`` reads an account on every request, or is a cache of them
+        (account_cache.py) whose answers the ledger's reading of the counter of account
+        changes confirms or sends back to the database."""
+        self.accounts = lookup if isinstance(lookup, AccountCache) else Uncached(lookup)
         self.window_ms = window_ms
         self.bases = public_bases
         self.trust_forwarded = trust_forwarded
@@ -276,38 +275,55 @@ class SignatureVerifier:
             return Rejection(
                 401, BAD_TIMESTAMP, f"timestamp {timestamp} precedes this process's replay cache"
             )
-        account = await self.lookup(account_id)
-        if account is None:
+        kept = await self.accounts.get(account_id)
+        if kept.account is None:
             return Rejection(401, UNKNOWN_ACCOUNT, f"no service account {account_id!r}")
         # Only looks: a token is spent by a request whose signature holds, so that
         # unsigned requests naming an account cannot use up its budget.
         wait = await self.ledger.over_budget(account_id, now_ms / 1000)
         if wait is not None:
             return _too_many(wait)
-        return Admitted(account_id, timestamp, signature, account, now_ms)
+        return Admitted(
+            account_id, timestamp, signature, kept.account, now_ms, kept.version, kept.cached
+        )
 
     async def check_signature(
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes, admitted: Admitted
     ) -> Principal | Rejection:
         """The signature over the body, then the replay cache and the rate limit."""
         account_id, signature = admitted.account_id, admitted.signature
-        account = admitted.account
+        account, read_under = admitted.account, admitted.version
         mismatch = self._mismatch(scope, headers, body, admitted, account.public_key_pem)
         if mismatch is not None:
-            return mismatch
+            if not admitted.cached:
+                return mismatch
+            # The kept key may be one another process has since replaced: ask once more.
+            kept = await self.accounts.reload(account_id)
+            if kept.account is None:
+                return Rejection(401, UNKNOWN_ACCOUNT, f"service account {account_id!r} is gone")
+            if kept.account.public_key_pem == account.public_key_pem or self._mismatch(
+                scope, headers, body, admitted, kept.account.public_key_pem
+            ):
+                return mismatch
+            account, read_under = kept.account, kept.version
         first, wait, version = await self.ledger.accept(account_id, signature, admitted.now_ms)
         if not first:
             return Rejection(401, REPLAYED, f"signature already used by {account_id}")
-        if version is not None and self.accounts_moved is not None and self.accounts_moved(version):
-            # An account changed since ours was read: read it again and check anew.
-            fresh = await self.lookup(account_id)
-            if fresh is None:
+        if version is not None and read_under is not None and version != read_under:
+            # Accounts changed since this request's was read (by this request's own
+            # counter, not the cache's, which another request may have moved on):
+            # read it again as of the counter now, and check anew.
+            self.accounts.observe(version)
+            kept = await self.accounts.get(account_id)
+            if kept.account is None:
                 return Rejection(401, UNKNOWN_ACCOUNT, f"service account {account_id!r} is gone")
-            if fresh.public_key_pem != account.public_key_pem:
-                mismatch = self._mismatch(scope, headers, body, admitted, fresh.public_key_pem)
+            if kept.account.public_key_pem != account.public_key_pem:
+                mismatch = self._mismatch(
+                    scope, headers, body, admitted, kept.account.public_key_pem
+                )
                 if mismatch is not None:
                     return mismatch
-            account = fresh
+            account = kept.account
         if wait is not None:
             return _too_many(wait)
         return account.principal
@@ -347,6 +363,10 @@ class Admitted:
     signature: str
     account: AccountKey
     now_ms: int
+    # The counter of account changes ``account`` was read under (None: read just now,
+    # uncached), and whether it came from the cache.
+    version: int | None = None
+    cached: bool = False
 
 
 class SignedRequestMiddleware:
