@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import event
@@ -15,7 +15,14 @@ from keyautomat.bootstrap import Container
 from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import ManualClock
-from keyautomat.service_layer.delivery import Dispatcher, GiveUp, Hold, Record, RetryLater
+from keyautomat.service_layer.delivery import (
+    Dispatcher,
+    GiveUp,
+    Hold,
+    Paced,
+    Record,
+    RetryLater,
+)
 from keyautomat.service_layer.outbox import OutboxMessage
 
 
@@ -461,3 +468,72 @@ def test_a_worker_that_dies_after_sending_and_before_recording_loses_nothing(
     assert {(r.status, r.attempts) for r in rows(container) if r.payload["name"].endswith("1")} == {
         ("done", 2)
     }
+
+
+class BreakingClock(ManualClock):
+    """A clock whose next reading fails once, when told to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.break_next = False
+
+    def now(self) -> datetime:
+        if self.break_next:
+            self.break_next = False
+            raise RuntimeError("clock broke")
+        return super().now()
+
+
+def test_a_delivery_that_raises_outside_its_handler_is_logged_and_retried_not_left_in_flight(
+    container: Container, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = BreakingClock()
+
+    async def breaks_the_clock(message: OutboxMessage) -> None:
+        await recorder(message)
+        clock.break_next = True  # the worker's reading after the handler fails
+
+    dispatcher = Dispatcher()
+    dispatcher.register("test", breaks_the_clock, retry_delays=[timedelta(seconds=5)])
+    worker = OutboxWorker(container.db, dispatcher, clock, worker_id="w1")
+    put(container, clock, "one")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        while not recorder.names:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    [row] = rows(container)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "RuntimeError: clock broke")
+    assert any(r.exc_info and "clock broke" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_a_row_that_gets_no_turn_at_its_target_in_time_is_given_back_unattempted(
+    container: Container, clock: ManualClock, recorder: Recorder
+) -> None:
+    turns = asyncio.Semaphore(1)
+    handled: list[str] = []
+
+    async def handle(message: OutboxMessage) -> None:
+        handled.append(message.payload["name"])
+        await asyncio.Event().wait()  # the first holds the only turn past its deadline
+
+    paced = Paced(handle, lambda _m: turns, longest=timedelta(milliseconds=200))
+    dispatcher = Dispatcher()
+    dispatcher.register("test", paced, retry_delays=[timedelta(seconds=5)])
+    worker = OutboxWorker(
+        container.db, dispatcher, clock, worker_id="w1", lease=timedelta(milliseconds=400)
+    )
+    put(container, clock, "first", lane="a")
+    put(container, clock, "second", lane="b")
+    assert asyncio.run(asyncio.wait_for(worker.run_once(), timeout=5)) == 2
+    assert handled == ["first"]
+    first, second = rows(container)
+    assert first.last_error == "handler ran past its deadline of 0.3 s"
+    # Waiting was no attempt: the one its claim counted is taken back.
+    assert (second.status, second.due_at, second.attempts) == ("pending", clock.now(), 0)
+    assert second.last_error == "not attempted: no turn at its receiver within 0.1 s"

@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import event
 from starlette.testclient import TestClient
 
+from keyautomat.adapters import webhook_sender
 from keyautomat.adapters.webhook_sender import HttpWebhookSender
 from keyautomat.bootstrap import Container
 from keyautomat.client import ApiError, Client
@@ -595,6 +596,71 @@ def test_a_hanging_receiver_holds_back_only_its_own_deliveries(
     assert [p["data"]["lockerIndex"] for p in live(receiver)] == [1, 2, 3]
     # ...and the hanging one still gets every event, in its lane's order.
     assert [p["data"]["lockerIndex"] for p in live(hanging)] == [1, 2, 3]
+
+
+def test_deliveries_waiting_for_a_busy_receiver_leave_the_workers_places_to_the_others(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    receiver: Receiver,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One request at a time per receiver and two places in the worker: the hanging
+    # receiver's second lane waits for its turn without taking the healthy one's place.
+    monkeypatch.setattr(webhook_sender, "MAX_CONNECTIONS_PER_RECEIVER", 1)
+    api = admin(acme, http)
+    answer = threading.Event()
+    with running_receiver() as hanging:
+        subscribe(api, receiver, acme.unit_id, ["key-status"])
+        subscribe(api, hanging, acme.unit_id, ["key-status"])
+        hanging.plan = lambda _r: None if answer.wait(30) else 503
+        for device in ("000111", "000222", "000333"):
+            publish(container, clock, acme.unit_id, "key-status", fetched(device, 1))
+        worker = OutboxWorker(
+            container.db, container.dispatcher, clock, worker_id="w1", max_in_flight=2
+        )
+
+        async def scenario() -> list[Any]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                await until(lambda: len(live(receiver)) == 3)
+                meanwhile = live(hanging)
+                answer.set()
+                await until(lambda: len(live(hanging)) == 3)
+            finally:
+                answer.set()
+                stop.set()
+                await asyncio.wait_for(task, timeout=20)
+                await container.webhooks.aclose()
+            return meanwhile
+
+        meanwhile = asyncio.run(scenario())
+    assert meanwhile == []
+    rows = container.db.transaction(lambda s: outbox.read(s, kinds=[webhooks.KIND]))
+    # Every delivery was made once: waiting for a turn was no attempt.
+    assert [(r.status, r.attempts) for r in rows] == [("done", 1)] * 6
+
+
+def test_a_webhook_row_without_a_subscription_fails_alone_and_the_batch_is_still_claimed(
+    container: Container,
+    acme: Tenant,
+    http: TestClient,
+    receiver: Receiver,
+    clock: ManualClock,
+    worker: OutboxWorker,
+) -> None:
+    subscribe(admin(acme, http), receiver, acme.unit_id, ["key-status"])
+    container.db.transaction(
+        lambda s: outbox.enqueue(s, webhooks.KIND, {"eventType": "key-status"}, now=clock.now())
+    )
+    publish(container, clock, acme.unit_id, "key-status", fetched("000111", 1))
+    drain(worker)
+    assert [p["data"]["deviceId"] for p in live(receiver)] == ["000111"]
+    bad, good = container.db.transaction(lambda s: outbox.read(s, kinds=[webhooks.KIND]))
+    assert (good.status, bad.status, bad.attempts) == ("done", "pending", 1)
+    assert bad.last_error == "KeyError: 'subscriptionId'"
 
 
 async def until(check: Callable[[], bool], timeout: float = 10) -> None:

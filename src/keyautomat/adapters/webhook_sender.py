@@ -8,9 +8,11 @@ backend that the iLOQ S5 client shares (``adapters/outbound.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -38,6 +40,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # receiver and takes the last one put back (one check per request).
 MAX_CONNECTIONS_PER_RECEIVER = 10
 KEEPALIVE_EXPIRY = 30.0  # seconds an idle connection is kept
+SWEEP_INTERVAL = 1.0  # at most this often a post closes every receiver's expired connections
 
 
 def signature_header(
@@ -74,6 +77,13 @@ class AttemptResult:
 
 
 class WebhookSender(Protocol):
+    timeout: float  # seconds one attempt takes at most
+
+    def turn(self, url: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """Wait for a turn at ``url``'s receiver and hold it; a ``post`` to that receiver
+        from within it uses this turn rather than waiting for another."""
+        ...
+
     async def vet(self, url: str) -> None:
         """Raise UnsafeTarget unless ``url`` may receive deliveries (checked when saved)."""
 
@@ -91,7 +101,8 @@ class HttpWebhookSender:
     """The real sender: per event loop, one connection pool per receiver, every connection
     vetted. At most ``MAX_CONNECTIONS_PER_RECEIVER`` requests go to one receiver at a time;
     the rest wait their turn before their attempt (and its timeout) starts, so a slow
-    receiver holds its own deliveries only."""
+    receiver holds its own deliveries only. Idle connections are closed once expired, by
+    the next post to any receiver; a receiver with none left and no turn taken is dropped."""
 
     def __init__(
         self,
@@ -100,7 +111,14 @@ class HttpWebhookSender:
         timeout: float = 15.0,
         connect_timeout: float = 5.0,
         resolve: Resolver = system_resolve,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.keepalive_expiry = keepalive_expiry
+        self.monotonic = monotonic
+        self._swept_at: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self.allow_private = allow_private
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -120,8 +138,41 @@ class HttpWebhookSender:
         receiver = receivers.get(key)
         if receiver is None:
             backend = VettingBackend(allow_private=self.allow_private, resolve=self.resolve)
-            receiver = receivers[key] = _Receiver(origin, backend)
+            receiver = receivers[key] = _Receiver(origin, backend, self.keepalive_expiry)
         return receiver
+
+    async def _sweep(self) -> None:
+        """At most once per ``SWEEP_INTERVAL``: close the expired idle connections of every
+        receiver of the running loop, and drop the receivers left unused."""
+        loop = asyncio.get_running_loop()
+        now = self.monotonic()
+        if now - self._swept_at.get(loop, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
+            return
+        self._swept_at[loop] = now
+        receivers = self._pools.get(loop, {})
+        for key, receiver in list(receivers.items()):
+            await receiver.close_expired()
+            if receiver.unused():
+                del receivers[key]
+
+    def kept_alive(self) -> dict[str, int]:
+        """The idle connections kept per receiver (``host:port``) for the running loop."""
+        receivers = self._pools.get(asyncio.get_running_loop(), {})
+        return {f"{host.decode()}:{port}": len(r.idle) for (_, host, port), r in receivers.items()}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, url: str) -> AsyncIterator[object]:
+        receiver = self._receiver(url)
+        receiver.users += 1
+        try:
+            async with receiver.turn:
+                held = _HELD.set(receiver)
+                try:
+                    yield receiver
+                finally:
+                    _HELD.reset(held)
+        finally:
+            receiver.users -= 1
 
     async def vet(self, url: str) -> None:
         await vet_url(url, allow_private=self.allow_private, resolve=self.resolve)
@@ -138,13 +189,21 @@ class HttpWebhookSender:
                 allow_private=self.allow_private, resolve=self.resolve, max_keepalive_connections=0
             ) as pool:
                 return await self._attempt(pool, url, headers, body)
+        await self._sweep()
         receiver = self._receiver(url)
-        async with receiver.turn:
-            connection = await receiver.take()
-            try:
-                return await self._attempt(connection, url, headers, body)
-            finally:
-                await receiver.give_back(connection)
+        if _HELD.get() is receiver:  # within a turn taken with ``turn``
+            return await self._post(receiver, url, headers, body)
+        async with self.turn(url):
+            return await self._post(receiver, url, headers, body)
+
+    async def _post(
+        self, receiver: _Receiver, url: str, headers: dict[str, str], body: bytes
+    ) -> AttemptResult:
+        connection = await receiver.take()
+        try:
+            return await self._attempt(connection, url, headers, body)
+        finally:
+            await receiver.give_back(connection)
 
     async def _attempt(
         self, via: _Requester, url: str, headers: dict[str, str], body: bytes
@@ -198,16 +257,38 @@ class HttpWebhookSender:
 
 
 _Requester = httpcore.AsyncConnectionPool | httpcore.AsyncHTTPConnection
+# The receiver whose turn the current task holds (see ``HttpWebhookSender.turn``).
+_HELD: contextvars.ContextVar[_Receiver | None] = contextvars.ContextVar(
+    "webhook_receiver_turn", default=None
+)
 
 
 class _Receiver:
     """One receiver's connections: a turn per request in flight, and the idle ones kept."""
 
-    def __init__(self, origin: httpcore.Origin, backend: VettingBackend) -> None:
+    def __init__(
+        self, origin: httpcore.Origin, backend: VettingBackend, keepalive_expiry: float
+    ) -> None:
         self.origin = origin
         self.backend = backend
+        self.keepalive_expiry = keepalive_expiry
         self.turn = asyncio.Semaphore(MAX_CONNECTIONS_PER_RECEIVER)
+        self.users = 0  # requests holding or waiting for a turn
         self.idle: list[httpcore.AsyncHTTPConnection] = []
+
+    async def close_expired(self) -> None:
+        """Close the idle connections that expired (or that the server closed)."""
+        idle, self.idle = self.idle, []
+        keep: list[httpcore.AsyncHTTPConnection] = []
+        for connection in idle:
+            if connection.is_idle() and not connection.has_expired():
+                keep.append(connection)
+            else:
+                await connection.aclose()
+        self.idle[:0] = keep  # before any put back meanwhile: those are the most recent
+
+    def unused(self) -> bool:
+        return not self.idle and self.users == 0
 
     async def take(self) -> httpcore.AsyncHTTPConnection:
         """The most recently used idle connection still usable, else a new (vetted) one."""
@@ -217,7 +298,7 @@ class _Receiver:
                 return connection
             await connection.aclose()
         return httpcore.AsyncHTTPConnection(
-            self.origin, keepalive_expiry=KEEPALIVE_EXPIRY, network_backend=self.backend
+            self.origin, keepalive_expiry=self.keepalive_expiry, network_backend=self.backend
         )
 
     async def give_back(self, connection: httpcore.AsyncHTTPConnection) -> None:

@@ -5,7 +5,9 @@ in-process under ``keyautomat serve``. It keeps up to ``max_in_flight`` rows
 being delivered at once, each in its own task: it claims a batch whenever there
 is room and rows may be due, and records the outcomes of all the deliveries
 that finished since its last write in one transaction. A slow receiver
-therefore holds only its own rows, never the others of its batch. Rows of one
+therefore holds only its own rows, never the others of its batch: a row that
+waits for a turn at its receiver (a :class:`Paced` handler) takes none of the
+in-flight places and starts its deadline only with its turn. Rows of one
 lane are never in flight together, because only lane heads can be claimed and
 a row stays ``in_flight`` until its outcome is recorded. Next to the deliveries
 it runs the features' periodic chores (``Dispatcher.every``).
@@ -19,13 +21,16 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from keyautomat.adapters import orm
 from keyautomat.adapters.db import Database
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.clock import Clock
@@ -35,6 +40,7 @@ from keyautomat.service_layer.delivery import (
     GiveUp,
     Handler,
     Hold,
+    Paced,
     Record,
     RetryLater,
 )
@@ -183,7 +189,12 @@ class OutboxWorker:
                 if flight.finished:
                     await self._record_safely(flight.take_finished())
                     claim = True  # their lanes are free again
-                room = self.max_in_flight - len(flight.running)
+                # Rows waiting for a turn at their receiver take no place, up to as many
+                # again as there are places (so a hung receiver cannot pile up claims).
+                room = min(
+                    self.max_in_flight - flight.attempting,
+                    2 * self.max_in_flight - len(flight.running),
+                )
                 if claim and room > 0 and not stop.is_set():
                     # A full batch: more may be due at once. Otherwise wait for a reason.
                     claim = await self._claim_into(flight, min(room, self.batch_size))
@@ -210,7 +221,7 @@ class OutboxWorker:
             log.exception("outbox claim failed; trying again shortly")
             return False
         for message, handler in batch:
-            flight.start(self._attempt(message, handler))
+            flight.start(self._attempt(message, handler, flight), partial(self._crashed, message))
         return len(batch) == limit
 
     async def _wait(self, flight: _InFlight, stop: asyncio.Event) -> bool:
@@ -244,9 +255,39 @@ class OutboxWorker:
                 len(outcomes),
             )
 
-    async def _attempt(self, message: OutboxMessage, handler: Handler) -> Outcome:
+    async def _attempt(
+        self, message: OutboxMessage, handler: Handler, flight: _InFlight | None = None
+    ) -> Outcome:
         """Deliver one row and judge the result; nothing is written yet."""
-        budget = asyncio.timeout(self.deadline.total_seconds())
+        if isinstance(handler, Paced):
+            return await self._attempt_paced(message, handler, flight)
+        return await self._judge(message, handler, self.deadline)
+
+    async def _attempt_paced(
+        self, message: OutboxMessage, handler: Paced, flight: _InFlight | None
+    ) -> Outcome:
+        """Wait for the row's turn (not an attempt yet, and no in-flight place), then
+        deliver it in what is left of its deadline. A row that gets no turn while its
+        longest attempt still fits is given back unattempted, due again at once."""
+        loop = asyncio.get_running_loop()
+        claimed = loop.time()
+        patience = (self.deadline - handler.longest).total_seconds()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with _waiting(flight), asyncio.timeout(max(patience, 0.0)):
+                    await stack.enter_async_context(handler.turn(message))
+            except TimeoutError:
+                reason = f"not attempted: no turn at its receiver within {patience:g} s"
+                record = _GiveBack(message.id, self.worker_id)
+                return Outcome(message, RETRY, self.clock.now(), reason, record)
+            left = self.deadline - timedelta(seconds=loop.time() - claimed)
+            return await self._judge(message, handler.handle, left)
+
+    async def _judge(
+        self, message: OutboxMessage, handler: Handler, deadline: timedelta
+    ) -> Outcome:
+        """Run ``handler`` within ``deadline`` and turn how it ended into an outcome."""
+        budget = asyncio.timeout(deadline.total_seconds())
         try:
             async with budget:
                 record = await handler(message)
@@ -264,6 +305,11 @@ class OutboxWorker:
             log.exception("handler for %s row %s raised", message.kind, message.id)
             return self._retry(message, f"{type(exc).__name__}: {exc}", None, None)
         return Outcome(message, DONE, self.clock.now(), None, record)
+
+    def _crashed(self, message: OutboxMessage, exc: BaseException) -> Outcome:
+        """The outcome of a delivery task that raised outside its handler: tried again."""
+        log.error("delivering %s row %s failed", message.kind, message.id, exc_info=exc)
+        return self._retry(message, f"{type(exc).__name__}: {exc}", None, None)
 
     def _retry(
         self, message: OutboxMessage, reason: str, delay: timedelta | None, record: Record | None
@@ -323,18 +369,38 @@ class _InFlight:
 
     def __init__(self) -> None:
         self.running: set[asyncio.Task[Outcome]] = set()
+        self.waiting = 0  # of the running, those waiting for a turn at their receiver
         self.finished: list[Outcome] = []
         self.progress = asyncio.Event()  # set whenever a delivery finishes
 
-    def start(self, attempt: Coroutine[Any, Any, Outcome]) -> None:
+    @property
+    def attempting(self) -> int:
+        """The deliveries that hold an in-flight place: running, not waiting for a turn."""
+        return len(self.running) - self.waiting
+
+    def start(
+        self,
+        attempt: Coroutine[Any, Any, Outcome],
+        crashed: Callable[[BaseException], Outcome],
+    ) -> None:
+        """Run ``attempt``; should it raise, ``crashed`` gives the row's outcome instead."""
         task = asyncio.create_task(attempt)
         self.running.add(task)
-        task.add_done_callback(self._collect)
+        task.add_done_callback(lambda done: self._collect(done, crashed))
 
-    def _collect(self, task: asyncio.Task[Outcome]) -> None:
+    def _collect(
+        self, task: asyncio.Task[Outcome], crashed: Callable[[BaseException], Outcome]
+    ) -> None:
         self.running.discard(task)
-        if not task.cancelled() and task.exception() is None:
-            self.finished.append(task.result())
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is None:
+                self.finished.append(task.result())
+            else:
+                try:
+                    self.finished.append(crashed(exc))
+                except Exception:  # the row stays in flight until its lease ends
+                    log.exception("settling a crashed delivery failed; see the error before")
         self.progress.set()
 
     def take_finished(self) -> list[Outcome]:
@@ -344,6 +410,41 @@ class _InFlight:
     def cancel(self) -> None:
         for task in list(self.running):
             task.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class _GiveBack:
+    """Takes back the attempt the claim counted for a row that was never attempted
+    (run after the row was settled as ``pending``, in the same transaction)."""
+
+    message_id: int
+    worker_id: str
+
+    def __call__(self, session: Session) -> object:
+        t = orm.outbox
+        return session.execute(
+            update(t)
+            .where(
+                t.c.id == self.message_id,
+                t.c.status == outbox.PENDING,
+                t.c.claimed_by == self.worker_id,
+                t.c.claimed_until.is_(None),
+            )
+            .values(attempts=t.c.attempts - 1)
+        )
+
+
+@contextlib.asynccontextmanager
+async def _waiting(flight: _InFlight | None) -> AsyncIterator[None]:
+    """Count the current delivery as waiting for a turn while the block runs."""
+    if flight is None:
+        yield
+        return
+    flight.waiting += 1
+    try:
+        yield
+    finally:
+        flight.waiting -= 1
 
 
 @dataclass(frozen=True, slots=True)

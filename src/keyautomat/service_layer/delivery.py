@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Self
@@ -74,6 +75,28 @@ class Hold(Exception):
 
 
 Handler = Callable[[OutboxMessage], Awaitable[Record | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """A :data:`Handler` whose rows first wait for a turn at their target (a webhook
+        receiver takes so many requests at a time).
+
+        The worker enters ``turn(message)`` before it calls ``handle``: the wait takes none of
+        its in-flight places, and the row's deadline starts only with its turn. ``longest`` is
+        how long ``handle`` runs at most once it has its turn; a row still waiting when less
+        than that is left of its deadline is given back unattempted (its attempt uncounted),
+    due again at once.
+    """
+
+    handle: Handler
+    turn: Callable[[OutboxMessage], AbstractAsyncContextManager[object]]
+    longest: timedelta
+
+    async def __call__(self, message: OutboxMessage) -> Record | None:
+        return await self.handle(message)
+
+
 # Run in the transaction that claimed a batch, with the batch's rows of its kind: reads
 # what their delivery needs in one go and returns the handler for these rows.
 Prepare = Callable[[Session, Sequence[OutboxMessage]], Handler]

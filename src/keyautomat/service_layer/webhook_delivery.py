@@ -8,7 +8,8 @@ happens in between.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +29,7 @@ from keyautomat.service_layer.delivery import (
     GiveUp,
     Handler,
     Hold,
+    Paced,
     Record,
     RetryLater,
     delay_after,
@@ -271,14 +273,26 @@ class WebhookService:
     def prepare(self, session: Session, messages: Sequence[OutboxMessage]) -> Handler:
         """The handler of a claimed batch: its subscriptions read once, in the claim's
         transaction, rather than once per delivery in a transaction of its own."""
-        targets = webhooks.load_targets(
-            session, [m.payload["subscriptionId"] for m in messages], self.clock.now()
-        )
+        ids = [i for m in messages if (i := _subscription_id(m)) is not None]
+        targets = webhooks.load_targets(session, ids, self.clock.now())
 
         async def handle(message: OutboxMessage) -> Record:
             return await self._deliver(message, targets.get(message.payload["subscriptionId"]))
 
-        return handle
+        @contextlib.asynccontextmanager
+        async def turn(message: OutboxMessage) -> AsyncIterator[object]:
+            """A turn at the row's receiver; none to wait for when it will not be sent."""
+            subscription_id = _subscription_id(message)
+            target = None if subscription_id is None else targets.get(subscription_id)
+            if target is None or target.state == DISABLED:
+                yield None
+                return
+            async with self.sender.turn(target.url) as held:
+                yield held
+
+        # The attempt's timeout, plus a little for signing and judging it.
+        longest = timedelta(seconds=self.sender.timeout + 5)
+        return Paced(handle, turn, longest)
 
     async def handle(self, message: OutboxMessage) -> Record:
         """Deliver one ``webhook`` row on its own (its subscription read first)."""
@@ -349,3 +363,11 @@ class WebhookService:
         if not result.success:
             raise RetryLater(result.error or "delivery failed", record=record)
         return record
+
+
+def _subscription_id(message: OutboxMessage) -> str | None:
+    """The row's subscription id, or None when its payload has none (a malformed row fails
+    on its own, in its handler, rather than in the claim of the whole batch)."""
+    payload = message.payload
+    found = payload.get("subscriptionId") if isinstance(payload, dict) else None
+    return found if isinstance(found, str) else None
