@@ -256,6 +256,9 @@ def main() -> None:
             database_url=database_url,
             secret_key=Fernet.generate_key().decode(),
             rate_limit_per_second=0,
+            # The capacity of each process, every request served: admission control would
+            # refuse the connections past its limit (bench/overload.py measures that).
+            max_requests_in_flight=0,
             public_url=f"{PUBLIC_BASE}/v2",
             notify_sink_dir=work / "sink",
         )
