@@ -56,7 +56,7 @@ from typing import Any
 from support import free_port, serve
 from tests.processes import wait_until_serving
 
-from keyautomat.client import signature_headers
+from keyautomat.client import Client, signature_headers
 
 LUA = r"""
 local lines = {}
@@ -188,11 +188,8 @@ def start_hello(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     return hello, f"http://127.0.0.1:{port}"
 
 
-def seed(base: str, account: str, key: str, automats: int) -> str:
-    """Installs ``automats`` automats (no lockers); returns the first one's id."""
-    from keyautomat.client import Client
-
-    api = Client(f"{base}/v2", account, key)
+def seed(api: Client, automats: int) -> str:
+    """Installs ``automats`` automats (no lockers) through ``api``; returns the first one's id."""
     first = ""
     for i in range(automats):
         made = api.post(
@@ -286,15 +283,13 @@ def main() -> int:
     signed_total = 0
     started = time.monotonic()
     try:
-        automat_id = seed(base, account, key, args.automats)
+        api = Client(f"{base}/v2", account, key)
+        automat_id = seed(api, args.automats)
         paths = {
             "signed_root": "/v2/",
             "signed_automat": f"/v2/automats/{automat_id}",
             "signed_list": "/v2/automats?limit=100",
         }
-        from keyautomat.client import Client
-
-        api = Client(f"{base}/v2", account, key)
         sizes = {
             "signed_root": len(json.dumps(api.get("/"), separators=(",", ":"))),
             "signed_automat": len(

@@ -36,6 +36,7 @@ from typing import Any
 import support  # noqa: F401 - puts the project root on sys.path
 from cryptography.fernet import Fernet
 from hello_app import app as hello_app
+from signed_get import seed
 from starlette.testclient import TestClient
 from tests.conftest import make_tenant
 
@@ -111,20 +112,7 @@ def main() -> int:
     with TestClient(app, base_url=BASE) as http:
         tenant = make_tenant(container, http)
         api: Client = tenant.api
-        first = ""
-        for i in range(args.automats):
-            made = api.post(
-                "/automats/install",
-                {
-                    "name": f"Automat {i}",
-                    "address": "Benchmark street 1",
-                    "postalCode": "00100",
-                    "postalOffice": "Helsinki",
-                    "timezone": "Europe/Helsinki",
-                    "product": "key20",
-                },
-            )
-            first = first or str(made["id"])
+        first = seed(api, args.automats)
         paths = {
             "signed_root": "/v2/",
             "signed_automat": f"/v2/automats/{first}",

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from keyautomat.adapters.crypto import generate_service_account_key
+from keyautomat.adapters.crypto import GeneratedKeyPair, generate_service_account_key
 from keyautomat.bootstrap import Container, bootstrap
 from keyautomat.client import Client
 from keyautomat.config import Settings
@@ -51,6 +51,19 @@ def _execute(container: Container, sql: str, **params: str) -> None:
     container.db.transaction(lambda s: s.execute(text(sql), params))
 
 
+def _re_key(container: Container, account_id: str) -> GeneratedKeyPair:
+    """Gives the account a new key through ``container``; returns the key."""
+    new = generate_service_account_key()
+    _execute(
+        container,
+        "UPDATE service_accounts SET public_key_pem = :pem, fingerprint = :fp WHERE id = :id",
+        pem=new.public_pem,
+        fp=new.fingerprint,
+        id=account_id,
+    )
+    return new
+
+
 def test_an_account_deleted_by_another_process_is_refused_on_its_next_request(
     acme: Tenant, http: TestClient, elsewhere: Container
 ) -> None:
@@ -71,14 +84,7 @@ def test_a_re_keyed_account_is_verified_with_its_new_key_on_its_next_request(
     acme: Tenant, http: TestClient, elsewhere: Container
 ) -> None:
     _warm(acme, http)
-    new = generate_service_account_key()
-    _execute(
-        elsewhere,
-        "UPDATE service_accounts SET public_key_pem = :pem, fingerprint = :fp WHERE id = :id",
-        pem=new.public_pem,
-        fp=new.fingerprint,
-        id=acme.account_id,
-    )
+    new = _re_key(elsewhere, acme.account_id)
     old_key = acme.api.request("GET", "/")
     assert old_key.status_code == 401
     assert old_key.json()["message"] == "Invalid signature"
@@ -90,14 +96,7 @@ def test_a_new_key_is_good_on_the_first_request_after_another_process_re_keyed_t
     acme: Tenant, http: TestClient, elsewhere: Container
 ) -> None:
     _warm(acme, http)
-    new = generate_service_account_key()
-    _execute(
-        elsewhere,
-        "UPDATE service_accounts SET public_key_pem = :pem, fingerprint = :fp WHERE id = :id",
-        pem=new.public_pem,
-        fp=new.fingerprint,
-        id=acme.account_id,
-    )
+    new = _re_key(elsewhere, acme.account_id)
     rekeyed = Client(TEST_BASE, acme.account_id, new.private_pem, http=http)
     assert rekeyed.get("/")["serviceAccountId"] == acme.account_id
 
