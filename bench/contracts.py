@@ -755,30 +755,16 @@ def run(
     )
     container = bootstrap(settings)
     t0 = time.perf_counter()
-    account, key, workload = SEEDS[kind](container, existing)
-    if container.db.engine.dialect.name == "postgresql":
-        # A live database has planner statistics and autovacuum has cleared the
-        # row versions behind it; a bulk-loaded one has neither yet (the seed's
-        # recount updated every automat once).
-        with container.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
+    account, key, workload = seed(container, kind, existing)
     seeded = time.perf_counter() - t0
     probe = count_round_trips(container, (account, key), workload)
     container.close()
     # The seed's writes are not what is measured: flush them to disk now rather
     # than have the kernel write them back under the run.
     os.sync()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
-    env.update(
-        KEYAUTOMAT_DATABASE_URL=database_url,
-        KEYAUTOMAT_SECRET_KEY=secret,
-        KEYAUTOMAT_SECRET_KEY_FILE=str(tmp / "k"),
-        KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
-        # The capacity of the creation path, every request served: with admission control
-        # on, senders past its limit would be refused (bench/overload.py measures that).
-        KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT="0",
-        KEYAUTOMAT_NOTIFY_SINK_DIR=str(tmp / "sink"),
-    )
+    # The capacity of the creation path, every request served: with admission control on,
+    # senders past its limit would be refused (bench/overload.py measures that).
+    env = server_env(database_url, secret, tmp, {"KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT": "0"})
     server, base_url = serve(env)
     # Nor is this process's own garbage: a collection walking what the seed left
     # would pause the client and show up as server latency.
@@ -824,6 +810,33 @@ def run(
     return result
 
 
+def seed(container: Any, kind: str, existing: int) -> tuple[str, str, Workload]:
+    """Seeds ``kind`` with ``existing`` contracts; on PostgreSQL then vacuums and analyses."""
+    account, key, workload = SEEDS[kind](container, existing)
+    if container.db.engine.dialect.name == "postgresql":
+        # A live database has planner statistics and autovacuum has cleared the
+        # row versions behind it; a bulk-loaded one has neither yet (the seed's
+        # recount updated every automat once).
+        with container.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
+    return account, key, workload
+
+
+def server_env(database_url: str, secret: str, tmp: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of the ``keyautomat serve`` under test: the seeded database, its
+    key, no rate limit, notifications into ``tmp``, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
+    env.update(
+        KEYAUTOMAT_DATABASE_URL=database_url,
+        KEYAUTOMAT_SECRET_KEY=secret,
+        KEYAUTOMAT_SECRET_KEY_FILE=str(tmp / "k"),
+        KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
+        KEYAUTOMAT_NOTIFY_SINK_DIR=str(tmp / "sink"),
+        **extra,
+    )
+    return env
+
+
 @contextlib.contextmanager
 def seeded_server(
     kind: str, existing: int, url: str | None = None, extra_env: dict[str, str] | None = None
@@ -847,23 +860,10 @@ def seeded_server(
                 notify_sink_dir=tmp / "sink",
             )
         )
-        account, key, workload = SEEDS[kind](container, existing)
-        if container.db.engine.dialect.name == "postgresql":
-            with container.db.engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            ) as conn:
-                conn.exec_driver_sql("VACUUM ANALYZE")
+        account, key, workload = seed(container, kind, existing)
         container.close()
         os.sync()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTOMAT_")}
-        env.update(
-            KEYAUTOMAT_DATABASE_URL=database_url,
-            KEYAUTOMAT_SECRET_KEY=secret,
-            KEYAUTOMAT_SECRET_KEY_FILE=str(tmp / "k"),
-            KEYAUTOMAT_RATE_LIMIT_PER_SECOND="0",
-            KEYAUTOMAT_NOTIFY_SINK_DIR=str(tmp / "sink"),
-            **(extra_env or {}),
-        )
+        env = server_env(database_url, secret, tmp, extra_env or {})
         # A busy machine can take a minute to import and start the server.
         server, base_url = serve(env, start_timeout=180)
         try:
