@@ -34,6 +34,11 @@ from tests.conftest import Tenant
 
 T = TypeVar("T")
 
+# How long a test waits for a simulator's welcome. A bind takes milliseconds; the margin
+# is for a machine loaded by something else (a second test run, a slow fsync), where a
+# short wait fails a test that has nothing wrong. A wait that succeeds costs no more.
+BIND_SECONDS = 30.0
+
 FAST_DEVICE_SETTINGS: dict[str, Any] = {
     "device_ack_timeout_seconds": 0.5,
     "device_proximity_seconds": 1.0,
@@ -43,8 +48,11 @@ FAST_DEVICE_SETTINGS: dict[str, Any] = {
 }
 
 
-def eventually(check: Callable[[], T], *, timeout: float = 5.0, interval: float = 0.01) -> T:
-    """Poll ``check`` until it returns something truthy (or stops raising AssertionError)."""
+def eventually(
+    check: Callable[[], T], *, timeout: float = BIND_SECONDS, interval: float = 0.01
+) -> T:
+    """Poll ``check`` until it returns something truthy (or stops raising AssertionError);
+    as long as a bind may take on a loaded machine."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -146,7 +154,7 @@ def bound_key30(
         installation_pincode=automat["installationPincode"],
     )
     sims.call(sim.stock, list(keys))
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 5.0)
     last = keys[-1].id
     eventually(lambda: tenant.api.get(f"/mechanical/keys/{last}")["storage"] is not None)

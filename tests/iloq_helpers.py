@@ -14,7 +14,7 @@ from keyautomat.service_layer import accounts
 from keyautomat.service_layer.clock import Clock
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 from tests.conftest import Tenant
-from tests.devices import Simulators, eventually, install
+from tests.devices import BIND_SECONDS, Simulators, eventually, install
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def bound_automat(
     )
     stock = blank_iloq_keys(keys)
     sim.stock(stock)
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     eventually(
         lambda: (
             sum(

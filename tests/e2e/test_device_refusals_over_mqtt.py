@@ -14,7 +14,7 @@ from keyautomat.adapters.orm_devices import device_inbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from tests.conftest import Tenant
-from tests.devices import Simulators, eventually, install
+from tests.devices import BIND_SECONDS, Simulators, eventually, install
 from tests.e2e.mqtt_support import over_mqtt, simulators_on_the_broker
 from tests.integration.test_device_gateway import _add_pincode, _count
 
@@ -40,7 +40,7 @@ def test_a_malformed_event_over_the_broker_is_refused_naming_its_field_and_never
         locker_count=4,
         installation_pincode=automat["installationPincode"],
     )
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 10.0)
     bad = sims.call(sim.queue_event, "locker-closed", LockerEvent.model_construct(locker_index=-1))
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
@@ -61,7 +61,7 @@ def test_a_replaced_device_over_the_broker_wipes_its_codes_and_stops_sending_eve
         locker_count=4,
         installation_pincode=automat["installationPincode"],
     )
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     _add_pincode(container, automat["id"], "737373", 0, "default")
     eventually(lambda: sim.pincodes, timeout=10.0)
 

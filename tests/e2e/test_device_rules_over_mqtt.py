@@ -23,6 +23,7 @@ from keyautomat.service_layer import devices
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys
 from tests.conftest import Tenant
 from tests.devices import (
+    BIND_SECONDS,
     Outgoing,
     Simulators,
     admin_client,
@@ -56,7 +57,7 @@ def _bound(acme: Tenant, sims: Simulators) -> tuple[str, SimulatedAutomat]:
         installation_pincode=automat["installationPincode"],
     )
     sims.call(sim.stock, blank_iloq_keys(2))
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 10.0)
     return automat["id"], sim
 

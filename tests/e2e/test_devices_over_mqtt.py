@@ -34,6 +34,7 @@ from keyautomat.service_layer import devices
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
 from tests.devices import (
+    BIND_SECONDS,
     Simulators,
     admin_client,
     alarm_types,
@@ -193,7 +194,7 @@ def test_an_automat_cut_off_from_the_broker_delivers_its_events_once_with_origin
     )
     keys = blank_iloq_keys(2)
     sims.call(sim.stock, keys)
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     _add_fetch_code(container, automat["id"], "161803", 1)
     eventually(lambda: sim.pincodes, timeout=10.0)
     sims.call(sim.wait_flushed, 10.0)
@@ -203,7 +204,7 @@ def test_an_automat_cut_off_from_the_broker_delivers_its_events_once_with_origin
     assert sims.call(sim.enter_code, "161803") is True
     assert _events(container, automat["id"]) == []
     sims.call(sim.go_online)
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 10.0)
 
     events = _events(container, automat["id"])
@@ -226,7 +227,7 @@ def test_send_pincode_over_mqtt_times_out_when_the_device_does_not_answer(
         locker_count=2,
         installation_pincode=automat["installationPincode"],
     )
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sim.mute = True
     result = acme.api.post(f"/automats/{automat['id']}/sendPincode", {"pincode": "1"})
     assert result == {"success": False, "reason": "TIMEOUT"}
@@ -243,7 +244,7 @@ def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_t
     code = automat["installationPincode"]
     hw_id = f"TAKE-{uuid.uuid4().hex[:8]}"
     sim = sims.start(hw_id=hw_id, locker_count=4, installation_pincode=code)
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 10.0)
     _add_fetch_code(container, automat["id"], "271828", 0)
     eventually(lambda: sim.pincodes, timeout=10.0)
@@ -395,7 +396,7 @@ def test_keypad_lockouts_over_the_broker_raise_an_alarm_each(
         max_failures=2,
         lockout_seconds=0.05,
     )
-    sims.call(sim.wait_bound, 10.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     for _ in range(2):
         eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=5.0)
         for _ in range(2):

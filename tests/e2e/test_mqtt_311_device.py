@@ -14,7 +14,7 @@ from keyautomat.adapters.orm_devices import device_inbox
 from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from tests.conftest import Tenant
-from tests.devices import Simulators, eventually, install
+from tests.devices import BIND_SECONDS, Simulators, eventually, install
 from tests.e2e.mqtt_support import BROKER, over_mqtt
 from tests.integration.test_device_gateway import _add_pincode, _count
 
@@ -42,7 +42,7 @@ def test_a_device_speaking_mqtt_311_binds_gets_its_codes_and_answers_a_remote_co
         locker_count=4,
         installation_pincode=automat["installationPincode"],
     )
-    sims_on_311.call(sim.wait_bound, 10.0)
+    sims_on_311.call(sim.wait_bound, BIND_SECONDS)
     sims_on_311.call(sim.wait_flushed, 10.0)  # its inventory: acknowledged
     assert len(acme.api.get(f"/automats/{automat['id']}")["lockers"]) == 4
 

@@ -26,7 +26,14 @@ from keyautomat.service_layer.clock import ManualClock
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import iso
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually, install
+from tests.devices import (
+    BIND_SECONDS,
+    FAST_DEVICE_SETTINGS,
+    Simulators,
+    admin_client,
+    eventually,
+    install,
+)
 from tests.iloq_helpers import CONTRACTS_PATH, bound_automat, first_key, on_system, seed_system
 from tests.integration.webhook_support import live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
@@ -254,7 +261,7 @@ def mechanical_automat(acme: Tenant, sims: Simulators, clock: ManualClock) -> Si
         clock=clock,
     )
     sims.call(sim.stock, [ROOM])
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     eventually(lambda: acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] is not None)
     return sim
 

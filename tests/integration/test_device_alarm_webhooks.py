@@ -15,7 +15,7 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.service_layer.clock import SystemClock
 from keyautomat.simulator import SimulatedAutomat
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, install
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, admin_client, install
 from tests.integration.webhook_support import drain, live, subscribe
 from tests.webhook_receiver import Receiver, running_receiver
 
@@ -46,7 +46,7 @@ def _bound(sims: Simulators, automat: dict[str, Any], **kwargs: Any) -> Simulate
         installation_pincode=automat["installationPincode"],
         **kwargs,
     )
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     return sim
 
 

@@ -30,6 +30,7 @@ from keyautomat.service_layer import devices
 from keyautomat.simulator import SimulatedAutomat, blank_iloq_keys, mechanical_keys
 from tests.conftest import Tenant
 from tests.devices import (
+    BIND_SECONDS,
     FAST_DEVICE_SETTINGS,
     Simulators,
     admin_client,
@@ -63,7 +64,7 @@ def _bound(
         installation_pincode=automat["installationPincode"],
         **kwargs,
     )
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     return automat, sim
 
 
@@ -104,7 +105,7 @@ def test_a_device_with_the_installation_pincode_binds_and_reports_its_lockers(
         hw_id="SIM-BIND-1", locker_count=4, installation_pincode=automat["installationPincode"]
     )
     sims.call(sim.stock, blank_iloq_keys(2))
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
 
     def reported() -> dict[str, Any]:
         body: dict[str, Any] = acme.api.get(f"/automats/{automat['id']}")
@@ -219,7 +220,7 @@ def test_a_resent_event_is_applied_once(
     queued = list(sim.outbox.values())[-1]
     assert queued.type == "key-removed"
     sims.call(sim.go_online)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
 
     async def resend_three_times() -> None:
         for _ in range(3):
@@ -248,7 +249,7 @@ def test_a_device_that_went_offline_delivers_its_events_with_their_original_time
     # The gateway hears nothing while the device is away.
     assert "code-entered" not in _event_types(container, automat["id"])
     sims.call(sim.go_online)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 5.0)
 
     rows = container.db.transaction(
@@ -473,7 +474,7 @@ def test_replace_unbinds_the_old_hardware_and_the_new_one_binds_with_a_full_sync
     new = sims.start(
         hw_id="SIM-NEW", locker_count=6, installation_pincode=replaced["installationPincode"]
     )
-    sims.call(new.wait_bound, 5.0)
+    sims.call(new.wait_bound, BIND_SECONDS)
     eventually(lambda: [p.code for p in new.pincodes.values()] == ["777888"])
     body = acme.api.get(f"/automats/{automat['id']}")
     assert body["hwId"] == "SIM-NEW"

@@ -25,7 +25,14 @@ from keyautomat.entrypoints import device_gateway
 from keyautomat.service_layer.clock import ManualClock
 from keyautomat.simulator import blank_iloq_keys
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, alarm_types, eventually, install
+from tests.devices import (
+    BIND_SECONDS,
+    FAST_DEVICE_SETTINGS,
+    Simulators,
+    alarm_types,
+    eventually,
+    install,
+)
 from tests.integration.test_device_gateway import _add_pincode
 
 
@@ -84,7 +91,7 @@ def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_de
     automat = install(acme)
     code = automat["installationPincode"]
     sim = sims.start(hw_id="SIM-GUESSED", locker_count=4, installation_pincode=code)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     stats = container.devices.stats
     rejected, backed_off = stats.rejected, stats.backed_off
     limited = _device_hellos_rate_limited()
@@ -130,7 +137,7 @@ def test_wrong_codes_from_many_devices_beyond_the_rate_refuse_pincodes_until_the
     clock.advance(timedelta(seconds=60))
     sims.call(sim.go_offline)
     sims.call(sim.go_online)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
 
 
@@ -147,7 +154,7 @@ def test_one_wrong_code_an_hour_never_keeps_another_tenants_installation_out(
         eventually(lambda n=n: stats.rejected - rejected > n)  # type: ignore[misc]
     # Right after the latest wrong code, an honest installation still gets in.
     sim = sims.start(hw_id="SIM-HONEST-LATER", locker_count=4, installation_pincode=code)
-    sims.call(sim.wait_bound, 5.0)  # (the API's signatures would not survive 30 h)
+    sims.call(sim.wait_bound, BIND_SECONDS)  # (the API's signatures would not survive 30 h)
     assert sim.last_rejection is None
 
 
@@ -167,7 +174,7 @@ def test_a_device_locked_out_says_hello_again_by_itself_once_it_has_waited(
     eventually(lambda: sim.last_rejection == RejectReason.LOCKED_OUT)
     assert sim.installation_pincode == code  # kept: nobody judged the code
     clock.advance(timedelta(seconds=60))
-    sims.call(sim.wait_bound, 5.0)  # without reconnecting: it said hello again by itself
+    sims.call(sim.wait_bound, BIND_SECONDS)  # without reconnecting: it said hello again by itself
     assert acme.api.get(f"/automats/{automat['id']}")["lifecycleState"] == "active"
 
 
@@ -194,8 +201,8 @@ def test_a_slow_iloq_system_does_not_delay_another_automats_events(
     )
     a = sims.start(hw_id="SIM-A", locker_count=2, installation_pincode=first["installationPincode"])
     b = sims.start(hw_id=other, locker_count=2, installation_pincode=second["installationPincode"])
-    sims.call(a.wait_bound, 5.0)
-    sims.call(b.wait_bound, 5.0)
+    sims.call(a.wait_bound, BIND_SECONDS)
+    sims.call(b.wait_bound, BIND_SECONDS)
     _add_pincode(container, first["id"], "4242", 0, purpose="default")
     eventually(lambda: a.pincodes)
     sims.call(a.stock, blank_iloq_keys(1))
@@ -230,7 +237,7 @@ def test_one_automats_programmings_still_run_one_after_another(
     sim = sims.start(
         hw_id="SIM-ORDER", locker_count=2, installation_pincode=automat["installationPincode"]
     )
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     _add_pincode(container, automat["id"], "1111", 0, purpose="default")
     _add_pincode(container, automat["id"], "2222", 1, purpose="default")
     eventually(lambda: len(sim.pincodes) == 2)
@@ -254,7 +261,7 @@ def test_hwids_that_send_junk_or_are_refused_are_left_holding_no_lease(
     automat = install(acme)
     code = automat["installationPincode"]
     sim = sims.start(hw_id="SIM-REAL", locker_count=4, installation_pincode=code)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     stats = container.devices.stats
     rejected, malformed = stats.rejected, stats.malformed
     link = container.device_link

@@ -31,7 +31,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.simulator import SimulatedAutomat
 from tests.conftest import Tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, eventually, install
 from tests.integration.test_device_gateway import _add_pincode, _bound, _count
 from tests.integration.test_device_gateway_limits import leased_hw_ids
 
@@ -176,7 +176,7 @@ def test_a_replaced_device_wipes_its_codes_and_token_and_binds_again_only_with_a
 
     # The installer gives the old hardware the automat's new code: it binds afresh.
     sims.call(sim.enter_installation_code, replaced["installationPincode"])
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     eventually(lambda: [p.code for p in sim.pincodes.values()] == ["424242"])
     assert acme.api.get(f"/automats/{automat['id']}")["hwId"] == "SIM-REPLACED"
 
@@ -205,7 +205,7 @@ def test_hardware_replaced_while_offline_is_unauthenticated_once_the_new_one_bou
     new = sims.start(
         hw_id="SIM-NEW-HW", locker_count=6, installation_pincode=replaced["installationPincode"]
     )
-    sims.call(new.wait_bound, 5.0)
+    sims.call(new.wait_bound, BIND_SECONDS)
 
     sims.call(old.go_online)  # says hello with a token that no longer names any automat
     eventually(lambda: old.last_rejection == RejectReason.UNAUTHENTICATED)
@@ -233,7 +233,7 @@ def test_a_device_told_unauthenticated_for_an_event_says_hello_again_and_deliver
         down_topic(prefix, sim.hw_id), encode("rejected", refusal, hw_id=sim.hw_id, occurred_at=now)
     )
     eventually(lambda: container.devices.stats.by_type.get("hello", 0) > hellos)
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.clear_alarm, "DEVICE_LOW_POWER")
     sims.call(sim.wait_flushed, 5.0)
     assert sim.token is not None
@@ -249,5 +249,5 @@ def test_a_wrong_installation_code_is_forgotten_until_the_installer_enters_one_a
     eventually(lambda: sim.last_rejection == RejectReason.WRONG_INSTALLATION_CODE)
     assert sim.installation_pincode is None  # not retried at every reconnection
     sims.call(sim.enter_installation_code, automat["installationPincode"])
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     assert acme.api.get(f"/automats/{automat['id']}")["hwId"] == "SIM-TYPO"

@@ -34,6 +34,7 @@ from keyautomat.simulator import SimKey, SimulatedAutomat, blank_iloq_keys
 from tests.conftest import Tenant
 from tests.contract_helpers import period
 from tests.devices import (
+    BIND_SECONDS,
     FAST_DEVICE_SETTINGS,
     Outgoing,
     Simulators,
@@ -79,7 +80,7 @@ def _bound(
         installation_pincode=automat["installationPincode"],
     )
     sims.call(sim.stock, list(keys))
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 5.0)
     return automat["id"], sim
 

@@ -22,7 +22,7 @@ from keyautomat.entrypoints.demo import (
 )
 from keyautomat.simulator import SimKey
 from tests.conftest import TEST_BASE
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, eventually
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_a_contract_on_a_demo_key_is_created_once_the_key20_reports_it(
         installation_pincode=first.installation_pincode,
     )
     sims.call(sim.stock, [SimKey(k.id, k.name, rfid=k.name) for k in keys])
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
 
     def reported() -> bool:
         lockers = api.get(f"/automats/{first.id}")["lockers"]

@@ -19,7 +19,7 @@ from keyautomat.entrypoints.demo import (
 )
 from keyautomat.simulator import SimKey
 from tests.conftest import TEST_BASE
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, eventually
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_the_demo_key30_simulator_makes_the_demo_keys_available(
         installation_pincode=key30.installation_pincode,
     )
     sims.call(sim.stock, [SimKey(k.id, k.name, rfid=k.rfid_hex) for k in key30.mechanical_keys])
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
 
     def all_available() -> bool:
         data = api.get("/mechanical/keys?limit=100&selectedStorage=1")["data"]

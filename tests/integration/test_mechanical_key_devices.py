@@ -12,7 +12,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.config import Settings
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant, make_tenant
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, eventually, install
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, eventually, install
 
 ROOM_101 = SimKey("room-101-key", "Room 101", rfid="1a00d1")
 ROOM_102 = SimKey("room-102-key", "Room 102", rfid="1a00d2")
@@ -53,7 +53,7 @@ def start(sims: Simulators, automat: dict[str, Any], *stock: SimKey) -> Simulate
         installation_pincode=automat["installationPincode"],
     )
     sims.call(sim.stock, list(stock))
-    sims.call(sim.wait_bound, 5.0)
+    sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.wait_flushed, 5.0)
     return sim
 
