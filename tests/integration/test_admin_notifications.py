@@ -120,7 +120,7 @@ def test_organization_settings_are_inherited_and_overridden_per_unit(
 
     bad = client.request("PUT", path, {"timezone": "Mars/Olympus"})
     assert bad.status_code == 400
-    assert bad.json()["message"] == ["timezone: is not an IANA time zone"]
+    assert bad.json()["message"] == ["timezone: must be an IANA time zone such as Europe/Helsinki"]
     hidden = admin(child, http).request("GET", path)
     assert hidden.status_code == 404
 

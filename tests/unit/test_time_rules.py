@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from keyautomat.domain.errors import InvalidInput
-from keyautomat.domain.times import OUT_OF_RANGE, format_utc, parse_time
+from keyautomat.domain.times import NOT_A_ZONE, OUT_OF_RANGE, format_utc, parse_time, time_zone
 
 
 def test_a_time_is_answered_with_a_four_digit_year_even_in_year_one() -> None:
@@ -37,3 +37,29 @@ def test_input_beyond_the_range_names_the_field(value: str) -> None:
     with pytest.raises(InvalidInput) as info:
         parse_time(value, "end")
     assert info.value.message == f"end: {OUT_OF_RANGE}"
+
+
+def test_an_iana_name_is_a_time_zone() -> None:
+    assert time_zone("Europe/Helsinki", "timezone").key == "Europe/Helsinki"
+    assert time_zone("UTC", "timezone").key == "UTC"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "Europe",  # a directory of zones, not a zone
+        "Mars/Olympus_Mons",
+        "zone.tab",  # a file beside the zones that is no zone
+        "../../../etc/passwd",
+        "/etc/localtime",
+        "Europe/Helsinki\x00",
+        "A/B/C/D/E",
+        "x" * 65,
+    ],
+)
+def test_anything_else_is_refused_naming_the_field(value: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        time_zone(value, "settings.timezone")
+    assert refused.value.field == "settings.timezone"
+    assert str(refused.value) == f"settings.timezone: {NOT_A_ZONE}"

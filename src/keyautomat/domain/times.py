@@ -12,8 +12,10 @@ Output: UTC ``YYYY-MM-DDTHH:mm:ss.sssZ`` with a four-digit year, always.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from keyautomat.domain.errors import InvalidInput
 
@@ -22,6 +24,11 @@ LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
 
 OFFSET_REQUIRED = "must carry a time zone offset, e.g. 2025-06-01T12:00:00.000Z"
 OUT_OF_RANGE = "must lie between 2000-01-01T00:00:00Z and 2999-12-31T23:59:59Z"
+NOT_A_ZONE = "must be an IANA time zone such as Europe/Helsinki"
+
+# An IANA name: letters, digits and ``_+-`` in up to four levels. Checked before the
+# name reaches ``ZoneInfo``, which reads a file of that name under the zone directory.
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,3}")
 
 
 def time_problem(value: datetime) -> str | None:
@@ -56,3 +63,13 @@ def format_utc(value: datetime) -> str:
     """``YYYY-MM-DDTHH:mm:ss.sssZ``, the one timestamp format of every response and event."""
     utc = value.astimezone(UTC).replace(tzinfo=None)
     return utc.isoformat(timespec="milliseconds") + "Z"
+
+
+def time_zone(value: str, field: str) -> ZoneInfo:
+    """The time zone named ``value``; a 400 naming ``field`` when it is no IANA zone."""
+    try:
+        if len(value) > 64 or not _ZONE_NAME.fullmatch(value):
+            raise ValueError(value)
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidInput(field, NOT_A_ZONE) from None

@@ -9,12 +9,10 @@ changed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,25 +23,13 @@ from keyautomat.adapters.db import PlainQuery, Reads
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import format_automat_id, new_pincode
 from keyautomat.domain.model import Automat, Group, GroupType, LifecycleState, Product
+from keyautomat.domain.times import time_zone
 from keyautomat.service_layer.pagination import Page, PageRequest
 from keyautomat.service_layer.principal import Principal, in_scope, in_scope_bound, scope_params
 from keyautomat.service_layer.wiring import wiring_of
 
 # Features (contracts) register checks that refuse an uninstall while the automat is
 # still in use (``Wiring.uninstall_guards``): each returns a reason, or None.
-
-
-_TIMEZONE = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,3}")
-
-
-def valid_timezone(value: str, field: str) -> str:
-    try:
-        if len(value) > 64 or not _TIMEZONE.fullmatch(value):
-            raise ValueError(value)
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(field, "must be an IANA time zone such as Europe/Helsinki") from None
-    return value
 
 
 a = orm.automats
@@ -407,7 +393,7 @@ def install_automat(
         address=location.address,
         postal_code=location.postal_code,
         postal_office=location.postal_office,
-        timezone=valid_timezone(timezone, "timezone"),
+        timezone=time_zone(timezone, "timezone").key,
         product=Product(product),
         created_at=now,
     )
@@ -454,7 +440,7 @@ def update_automat(
         automat.label = label
         changed.append("label")
     if timezone is not None:
-        automat.timezone = valid_timezone(timezone, "timezone")
+        automat.timezone = time_zone(timezone, "timezone").key
         changed.append("timezone")
     if location is not None:
         # Only the sub-fields given are changed (endpoints.md §4.4).

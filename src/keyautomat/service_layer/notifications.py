@@ -51,6 +51,7 @@ from keyautomat.domain.notifications import (
     effective,
     plan_reminders,
 )
+from keyautomat.domain.times import time_zone
 from keyautomat.service_layer import outbox
 from keyautomat.service_layer.principal import Principal, in_scope
 from keyautomat.service_layer.wiring import wiring_of
@@ -278,13 +279,8 @@ def _lead(value: timedelta | None, field: str) -> int | None:
 
 
 def _validate_override(override: SettingsOverride) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     if override.timezone is not None:
-        try:
-            ZoneInfo(override.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise InvalidInput("timezone", "is not an IANA time zone") from exc
+        time_zone(override.timezone, "timezone")
     if override.reply_to is not None:
         normalise_email(override.reply_to, "replyTo")
     known = {t.value for t in NOTIFICATION_TYPES}

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from keyautomat.domain.errors import DomainError, InvalidInput
+from keyautomat.domain.times import time_zone
 from keyautomat.entrypoints.console.strings import t
 from keyautomat.entrypoints.console.web import Submission, field_errors
 
@@ -35,11 +36,7 @@ def form_errors(exc: DomainError, fields: Mapping[str, str]) -> dict[str, str]:
 
 def zone_of(submitted: Submission, field: str = "timezone") -> ZoneInfo:
     """The time zone a form's times are typed in."""
-    name = submitted.required(field, max_length=64)
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):
-        raise InvalidInput(field, "is not an IANA time zone") from None
+    return time_zone(submitted.required(field, max_length=64), field)
 
 
 def wall_clock(submitted: Submission, field: str, zone: ZoneInfo) -> datetime | None:
