@@ -9,7 +9,6 @@ it: the command prints which).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 
 from keyautomat.adapters.backup import BackupRefused, backup_sqlite, restore_sqlite
 from keyautomat.config import Settings, SettingsError, load_settings, sqlite_database_path
+from keyautomat.entrypoints.printing import print_json_line
 
 DONE, REFUSED, NOT_HERE = 0, 1, 2
 
@@ -57,7 +57,7 @@ def main_backup(args: argparse.Namespace) -> int:
     except BackupRefused as exc:
         print(f"backup refused: {exc}", file=sys.stderr)
         return REFUSED
-    _print_line(
+    print_json_line(
         {
             "path": str(report.path),
             "size": report.size,
@@ -103,7 +103,7 @@ def main_restore(args: argparse.Namespace) -> int:
     except BackupRefused as exc:
         print(f"restore refused: {exc}", file=sys.stderr)
         return REFUSED
-    _print_line(
+    print_json_line(
         {
             "database": str(report.database),
             "restoredFrom": str(report.source),
@@ -154,7 +154,3 @@ def _key_location(settings: Settings) -> str:
     if settings.secret_key:
         return "KEYAUTOMAT_SECRET_KEY"
     return str(settings.secret_key_path.resolve())
-
-
-def _print_line(payload: dict[str, object]) -> None:
-    print(json.dumps(payload, separators=(",", ":")), flush=True)

@@ -22,6 +22,7 @@ from keyautomat.config import Settings, SettingsError, load_settings
 from keyautomat.devicetest.cli import add_arguments as add_device_test_arguments
 from keyautomat.domain.text import text_problem
 from keyautomat.entrypoints.backups import add_backup_commands
+from keyautomat.entrypoints.printing import print_json_line
 from keyautomat.logs import configure_from_settings
 from keyautomat.simulator.automat import FAULTS
 from keyautomat.simulator.cli import person_seconds_arg
@@ -67,10 +68,6 @@ def _fingerprint_of_key_file(path: Path) -> str | None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
-
-
-def _print_json(payload: dict[str, Any]) -> None:
-    print(json.dumps(payload, separators=(",", ":")), flush=True)
 
 
 def _container() -> Container:
@@ -129,7 +126,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             "no console admin: give --admin-email, or add one with `keyautomat user add`",
             file=sys.stderr,
         )
-    _print_json(printed)
+    print_json_line(printed)
     return 0
 
 
@@ -260,7 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         }
         # Mode 600: it holds the demo console password.
         _write_private_file(DEMO_INFO_FILE, json.dumps(info, indent=2) + "\n")
-        _print_json(info)
+        print_json_line(info)
     background = []
     if args.demo:
         background.append(_demo_automats(container, access.organization_unit_id))
@@ -363,7 +360,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         return 2
     finally:
         container.close()
-    _print_json(
+    print_json_line(
         {
             "consoleUserId": user.id,
             "email": user.email,
@@ -393,7 +390,7 @@ def cmd_user_reset_password(args: argparse.Namespace) -> int:
         return 2
     finally:
         container.close()
-    _print_json({"consoleUserId": user.id, "email": user.email, "password": password})
+    print_json_line({"consoleUserId": user.id, "email": user.email, "password": password})
     return 0
 
 
