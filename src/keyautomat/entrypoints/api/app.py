@@ -32,6 +32,7 @@ from keyautomat.entrypoints.api.auth import (
 from keyautomat.entrypoints.api.docs_page import docs_page, install_docs_assets
 from keyautomat.entrypoints.api.edge import EdgeMiddleware
 from keyautomat.entrypoints.api.errors import install_error_handlers
+from keyautomat.entrypoints.api.hot_reads import HotReadsMiddleware
 from keyautomat.entrypoints.api.idempotency import IdempotencyMiddleware
 from keyautomat.entrypoints.api.metrics_endpoint import add_metrics
 from keyautomat.entrypoints.api.openapi import (
@@ -100,6 +101,7 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     run_worker: bool = False,
     run_gateway: bool = True,
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    hot_reads: bool = True,
 ) -> FastAPI:
     """The API and, for its lifetime, the device gateway.
 
@@ -107,7 +109,8 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     without ``run_gateway`` the device gateway runs in another process
     (``keyautomat gateway``) and device commands are routed to it;
     ``background`` coroutines (e.g. the simulated automats of ``serve --demo``)
-    run next to them.
+    run next to them. Without ``hot_reads`` the three hottest reads go through FastAPI's
+    routing like every other request (hot_reads.py; the tests compare the two).
     """
 
     @asynccontextmanager
@@ -211,6 +214,11 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
         rate_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         ledger=ledger,
     )
+    if hot_reads:
+        # Innermost of ours: only a request every middleware above admitted is answered here.
+        app.add_middleware(
+            HotReadsMiddleware, db=container.db, error_handlers=app.exception_handlers
+        )
     # Added before the signing middleware, so it runs inside it: after the signature holds,
     # on the same body.
     app.add_middleware(

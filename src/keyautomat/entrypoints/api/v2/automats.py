@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.db import Reads
+from keyautomat.adapters.db import Database, Reads
 from keyautomat.entrypoints.api.auth import Caller, caller_of
 from keyautomat.entrypoints.api.deps import Services, services_of
 from keyautomat.entrypoints.api.schemas import (
@@ -147,12 +147,11 @@ class InstallAutomatDto(ApiModel):
 LOOP_READ_MAX_OFFSET = 1_000
 
 
-@router.get("", operation_id="AutomatsController_getAutomats", response_model=Paginated[Automat])
-async def list_automats(
-    request: Request, after: PageAfter = None, limit: PageLimit = None
+async def automat_page(
+    db: Database, caller: Principal, after: str | None, limit: str | None
 ) -> Response:
-    # A hot read: the caller and the container straight from the request (auth.caller_of).
-    caller, db = caller_of(request), services_of(request).db
+    """``GET /v2/automats`` as answered by its route and by the hot-read path (hot_reads.py):
+    the query's two parameters as they arrived (text or None), checked here."""
     page = PageRequest.parse(after, limit)
     found, listed = await db.read(
         lambda r: automats.automat_page_rows(r, caller, page),
@@ -160,6 +159,21 @@ async def list_automats(
         small=page.offset <= LOOP_READ_MAX_OFFSET,
     )
     return json_response(page_payload(listed, wire(found)))
+
+
+async def one_automat(db: Database, caller: Principal, automat_id: str) -> Response:
+    """``GET /v2/automats/{id}`` as answered by its route and by the hot-read path."""
+    found = await db.read(lambda r: automats.automat_rows(r, caller, automat_id))
+    return json_response(wire(found)[0])
+
+
+@router.get("", operation_id="AutomatsController_getAutomats", response_model=Paginated[Automat])
+async def list_automats(
+    request: Request, after: PageAfter = None, limit: PageLimit = None
+) -> Response:
+    # A hot read: the caller and the container straight from the request (auth.caller_of).
+    # Served by hot_reads.py before routing; this route answers what that path passes on.
+    return await automat_page(services_of(request).db, caller_of(request), after, limit)
 
 
 @router.post(
@@ -189,9 +203,7 @@ async def install_automat(body: InstallAutomatDto, caller: Caller, services: Ser
 
 @router.get("/{id}", operation_id="AutomatsController_getAutomatById", response_model=Automat)
 async def get_automat(id: str, request: Request) -> Response:  # noqa: A002
-    caller, db = caller_of(request), services_of(request).db
-    found = await db.read(lambda r: automats.automat_rows(r, caller, id))
-    return json_response(wire(found)[0])
+    return await one_automat(services_of(request).db, caller_of(request), id)
 
 
 @router.patch("/{id}", operation_id="AutomatsController_updateAutomat", response_model=Automat)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from keyautomat.entrypoints.api.auth import caller_of
 from keyautomat.entrypoints.api.schemas import ApiModel, json_response
+from keyautomat.service_layer.principal import Principal
 
 router = APIRouter()
 
@@ -24,7 +25,12 @@ class SmokeTestResponse(ApiModel):
 )
 async def root(request: Request) -> Response:
     # The hottest signed route: no dependency to resolve, no response model to validate.
-    caller = caller_of(request)
+    # Served by hot_reads.py before routing; this route answers what that path passes on.
+    return smoke_test(caller_of(request))
+
+
+def smoke_test(caller: Principal) -> Response:
+    """``GET /v2/`` as answered by its route and by the hot-read path (hot_reads.py)."""
     return json_response(
         {
             "ok": True,
