@@ -38,16 +38,17 @@ With ``--database-url`` (PostgreSQL) each run gets a fresh database next to the
 one named, dropped afterwards; without it, a SQLite file in a temporary directory.
 On PostgreSQL the seed runs without row triggers and sums the automats' stock
 counts once at the end (row by row, 100,000 reservations each updated their
-automat: four minutes and a 23 MB automats table; now under two minutes on a
-loaded machine and 296 KB).
+automat's counts: four minutes, and a 23 MB automats table while the counts were
+on it; now under two minutes on a loaded machine).
 
 Besides throughput, latency and server CPU, each line says how many statements,
 transactions and database round trips one creation takes (``statements_per_request``,
 ``transactions_per_request``, ``round_trips_per_request``: 20 creations made in this
 process through the app before the server starts, each BEGIN and COMMIT counted as a
-round trip) and, on PostgreSQL, what the run did to the ``automats`` table: its dead
-row versions after the run, its updates and HOT updates during it, and the sizes
-(KiB) of its heap and indexes before and after (``automats_*``). A run takes the
+round trip) and, on PostgreSQL, what the run did to the ``automats`` and
+``automat_stock`` tables: their dead row versions after the run, their updates and HOT
+updates during it, and the sizes (KiB) of their heaps and indexes before and after
+(``automats_*``, ``automat_stock_*``). A run takes the
 seed, about 15 s of start-up, ``--warmup`` and ``--seconds``: about one minute at
 1,000 contracts, two to three at 100,000.
 """
@@ -76,7 +77,7 @@ from typing import Any, Protocol
 
 import httpx
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import bindparam, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
 from support import serve
 
@@ -173,31 +174,34 @@ def insert_batches(session: Any, rows_by_table: list[tuple[Any, list[dict[str, A
 
 
 # The per-automat stock counts as migrations 0011 and 0012 backfill them: what the row
-# triggers on lockers and contract_reservations would have summed row by row.
+# triggers on lockers and contract_reservations would have summed row by row, written
+# to automat_stock (migration 0028) with the automat's last_seen_at: without row
+# triggers, the trigger on automats inserted no row there.
 _OFFERED = "(l.key_id IS NOT NULL AND l.is_key_inside)"
 _EMPTY = "(l.key_id IS NULL AND NOT l.is_key_inside)"
 _BOOKED = (
     "(SELECT count(*) FROM contract_reservations r JOIN lockers l"
     " ON l.automat_id = r.automat_id AND l.locker_index = r.locker_index"
-    " WHERE r.automat_id = automats.id AND r.counted AND r.key_id IS {} AND {})"
+    " WHERE r.automat_id = a.id AND r.counted AND r.key_id IS {} AND {})"
 )
+_COUNTS = ("keys_inside", "empty_lockers", "keys_booked", "lockers_booked")
 # Constant fragments only, nothing from input.
 _RECOUNT = (
-    "UPDATE automats SET"  # noqa: S608
-    " keys_inside = (SELECT count(*) FROM lockers l WHERE l.automat_id = automats.id"
-    f" AND {_OFFERED}),"
-    " empty_lockers = (SELECT count(*) FROM lockers l WHERE l.automat_id = automats.id"
-    f" AND {_EMPTY}),"
-    f" keys_booked = {_BOOKED.format('NOT NULL', _OFFERED)},"
-    f" lockers_booked = {_BOOKED.format('NULL', _EMPTY)}"
+    f"INSERT INTO automat_stock (automat_id, {', '.join(_COUNTS)}, last_seen_at)"  # noqa: S608
+    " SELECT a.id,"
+    f" (SELECT count(*) FROM lockers l WHERE l.automat_id = a.id AND {_OFFERED}),"
+    f" (SELECT count(*) FROM lockers l WHERE l.automat_id = a.id AND {_EMPTY}),"
+    f" {_BOOKED.format('NOT NULL', _OFFERED)}, {_BOOKED.format('NULL', _EMPTY)},"
+    " a.last_seen_at FROM automats a ON CONFLICT (automat_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*_COUNTS, "last_seen_at"))
 )
 
 
 def without_row_triggers(session: Any) -> None:
     """PostgreSQL: the rest of this transaction fires no row trigger (nor foreign key
     check), and :func:`recount` sums the counts once at the end. Row by row, each of
-    100,000 seeded reservations updated its automat's row: minutes of seeding and a
-    bloated automats table. SQLite updates in place and seeds fast as it is."""
+    100,000 seeded reservations updated its automat's counts: minutes of seeding (and,
+    before migration 0028, a bloated automats table). SQLite seeds fast as it is."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL session_replication_role = replica"))
 
@@ -687,30 +691,40 @@ def count_round_trips(
     }
 
 
-def automats_bloat(url: str) -> dict[str, int] | None:
-    """PostgreSQL: dead row versions in ``automats`` and its size (heap, indexes), from
-    pg_stat_user_tables; None on SQLite (it updates rows in place)."""
+# The tables whose row versions a run counts: automats (written on every reservation
+# until migration 0028) and automat_stock (since).
+WATCHED = ("automats", "automat_stock")
+
+
+def table_bloat(url: str) -> dict[str, dict[str, int]] | None:
+    """PostgreSQL: dead row versions in each :data:`WATCHED` table, its updates and HOT
+    updates so far and its size (heap, indexes), from pg_stat_user_tables; None on SQLite
+    (it updates rows in place)."""
     if not url.startswith("postgresql"):
         return None
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 text(
-                    "SELECT n_dead_tup, n_tup_upd, n_tup_hot_upd,"
+                    "SELECT relname, n_dead_tup, n_tup_upd, n_tup_hot_upd,"
                     " pg_relation_size(relid) AS heap,"
                     " pg_indexes_size(relid) AS indexes"
-                    " FROM pg_stat_user_tables WHERE relname = 'automats'"
-                )
-            ).one()
+                    " FROM pg_stat_user_tables WHERE relname IN :names"
+                ).bindparams(bindparam("names", expanding=True)),
+                {"names": list(WATCHED)},
+            ).all()
     finally:
         engine.dispose()
     return {
-        "dead": row.n_dead_tup,
-        "updates": row.n_tup_upd,
-        "hot_updates": row.n_tup_hot_upd,
-        "heap_kb": row.heap // 1024,
-        "indexes_kb": row.indexes // 1024,
+        row.relname: {
+            "dead": row.n_dead_tup,
+            "updates": row.n_tup_upd,
+            "hot_updates": row.n_tup_hot_upd,
+            "heap_kb": row.heap // 1024,
+            "indexes_kb": row.indexes // 1024,
+        }
+        for row in rows
     }
 
 
@@ -770,14 +784,14 @@ def run(
     # would pause the client and show up as server latency.
     gc.collect()
     gc.freeze()
-    bloat_before = automats_bloat(database_url)
+    bloat_before = table_bloat(database_url)
     try:
         latencies, statuses, elapsed, cpu, busy = asyncio.run(
             drive(base_url, server.pid, (account, key), workload, rate, clients, seconds, warmup)
         )
         if bloat_before is not None:
             time.sleep(1.5)  # the server's backends report their counts at most once a second
-        bloat_after = automats_bloat(database_url)
+        bloat_after = table_bloat(database_url)
     finally:
         server.terminate()
         server.wait(30)
@@ -799,12 +813,14 @@ def run(
     }
     result.update(probe)
     if bloat_before is not None and bloat_after is not None:
-        # Over the whole run (warm-up included): what the automats table gained.
-        result["automats_dead_tuples"] = bloat_after["dead"]
-        result["automats_updates"] = bloat_after["updates"] - bloat_before["updates"]
-        result["automats_hot_updates"] = bloat_after["hot_updates"] - bloat_before["hot_updates"]
-        result["automats_heap_kb"] = [bloat_before["heap_kb"], bloat_after["heap_kb"]]
-        result["automats_indexes_kb"] = [bloat_before["indexes_kb"], bloat_after["indexes_kb"]]
+        # Over the whole run (warm-up included): what each table gained.
+        for table, after in bloat_after.items():
+            before = bloat_before[table]
+            result[f"{table}_dead_tuples"] = after["dead"]
+            result[f"{table}_updates"] = after["updates"] - before["updates"]
+            result[f"{table}_hot_updates"] = after["hot_updates"] - before["hot_updates"]
+            result[f"{table}_heap_kb"] = [before["heap_kb"], after["heap_kb"]]
+            result[f"{table}_indexes_kb"] = [before["indexes_kb"], after["indexes_kb"]]
     if rate == 0:
         result["clients"] = clients
     return result

@@ -33,7 +33,29 @@ def _locker_state(row: str, state: str) -> str:
     )
 
 
-def _reservation_adjust(row: str, sign: str) -> str:
+# Where the counts live: (table, its automat id column, a statement run before each
+# adjustment, ``{row}`` standing for OLD or NEW). On automats until migration 0028
+# moved them to automat_stock, which reuses the triggers below.
+AUTOMATS = ("automats", "id", "")
+
+
+def _booked_update(row: str, sign: str, target: tuple[str, str, str], key: str, locker: str) -> str:
+    """Add (``sign`` +) or take ``key`` and ``locker`` from the booked counts in ``target``
+    of the automat of ``row``."""
+    table, id_, before = target
+    lock = before.replace("{row}", row)
+    parts = [lock, f"UPDATE {table} SET keys_booked = keys_booked", sign, key, ","]  # noqa: S608
+    parts += [
+        "lockers_booked = lockers_booked",
+        sign,
+        locker,
+        f"WHERE {id_} =",
+        row + ".automat_id;",
+    ]
+    return " ".join(parts)
+
+
+def _reservation_adjust(row: str, sign: str, target: tuple[str, str, str]) -> str:
     """What one reservation adds to (or takes from) its automat's booked counts."""
     key = (
         f"(CASE WHEN {row}.counted AND {row}.key_id IS NOT NULL"
@@ -43,12 +65,10 @@ def _reservation_adjust(row: str, sign: str) -> str:
         f"(CASE WHEN {row}.counted AND {row}.key_id IS NULL"
         f" THEN {_locker_state(row, _EMPTY)} ELSE 0 END)"
     )
-    parts = ["UPDATE automats SET keys_booked = keys_booked", sign, key, ","]
-    parts += ["lockers_booked = lockers_booked", sign, locker, "WHERE id =", row + ".automat_id;"]
-    return " ".join(parts)
+    return _booked_update(row, sign, target, key, locker)
 
 
-def _locker_adjust(row: str, sign: str) -> str:
+def _locker_adjust(row: str, sign: str, target: tuple[str, str, str]) -> str:
     """What one locker's state adds to (or takes from) the booked counts of its automat:
     its open reservations, when it is on offer (keys) or empty (lockers)."""
     open_ = (
@@ -60,18 +80,97 @@ def _locker_adjust(row: str, sign: str) -> str:
     empty = _EMPTY.replace("l.", f"{row}.")
     key = f"(CASE WHEN {offered} THEN {open_}NOT NULL) ELSE 0 END)"
     locker = f"(CASE WHEN {empty} THEN {open_}NULL) ELSE 0 END)"
-    parts = ["UPDATE automats SET keys_booked = keys_booked", sign, key, ","]
-    parts += ["lockers_booked = lockers_booked", sign, locker, "WHERE id =", row + ".automat_id;"]
-    return " ".join(parts)
+    return _booked_update(row, sign, target, key, locker)
 
 
 # The shortlist order of contracts.rank_automats: what is free now, then the most
 # recently seen (never seen last: PostgreSQL must be told, SQLite sorts NULL lowest
 # already), then the id.
 _INDEXES = {
-    "ix_automats_rank_keys": "(keys_inside - keys_booked)",
-    "ix_automats_rank_empty": "(empty_lockers - lockers_booked)",
+    "keys": "(keys_inside - keys_booked)",
+    "empty": "(empty_lockers - lockers_booked)",
 }
+
+
+def create_rank_indexes(target: tuple[str, str, str] = AUTOMATS) -> None:
+    """``ix_<table>_rank_keys`` and ``_empty`` on the table of ``target``."""
+    table, id_, _ = target
+    postgres = op.get_bind().dialect.name == "postgresql"
+    seen = "last_seen_at DESC NULLS LAST" if postgres else "last_seen_at DESC"
+    for name, available in _INDEXES.items():
+        op.create_index(
+            f"ix_{table}_rank_{name}", table, [sa.text(f"{available} DESC"), sa.text(seen), id_]
+        )
+
+
+def drop_rank_indexes(target: tuple[str, str, str] = AUTOMATS) -> None:
+    table = target[0]
+    for name in _INDEXES:
+        op.drop_index(f"ix_{table}_rank_{name}", table_name=table)
+
+
+def create_triggers(target: tuple[str, str, str] = AUTOMATS) -> None:
+    """The triggers on contract_reservations and lockers that keep keys_booked and
+    lockers_booked in ``target``."""
+    postgres = op.get_bind().dialect.name == "postgresql"
+    old_r, new_r = (
+        _reservation_adjust(row, sign, target) for row, sign in (("OLD", "-"), ("NEW", "+"))
+    )
+    old_l, new_l = (_locker_adjust(row, sign, target) for row, sign in (("OLD", "-"), ("NEW", "+")))
+    watched = "AFTER UPDATE OF counted, key_id, automat_id ON contract_reservations"
+    if postgres:
+        op.execute(
+            "CREATE FUNCTION reservations_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {old_r} END IF;\n"
+            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {new_r} END IF;\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER reservations_booked AFTER INSERT OR DELETE OR "
+            f"{watched.removeprefix('AFTER ')} FOR EACH ROW EXECUTE FUNCTION reservations_booked()"
+        )
+        op.execute(
+            "CREATE FUNCTION lockers_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {old_l} END IF;\n"
+            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {new_l} END IF;\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER lockers_booked AFTER INSERT OR DELETE OR UPDATE OF key_id, "
+            "is_key_inside ON lockers FOR EACH ROW EXECUTE FUNCTION lockers_booked()"
+        )
+        return
+    op.execute(
+        "CREATE TRIGGER reservations_booked_insert AFTER INSERT ON contract_reservations "
+        f"BEGIN {new_r} END"
+    )
+    op.execute(
+        "CREATE TRIGGER reservations_booked_delete AFTER DELETE ON contract_reservations "
+        f"BEGIN {old_r} END"
+    )
+    op.execute(f"CREATE TRIGGER reservations_booked_update {watched} BEGIN {old_r} {new_r} END")
+    op.execute(f"CREATE TRIGGER lockers_booked_insert AFTER INSERT ON lockers BEGIN {new_l} END")
+    op.execute(f"CREATE TRIGGER lockers_booked_delete AFTER DELETE ON lockers BEGIN {old_l} END")
+    op.execute(
+        "CREATE TRIGGER lockers_booked_update AFTER UPDATE OF key_id, is_key_inside ON lockers "
+        f"BEGIN {old_l} {new_l} END"
+    )
+
+
+def drop_triggers() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER lockers_booked ON lockers")
+        op.execute("DROP FUNCTION lockers_booked()")
+        op.execute("DROP TRIGGER reservations_booked ON contract_reservations")
+        op.execute("DROP FUNCTION reservations_booked()")
+    else:
+        for event in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER lockers_booked_{event}")
+            op.execute(f"DROP TRIGGER reservations_booked_{event}")
 
 
 # Every SQL text here is built from the constant fragments above; nothing comes from
@@ -116,74 +215,13 @@ def upgrade() -> None:
         "contract_reservations",
         ["automat_id", "locker_index", "until"],
     )
-    seen = "last_seen_at DESC NULLS LAST" if postgres else "last_seen_at DESC"
-    for name, available in _INDEXES.items():
-        op.create_index(name, "automats", [sa.text(f"{available} DESC"), sa.text(seen), "id"])
-    watched = "AFTER UPDATE OF counted, key_id, automat_id ON contract_reservations"
-    if postgres:
-        op.execute(
-            "CREATE FUNCTION reservations_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n"
-            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {_reservation_adjust('OLD', '-')} END IF;\n"
-            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {_reservation_adjust('NEW', '+')} END IF;\n"
-            "  RETURN NULL;\n"
-            "END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER reservations_booked AFTER INSERT OR DELETE OR "
-            f"{watched.removeprefix('AFTER ')} FOR EACH ROW EXECUTE FUNCTION reservations_booked()"
-        )
-        op.execute(
-            "CREATE FUNCTION lockers_booked() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n"
-            f"  IF TG_OP IN ('UPDATE', 'DELETE') THEN {_locker_adjust('OLD', '-')} END IF;\n"
-            f"  IF TG_OP IN ('UPDATE', 'INSERT') THEN {_locker_adjust('NEW', '+')} END IF;\n"
-            "  RETURN NULL;\n"
-            "END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER lockers_booked AFTER INSERT OR DELETE OR UPDATE OF key_id, "
-            "is_key_inside ON lockers FOR EACH ROW EXECUTE FUNCTION lockers_booked()"
-        )
-        return
-    op.execute(
-        "CREATE TRIGGER reservations_booked_insert AFTER INSERT ON contract_reservations "
-        f"BEGIN {_reservation_adjust('NEW', '+')} END"
-    )
-    op.execute(
-        "CREATE TRIGGER reservations_booked_delete AFTER DELETE ON contract_reservations "
-        f"BEGIN {_reservation_adjust('OLD', '-')} END"
-    )
-    op.execute(
-        f"CREATE TRIGGER reservations_booked_update {watched} "
-        f"BEGIN {_reservation_adjust('OLD', '-')} {_reservation_adjust('NEW', '+')} END"
-    )
-    op.execute(
-        "CREATE TRIGGER lockers_booked_insert AFTER INSERT ON lockers "
-        f"BEGIN {_locker_adjust('NEW', '+')} END"
-    )
-    op.execute(
-        "CREATE TRIGGER lockers_booked_delete AFTER DELETE ON lockers "
-        f"BEGIN {_locker_adjust('OLD', '-')} END"
-    )
-    op.execute(
-        "CREATE TRIGGER lockers_booked_update AFTER UPDATE OF key_id, is_key_inside ON lockers "
-        f"BEGIN {_locker_adjust('OLD', '-')} {_locker_adjust('NEW', '+')} END"
-    )
+    create_rank_indexes()
+    create_triggers()
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER lockers_booked ON lockers")
-        op.execute("DROP FUNCTION lockers_booked()")
-        op.execute("DROP TRIGGER reservations_booked ON contract_reservations")
-        op.execute("DROP FUNCTION reservations_booked()")
-    else:
-        for event in ("insert", "delete", "update"):
-            op.execute(f"DROP TRIGGER lockers_booked_{event}")
-            op.execute(f"DROP TRIGGER reservations_booked_{event}")
-    for name in _INDEXES:
-        op.drop_index(name, table_name="automats")
+    drop_triggers()
+    drop_rank_indexes()
     op.drop_index("ix_contract_reservations_locker_until", table_name="contract_reservations")
     # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35), as in 0011.
     op.drop_column("contract_reservations", "counted")

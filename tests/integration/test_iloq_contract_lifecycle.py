@@ -205,10 +205,10 @@ def test_a_half_returned_return_contract_cannot_be_deleted(
 
 def booked(container: Container, automat_id: str) -> tuple[int, int]:
     """The automat's open key and empty-locker reservations, as the group ranking reads them."""
-    a = orm.automats
+    st = orm.automat_stock
     row = container.db.transaction(
         lambda s: s.execute(
-            select(a.c.keys_booked, a.c.lockers_booked).where(a.c.id == automat_id)
+            select(st.c.keys_booked, st.c.lockers_booked).where(st.c.automat_id == automat_id)
         ).one()
     )
     return row.keys_booked, row.lockers_booked

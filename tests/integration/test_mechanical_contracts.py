@@ -462,7 +462,7 @@ def test_end_marks_keys_not_fetched(container: Container, acme: Tenant) -> None:
         return evaluate_end(SqlContractStore(session), internal, datetime.now(UTC))
 
     def booked(session: Session) -> int:
-        return int(session.scalar(select(func.sum(orm.automats.c.keys_booked))) or 0)
+        return int(session.scalar(select(func.sum(orm.automat_stock.c.keys_booked))) or 0)
 
     assert container.db.transaction(booked) == 1  # what the group ranking reads
     assert container.db.transaction(end) == 1

@@ -4,7 +4,7 @@ The schema itself is owned by Alembic (``migrations/``); ``metadata`` here must
 match it: it is the ``target_metadata`` of ``migrations/env.py``, so
 ``alembic revision --autogenerate`` on a database at the last migration should
 propose nothing. No test runs that comparison yet; it would report two known
-gaps: 0012's expression indexes ``ix_automats_rank_*`` are not declared here,
+gaps: 0028's expression indexes ``ix_automat_stock_rank_*`` are not declared here,
 and on SQLite the unique constraint on ``signature_token_hash`` keeps its old
 name (0014 renames it on PostgreSQL only).
 """
@@ -176,18 +176,36 @@ automats = Table(
     Column("lifecycle_state", String(32), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime),
+    # A simulator stands for this automat (a demo automat, or marked by an admin): only
+    # then has it a virtual keypad in the console (docs/console.md).
+    Column("simulated", Boolean, nullable=False, server_default=false()),
+    Index("ix_automats_created_at_id", "created_at", "id"),
+)
+
+# One row per automat (inserted by a trigger on automats), written by triggers only: the
+# counts a group is ranked by, and a copy of the automat's last_seen_at (the tie rule),
+# in the order of the indexes ix_automat_stock_rank_keys / _empty (docs/contracts.md
+# "How a group is ranked"). A table of its own so that the update every reservation
+# makes writes a narrow row and three index entries instead of the automat's wide row
+# and its seven (migration 0028, docs/performance/contract-creation.md).
+automat_stock = Table(
+    "automat_stock",
+    metadata,
+    Column(
+        "automat_id",
+        String(16),
+        ForeignKey("automats.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     # Lockers holding a key / empty, kept by triggers on ``lockers`` (migration 0011):
-    # the upper bound a group is ranked by (docs/contracts.md "How a group is ranked").
+    # the upper bound a group is ranked by.
     Column("keys_inside", Integer, nullable=False, server_default="0"),
     Column("empty_lockers", Integer, nullable=False, server_default="0"),
     # Open reservations of keys and of empty lockers, kept by triggers on
     # contract_reservations (migration 0012) from their ``counted`` flag.
     Column("keys_booked", Integer, nullable=False, server_default="0"),
     Column("lockers_booked", Integer, nullable=False, server_default="0"),
-    # A simulator stands for this automat (a demo automat, or marked by an admin): only
-    # then has it a virtual keypad in the console (docs/console.md).
-    Column("simulated", Boolean, nullable=False, server_default=false()),
-    Index("ix_automats_created_at_id", "created_at", "id"),
+    Column("last_seen_at", UtcDateTime),
 )
 
 lockers = Table(

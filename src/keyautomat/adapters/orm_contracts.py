@@ -117,7 +117,7 @@ contract_reservations = Table(
     Column("key_id", String(64)),
     Column("start", UtcDateTime, nullable=False),
     Column("until", UtcDateTime, nullable=False),
-    # Open: counted in its automat's keys_booked / lockers_booked (migration 0012).
+    # Open: counted in its automat's keys_booked / lockers_booked (automat_stock).
     # Cleared when the reservation is released or its contract's end has passed.
     Column("counted", Boolean, nullable=False, server_default=true()),
     Index("ix_contract_reservations_automat_until", "automat_id", "until"),

@@ -206,20 +206,21 @@ def rank_automats(
     ``ix_contract_reservations_until_start``, which reaches only reservations
     that have not ended, however many contracts are in history.
 
-    With ``limit``, one cheaper statement in two steps. A shortlist: the group's automats
-    in the order of what is free now (keys inside minus those of them with an
-    open reservation, or empty lockers minus open locker reservations; counts
-    kept by triggers on ``lockers`` and ``contract_reservations``), read
-    off the index ``ix_automats_rank_keys`` (or ``_empty``) until
+    With ``limit``, one cheaper statement in two steps. A shortlist: the group's
+    automats in the order of what is free now (keys inside minus those of them with
+    an open reservation, or empty lockers minus open locker reservations; counts kept
+    in ``automat_stock`` by triggers on ``lockers`` and ``contract_reservations``),
+    read off the index ``ix_automat_stock_rank_keys`` (or ``_empty``) until
     :data:`SHORTLIST` plus as many automats as there are blocked keys in the
-    candidates' lockers have been found (a ``MATERIALIZED`` CTE). Then only those are
-    ranked exactly over the period, their lockers counted through ``pk_lockers`` and their
-    reservations reached through ``ix_contract_reservations_automat_until``. A
-    blocked key lowers one automat's availability by one, so blocked keys cannot
-    push an automat out of the shortlist. The cost grows with neither the
-    reservations nor the size of the group; the price is that the shortlist
-    order is "free now", not "free over the period": an automat booked now but
-    free later, or outside the shortlist for another reason, is not seen.
+    candidates' lockers have been found (a ``MATERIALIZED`` CTE). Then only those
+    are ranked exactly over the period, their lockers counted through
+    ``pk_lockers`` and their reservations reached through
+    ``ix_contract_reservations_automat_until``. A blocked key lowers one automat's
+    availability by one, so blocked keys cannot push an automat out of the
+    shortlist. The cost grows with neither the reservations nor the size of the
+    group; the price is that the shortlist order is "free now", not "free over the
+    period": an automat booked now but free later, or outside the shortlist for
+    another reason, is not seen.
     Groups of up to :data:`SHORTLIST` automats are ranked exactly either way.
 
     A reservation of a key that has since moved to another locker is not
@@ -269,31 +270,38 @@ def _blocked_inside(among: str | None) -> Select[int]:
 
 @functools.cache
 def _shortlist(want_keys: bool, among: str | None) -> Select[tuple[str, datetime | None]]:
-    """The candidates in the order of ``ix_automats_rank_keys`` (or ``_empty``), first
+    """The candidates in the order of ``ix_automat_stock_rank_keys`` (or ``_empty``), first
     ``:short`` of them, and one more per blocked key inside their lockers
     (:func:`_blocked_inside`); the candidates are ``:ids``, or the members of
     ``:group_id`` of product ``among``, tested per automat so that the index drives
     the scan."""
-    a, ag = orm.automats, orm.automat_groups
-    # The expressions of the indexes of migration 0012, exactly as they are indexed.
+    a, ag, st = orm.automats, orm.automat_groups, orm.automat_stock
+    # The expressions of the indexes of migration 0028, exactly as they are indexed.
     count = (
-        a.c.keys_inside - a.c.keys_booked if want_keys else a.c.empty_lockers - a.c.lockers_booked
+        st.c.keys_inside - st.c.keys_booked
+        if want_keys
+        else st.c.empty_lockers - st.c.lockers_booked
     )
     if among is None:
-        member: ColumnElement[bool] = a.c.id.in_(_IDS)
+        member: ColumnElement[bool] = st.c.automat_id.in_(_IDS)
     else:
         member = and_(
-            exists().where(ag.c.automat_id == a.c.id, ag.c.group_id == bindparam("group_id")),
-            a.c.lifecycle_state == LifecycleState.ACTIVE,
-            a.c.product == among,
+            exists().where(
+                ag.c.automat_id == st.c.automat_id, ag.c.group_id == bindparam("group_id")
+            ),
+            exists().where(
+                a.c.id == st.c.automat_id,
+                a.c.lifecycle_state == LifecycleState.ACTIVE,
+                a.c.product == among,
+            ),
         )
     length: Any = bindparam("short")
     if want_keys:
         length = length + _blocked_inside(among).scalar_subquery()
     return (
-        select(a.c.id, a.c.last_seen_at)
+        select(st.c.automat_id.label("id"), st.c.last_seen_at)
         .where(member)
-        .order_by(count.desc(), a.c.last_seen_at.desc().nulls_last(), a.c.id)
+        .order_by(count.desc(), st.c.last_seen_at.desc().nulls_last(), st.c.automat_id)
         .limit(length)
     )
 
