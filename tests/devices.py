@@ -31,6 +31,7 @@ from keyautomat.bootstrap import Container
 from keyautomat.client import Client
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
+from tests.services import simulator_client_id
 
 T = TypeVar("T")
 
@@ -116,6 +117,7 @@ class Simulators:
         kwargs.setdefault("prefix", self.container.settings.mqtt_topic_prefix)
         kwargs.setdefault("resend_seconds", 0.5)
         kwargs.setdefault("tick_seconds", 0.02)
+        kwargs.setdefault("client_id", simulator_client_id(kwargs["hw_id"]))
         sim = SimulatedAutomat(link=self.link, **kwargs)
         self.running.append((sim, self.portal.start_task_soon(sim.run)))
         return sim

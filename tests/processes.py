@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,7 @@ from typing import IO, Any
 import httpx
 
 from keyautomat.config import Settings
+from tests.services import simulator_client_id
 
 CLI = (sys.executable, "-m", "keyautomat.entrypoints.cli")
 
@@ -337,7 +339,11 @@ class Processes:
 
     def simulate(self, *args: str, **options: Any) -> KeyautomatProcess:
         """``keyautomat simulate <args>`` (give --broker, --prefix, ...), ready once a gateway
-        has bound it (its ``{"event":"bound"}`` line)."""
+        has bound it (its ``{"event":"bound"}`` line), with a client id of this test
+        process unless ``args`` give one."""
+        if "--client-id" not in args:
+            hw_id = args[args.index("--hw-id") + 1] if "--hw-id" in args else "SIM"
+            args = (*args, "--client-id", simulator_client_id(f"{hw_id}-{uuid.uuid4().hex[:6]}"))
         return self.start("simulate", *args, ready=prints('"event":"bound"'), **options)
 
     def stop_all(self, timeout: float = 20.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -22,6 +23,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 MQTT_HOST = os.environ.get("KEYAUTOMAT_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("KEYAUTOMAT_TEST_MQTT_PORT", "1883"))
+
+# This test process's mark on the shared broker: pytest-xdist workers, and other runs on
+# the machine, each start simulators of the same hwIds (SIM-<automat id>), whose client
+# ids must still differ, or the broker hands one's connection to the other.
+RUN = uuid.uuid4().hex[:8]
+
+
+def simulator_client_id(hw_id: str) -> str:
+    """The MQTT client id of a simulator of ``hw_id`` started by this test process."""
+    return f"sim-{hw_id}-{RUN}"
 
 
 def services_required() -> bool:

@@ -285,6 +285,7 @@ def test_init_with_an_org_name_that_is_not_utf8_exits_2_naming_the_option_and_le
         ),
         (["init", "--org-name", "Acme", "--key-out", "k\udcff"], "--key-out"),
         (["simulate", "--broker", "mqtt://127.0.0.1:1", "--hw-id", "\udcff"], "--hw-id"),
+        (["simulate", "--broker", "mqtt://127.0.0.1:1", "--client-id", "\udcff"], "--client-id"),
         (["serve", "--host", "\x00"], "--host"),
         (["call", "GET", "/automats\x00"], "path"),
     ],

@@ -78,3 +78,35 @@ def test_the_rig_answers_an_action_it_does_not_know_with_the_reason() -> None:
 def test_a_simulator_refuses_to_break_a_rule_it_does_not_know() -> None:
     with pytest.raises(ValueError, match="unknown faults: open-every-door"):
         SimulatedAutomat(link=InProcessLink(), hw_id="SIM-1", faults=frozenset({"open-every-door"}))
+
+
+async def broker_ids(client_id: str | None = None) -> list[str]:
+    """The client ids a simulator of SIM-RIG and its rig are connected under."""
+    link = InProcessLink()
+    sim = SimulatedAutomat(
+        link=link, hw_id="SIM-RIG", locker_count=4, prefix=PREFIX, client_id=client_id
+    )
+    rig = SimulatorHooks(sim, link)
+    running = [asyncio.create_task(sim.run()), asyncio.create_task(rig.run())]
+    try:
+        await asyncio.wait_for(rig.listening.wait(), 5)
+        for _ in range(500):
+            if sim.online:
+                break
+            await asyncio.sleep(0.01)
+        candidates = ("sim-SIM-RIG", "sim-SIM-RIG-test-hooks", "run-7", "run-7-test-hooks")
+        return [candidate for candidate in candidates if link.connected(candidate)]
+    finally:
+        await sim.stop()
+        for task in running:
+            task.cancel()
+
+
+def test_a_simulator_and_its_rig_connect_as_sim_and_its_hw_id_by_default() -> None:
+    assert asyncio.run(broker_ids()) == ["sim-SIM-RIG", "sim-SIM-RIG-test-hooks"]
+
+
+def test_a_simulator_given_a_client_id_connects_with_it_and_so_does_its_rig() -> None:
+    # Simulators of one hwId under two topic prefixes (two test workers, two deployments)
+    # on one broker would otherwise take each other's connection.
+    assert asyncio.run(broker_ids("run-7")) == ["run-7", "run-7-test-hooks"]

@@ -575,6 +575,10 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--lockers", type=int, default=30)
     p.add_argument("--product", choices=["key20", "key30"], default="key20")
     p.add_argument("--hw-id", help="hardware id (default SIM-<automat>)")
+    p.add_argument(
+        "--client-id",
+        help="MQTT client id (default sim-<hwId>); each connection to a broker needs its own",
+    )
     p.add_argument("--keys", type=int, help="keys to stock (default: half the lockers)")
     p.add_argument("--prefix", default="keyautomat/v1", help="topic prefix")
     p.add_argument("--state-file", help="keeps the device credential across restarts")

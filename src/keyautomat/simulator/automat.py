@@ -266,9 +266,13 @@ class SimulatedAutomat:
         hello_answer_seconds: float = 10.0,
         person_seconds: float = 0.0,
         message_seconds: float = 4.0,
+        client_id: str | None = None,
     ) -> None:
         self.link = link
         self.hw_id = hw_id
+        # Unique on the broker: a second connection with the same id takes the first one's
+        # place, so two simulators of one hwId under different prefixes need their own.
+        self.client_id = client_id or f"sim-{hw_id}"
         self.product = product
         self.installation_pincode = installation_pincode
         self.token = token
@@ -388,7 +392,7 @@ class SimulatedAutomat:
                 break
             self._disconnect = asyncio.Event()
             try:
-                async with self.link.connect(f"sim-{self.hw_id}") as connection:
+                async with self.link.connect(self.client_id) as connection:
                     await connection.subscribe(down_topic(self.prefix, self.hw_id))
                     self._publish = _Publisher(connection, up_topic(self.prefix, self.hw_id))
                     backoff = 0.2

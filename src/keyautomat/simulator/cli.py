@@ -73,6 +73,7 @@ async def simulate(
     console_control: bool = False,
     person_seconds: float | None = None,
     faults: frozenset[str] = frozenset(),
+    client_id: str | None = None,
 ) -> int:
     """Run one simulated automat against a broker until SIGINT/SIGTERM.
 
@@ -94,6 +95,7 @@ async def simulate(
         resend_seconds=resend_seconds,
         faults=faults,
         person_seconds=_person_seconds(person_seconds, console_control),
+        client_id=client_id,
     )
     sim.stock(stock_for(product, lockers, keys, hw_id))
     for fault in sorted(faults):
@@ -150,6 +152,7 @@ def main_simulate(args: argparse.Namespace) -> int:
             console_control=args.console_control,
             person_seconds=args.person_seconds,
             faults=frozenset(args.faults or ()),
+            client_id=args.client_id,
         )
     )
 

@@ -105,7 +105,7 @@ class SimulatorHooks:
         """Listen until cancelled; reconnect when the broker connection drops."""
         while True:
             try:
-                async with self.link.connect(f"sim-{self.sim.hw_id}-test-hooks") as connection:
+                async with self.link.connect(f"{self.sim.client_id}-test-hooks") as connection:
                     await connection.subscribe(self.topic)
                     self.listening.set()
                     async for _topic, payload in connection.messages():
