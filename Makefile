@@ -8,9 +8,10 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(wildcard $(HOME)/.local/bin/uv),
 HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
-# pytest-xdist workers of `make test` (docs/performance/test-suite.md says why this many);
-# TEST_WORKERS=0, or PYTEST_ARGS=-n0, runs the suite in one process.
-TEST_WORKERS ?= 2
+# pytest-xdist workers of `make test`: 0 runs the suite in one process, the default until
+# two workers have been shown steady (docs/performance/test-suite.md); TEST_WORKERS=2 should
+# about halve the wall time on a quiet 2-core machine (the suite is CPU-bound).
+TEST_WORKERS ?= 0
 FUZZ_EXAMPLES ?= 300
 FUZZ_PAIRS ?= 300
 FUZZ_SEED ?= 11
@@ -40,7 +41,7 @@ run: install  ## migrate a SQLite database and serve the API and console with de
 # PYTHONDONTWRITEBYTECODE emptied: a shell that sets it (this project's CI machine does)
 # would make every run compile all of FastAPI, SQLAlchemy and the app again and rewrite
 # the asserts of every test module, ~5-15 s of CPU before the first test.
-test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable; TEST_WORKERS=2)
+test: install  ## run every test (SQLite always; PostgreSQL/MQTT when reachable; TEST_WORKERS=N)
 	PYTHONDONTWRITEBYTECODE= $(UV) run --frozen pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 fuzz: install  ## the long fuzz run: more cases, random pairs of mutations, SQLite and PostgreSQL
