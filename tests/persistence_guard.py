@@ -2,7 +2,8 @@
 
 A write is **ORM** when a flush inserts, changes or deletes a mapped object,
 and **Core** when ``session.execute`` runs an INSERT, UPDATE or DELETE
-statement. :class:`WriteGuard` records both per session transaction and notes
+statement, or a hot one runs on the driver's cursor (adapters/db.py,
+``Statements``). :class:`WriteGuard` records both per session transaction and notes
 a violation when a transaction writes a table both ways, or a table is written
 in a style other than the one ``docs/persistence.md`` declares for it.
 
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy
-from sqlalchemy import event, inspect
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
+
+from keyautomat.adapters.db import PlainContext
 
 Style = Literal["ORM", "Core"]
 
@@ -100,6 +103,12 @@ class WriteGuard:
             table = state.statement.table  # type: ignore[attr-defined]
             self._wrote(state.session, str(table.name), "Core")
 
+    def _on_plain(self, *args: Any) -> None:
+        # before_cursor_execute: (connection, cursor, sql, parameters, context, many)
+        context = args[4]
+        if isinstance(context, PlainContext) and context.statement.is_dml:
+            self._wrote(context.session, str(context.statement.table.name), "Core")
+
     def _on_flush(self, session: Session, _flush: UOWTransaction) -> None:
         # after_flush still shows what the flush wrote in new / dirty / deleted.
         changed = [*session.new, *session.deleted]
@@ -121,8 +130,12 @@ class WriteGuard:
         ]
         for name, listener in listeners:
             event.listen(Session, name, listener)
+        # Hot statements run on the driver's cursor (adapters/db.py, Statements), not
+        # through session.execute: their writes are heard here.
+        event.listen(Engine, "before_cursor_execute", self._on_plain)
         try:
             yield self
         finally:
             for name, listener in listeners:
                 event.remove(Session, name, listener)
+            event.remove(Engine, "before_cursor_execute", self._on_plain)

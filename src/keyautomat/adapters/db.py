@@ -18,13 +18,15 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool, StaticPool
 
@@ -189,53 +191,118 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-class PlainQuery:
-    """A Core SELECT built once, compiled once per dialect, run straight on a DBAPI cursor.
+class _Compiled:
+    """One statement compiled for one dialect (and, for INSERT/UPDATE, one set of columns)."""
 
-    ``session.execute`` costs tens of microseconds a statement before the database
-    sees it (cache key, execution context, result processing, a ``Row`` per row).
-    Hot reads whose columns need no type processing (text, integers; SQLite answers
-    booleans as 0 and 1) skip all of it: the rows come back as plain tuples.
-    Parameters are by name, as the statement's ``bindparam`` names them; an
-    expanding one (``bindparam("ids", expanding=True)``) takes a non-empty list.
-    """
+    __slots__ = ("defaults", "expanding", "order", "processors", "results", "sql")
 
-    def __init__(self, statement: Any) -> None:
-        self.statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+    def __init__(
+        self, statement: Any, dialect: Any, keys: tuple[str, ...] | None, typed: bool
+    ) -> None:
+        done = statement.compile(dialect=dialect, column_keys=keys)
+        self.sql: str = str(done)
+        self.order: tuple[str, ...] | None = tuple(done.positiontup) if done.positional else None
+        # Values the statement carries itself (a LIMIT, a literal compared with), and the
+        # scalar Python-side defaults (``default=False``) of columns an INSERT leaves out,
+        # which SQLAlchemy would otherwise fill in at execution.
+        required = {done.bind_names[b] for b in done.bind_names if b.required}
+        self.defaults: dict[str, Any] = {
+            name: value for name, value in done.params.items() if name not in required
+        }
+        for column, default in [(c, c.default) for c in done.insert_prefetch] + [
+            (c, c.onupdate) for c in done.update_prefetch
+        ]:
+            if default is None or not default.is_scalar:
+                raise TypeError(f"{column}: only scalar Python-side defaults are supported here")
+            self.defaults[column.key] = default.arg
+        self.expanding = frozenset(
+            name for name in done.bind_names.values() if f"__[POSTCOMPILE_{name}]" in self.sql
+        )
+        # The dialect's conversions of parameters (a datetime to text on SQLite, JSON,
+        # booleans) and of result columns (text back to a datetime on SQLite): what
+        # SQLAlchemy's execution context would apply, known once per compilation.
+        self.processors: dict[str, Callable[[Any], Any]] = {
+            name: fn for name, fn in done._bind_processors.items() if fn is not None
+        }
+        results = tuple(
+            column.type._cached_result_processor(dialect, None) if typed else None
+            for column in done._result_columns
+        )
+        self.results: tuple[Callable[[Any], Any] | None, ...] | None = (
+            results if any(fn is not None for fn in results) else None
+        )
 
-    def render(self, dialect: Any, params: dict[str, Any]) -> tuple[str, Any]:
+    def render(self, params: dict[str, Any]) -> tuple[str, Any]:
         """The SQL text and the DBAPI parameters of one execution."""
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            done = self.statement.compile(dialect=dialect)
-            order = tuple(done.positiontup) if done.positional else None
-            compiled = (str(done), order, dict(done.params))
-            self._compiled[dialect.name] = compiled
-        sql, order, defaults = compiled
-        values = {**defaults, **params}
-        for name, value in params.items():
-            token = f"__[POSTCOMPILE_{name}]"
-            if token not in sql:
-                continue
+        sql = self.sql
+        values = {**self.defaults, **params}
+        for name, fn in self.processors.items():
+            if name in values:
+                value = values[name]
+                values[name] = [fn(v) for v in value] if name in self.expanding else fn(value)
+        for name in self.expanding:
+            value = values[name]
             if not value:
                 raise ValueError(f"{name}: an expanding parameter needs at least one value")
-            if order is None:
+            token = f"__[POSTCOMPILE_{name}]"
+            if self.order is None:
                 names = [f"{name}_{i}" for i in range(len(value))]
                 sql = sql.replace(token, ", ".join(f"%({n})s" for n in names))
                 values.update(zip(names, value, strict=True))
             else:
                 sql = sql.replace(token, ", ".join("?" * len(value)))
-        if order is None:
+        if self.order is None:
             return sql, values
         positional: list[Any] = []
-        for name in order:
-            value = values[name]
-            if f"__[POSTCOMPILE_{name}]" in compiled[0]:
-                positional.extend(value)
+        for name in self.order:
+            if name in self.expanding:
+                positional.extend(values[name])
             else:
-                positional.append(value)
+                positional.append(values[name])
         return sql, positional
+
+    def row(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        if self.results is None:
+            return row
+        return tuple(v if fn is None else fn(v) for fn, v in zip(self.results, row, strict=True))
+
+
+class PlainQuery:
+    """A Core statement built once, compiled once per dialect, run straight on a DBAPI cursor.
+
+    ``session.execute`` costs 60-80 µs a statement before the database sees it (cache
+    key, execution context, result processing, a ``Row`` per row); the driver's cursor
+    takes a few. A hot statement skips all of it: its SQL is compiled by SQLAlchemy's
+    compiler once per dialect, its parameters go through the same bind processors
+    SQLAlchemy would apply (datetimes and booleans on SQLite, JSON), and its rows come
+    back as plain tuples, each column through its result processor (a datetime read
+    back from SQLite's text). Parameters are by name, as the statement's ``bindparam``
+    names them (or, for ``insert(table)``, the columns); an expanding one
+    (``bindparam("ids", expanding=True)``) takes a non-empty list. An INSERT or UPDATE
+    without fixed values is compiled once per set of columns given.
+
+    ``typed=False`` leaves every column as the driver answers it (SQLite: booleans as 0
+    and 1, datetimes as text): for reads of many rows whose columns need no conversion
+    to be used, where converting each row would cost more than the rest of the read.
+    """
+
+    def __init__(self, statement: Any, *, typed: bool = True) -> None:
+        self.statement = statement
+        self._typed = typed
+        self._by_columns = bool(getattr(statement, "is_dml", False))
+        self._compiled: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+
+    def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
+        keys = tuple(sorted(params)) if self._by_columns else None
+        found = self._compiled.get((dialect.name, keys))
+        if found is None:
+            found = _Compiled(self.statement, dialect, keys, self._typed)
+            self._compiled[dialect.name, keys] = found
+        return found
+
+    def render(self, dialect: Any, params: dict[str, Any]) -> tuple[str, Any]:
+        """The SQL text and the DBAPI parameters of one execution."""
+        return self.compiled(dialect, params).render(params)
 
 
 class Reads:
@@ -244,24 +311,147 @@ class Reads:
     def __init__(self, dbapi_connection: Any, dialect: Any) -> None:
         self._connection = dbapi_connection
         self._dialect = dialect
+        self.dialect_name: str = dialect.name
 
     @classmethod
-    def of(cls, session: Session) -> Reads:
-        """Reads in the session's transaction: they see what it wrote (pending ORM changes
-        are flushed first, as ``session.execute`` would)."""
-        session.flush()
-        connection = session.connection()
-        return cls(connection.connection.dbapi_connection, connection.dialect)
+    def of(cls, session: Session) -> Statements:
+        """Reads in the session's transaction (see :class:`Statements`)."""
+        return Statements.of(session)
 
-    def rows(self, query: PlainQuery, **params: Any) -> list[tuple[Any, ...]]:
-        sql, values = query.render(self._dialect, params)
+    def _run(self, query: PlainQuery, params: dict[str, Any]) -> tuple[_Compiled, Any]:
+        """The statement executed; (its compilation, the open cursor)."""
+        compiled = query.compiled(self._dialect, params)
+        sql, values = compiled.render(params)
         cursor = self._connection.cursor()
         try:
             cursor.execute(sql, values)
+        except BaseException:
+            cursor.close()
+            raise
+        return compiled, cursor
+
+    def rows(self, query: PlainQuery, **params: Any) -> list[tuple[Any, ...]]:
+        compiled, cursor = self._run(query, params)
+        try:
             rows: list[tuple[Any, ...]] = cursor.fetchall()
-            return rows
         finally:
             cursor.close()
+        return rows if compiled.results is None else [compiled.row(r) for r in rows]
+
+    def first(self, query: PlainQuery, **params: Any) -> tuple[Any, ...] | None:
+        """The first row, or None (the rest are not read: give the statement a LIMIT)."""
+        compiled, cursor = self._run(query, params)
+        try:
+            row: tuple[Any, ...] | None = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else compiled.row(row)
+
+    def scalar(self, query: PlainQuery, **params: Any) -> Any:
+        """The first column of the first row, or None."""
+        row = self.first(query, **params)
+        return None if row is None else row[0]
+
+
+class Statements(Reads):
+    """:class:`PlainQuery` statements, reads and writes, in a session's transaction.
+
+    They run on the session's own connection, so they see what it wrote and a rollback
+    undoes them. Pending ORM changes are flushed before each statement, as
+    ``session.execute`` does for ORM statements (a use case that changed an ORM object
+    then asks a hot statement must see the change: the iLOQ lost-key path blocks a key,
+    then allocates a replacement). A driver error is raised as SQLAlchemy raises it
+    (``sqlalchemy.exc.IntegrityError`` and so on, parameters hidden), and the engine's
+    ``before_cursor_execute`` listeners hear each statement (benches count them).
+    """
+
+    def __init__(self, session: Session) -> None:
+        connection = session.connection()
+        super().__init__(connection.connection.dbapi_connection, connection.dialect)
+        self._session = session
+        self._sa_connection = connection
+        self._transaction = session.get_transaction()
+        self._error = connection.dialect.loaded_dbapi.Error
+        self._listened = connection.engine.dispatch.before_cursor_execute
+
+    @classmethod
+    def of(cls, session: Session) -> Statements:
+        """The statements of the session's current transaction (made once per transaction)."""
+        kept = session.info.get(_STATEMENTS)
+        if kept is None or kept._transaction is not session.get_transaction():
+            session.flush()
+            kept = cls(session)
+            session.info[_STATEMENTS] = kept
+        return kept
+
+    def _run(self, query: PlainQuery, params: dict[str, Any]) -> tuple[_Compiled, Any]:
+        self._session.flush()  # returns at once when nothing is pending
+        compiled = query.compiled(self._dialect, params)
+        sql, values = compiled.render(params)
+        cursor = self._connection.cursor()
+        if self._listened:
+            context = PlainContext(self._session, query.statement)
+            self._listened(self._sa_connection, cursor, sql, values, context, False)
+        try:
+            cursor.execute(sql, values)
+        except self._error as exc:
+            cursor.close()
+            raise _wrapped(exc, sql, self._dialect) from exc
+        except BaseException:
+            cursor.close()
+            raise
+        return compiled, cursor
+
+    def execute(self, query: PlainQuery, **params: Any) -> int:
+        """A statement that returns no rows; how many rows it changed."""
+        _compiled, cursor = self._run(query, params)
+        try:
+            count: int = cursor.rowcount
+        finally:
+            cursor.close()
+        return count
+
+    def execute_many(self, query: PlainQuery, rows: Sequence[dict[str, Any]]) -> None:
+        """One statement (no RETURNING) for each of ``rows``, all with the same names."""
+        if len(rows) == 1:
+            self.execute(query, **rows[0])
+            return
+        self._session.flush()
+        compiled = query.compiled(self._dialect, rows[0])
+        rendered = [compiled.render(row) for row in rows]
+        sql = rendered[0][0]
+        cursor = self._connection.cursor()
+        if self._listened:
+            context = PlainContext(self._session, query.statement)
+            self._listened(self._sa_connection, cursor, sql, rendered, context, True)
+        try:
+            cursor.executemany(sql, [values for _sql, values in rendered])
+        except self._error as exc:
+            raise _wrapped(exc, sql, self._dialect) from exc
+        finally:
+            cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PlainContext:
+    """What ``before_cursor_execute`` listeners get as the execution context of a
+    :class:`Statements` statement (SQLAlchemy's own is never made): the session whose
+    transaction runs it, and the Core statement (tests/persistence_guard.py checks
+    which tables each transaction writes, and how)."""
+
+    session: Session
+    statement: Any
+
+
+# session.info key: the session's Statements of its current transaction.
+_STATEMENTS = "plain_statements"
+
+
+def _wrapped(exc: Exception, sql: str, dialect: Any) -> Exception:
+    """The driver's error as SQLAlchemy raises it (IntegrityError etc.), parameters hidden."""
+    return DBAPIError.instance(
+        sql, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+    )
 
 
 def _make_private(path: Path) -> None:
@@ -291,9 +481,13 @@ def _make_private(path: Path) -> None:
 CHANGED_AUTOMATS = "changed_automats"
 # The PostgreSQL channel that announces them to the other processes (one NOTIFY each).
 SYNC_CHANNEL = "keyautomat_sync"
-_NOTIFY = text(
-    "SELECT pg_notify(CAST(:channel AS text), id) FROM unnest(CAST(:ids AS text[])) AS id"
-).bindparams(channel=SYNC_CHANNEL)
+# Sent with every transaction that changed an automat's pincodes (every contract's
+# creation): on the driver's cursor (PlainQuery).
+_NOTIFY = PlainQuery(
+    text(
+        "SELECT pg_notify(CAST(:channel AS text), id) FROM unnest(CAST(:ids AS text[])) AS id"
+    ).bindparams(channel=SYNC_CHANNEL)
+)
 
 
 _NOTIFY_ONE = text("SELECT pg_notify(CAST(:channel AS text), CAST(:payload AS text))")
@@ -352,7 +546,7 @@ class Database:
             result = work(session)
             changed = session.info.get(CHANGED_AUTOMATS)
             if changed and not self.is_sqlite:
-                session.execute(_NOTIFY, {"ids": sorted(changed)})
+                Statements.of(session).rows(_NOTIFY, ids=sorted(changed))
         if changed:
             for listener in self.after_commit:
                 listener(frozenset(changed))

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import PlainQuery, Statements
 from keyautomat.adapters.orm_contracts import contract_reservations
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.contracts.model import Slot
@@ -126,7 +127,8 @@ def _empty_lockers() -> ColumnElement[bool]:
     )
 
 
-_FREE_KEYS = (
+# Run by every creation: on the driver's cursor (adapters/db.py, PlainQuery).
+_FREE_KEYS = PlainQuery(
     select(lk.c.locker_index, lk.c.key_id)
     .where(_available_key_lockers())
     .order_by(
@@ -152,11 +154,10 @@ def free_keys(
 ) -> list[Slot]:
     """Up to ``limit`` keys to hand out, best first: keys with no later booking at all, then
     the lowest locker index (gaps.md C6)."""
-    rows = session.execute(
-        _FREE_KEYS,
-        {"automat_id": automat_id, "start": start, "until": until, "now": now, "limit": limit},
-    ).all()
-    return [Slot(automat_id, row.locker_index, row.key_id) for row in rows]
+    rows = Statements.of(session).rows(
+        _FREE_KEYS, automat_id=automat_id, start=start, until=until, now=now, limit=limit
+    )
+    return [Slot(automat_id, locker_index, key_id) for locker_index, key_id in rows]
 
 
 def free_lockers(

@@ -177,25 +177,29 @@ _VIEW_COLUMNS = (
 )
 _lk, _ag, _g, _ou = orm.lockers, orm.automat_groups, orm.groups, orm.organization_units
 # The hot reads (GET /v2/automats and /v2/automats/{id}): built once, plain rows
-# (adapters/db.py, PlainQuery), the caller's subtree a bound parameter.
+# (adapters/db.py, PlainQuery), the caller's subtree a bound parameter. Untyped: a page
+# has thousands of locker rows, and none of their columns needs converting to be used.
 _PAGE = PlainQuery(
     select(*_VIEW_COLUMNS)
     .where(in_scope_bound(a.c.organization_unit_id))
     .order_by(a.c.created_at, a.c.id)
     .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
+    .offset(bindparam("offset")),
+    typed=False,
 )
 # One automat, and its unit's path for the scope check (an index lookup, where the
 # subtree subquery of ``in_scope_bound`` scans the units).
 _ONE = PlainQuery(
     select(*_VIEW_COLUMNS, _ou.c.path)
     .join(_ou, _ou.c.id == a.c.organization_unit_id)
-    .where(a.c.id == bindparam("automat_id"))
+    .where(a.c.id == bindparam("automat_id")),
+    typed=False,
 )
 _LOCKERS = PlainQuery(
     select(_lk.c.automat_id, _lk.c.locker_index, _lk.c.is_key_inside, _lk.c.key_id, _lk.c.key_name)
     .where(_lk.c.automat_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_lk.c.automat_id, _lk.c.locker_index)
+    .order_by(_lk.c.automat_id, _lk.c.locker_index),
+    typed=False,
 )
 # The groups' unit paths come along: only groups in the caller's subtree are shown.
 _GROUPS = PlainQuery(
@@ -203,7 +207,8 @@ _GROUPS = PlainQuery(
     .join(_g, _g.c.id == _ag.c.group_id)
     .join(_ou, _ou.c.id == _g.c.organization_unit_id)
     .where(_ag.c.automat_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_g.c.name, _g.c.id)
+    .order_by(_g.c.name, _g.c.id),
+    typed=False,
 )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
-from keyautomat.adapters.db import mark_changed
+from keyautomat.adapters.db import PlainQuery, Statements, mark_changed
 from keyautomat.adapters.device_protocol import (
     AlarmEvent,
     CodeEntered,
@@ -110,13 +110,19 @@ def _bump_version_stmt(dialect: Any) -> Any:
     ).returning(device_links.c.desired_version)
 
 
-_BUMP_VERSION = {"postgresql": _bump_version_stmt(postgresql), "sqlite": _bump_version_stmt(sqlite)}
-_PINCODE_CLASHES = select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
-    device_pincodes.c.automat_id == bindparam("automat_id"),
-    device_pincodes.c.code == bindparam("code"),
-    device_pincodes.c.removed.is_(False),
+# Run with every contract's creation: on the driver's cursor (adapters/db.py, PlainQuery).
+_BUMP_VERSION = {
+    "postgresql": PlainQuery(_bump_version_stmt(postgresql)),
+    "sqlite": PlainQuery(_bump_version_stmt(sqlite)),
+}
+_PINCODE_CLASHES = PlainQuery(
+    select(device_pincodes.c.valid_from, device_pincodes.c.valid_until).where(
+        device_pincodes.c.automat_id == bindparam("automat_id"),
+        device_pincodes.c.code == bindparam("code"),
+        device_pincodes.c.removed.is_(False),
+    )
 )
-_INSERT_PINCODE = insert(device_pincodes)
+_INSERT_PINCODE = PlainQuery(insert(device_pincodes))
 _REMOVE_PINCODE = (
     update(device_pincodes)
     .where(
@@ -960,8 +966,8 @@ def _target(
 
 def _bump_version(session: Session, automat_id: str) -> int:
     """A new version of what the automat must honour; pushed to it right after the commit."""
-    stmt = _BUMP_VERSION[session.get_bind().dialect.name]
-    version = session.execute(stmt, {"automat_id": automat_id}).scalar_one()
+    plain = Statements.of(session)
+    version = plain.scalar(_BUMP_VERSION[plain.dialect_name], automat_id=automat_id)
     mark_changed(session, automat_id)
     return int(version)
 
@@ -993,8 +999,8 @@ def add_pincode(
     if valid_until is not None and valid_until <= valid_from:
         raise InvalidInput("end", "must be after start")
     purpose = PincodePurpose(purpose)
-    params = {"automat_id": automat_id, "code": code}
-    clashes = () if checked else session.execute(_PINCODE_CLASHES, params).all()
+    plain = Statements.of(session)
+    clashes = () if checked else plain.rows(_PINCODE_CLASHES, automat_id=automat_id, code=code)
     for other_from, other_until in clashes:
         if (valid_until is None or other_from < valid_until) and (
             other_until is None or valid_from < other_until
@@ -1002,22 +1008,20 @@ def add_pincode(
             raise InvalidInput("pincode", "Pincode already in use")
     version = _bump_version(session, automat_id)
     pincode_id = new_object_id()
-    session.execute(
+    plain.execute(
         _INSERT_PINCODE,
-        {
-            "id": pincode_id,
-            "automat_id": automat_id,
-            "code": code,
-            "locker_index": locker_index,
-            "valid_from": valid_from,
-            "valid_until": valid_until,
-            "purpose": str(purpose),
-            "key_id": key_id,
-            "reference": reference,
-            "version": version,
-            "removed": False,
-            "program_first": program_first,
-        },
+        id=pincode_id,
+        automat_id=automat_id,
+        code=code,
+        locker_index=locker_index,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        purpose=str(purpose),
+        key_id=key_id,
+        reference=reference,
+        version=version,
+        removed=False,
+        program_first=program_first,
     )
     return pincode_id
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.db import PlainQuery, Reads
 from keyautomat.domain.errors import NotFound
 
 
@@ -187,33 +187,40 @@ class IloqSystemRef:
     config: IloqApiConfig | None
 
 
-def resolve_iloq_system(session: Session, unit_id: str, secrets: SecretBox) -> IloqSystemRef:
+_ou = orm.organization_units
+# Asked before every creation of an iLOQ contract that names access rights, each in a read
+# transaction of its own (a unit deleted or moved is seen at once): on SQLite right on the
+# event loop (Database.read), on the driver's cursor either way (adapters/db.py, PlainQuery).
+_UNIT_PATH = PlainQuery(select(_ou.c.path).where(_ou.c.id == bindparam("unit_id")))
+_CONFIGURED = PlainQuery(
+    select(
+        _ou.c.id,
+        _ou.c.iloq_username,
+        _ou.c.iloq_password_encrypted,
+        _ou.c.iloq_customer_code,
+        _ou.c.iloq_service_address,
+    ).where(_ou.c.id.in_(bindparam("lineage", expanding=True)), _ou.c.iloq_username.is_not(None))
+)
+
+
+def resolve_iloq_system(reads: Reads, unit_id: str, secrets: SecretBox) -> IloqSystemRef:
     """The nearest unit, the unit itself included, that has an iLOQ configuration (C19)."""
-    ou = orm.organization_units
-    path = session.scalar(select(ou.c.path).where(ou.c.id == unit_id))
+    path = reads.scalar(_UNIT_PATH, unit_id=unit_id)
     if path is None:
         raise NotFound("Organization unit")
     lineage = [part for part in path.split("/") if part]  # root first, the unit last
-    rows = session.execute(
-        select(
-            ou.c.id,
-            ou.c.iloq_username,
-            ou.c.iloq_password_encrypted,
-            ou.c.iloq_customer_code,
-            ou.c.iloq_service_address,
-        ).where(ou.c.id.in_(lineage), ou.c.iloq_username.is_not(None))
-    ).all()
-    configured = {row.id: row for row in rows}
+    # (id, username, encrypted password, customer code, service address) by id
+    configured = {row[0]: row for row in reads.rows(_CONFIGURED, lineage=lineage)}
     for candidate in reversed(lineage):
         row = configured.get(candidate)
         if row is not None:
             return IloqSystemRef(
                 candidate,
                 IloqApiConfig(
-                    username=row.iloq_username,
-                    password=secrets.decrypt(row.iloq_password_encrypted or ""),
-                    customer_code=row.iloq_customer_code or "",
-                    service_address=row.iloq_service_address or "",
+                    username=row[1],
+                    password=secrets.decrypt(row[2] or ""),
+                    customer_code=row[3] or "",
+                    service_address=row[4] or "",
                 ),
             )
     return IloqSystemRef(lineage[0], None)

@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import PlainQuery, Statements
 
 PENDING = "pending"
 IN_FLIGHT = "in_flight"
@@ -52,46 +53,37 @@ t = orm.outbox
 # parameters for what varies: building one per call (expression construction
 # plus cache-key generation) cost several times what executing it does.
 _lanes = orm.outbox_lanes
-_INSERT = insert(t).returning(t.c.id)
-_CANCEL = (
+# Enqueueing and cancelling run with most changes (a contract's creation among them): on
+# the driver's cursor (adapters/db.py, PlainQuery).
+_INSERT = PlainQuery(insert(t).returning(t.c.id))
+_CANCEL = PlainQuery(
     update(t).where(t.c.ref == bindparam("b_ref"), t.c.status == PENDING).values(status=CANCELLED)
 )
-_CANCEL_KINDS = (
+_CANCEL_KINDS = PlainQuery(
     update(t)
     .where(t.c.ref == bindparam("b_ref"), t.c.status == PENDING)
     .where(t.c.kind.in_(bindparam("b_kinds", expanding=True)))
     .values(status=CANCELLED)
 )
-_LOCK_LANE = (
+_LOCK_LANE = PlainQuery(
     update(_lanes)
     .where(_lanes.c.lane == bindparam("b_lane"))
     .values(last_enqueued_at=bindparam("b_at", type_=_lanes.c.last_enqueued_at.type))
 )
-# Statements whose SQL differs by dialect (ON CONFLICT), built on first use per dialect.
-_INSERT_ONCE: dict[str, Any] = {}
-_INSERT_LANE: dict[str, Any] = {}
-
-
-def _insert_once(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    stmt = _INSERT_ONCE.get(dialect)
-    if stmt is None:
-        stmt = (
-            _dialect_insert(session, t)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(t.c.id)
-        )
-        _INSERT_ONCE[dialect] = stmt
-    return stmt
-
-
-def _insert_lane(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    stmt = _INSERT_LANE.get(dialect)
-    if stmt is None:
-        stmt = _dialect_insert(session, _lanes).on_conflict_do_nothing(index_elements=["lane"])
-        _INSERT_LANE[dialect] = stmt
-    return stmt
+# Statements whose SQL differs by dialect (ON CONFLICT), one per dialect.
+_DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
+_INSERT_ONCE = {
+    name: PlainQuery(
+        dialect.insert(t)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(t.c.id)
+    )
+    for name, dialect in _DIALECTS.items()
+}
+_INSERT_LANE = {
+    name: PlainQuery(dialect.insert(_lanes).on_conflict_do_nothing(index_elements=["lane"]))
+    for name, dialect in _DIALECTS.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +118,9 @@ def enqueue(
     :func:`release` (it still takes its place in its lane's order). ``subject`` says what
     the message is about for people (``contract:<id>``), for the console's timelines.
     """
+    plain = Statements.of(session)
     if lane is not None:
-        _lock_lane(session, lane, now)
+        _lock_lane(plain, lane, now)
     values = {
         "kind": kind,
         "payload": json.dumps(payload, separators=(",", ":")),
@@ -141,31 +134,24 @@ def enqueue(
         "created_at": now,
     }
     if idempotency_key is None:
-        return int(session.execute(_INSERT, values).scalar_one())
-    row = session.execute(_insert_once(session), values).first()
+        return int(plain.scalar(_INSERT, **values))
+    row = plain.first(_INSERT_ONCE[plain.dialect_name], **values)
     return int(row[0]) if row else None
 
 
-def _dialect_insert(session: Session, table: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def _lock_lane(session: Session, lane: str, now: datetime) -> None:
-    session.execute(_insert_lane(session), {"lane": lane, "last_enqueued_at": now})
+def _lock_lane(plain: Statements, lane: str, now: datetime) -> None:
+    plain.execute(_INSERT_LANE[plain.dialect_name], lane=lane, last_enqueued_at=now)
     # The UPDATE holds the lane row's lock until commit: a concurrent writer to
     # the same lane waits here, before it has drawn an id.
-    session.execute(_LOCK_LANE, {"b_lane": lane, "b_at": now})
+    plain.execute(_LOCK_LANE, b_lane=lane, b_at=now)
 
 
 def cancel(session: Session, *, ref: str, kinds: Sequence[str] | None = None) -> int:
     """Cancel pending rows about ``ref`` (e.g. a contract's reminders); returns how many."""
+    plain = Statements.of(session)
     if kinds is None:
-        result = session.execute(_CANCEL, {"b_ref": ref})
-    else:
-        result = session.execute(_CANCEL_KINDS, {"b_ref": ref, "b_kinds": list(kinds)})
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        return plain.execute(_CANCEL, b_ref=ref)
+    return plain.execute(_CANCEL_KINDS, b_ref=ref, b_kinds=list(kinds))
 
 
 def hold(session: Session, *, refs: Sequence[str], kinds: Sequence[str]) -> int:

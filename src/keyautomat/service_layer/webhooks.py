@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
+from keyautomat.adapters.db import PlainQuery, Statements
 from keyautomat.adapters.orm_webhooks import webhook_attempts, webhook_subscriptions
 from keyautomat.domain import webhook_health
 from keyautomat.domain import webhooks as wh
@@ -54,12 +55,12 @@ attempts_t = webhook_attempts
 ob = orm.outbox
 
 
-# The statements of publish(), run with every producer's change: built once, with
-# bind parameters, so a call pays for executing them and not for building them.
-_UNIT_PATH = select(orm.organization_units.c.path).where(
-    orm.organization_units.c.id == bindparam("unit_id")
+# The reads of publish(), run with every producer's change (a contract's creation among
+# them): built and compiled once, run on the driver's cursor (adapters/db.py, PlainQuery).
+_UNIT_PATH = PlainQuery(
+    select(orm.organization_units.c.path).where(orm.organization_units.c.id == bindparam("unit_id"))
 )
-_LIVE_SUBSCRIPTIONS = (
+_LIVE_SUBSCRIPTIONS = PlainQuery(
     select(subs.c.id, subs.c.event_types, subs.c.state)
     .where(
         subs.c.organization_unit_id.in_(bindparam("lineage", expanding=True)),
@@ -123,17 +124,19 @@ def publish(
     With ``once`` (a name for the occasion), each subscription gets the event at
     most once however often it is published: a job run twice sends nothing twice.
     """
-    path = session.scalar(_UNIT_PATH, {"unit_id": organization_unit_id})
+    plain = Statements.of(session)
+    path = plain.scalar(_UNIT_PATH, unit_id=organization_unit_id)
     if path is None:
         raise NotFound("Organization unit")
     # The unit and its ancestors: a subscription covers its unit's whole subtree.
     lineage = [part for part in path.split("/") if part]
-    rows = session.execute(_LIVE_SUBSCRIPTIONS, {"lineage": lineage}).all()
-    wanted = [r for r in rows if event_type in json.loads(r.event_types)]
+    rows = plain.rows(_LIVE_SUBSCRIPTIONS, lineage=lineage)
+    # (id, event types, state)
+    wanted = [r for r in rows if event_type in json.loads(r[1])]
     if not wanted:
         return []
-    states: dict[str, str | None] = {r.id: r.state for r in wanted}
-    disabled = [r.id for r in wanted if r.state == DISABLED]
+    states: dict[str, str | None] = {r[0]: r[2] for r in wanted}
+    disabled = [r[0] for r in wanted if r[2] == DISABLED]
     if disabled:
         # None for one deleted meanwhile: a held row for it would never be released.
         states.update(dict.fromkeys(disabled))

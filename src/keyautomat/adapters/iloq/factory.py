@@ -69,7 +69,7 @@ class IloqSystems:
         self._clients: dict[tuple[str, str], IloqS5Client] = {}
 
     async def resolve(self, unit_id: str) -> IloqSystemRef:
-        return await self.db.run(lambda s: resolve_iloq_system(s, unit_id, self.secrets))
+        return await self.db.read(lambda r: resolve_iloq_system(r, unit_id, self.secrets))
 
     def port(self, system: IloqSystemRef) -> IloqPort:
         if uses_emulator(self.settings.iloq_mode, system.config):

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Final, Literal
 from sqlalchemy import bindparam, select, text
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import PlainQuery
 from keyautomat.adapters.orm_iloq import iloq_keys
 from keyautomat.contracts import allocation
 from keyautomat.contracts.kind import ContractKind
@@ -89,9 +90,12 @@ _PROGRAMMING_AUTOMATS = select(
     orm.automats.c.id.in_(bindparam("ids", expanding=True)),
     in_scope_bound(orm.automats.c.organization_unit_id),
 )
-_GROUP = select(orm.groups.c.id, orm.groups.c.type).where(
-    orm.groups.c.id == bindparam("group_id"),
-    in_scope_bound(orm.groups.c.organization_unit_id),
+# Asked by every creation naming a group: on the driver's cursor (adapters/db.py).
+_GROUP = PlainQuery(
+    select(orm.groups.c.type).where(
+        orm.groups.c.id == bindparam("group_id"),
+        in_scope_bound(orm.groups.c.organization_unit_id),
+    )
 )
 _MEMBERS = allocation.group_members(Product.KEY20)
 _MEMBER = _MEMBERS.where(orm.automats.c.id == bindparam("automat_id"))
@@ -146,11 +150,10 @@ class Location:
 
     def check_group(self, group_id: str) -> None:
         """A device group the caller can use, or the 400 that says why not."""
-        params = {"group_id": group_id, **scope_params(self.principal)}
-        group = self.session.execute(_GROUP, params).first()
+        group = self.store.plain.first(_GROUP, group_id=group_id, **scope_params(self.principal))
         if group is None:
             raise InvalidInput("groupId", "does not name a group you can use")
-        if group.type != GroupType.DEVICE:
+        if group[0] != GroupType.DEVICE:
             raise InvalidInput("groupId", "must be a device group (type 1)")
 
     def check_member(self, group_id: str, automat_id: str) -> None:
