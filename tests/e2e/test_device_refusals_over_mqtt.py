@@ -41,11 +41,11 @@ def test_a_malformed_event_over_the_broker_is_refused_naming_its_field_and_never
         installation_pincode=automat["installationPincode"],
     )
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     bad = sims.call(sim.queue_event, "locker-closed", LockerEvent.model_construct(locker_index=-1))
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
 
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     [refusal] = [r for r in sim.refusals if r.ref == bad]
     assert (refusal.reason, refusal.pointer) == (RejectReason.MALFORMED, "/data/lockerIndex")
     assert _count(container, device_inbox, automat["id"], type="alarm-raised") == 1

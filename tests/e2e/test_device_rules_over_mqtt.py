@@ -58,7 +58,7 @@ def _bound(acme: Tenant, sims: Simulators) -> tuple[str, SimulatedAutomat]:
     )
     sims.call(sim.stock, blank_iloq_keys(2))
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     return automat["id"], sim
 
 

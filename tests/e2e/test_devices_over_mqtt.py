@@ -197,7 +197,7 @@ def test_an_automat_cut_off_from_the_broker_delivers_its_events_once_with_origin
     sims.call(sim.wait_bound, BIND_SECONDS)
     _add_fetch_code(container, automat["id"], "161803", 1)
     eventually(lambda: sim.pincodes, timeout=10.0)
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     sims.call(sim.go_offline)
     entered_at = datetime.now(UTC)
@@ -205,7 +205,7 @@ def test_an_automat_cut_off_from_the_broker_delivers_its_events_once_with_origin
     assert _events(container, automat["id"]) == []
     sims.call(sim.go_online)
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     events = _events(container, automat["id"])
     assert [t for t, _ in events] == ["code-entered", "key-removed"]
@@ -245,7 +245,7 @@ def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_t
     hw_id = f"TAKE-{uuid.uuid4().hex[:8]}"
     sim = sims.start(hw_id=hw_id, locker_count=4, installation_pincode=code)
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     _add_fetch_code(container, automat["id"], "271828", 0)
     eventually(lambda: sim.pincodes, timeout=10.0)
     # The device has acknowledged its pincodes: the server owes its topic no sync.
@@ -274,7 +274,7 @@ def test_200_wrong_codes_then_the_right_one_on_an_active_automats_topic_get_no_t
     assert "DEVICE_BIND_FAILURES" in alarm_types(container, automat["id"])
     # The real device carries on with its token.
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert sim.last_rejection is None
 
 
@@ -401,7 +401,7 @@ def test_keypad_lockouts_over_the_broker_raise_an_alarm_each(
         eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=5.0)
         for _ in range(2):
             assert sims.call(sim.enter_code, "0000") is False
-    sims.call(sim.wait_flushed, 10.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(
         lambda: alarm_types(container, automat["id"]).count(devices.KEYPAD_LOCKED_ALARM) == 2,
         timeout=10.0,

@@ -43,7 +43,7 @@ def test_a_device_speaking_mqtt_311_binds_gets_its_codes_and_answers_a_remote_co
         installation_pincode=automat["installationPincode"],
     )
     sims_on_311.call(sim.wait_bound, BIND_SECONDS)
-    sims_on_311.call(sim.wait_flushed, 10.0)  # its inventory: acknowledged
+    sims_on_311.call(sim.wait_flushed, BIND_SECONDS)  # its inventory: acknowledged
     assert len(acme.api.get(f"/automats/{automat['id']}")["lockers"]) == 4
 
     pincode_id = _add_pincode(container, automat["id"], "515151", 2, "default")
@@ -51,6 +51,6 @@ def test_a_device_speaking_mqtt_311_binds_gets_its_codes_and_answers_a_remote_co
     result = acme.api.post(f"/automats/{automat['id']}/sendPincode", {"pincode": "515151"})
     assert result == {"success": True, "reason": None}  # a command, acknowledged
 
-    sims_on_311.call(sim.wait_flushed, 10.0)
+    sims_on_311.call(sim.wait_flushed, BIND_SECONDS)
     assert _count(container, device_inbox, automat["id"], type="code-entered") == 1
     assert _count(container, device_inbox, automat["id"], type="locker-opened") == 1

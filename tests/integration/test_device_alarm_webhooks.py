@@ -68,7 +68,7 @@ def test_an_alarm_is_delivered_on_activation_acknowledgement_and_deactivation(
     worker = OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w")
 
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     [alarm] = [
         a
         for a in admin.get(f"/admin/automats/{automat['id']}/alarms")["data"]
@@ -76,7 +76,7 @@ def test_an_alarm_is_delivered_on_activation_acknowledgement_and_deactivation(
     ]
     admin.post(f"/admin/automats/{automat['id']}/alarms/{alarm['id']}/acknowledge")
     sims.call(sim.clear_alarm, "DEVICE_MOVED")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     drain(worker)
 
     events = [e for e in live(receiver) if e["data"]["alarmType"] == "DEVICE_MOVED"]
@@ -114,7 +114,7 @@ def test_alarms_of_another_organization_are_not_delivered(
     automat = install(operator)
     sim = _bound(sims, automat)
     sims.call(sim.raise_alarm, "DEVICE_ERROR")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
     assert live(receiver) == []
 
@@ -131,7 +131,7 @@ def test_a_bind_and_a_keypad_lockout_are_delivered_as_momentary_device_alarms(
     sim = _bound(sims, automat, max_failures=2)
     for _ in range(2):
         assert sims.call(sim.enter_code, "0000") is False
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     drain(OutboxWorker(container.db, container.dispatcher, SystemClock(), worker_id="w"))
 
     ours = [

@@ -157,7 +157,7 @@ def test_a_synced_pincode_opens_its_locker_and_the_autopilot_takes_the_key(
     eventually(lambda: any(p.code == "482910" for p in sim.pincodes.values()))
 
     assert sims.call(sim.enter_code, "482910") is True
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     lockers = acme.api.get(f"/automats/{automat['id']}")["lockers"]
     assert lockers[1]["isKeyInside"] is False
@@ -197,7 +197,7 @@ def test_a_return_puts_the_held_key_back(
     eventually(lambda: len(sim.pincodes) == 2)
     assert sims.call(sim.enter_code, "111222")
     assert sims.call(sim.enter_code, "333444")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     locker = acme.api.get(f"/automats/{automat['id']}")["lockers"][0]
     assert locker["isKeyInside"] is True
     assert locker["key"]["id"] == keys[0].id
@@ -214,7 +214,7 @@ def test_a_resent_event_is_applied_once(
 ) -> None:
     automat, sim = _bound(acme, sims)
     sims.call(sim.stock, mechanical_keys(1, "MK"))
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     sims.call(sim.go_offline)
     sims.call(sim.take_key, 0)
     queued = list(sim.outbox.values())[-1]
@@ -227,7 +227,7 @@ def test_a_resent_event_is_applied_once(
             await sim._send(queued.type, queued.data, message_id=queued.id, at=queued.occurred_at)
 
     sims.call(resend_three_times)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: container.devices.stats.duplicates >= 2)
     assert _count(container, device_inbox, automat["id"], type="key-removed") == 1
     assert _event_types(container, automat["id"]).count("key-removed") == 1
@@ -241,7 +241,7 @@ def test_a_device_that_went_offline_delivers_its_events_with_their_original_time
     sims.call(sim.stock, keys)
     _add_pincode(container, automat["id"], "246810", 0, "fetch", key_id=keys[0].id)
     eventually(lambda: sim.pincodes)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     sims.call(sim.go_offline)
     entered_at = datetime.now(UTC)
@@ -250,7 +250,7 @@ def test_a_device_that_went_offline_delivers_its_events_with_their_original_time
     assert "code-entered" not in _event_types(container, automat["id"])
     sims.call(sim.go_online)
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     rows = container.db.transaction(
         lambda s: s.execute(
@@ -410,7 +410,7 @@ def test_alarms_are_stored_with_start_end_and_acknowledgement(
     admin = admin_client(acme, http)
     sims.call(sim.raise_alarm, "DEVICE_LOW_POWER")
     sims.call(sim.raise_alarm, "DEVICE_LOW_POWER")  # raising an active alarm again is a no-op
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     alarms = _device_alarms(admin, automat["id"])
     assert len(alarms) == 1
     alarm = alarms[0]
@@ -422,7 +422,7 @@ def test_alarms_are_stored_with_start_end_and_acknowledgement(
     acked = admin.post(f"/admin/automats/{automat['id']}/alarms/{alarm['id']}/acknowledge")
     assert acked["acknowledged"] is True
     sims.call(sim.clear_alarm, "DEVICE_LOW_POWER")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     alarm = _device_alarms(admin, automat["id"])[0]
     assert alarm["state"] == "deactivated"
     assert alarm["end"] is not None
@@ -531,7 +531,7 @@ def test_the_keypad_locks_after_repeated_wrong_codes(
     for _ in range(3):
         assert sims.call(sim.enter_code, "0000") is False
     assert sims.call(sim.enter_code, "8080") is False  # locked out, even for a right code
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert _count(container, device_inbox, automat["id"], type="keypad-locked") == 1
 
 
@@ -552,7 +552,7 @@ def test_keypad_lockouts_raise_an_alarm_and_each_lasts_twice_as_long_until_a_rig
     eventually(lambda: not sims.call(lambda: sim.locked_out), timeout=2.0)
     assert sims.call(sim.enter_code, "8080") is True  # a right code ends the escalation
     assert lock_out() == 0.05
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert alarm_types(container, automat["id"]).count(devices.KEYPAD_LOCKED_ALARM) == 4
 
 
@@ -565,7 +565,7 @@ def test_malformed_and_unauthenticated_messages_are_dropped_without_effect(
     prefix = container.settings.mqtt_topic_prefix
     topic = up_topic(prefix, sim.hw_id)
     now = datetime.now(UTC)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     inbox_before = _count(container, device_inbox, automat["id"])
     malformed_before = container.devices.stats.malformed
     rejected_before = container.devices.stats.rejected

@@ -108,7 +108,7 @@ def test_wrong_codes_on_a_devices_topic_back_off_raise_an_alarm_and_leave_the_de
     # A hello with the device's token still gets in while its hwId is backed off.
     _send_hello(container, sim.hw_id, code, token=sim.token)
     sims.call(sim.raise_alarm, "DEVICE_MOVED")  # handled after the hello, in order
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert stats.backed_off - backed_off == 7
     assert stats.rejected - rejected == 10
     assert sim.last_rejection is None
@@ -206,7 +206,7 @@ def test_a_slow_iloq_system_does_not_delay_another_automats_events(
     _add_pincode(container, first["id"], "4242", 0, purpose="default")
     eventually(lambda: a.pincodes)
     sims.call(a.stock, blank_iloq_keys(1))
-    sims.call(a.wait_flushed, 5.0)
+    sims.call(a.wait_flushed, BIND_SECONDS)
     assert sims.call(a.enter_code, "4242") is True
     sims.call(slow_started.wait)
 

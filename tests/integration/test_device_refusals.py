@@ -89,14 +89,14 @@ def test_a_malformed_event_is_refused_naming_its_field_and_the_device_drops_it_f
     acme: Tenant, sims: Simulators, container: Container
 ) -> None:
     automat, sim = _bound(acme, sims)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     stats = container.devices.stats
     malformed, errors = stats.malformed, stats.errors
     # A firmware bug: a negative locker index, then an ordinary event behind it.
     bad = sims.call(sim.queue_event, "locker-opened", LockerEvent.model_construct(locker_index=-1))
     sims.call(sim.raise_alarm, "DEVICE_MOVED")
 
-    sims.call(sim.wait_flushed, 5.0)  # the bad event is dropped, not resent for ever
+    sims.call(sim.wait_flushed, BIND_SECONDS)  # the bad event is dropped, not resent for ever
     refusal = _last_refusal(sim)
     assert (refusal.reason, refusal.ref, refusal.pointer) == (
         RejectReason.MALFORMED,
@@ -218,11 +218,11 @@ def test_a_device_told_unauthenticated_for_an_event_says_hello_again_and_deliver
     acme: Tenant, sims: Simulators, container: Container
 ) -> None:
     automat, sim = _bound(acme, sims)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     applied: list[str] = []
     container.devices.observers.append(lambda _automat, message: applied.append(message.id))
     sims.call(sim.raise_alarm, "DEVICE_LOW_POWER")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     hellos = container.devices.stats.by_type.get("hello", 0)
     # Refused as unauthenticated (a server that lost the credential for a moment, say):
     # the device says hello again instead of giving up its automat.
@@ -235,7 +235,7 @@ def test_a_device_told_unauthenticated_for_an_event_says_hello_again_and_deliver
     eventually(lambda: container.devices.stats.by_type.get("hello", 0) > hellos)
     sims.call(sim.wait_bound, BIND_SECONDS)
     sims.call(sim.clear_alarm, "DEVICE_LOW_POWER")
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert sim.token is not None
     assert _count(container, device_inbox, automat["id"], type="alarm-cleared") == 1
 

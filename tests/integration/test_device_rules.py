@@ -81,7 +81,7 @@ def _bound(
     )
     sims.call(sim.stock, list(keys))
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     return automat["id"], sim
 
 
@@ -247,7 +247,7 @@ def test_a_key_missing_from_a_locker_a_contract_uses_leaves_it_assigned_and_the_
 
     sims.call(both_keys_vanish)
     sims.call(sim.stock, [])  # reports the inventory
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
 
     lockers = _lockers(acme, automat_id)
     assert [locker["lockerIndex"] for locker in lockers] == ["0", "1", "2", "3"]
@@ -258,10 +258,10 @@ def test_a_key_missing_from_a_locker_a_contract_uses_leaves_it_assigned_and_the_
     assert lockers[1] == {"lockerIndex": "1", "isKeyInside": False, "key": None}
 
     sims.call(sim.stock, [ROOM])  # the key is back
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     code = contract["keys"][0]["storageInfo"]["pincode"]
     assert sims.call(sim.enter_code, code)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(
         lambda: (
             acme.api.get(f"/mechanical/keycontracts/{contract['id']}")["keys"][0]["status"]

@@ -18,7 +18,7 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.simulator import SimKey
 from tests.conftest import Tenant
 from tests.contract_helpers import period
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, bound_key30, eventually
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, bound_key30, eventually
 from tests.integration.log_capture import Captured, captured_logs
 
 ROOM = SimKey("room-7-key", "Room 7", rfid="1a00e7")
@@ -85,10 +85,10 @@ def test_a_handover_logged_at_debug_holds_no_secret_and_no_personal_data(
     )
     assert sims.call(sim.enter_code, pincode)
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: acme.api.get(path)["keys"][0]["status"] == "key-fetched")
     sims.call(sim.insert_key, 0, ROOM)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: acme.api.get(path)["keys"][0]["status"] == "key-returned")
     asyncio.run(OutboxWorker(container.db, container.dispatcher, container.clock).drain())
 

@@ -20,7 +20,7 @@ from keyautomat.contracts.store import SqlContractStore
 from keyautomat.simulator import SimKey, SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import iso, period
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, bound_key30, eventually
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, bound_key30, eventually
 
 PATH = "/mechanical/keycontracts"
 ROOM = SimKey("room-101-key", "Room 101", rfid="1a00d1")
@@ -75,12 +75,12 @@ def test_fetch_with_pincode_and_return(acme: Tenant, sims: Simulators, free_lock
     eventually(lambda: _synced(sims, sim, code))
     assert sims.call(sim.enter_code, code)
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
     assert acme.api.get(f"/mechanical/keys/{ROOM.id}")["storage"] is None
     back_into = 2 if free_locker else 0
     sims.call(sim.insert_key, back_into, ROOM)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
     key = _key(acme, created["id"])
     assert key["inHistory"] is free_locker
@@ -105,7 +105,7 @@ def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_retu
     sim = sim_of(sims)
     assert sims.call(sim.enter_code, code)
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
 
     def end_now(session: Session) -> int:
@@ -119,7 +119,7 @@ def test_a_key_still_out_at_the_end_is_not_returned_once_and_its_code_still_retu
     with pytest.raises(ApiError):
         acme.api.delete(f"{PATH}/{created['id']}")  # a key is out
     sims.call(sim.insert_key, 0, ROOM)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, created["id"])["status"] == "key-returned")
     assert _key(acme, created["id"])["inHistory"] is True
 
@@ -162,12 +162,12 @@ def test_a_key_returned_into_another_contracts_locker_is_that_keys_return(
         eventually(lambda: _synced(sims, sim, code))
         assert sims.call(sim.enter_code, code)
         sims.call(sim.take_key, locker)
-        sims.call(sim.wait_flushed, 5.0)
+        sims.call(sim.wait_flushed, BIND_SECONDS)
         eventually(lambda: _key(acme, contract["id"])["status"] == "key-fetched")
 
     fetch(first, 0)
     fetch(second, 1)
     sims.call(sim.insert_key, 0, GARAGE)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, second["id"])["status"] == "key-returned")
     assert _key(acme, first["id"])["status"] == "key-fetched"

@@ -54,7 +54,7 @@ def start(sims: Simulators, automat: dict[str, Any], *stock: SimKey) -> Simulate
     )
     sims.call(sim.stock, list(stock))
     sims.call(sim.wait_bound, BIND_SECONDS)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     return sim
 
 
@@ -75,14 +75,14 @@ def test_keys_the_automat_holds_are_available_there_and_removed_keys_are_away(
     assert acme.api.get("/mechanical/keys/room-101-key")["status"] == {"available": True}
 
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     key = acme.api.get("/mechanical/keys/room-101-key")
     assert (key["storage"], key["status"]) == (None, {"available": False})
     assert key["targetStorage"] == here
     assert storage_of(acme, "room-102-key") == here
 
     sims.call(sim.insert_key, 3, ROOM_101)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert storage_of(acme, "room-101-key") == here
     lockers = acme.api.get(f"/automats/{automat['id']}")["lockers"]
     assert lockers[3]["isKeyInside"] is True
@@ -100,7 +100,7 @@ def test_a_key_known_to_the_automat_only_by_its_tag_is_matched_by_rfid(
     assert locker["key"] == {"id": "garage", "name": "Garage door"}
 
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert storage_of(acme, "garage") is None
 
 
@@ -122,7 +122,7 @@ def test_a_manual_key_put_into_an_automat_is_stored_there(acme: Tenant, sims: Si
     )
     sim = start(sims, automat)
     sims.call(sim.insert_key, 1, ROOM_101)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     key = acme.api.get("/mechanical/keys/room-101-key")
     assert key["storage"] == {"automatId": automat["id"]}
     assert key["selectedStorage"] == {"manualStorageInfo": "Shelf"}
@@ -162,13 +162,13 @@ def test_a_key_moved_between_automats_is_where_it_was_last_inserted(
     eventually(lambda: storage_of(acme, "room-101-key") == {"automatId": first["id"]})
     sim2 = start(sims, second)
     sims.call(sim1.take_key, 0)
-    sims.call(sim1.wait_flushed, 5.0)
+    sims.call(sim1.wait_flushed, BIND_SECONDS)
     sims.call(sim2.insert_key, 2, ROOM_101)
-    sims.call(sim2.wait_flushed, 5.0)
+    sims.call(sim2.wait_flushed, BIND_SECONDS)
     assert storage_of(acme, "room-101-key") == {"automatId": second["id"]}
     # The first automat's next full report no longer names the key: nothing changes.
     sims.call(lambda: sim1.stock([ROOM_102], start=1))
-    sims.call(sim1.wait_flushed, 5.0)
+    sims.call(sim1.wait_flushed, BIND_SECONDS)
     assert storage_of(acme, "room-101-key") == {"automatId": second["id"]}
 
 
@@ -229,6 +229,6 @@ def test_a_tag_read_of_a_key_taken_out_no_longer_places_a_key_registered_later(
     automat = install(acme, product="key30")
     sim = start(sims, automat, SimKey("TAG-9", "tag only", rfid="beef09"))
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     created = register(acme, automat["id"], SimKey("garage-9", "Garage", rfid="BEEF09"))
     assert created["storage"] is None

@@ -18,7 +18,7 @@ from keyautomat.entrypoints.worker import OutboxWorker
 from keyautomat.simulator import SimulatedAutomat
 from tests.conftest import Tenant
 from tests.contract_helpers import period
-from tests.devices import FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually
+from tests.devices import BIND_SECONDS, FAST_DEVICE_SETTINGS, Simulators, admin_client, eventually
 from tests.integration.test_mechanical_handover import ROOM, _automat, _key, _synced
 from tests.integration.webhook_support import live, subscribe
 from tests.oidc_support import (
@@ -108,7 +108,7 @@ def test_the_code_opens_the_locker_only_after_the_guest_proved_who_they_are(
     code = created["keys"][0]["storageInfo"]["pincode"]
 
     # Before the identity is proved the code is not on the automat and opens nothing.
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     assert not _synced(sims, sim, code)
     assert not _opens(sims, sim, code)
     _deliver(sims, container)
@@ -122,7 +122,7 @@ def test_the_code_opens_the_locker_only_after_the_guest_proved_who_they_are(
         # Somebody else with the link proves nothing.
         stranger = browser.log_in(browser.open_link(link), STRANGER)
         assert stranger.status_code == 403
-        sims.call(sim.wait_flushed, 5.0)
+        sims.call(sim.wait_flushed, BIND_SECONDS)
         assert not _synced(sims, sim, code)
         assert not _opens(sims, sim, code)
 
@@ -136,7 +136,7 @@ def test_the_code_opens_the_locker_only_after_the_guest_proved_who_they_are(
     eventually(lambda: _synced(sims, sim, code))
     assert _opens(sims, sim, code)
     sims.call(sim.take_key, 0)
-    sims.call(sim.wait_flushed, 5.0)
+    sims.call(sim.wait_flushed, BIND_SECONDS)
     eventually(lambda: _key(acme, created["id"])["status"] == "key-fetched")
 
     _deliver(sims, container)
