@@ -313,11 +313,6 @@ class Reads:
         self._dialect = dialect
         self.dialect_name: str = dialect.name
 
-    @classmethod
-    def of(cls, session: Session) -> Statements:
-        """Reads in the session's transaction (see :class:`Statements`)."""
-        return Statements.of(session)
-
     def _run(self, query: PlainQuery, params: dict[str, Any]) -> tuple[_Compiled, Any]:
         """The statement executed; (its compilation, the open cursor)."""
         compiled = query.compiled(self._dialect, params)
@@ -573,7 +568,7 @@ class Database:
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
-        return await self.run(lambda session: work(Reads.of(session)))
+        return await self.run(lambda session: work(Statements.of(session)))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

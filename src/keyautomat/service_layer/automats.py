@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
-from keyautomat.adapters.db import PlainQuery, Reads
+from keyautomat.adapters.db import PlainQuery, Reads, Statements
 from keyautomat.domain.errors import InvalidInput, NotFound
 from keyautomat.domain.ids import format_automat_id, new_pincode
 from keyautomat.domain.model import Automat, Group, GroupType, LifecycleState, Product
@@ -287,12 +287,12 @@ def automat_rows(reads: Reads, principal: Principal, automat_id: str) -> Automat
 
 
 def list_automats(session: Session, principal: Principal, page: PageRequest) -> Page[AutomatView]:
-    found, listed = automat_page_rows(Reads.of(session), principal, page)
+    found, listed = automat_page_rows(Statements.of(session), principal, page)
     return Page(found.views(), listed.next_offset, listed.limit, listed.has_next)
 
 
 def view_automat(session: Session, principal: Principal, automat_id: str) -> AutomatView:
-    return automat_rows(Reads.of(session), principal, automat_id).views()[0]
+    return automat_rows(Statements.of(session), principal, automat_id).views()[0]
 
 
 def _next_automat_id(session: Session) -> str:

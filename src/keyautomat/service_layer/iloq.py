@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, select
 from keyautomat.adapters import orm
 from keyautomat.adapters.crypto import SecretBox
 from keyautomat.adapters.db import PlainQuery, Reads
-from keyautomat.domain.errors import NotFound
+from keyautomat.service_layer.principal import unit_lineage
 
 
 class IloqError(Exception):
@@ -191,7 +191,6 @@ _ou = orm.organization_units
 # Asked before every creation of an iLOQ contract that names access rights, each in a read
 # transaction of its own (a unit deleted or moved is seen at once): on SQLite right on the
 # event loop (Database.read), on the driver's cursor either way (adapters/db.py, PlainQuery).
-_UNIT_PATH = PlainQuery(select(_ou.c.path).where(_ou.c.id == bindparam("unit_id")))
 _CONFIGURED = PlainQuery(
     select(
         _ou.c.id,
@@ -205,10 +204,7 @@ _CONFIGURED = PlainQuery(
 
 def resolve_iloq_system(reads: Reads, unit_id: str, secrets: SecretBox) -> IloqSystemRef:
     """The nearest unit, the unit itself included, that has an iLOQ configuration (C19)."""
-    path = reads.scalar(_UNIT_PATH, unit_id=unit_id)
-    if path is None:
-        raise NotFound("Organization unit")
-    lineage = [part for part in path.split("/") if part]  # root first, the unit last
+    lineage = unit_lineage(reads, unit_id)  # root first, the unit last
     # (id, username, encrypted password, customer code, service address) by id
     configured = {row[0]: row for row in reads.rows(_CONFIGURED, lineage=lineage)}
     for candidate in reversed(lineage):

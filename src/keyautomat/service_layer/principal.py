@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from keyautomat.adapters import orm
+from keyautomat.adapters.db import PlainQuery, Reads
 from keyautomat.domain.console import ConsoleRole
 from keyautomat.domain.errors import Forbidden, InvalidInput, NotFound
 from keyautomat.domain.model import OrganizationUnit, Role
@@ -84,3 +85,17 @@ def scope_params(principal: Principal) -> dict[str, str]:
     path = principal.organization_unit_path
     escaped = path.replace("/", "//").replace("%", "/%").replace("_", "/_")
     return {"scope": escaped + "%"}
+
+
+_UNIT_PATH = PlainQuery(
+    select(orm.organization_units.c.path).where(orm.organization_units.c.id == bindparam("unit_id"))
+)
+
+
+def unit_lineage(reads: Reads, unit_id: str) -> list[str]:
+    """The ids of the unit's ancestors and the unit, root first, read off its path; 404 when
+    there is no such unit. Asked with every webhook event and iLOQ creation: one plain row."""
+    path = reads.scalar(_UNIT_PATH, unit_id=unit_id)
+    if path is None:
+        raise NotFound("Organization unit")
+    return [part for part in path.split("/") if part]

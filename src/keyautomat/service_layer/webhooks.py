@@ -38,7 +38,7 @@ from keyautomat.domain.webhook_health import ACTIVE, DISABLED, PENDING, Health
 from keyautomat.service_layer import admin_notices, outbox
 from keyautomat.service_layer.delivery import Batched
 from keyautomat.service_layer.pagination import Page, PageRequest
-from keyautomat.service_layer.principal import Principal, in_scope
+from keyautomat.service_layer.principal import Principal, in_scope, unit_lineage
 
 KIND = "webhook"
 
@@ -57,9 +57,6 @@ ob = orm.outbox
 
 # The reads of publish(), run with every producer's change (a contract's creation among
 # them): built and compiled once, run on the driver's cursor (adapters/db.py, PlainQuery).
-_UNIT_PATH = PlainQuery(
-    select(orm.organization_units.c.path).where(orm.organization_units.c.id == bindparam("unit_id"))
-)
 _LIVE_SUBSCRIPTIONS = PlainQuery(
     select(subs.c.id, subs.c.event_types, subs.c.state)
     .where(
@@ -125,11 +122,8 @@ def publish(
     most once however often it is published: a job run twice sends nothing twice.
     """
     plain = Statements.of(session)
-    path = plain.scalar(_UNIT_PATH, unit_id=organization_unit_id)
-    if path is None:
-        raise NotFound("Organization unit")
     # The unit and its ancestors: a subscription covers its unit's whole subtree.
-    lineage = [part for part in path.split("/") if part]
+    lineage = unit_lineage(plain, organization_unit_id)
     rows = plain.rows(_LIVE_SUBSCRIPTIONS, lineage=lineage)
     # (id, event types, state)
     wanted = [r for r in rows if event_type in json.loads(r[1])]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from keyautomat.adapters.db import Database, Reads
+from keyautomat.adapters.db import Database, Statements
 from keyautomat.entrypoints.api.auth import Caller, caller_of
 from keyautomat.entrypoints.api.deps import Services, services_of
 from keyautomat.entrypoints.api.schemas import (
@@ -113,7 +113,7 @@ def wire(found: AutomatRows) -> list[dict[str, Any]]:
 
 def _one(session: Session, caller: Principal, automat_id: str) -> dict[str, Any]:
     """The automat as the API answers it, read in the session's transaction."""
-    return wire(automats.automat_rows(Reads.of(session), caller, automat_id))[0]
+    return wire(automats.automat_rows(Statements.of(session), caller, automat_id))[0]
 
 
 class AutomatLocationDto(ApiModel):
