@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from fastapi.dependencies import models as fastapi_dependency_models
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -92,6 +93,26 @@ def reused_service_account_keys(key_pool: KeyPool, monkeypatch: pytest.MonkeyPat
     key_pool.restart()
     monkeypatch.setattr(accounts, "generate_service_account_key", key_pool.take)
     return key_pool
+
+
+# FastAPI remembers how it classified each endpoint and dependency callable in module-level
+# LRU caches of 4,096 entries (``fastapi.dependencies.models``). The app's own endpoints are
+# closures over its container (metrics, probes, documents, console), so every app a test
+# builds stayed reachable, with its routes, database engines and pydantic adapters, until
+# some 300 apps later: millions of live objects that every full garbage collection walks,
+# which made each test slower than the one before (a serial run took 24 minutes instead of
+# 7; docs/performance/test-suite.md). A process that serves builds one app: this is the
+# suite's own hygiene.
+FASTAPI_CALLABLE_CACHES = tuple(
+    cache for cache in vars(fastapi_dependency_models).values() if hasattr(cache, "cache_clear")
+)
+
+
+@pytest.fixture(autouse=True)
+def forget_the_apps_endpoints() -> Iterator[None]:
+    yield
+    for cache in FASTAPI_CALLABLE_CACHES:
+        cache.cache_clear()
 
 
 @pytest.fixture(scope="session")
