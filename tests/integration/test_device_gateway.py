@@ -3,7 +3,11 @@ sendPincode / cancelSendPincode, alarms, and messages it must refuse."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -740,3 +744,39 @@ def test_an_ack_counts_as_hearing_from_the_device(
         )
 
     eventually(lambda: (last_seen() or before) > before)
+
+
+def test_a_stop_cancels_a_task_another_loop_runs_and_does_not_wait_for_it(
+    container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two apps on one container (as tests build them) each start the gateway on their own
+    loop; the stop of one must not wait for the other loop's tasks, which finish only there."""
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        foreign = asyncio.run_coroutine_threadsafe(_task_of_its_loop(), other).result(5)
+        gateway = container.devices
+        gateway._tasks = [foreign]
+
+        async def stop() -> None:
+            await gateway.stop()
+
+        with caplog.at_level(logging.ERROR):
+            asyncio.run(stop())
+        assert asyncio.run_coroutine_threadsafe(_ended(foreign), other).result(5)
+        assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(5)
+        other.close()
+
+
+async def _task_of_its_loop() -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+
+
+async def _ended(task: asyncio.Task[None]) -> bool:
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return task.cancelled()

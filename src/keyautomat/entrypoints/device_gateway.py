@@ -259,8 +259,16 @@ class DeviceGateway:
         if self._pusher is not None:
             tasks.append(self._pusher)
             self._pusher = None
+        loop = asyncio.get_running_loop()
         for task in tasks:
-            task.cancel()
+            if task.get_loop() is loop:
+                task.cancel()
+            else:
+                # Started on another loop (tests run two apps on one container): cancelled
+                # there, and not waited for here, as that loop may have ended already.
+                with contextlib.suppress(RuntimeError):
+                    task.get_loop().call_soon_threadsafe(task.cancel)
+        tasks = [task for task in tasks if task.get_loop() is loop]
         if tasks:
             done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
             for task in done:
