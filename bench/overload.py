@@ -19,11 +19,12 @@ One JSON line for the saturation, then one per level::
      "send_lag_p99_ms" (how late this client sent: near 0, or the figures are the client's)}
 
 The server runs with the default admission control unless ``--max-in-flight`` (0: off,
-to compare with the behaviour before it) or ``--wait-ms`` say otherwise.
+to compare with the behaviour before it), ``--wait-ms`` or ``--target-ms`` say otherwise.
 
     uv run python bench/overload.py                      # ~2.5 min on 2 busy cores
     uv run python bench/overload.py --max-in-flight 0    # without admission control
     uv run python bench/overload.py --seconds 5 --levels 1,3
+    uv run python bench/overload.py --target-ms 0       # the limit fixed, not following latency
 
 The client is cheap by design: requests are signed ahead in two worker processes (an
 RSA-2048 signature costs the client 1-4 ms, more than the server spends on a refusal),
@@ -336,6 +337,9 @@ def main() -> None:
     )
     parser.add_argument("--wait-ms", type=int, help="KEYAUTOMAT_ADMISSION_WAIT_MS")
     parser.add_argument(
+        "--target-ms", type=int, help="KEYAUTOMAT_ADMISSION_TARGET_MS (0: a fixed limit)"
+    )
+    parser.add_argument(
         "--presign", type=int, default=4000, help="requests signed ahead for the saturation"
     )
     args = parser.parse_args()
@@ -344,6 +348,8 @@ def main() -> None:
         extra_env["KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT"] = str(args.max_in_flight)
     if args.wait_ms is not None:
         extra_env["KEYAUTOMAT_ADMISSION_WAIT_MS"] = str(args.wait_ms)
+    if args.target_ms is not None:
+        extra_env["KEYAUTOMAT_ADMISSION_TARGET_MS"] = str(args.target_ms)
     limited = args.max_in_flight != 0
     with (
         seeded_server("iloq", args.existing, args.database_url, extra_env) as started,

@@ -21,6 +21,13 @@ client, which logs in under a lock, does not step outside.
 
 Time is the event loop's unless a ``schedule`` is given (the tests pass their own, so
 that they expire waiters when they choose).
+
+The limit is a number of requests, but what a client feels is time: where a request
+costs more (a slower machine, a heavier mix) the same number in flight is a longer wait.
+With a :class:`LatencyLimit` the slots move their limit between a floor and the
+configured one so that the time a request holds its slot stays near a target; the limit
+moves only while requests are turned away or queue (when nobody waits, fewer slots would
+help nobody, and a slow outside call must not shrink a process that has room).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -41,10 +50,62 @@ class Timer(Protocol):
 Schedule = Callable[[float, Callable[[], None]], Timer]
 
 
+class LatencyLimit:
+    """Where the limit of :class:`Slots` should be, from the time requests hold their slots.
+
+    Samples are taken in windows of ``window`` holds. At the end of a window in which a
+    request found every slot taken (it waited, or was refused), the limit moves: down by a
+    tenth (at least one) while the window's 90th percentile of holding times is above
+    ``target`` seconds, up by one while it is below ``RAISE_BELOW`` of it; never under
+    ``floor`` nor over ``ceiling``. In a window without contention it stays where it is.
+    A hold is measured from the slot's taking to its release, so a wait for a slot is not
+    in it: the client's time is at most ``max_wait`` more.
+    """
+
+    RAISE_BELOW = 0.8
+    PERCENTILE = 0.9
+
+    def __init__(self, *, ceiling: int, target: float, window: int = 16) -> None:
+        if ceiling < 1:
+            raise ValueError("ceiling must be at least 1")
+        if target <= 0:
+            raise ValueError("target must be above 0")
+        self.ceiling = ceiling
+        self.floor = max(1, ceiling // 4)
+        self.target = target
+        self.window = max(1, window)
+        self._holds: list[float] = []
+        self._contended = False
+
+    def contended(self) -> None:
+        """A request found no free slot in the current window."""
+        self._contended = True
+
+    def observe(self, held: float, limit: int) -> int:
+        """Records one hold of ``held`` seconds; the limit to apply from now on."""
+        holds = self._holds
+        holds.append(held)
+        if len(holds) < self.window:
+            return limit
+        holds.sort()
+        tail = holds[math.ceil(len(holds) * self.PERCENTILE) - 1]
+        contended = self._contended
+        self._holds = []
+        self._contended = False
+        if not contended:
+            return limit
+        if tail > self.target:
+            return max(self.floor, min(limit - 1, int(limit * 0.9)))
+        if tail < self.target * self.RAISE_BELOW:
+            return min(self.ceiling, limit + 1)
+        return limit
+
+
 class Slots:
     """At most ``limit`` holders; a FIFO of at most ``max_waiting`` waiters, each for at most
     ``max_wait`` seconds. A slot freed while someone waits passes straight to the first
-    waiter, so a newcomer never overtakes the queue."""
+    waiter, so a newcomer never overtakes the queue. With ``adapt`` the limit moves with
+    the holding times (:class:`LatencyLimit`; ``limit`` is then its ceiling)."""
 
     def __init__(
         self,
@@ -54,6 +115,9 @@ class Slots:
         max_wait: float,
         schedule: Schedule | None = None,
         on_change: Callable[[int], None] = lambda held: None,
+        adapt: LatencyLimit | None = None,
+        on_limit: Callable[[int], None] = lambda limit: None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -61,10 +125,14 @@ class Slots:
         self.max_waiting = max_waiting if max_wait > 0 else 0
         self.max_wait = max_wait
         self.held = 0
+        self.adapt = adapt
+        self.monotonic = monotonic
         self._schedule = schedule
         self._on_change = on_change  # told the number held whenever it changes (a gauge)
+        self._on_limit = on_limit  # told the limit whenever it moves (a gauge)
         # True: the waiter has been handed a slot; False: its time ran out.
         self._waiters: deque[asyncio.Future[bool]] = deque()
+        on_limit(limit)
 
     @property
     def waiting(self) -> int:
@@ -76,7 +144,28 @@ class Slots:
             self.held += 1
             self._on_change(self.held)
             return True
+        if self.adapt is not None:
+            self.adapt.contended()
         return False
+
+    def held_for(self, seconds: float) -> None:
+        """A slot was held ``seconds`` (told by its :class:`Ticket` on release)."""
+        if self.adapt is not None:
+            self.set_limit(self.adapt.observe(seconds, self.limit))
+
+    def set_limit(self, limit: int) -> None:
+        """From now on at most ``limit`` holders: more room goes to the waiters at once; with
+        less, holders above it are not replaced as they leave."""
+        if limit == self.limit:
+            return
+        self.limit = limit
+        self._on_limit(limit)
+        while self.held < limit and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.held += 1
+                self._on_change(self.held)
+                waiter.set_result(True)
 
     async def acquire(self) -> bool:
         """True with a slot held (release it once), False when refused: the queue was full,
@@ -96,7 +185,7 @@ class Slots:
         await self._wait(first=True, bounded=False)
 
     def release(self) -> None:
-        while self._waiters:
+        while self.held <= self.limit and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(True)  # the slot passes on: ``held`` stays
@@ -140,11 +229,14 @@ class Ticket:
     def __init__(self, slots: Slots) -> None:
         self.slots = slots
         self.holding = True
+        self.since = slots.monotonic()
 
     def release(self) -> None:
         if self.holding:
             self.holding = False
-            self.slots.release()
+            slots = self.slots
+            slots.release()
+            slots.held_for(slots.monotonic() - self.since)
 
     @contextlib.asynccontextmanager
     async def outside(self) -> AsyncIterator[None]:
@@ -157,6 +249,7 @@ class Ticket:
         finally:
             await self.slots.reacquire()
             self.holding = True
+            self.since = self.slots.monotonic()
 
 
 # The ticket of the request being handled in this task, set by the API's middleware.

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         description="Longest wait of a request for a slot when KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT "
         "are being handled (0: refuse at once).",
     )
+    admission_target_ms: int = Field(
+        default=50,
+        ge=0,
+        le=60_000,
+        description="While requests are turned away or queue, the limit of requests in flight "
+        "moves (down to a quarter of KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT) so that 9 in 10 hold "
+        "their slot at most this long (0: the limit stays fixed).",
+    )
     idempotency_ttl_hours: float = Field(
         default=24.0,
         gt=0,

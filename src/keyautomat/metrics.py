@@ -120,6 +120,13 @@ _requests_in_flight = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+_requests_in_flight_limit = Gauge(
+    "keyautomat_http_requests_in_flight_limit",
+    "Requests this process handles at once now: KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT, or less "
+    "while requests hold their slots longer than KEYAUTOMAT_ADMISSION_TARGET_MS.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 _contracts_created = Counter(
     "keyautomat_contracts_created",
     "Key contracts created (committed), by kind.",
@@ -245,6 +252,10 @@ def overload_refused(reason: str) -> None:
 
 def requests_in_flight(count: int) -> None:
     _requests_in_flight.set(count)
+
+
+def requests_in_flight_limit(limit: int) -> None:
+    _requests_in_flight_limit.set(limit)
 
 
 def device_command_done(command: str, outcome: str, seconds: float) -> None:

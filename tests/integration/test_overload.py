@@ -17,10 +17,13 @@ from starlette.types import Message
 
 from keyautomat import metrics
 from keyautomat.admission import Slots
+from keyautomat.bootstrap import bootstrap
 from keyautomat.client import compact_json, signature_headers
 from keyautomat.config import Settings
 from keyautomat.entrypoints.api.admission import BUSY
+from keyautomat.entrypoints.api.app import create_app
 from keyautomat.entrypoints.api.errors import error_body
+from keyautomat.service_layer.clock import SystemClock
 from tests.conftest import TEST_BASE, Tenant
 
 LOOPBACK = ("127.0.0.1", 50000)
@@ -202,3 +205,25 @@ def test_the_slot_comes_back_when_the_request_is_cancelled_mid_way(
 
     assert asyncio.run(scenario()) == 1
     assert slots.held == 0
+
+
+@pytest.mark.parametrize(("target_ms", "adapts"), [(50, True), (0, False)])
+def test_the_limit_follows_holding_times_unless_the_target_is_zero(
+    settings: Settings, target_ms: int, adapts: bool
+) -> None:
+    tuned = settings.model_copy(
+        update={"max_requests_in_flight": 8, "admission_target_ms": target_ms}
+    )
+    container = bootstrap(tuned, clock=SystemClock())
+    try:
+        slots = create_app(container).state.admission
+        assert isinstance(slots, Slots)
+        assert slots.limit == 8
+        assert metrics.REGISTRY.get_sample_value("keyautomat_http_requests_in_flight_limit") == 8
+        if adapts:
+            assert slots.adapt is not None
+            assert (slots.adapt.ceiling, slots.adapt.floor, slots.adapt.target) == (8, 2, 0.05)
+        else:
+            assert slots.adapt is None
+    finally:
+        container.close()

@@ -14,7 +14,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from keyautomat import admission
-from keyautomat.admission import Slots, Ticket
+from keyautomat.admission import LatencyLimit, Slots, Ticket
 from keyautomat.entrypoints.api.admission import (
     BUSY,
     LOG_EVERY_SECONDS,
@@ -363,3 +363,134 @@ def test_every_change_of_the_number_held_is_told_and_a_hand_over_is_none() -> No
 
     run(scenario)
     assert told == [1, 0]
+
+
+# --- the limit that follows holding times ------------------------------------------------
+
+
+def window_of(limit: LatencyLimit, held: float, at: int, *, contended: bool = True) -> int:
+    """Feeds one whole window of holds of ``held`` seconds; the limit it ends with."""
+    if contended:
+        limit.contended()
+    for _ in range(limit.window):
+        at = limit.observe(held, at)
+    return at
+
+
+def test_long_holds_under_contention_lower_the_limit_a_tenth_at_a_time() -> None:
+    limit = LatencyLimit(ceiling=40, target=0.05)
+    assert window_of(limit, 0.08, 40) == 36
+    assert window_of(limit, 0.08, 36) == 32
+    assert window_of(limit, 0.08, 12) == 10  # int(10.8)
+    assert window_of(limit, 0.08, 11) == 10  # always at least one less...
+
+
+def test_the_limit_never_falls_below_a_quarter_of_the_ceiling() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05)
+    at = 8
+    for _ in range(20):
+        at = window_of(limit, 1.0, at)
+    assert at == limit.floor == 2
+    assert LatencyLimit(ceiling=3, target=0.05).floor == 1
+
+
+def test_short_holds_under_contention_raise_the_limit_by_one_up_to_the_ceiling() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05)
+    assert window_of(limit, 0.01, 5) == 6
+    assert window_of(limit, 0.01, 8) == 8
+
+
+def test_holds_near_the_target_leave_the_limit_where_it_is() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05)
+    assert window_of(limit, 0.045, 6) == 6  # under the target, above 80 % of it
+
+
+def test_without_contention_the_limit_stays_however_long_the_holds() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05)
+    assert window_of(limit, 5.0, 8, contended=False) == 8
+    assert window_of(limit, 0.001, 4, contended=False) == 4
+
+
+def test_the_window_decides_on_its_ninetieth_percentile_not_on_one_slow_hold() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05, window=10)
+    limit.contended()
+    at = 8
+    for held in (0.01,) * 9 + (3.0,):
+        at = limit.observe(held, at)
+    assert at == 8
+    limit.contended()
+    for held in (0.01,) * 8 + (3.0, 3.0):
+        at = limit.observe(held, at)
+    assert at == 7
+
+
+def test_a_window_is_judged_once_and_its_contention_does_not_carry_over() -> None:
+    limit = LatencyLimit(ceiling=8, target=0.05, window=4)
+    assert window_of(limit, 0.2, 8) == 7
+    assert window_of(limit, 0.2, 7, contended=False) == 7
+
+
+def test_a_latency_limit_needs_a_ceiling_and_a_target() -> None:
+    with pytest.raises(ValueError, match="ceiling"):
+        LatencyLimit(ceiling=0, target=0.05)
+    with pytest.raises(ValueError, match="target"):
+        LatencyLimit(ceiling=8, target=0)
+
+
+def test_a_busy_process_whose_requests_hold_too_long_hands_out_fewer_slots() -> None:
+    now = [0.0]
+    limits: list[int] = []
+
+    async def scenario() -> None:
+        s = Slots(
+            4,
+            max_waiting=4,
+            max_wait=1,
+            schedule=FakeTimers(),
+            adapt=LatencyLimit(ceiling=4, target=0.05, window=4),
+            on_limit=limits.append,
+            monotonic=lambda: now[0],
+        )
+        tickets = []
+        for _ in range(4):
+            assert await s.acquire()
+            tickets.append(Ticket(s))
+        waiter = asyncio.create_task(s.acquire())  # contention
+        await let_tasks_run()
+        now[0] += 0.2
+        for ticket in tickets[:3]:
+            ticket.release()  # each slot passes to the waiter or falls free
+        assert await waiter
+        tickets[3].release()  # the fourth hold ends the window: the limit falls to 3
+        assert s.limit == 3
+        assert s.held == 1  # the waiter's
+        assert [await s.acquire(), await s.acquire()] == [True, True]
+        assert not s.try_acquire()  # three held: the new limit
+
+    run(scenario)
+    assert limits == [4, 3]
+
+
+def test_a_raised_limit_lets_waiters_in_at_once_and_a_lowered_one_drains_first() -> None:
+    async def scenario() -> None:
+        s = slots(2, max_waiting=3)
+        assert await s.acquire()
+        assert await s.acquire()
+        first = asyncio.create_task(s.acquire())
+        second = asyncio.create_task(s.acquire())
+        await let_tasks_run()
+        s.set_limit(3)
+        await let_tasks_run()
+        assert first.done()
+        assert await first
+        assert not second.done()
+        assert (s.held, s.waiting) == (3, 1)
+        s.set_limit(1)
+        s.release()  # 2 held, still above the limit: not passed on
+        s.release()
+        assert (s.held, s.waiting) == (1, 1)
+        s.release()  # now within the limit: passed on to the one waiting
+        assert await second
+        assert (s.held, s.waiting) == (1, 0)
+
+    run(scenario)

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from keyautomat import metrics
 from keyautomat.adapters.db import is_busy
 from keyautomat.adapters.request_state import SharedLedger
-from keyautomat.admission import Slots
+from keyautomat.admission import LatencyLimit, Slots
 from keyautomat.bootstrap import Container
 from keyautomat.contracts.iloq import routes as iloq_contracts
 from keyautomat.contracts.mechanical import routes as mechanical_contracts
@@ -243,11 +243,14 @@ def create_app(  # noqa: PLR0915 - the wiring of every part, in order
     limit = settings.requests_in_flight_limit
     app.state.admission = None
     if limit > 0:
+        target = settings.admission_target_ms
         slots = Slots(
             limit,
             max_waiting=limit,
             max_wait=settings.admission_wait_ms / 1000,
             on_change=metrics.requests_in_flight,
+            adapt=LatencyLimit(ceiling=limit, target=target / 1000) if target else None,
+            on_limit=metrics.requests_in_flight_limit,
         )
         app.add_middleware(AdmissionMiddleware, slots=slots)
         app.state.admission = slots
