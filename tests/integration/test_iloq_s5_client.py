@@ -56,7 +56,9 @@ def seeded(container: Container, emulator_server: EmulatorServer) -> SeededSyste
 def client(emulator_server: EmulatorServer, seeded: SeededSystem) -> IloqS5Client:
     del seeded
     config = IloqApiConfig("api.keyautomat", PASSWORD, "ACME-S5", emulator_server.url)
-    return IloqS5Client(config, timeout=5, allow_private=True)
+    # The emulator answers in milliseconds; the bound is only there so that a hang fails.
+    # 5 s once ran out under two xdist workers (a ReadTimeout on POST Keys/{id}/Order).
+    return IloqS5Client(config, timeout=30, allow_private=True)
 
 
 def test_the_client_lists_access_rights_with_flags_and_real_estate_paths(
