@@ -16,14 +16,18 @@ and alternates wrk runs over four measures, ``--runs`` rounds of each:
 
 Every signed request carries its own signature (the server refuses replays), so
 each run's requests are signed just before it (RSA-2048, ~1-2.5 ms each: most of
-the bench's runtime) and wrk's threads each replay a disjoint slice of them.
+the bench's runtime) and wrk's threads each replay a disjoint slice of them. A run
+that spends its pool before its time is up measured the pool, not the server: it is
+run again with twice as many (the first pools are sized from a guess, later ones from
+the last run's rate; on 2026-12-01 a faster machine met the guesses' ceiling).
 
 For each measure it prints one JSON line::
 
     {"measure": "signed_root", "value": <median req/s>, "unit": "req/s",
      "runs": [...], "spread": (max - min) / median, "ratio_vs_hello": ...,
      "cpu_us_per_request": <median>, "cpu_runs": [...], "cpu_ratio_vs_hello": ...,
-     "p50_ms": ..., "p99_ms": ..., "non2xx": ..., "bytes": <response body size>}
+     "p50_ms": ..., "p99_ms": ..., "non2xx": ..., "pool_spent": <runs capped by MAX_POOL>,
+     "bytes": <response body size>}
 
 ``cpu_us_per_request`` is the server process's user + system CPU time over the run
 divided by the requests wrk completed: the figure to compare while the machine is
@@ -95,6 +99,10 @@ end
 """
 
 MEASURES = ("hello", "signed_root", "signed_automat", "signed_list")
+# Signatures of one run at most: the oldest must stay well inside the server's
+# five-minute window while the rest are made.
+MAX_POOL = 150_000
+SIGNING_ACCOUNTS = 16
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -114,15 +122,19 @@ def _sign_chunk(args: tuple[str, str, str, int, int]) -> list[str]:
     return out
 
 
-def presign(account: str, key: str, url: str, count: int, workers: int) -> list[str]:
-    # Distinct timestamps make distinct signatures; all lie in the next
-    # ``count`` milliseconds, inside the server's five-minute window and after
-    # it started (the server refuses requests signed before its start).
-    base = time.time_ns() // 1_000_000
-    per = -(-count // workers)
-    chunks = [(account, key, url, base + i * per, per) for i in range(workers)]
+def presign(
+    accounts: list[tuple[str, str]], url: str, count: int, workers: int, start_ms: int
+) -> tuple[list[str], int]:
+    """``count`` signatures, spread over ``accounts`` (id, key), each account's with its
+    own milliseconds from ``start_ms`` on; and the first millisecond left unused. A
+    signature is a replay if its account and timestamp were sent before, so pools must
+    not overlap; with several accounts a pool of 150,000 spans seconds, not minutes,
+    and stays inside the server's five-minute window."""
+    per = -(-count // len(accounts))
+    chunks = [(account, key, url, start_ms, per) for account, key in accounts]
     with ProcessPoolExecutor(workers) as pool:
-        return [line for chunk in pool.map(_sign_chunk, chunks) for line in chunk]
+        lines = [line for chunk in pool.map(_sign_chunk, chunks) for line in chunk]
+    return lines, start_ms + per
 
 
 def cpu_seconds(pid: int) -> float:
@@ -152,6 +164,8 @@ def wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx and total:
+        rps *= 1 - int(non2xx.group(1)) / total  # only answers served count
     lat = {}
     for pct in ("50", "99"):
         m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
@@ -159,6 +173,7 @@ def wrk(
         lat[pct] = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     return {
         "rps": rps,
+        "requests": float(total),
         "cpu_us": cpu / max(total, 1) * 1e6,
         "p50_ms": lat["50"],
         "p99_ms": lat["99"],
@@ -228,6 +243,8 @@ def summary(name: str, rows: list[dict[str, float]], hello: dict[str, Any]) -> d
         "p50_ms": statistics.median(r["p50_ms"] for r in rows),
         "p99_ms": statistics.median(r["p99_ms"] for r in rows),
         "non2xx": statistics.median(r["non2xx"] for r in rows),
+        # Runs that spent their signatures even at MAX_POOL: the figure is then a floor.
+        "pool_spent": int(sum(r.get("pool_spent", 0.0) for r in rows)),
     }
 
 
@@ -285,6 +302,14 @@ def main() -> int:
     try:
         api = Client(f"{base}/v2", account, key)
         automat_id = seed(api, args.automats)
+        signers = [(account, key)]
+        for i in range(1, SIGNING_ACCOUNTS):
+            made = api.post(
+                "/serviceAccounts",
+                {"organizationUnitId": info["organizationUnitId"], "name": f"Bench {i}"},
+            )
+            signers.append((made["id"], made["privateKey"]))
+        next_ms = 0
         paths = {
             "signed_root": "/v2/",
             "signed_automat": f"/v2/automats/{automat_id}",
@@ -300,23 +325,39 @@ def main() -> int:
 
         def signed_run(name: str, count: int) -> dict[str, float]:
             # Signatures are made just before each run, each with its own
-            # timestamp inside the server's window, and never reused.
-            nonlocal sign_seconds, signed_total
+            # timestamp inside the server's window, and never reused. A run that
+            # spends its whole pool stops early and measures the pool, not the server:
+            # it is discarded and run again with twice the pool.
+            nonlocal sign_seconds, signed_total, next_ms
             url_path = paths[name]
-            began = time.monotonic()
-            pool = presign(account, key, base + url_path, count, os.cpu_count() or 2)
-            sign_seconds += time.monotonic() - began
-            signed_total += len(pool)
-            sig_file.write_text("\n".join(pool) + "\n")
-            return wrk(
-                base + url_path,
-                args.duration,
-                args.connections,
-                args.threads,
-                script,
-                [str(sig_file), str(args.threads), url_path],
-                server.pid,
-            )
+            while True:
+                began = time.monotonic()
+                pool, next_ms = presign(
+                    signers,
+                    base + url_path,
+                    count,
+                    os.cpu_count() or 2,
+                    max(time.time_ns() // 1_000_000, next_ms),
+                )
+                sign_seconds += time.monotonic() - began
+                signed_total += len(pool)
+                sig_file.write_text("\n".join(pool) + "\n")
+                row = wrk(
+                    base + url_path,
+                    args.duration,
+                    args.connections,
+                    args.threads,
+                    script,
+                    [str(sig_file), str(args.threads), url_path],
+                    server.pid,
+                )
+                # wrk stops a thread at its slice's end with its connections' requests
+                # still out: a spent pool shows as a count just short of it.
+                spent = row["requests"] >= 0.98 * len(pool)
+                if not spent or count >= MAX_POOL:
+                    row["pool_spent"] = float(spent)
+                    return row
+                count = min(MAX_POOL, count * 2)
 
         results: dict[str, list[dict[str, float]]] = {name: [] for name in MEASURES}
 
@@ -324,7 +365,7 @@ def main() -> int:
             # A fifth again what the previous run managed, capped so that the
             # oldest signature stays well inside the five-minute window.
             rate = rows[-1]["rps"] if rows else first_guess
-            return min(100_000, max(1_000, int(rate * args.duration * 1.2)))
+            return min(MAX_POOL, max(1_000, int(rate * args.duration * 1.2)))
 
         # First pools, before a run of the measure tells its rate; later ones follow it.
         guesses = {"signed_root": 2_500.0, "signed_automat": 2_000.0, "signed_list": 1_000.0}
