@@ -55,7 +55,8 @@ class LatencyLimit:
 
     Samples are taken in windows of ``window`` holds. At the end of a window in which a
     request found every slot taken (it waited, or was refused), the limit moves: down by a
-    tenth (at least one) while the window's 90th percentile of holding times is above
+    tenth (rounded down, so at least one) while the window's 90th percentile of holding
+    times is above
     ``target`` seconds, up by one while it is below ``RAISE_BELOW`` of it; never under
     ``floor`` nor over ``ceiling``. In a window without contention it stays where it is.
     A hold is measured from the slot's taking to its release, so a wait for a slot is not
@@ -95,7 +96,7 @@ class LatencyLimit:
         if not contended:
             return limit
         if tail > self.target:
-            return max(self.floor, min(limit - 1, int(limit * 0.9)))
+            return max(self.floor, int(limit * 0.9))  # at least one less: int(0.9 * n) < n
         if tail < self.target * self.RAISE_BELOW:
             return min(self.ceiling, limit + 1)
         return limit
@@ -156,16 +157,18 @@ class Slots:
     def set_limit(self, limit: int) -> None:
         """From now on at most ``limit`` holders: more room goes to the waiters at once; with
         less, holders above it are not replaced as they leave."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         if limit == self.limit:
             return
         self.limit = limit
-        self._on_limit(limit)
         while self.held < limit and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self.held += 1
                 self._on_change(self.held)
                 waiter.set_result(True)
+        self._on_limit(limit)
 
     async def acquire(self) -> bool:
         """True with a slot held (release it once), False when refused: the queue was full,

@@ -92,12 +92,13 @@ class Settings(BaseSettings):
         "are being handled (0: refuse at once).",
     )
     admission_target_ms: int = Field(
-        default=50,
+        default=0,
         ge=0,
         le=60_000,
-        description="While requests are turned away or queue, the limit of requests in flight "
-        "moves (down to a quarter of KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT) so that 9 in 10 hold "
-        "their slot at most this long (0: the limit stays fixed).",
+        description="0: the limit of requests in flight stays fixed. Otherwise, while requests "
+        "are turned away or queue, the limit moves (down to a quarter of "
+        "KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT) so that at most 1 in 10 holds its slot longer than "
+        "this; the hold includes calls to iLOQ and identity providers (docs/api.md, Overload).",
     )
     idempotency_ttl_hours: float = Field(
         default=24.0,

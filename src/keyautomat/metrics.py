@@ -122,8 +122,9 @@ _requests_in_flight = Gauge(
 )
 _requests_in_flight_limit = Gauge(
     "keyautomat_http_requests_in_flight_limit",
-    "Requests this process handles at once now: KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT, or less "
-    "while requests hold their slots longer than KEYAUTOMAT_ADMISSION_TARGET_MS.",
+    "Requests admission control lets in at once now, summed over the live processes: "
+    "KEYAUTOMAT_MAX_REQUESTS_IN_FLIGHT each, or less while requests hold their slots longer "
+    "than KEYAUTOMAT_ADMISSION_TARGET_MS.",
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )

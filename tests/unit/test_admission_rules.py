@@ -382,7 +382,8 @@ def test_long_holds_under_contention_lower_the_limit_a_tenth_at_a_time() -> None
     assert window_of(limit, 0.08, 40) == 36
     assert window_of(limit, 0.08, 36) == 32
     assert window_of(limit, 0.08, 12) == 10  # int(10.8)
-    assert window_of(limit, 0.08, 11) == 10  # always at least one less...
+    assert window_of(limit, 0.08, 11) == 10  # the floor: a quarter of 40
+    assert window_of(LatencyLimit(ceiling=8, target=0.05), 0.08, 5) == 4  # a tenth of 5: one
 
 
 def test_the_limit_never_falls_below_a_quarter_of_the_ceiling() -> None:
@@ -492,5 +493,41 @@ def test_a_raised_limit_lets_waiters_in_at_once_and_a_lowered_one_drains_first()
         s.release()  # now within the limit: passed on to the one waiting
         assert await second
         assert (s.held, s.waiting) == (1, 0)
+
+    run(scenario)
+
+
+def test_a_limit_set_below_one_is_refused_and_the_limit_stays() -> None:
+    s = slots(2)
+    with pytest.raises(ValueError, match="at least 1"):
+        s.set_limit(0)
+    assert s.limit == 2
+
+
+def test_short_holds_while_requests_wait_raise_the_limit_and_let_a_waiter_in() -> None:
+    now = [0.0]
+
+    async def scenario() -> None:
+        s = Slots(
+            4,
+            max_waiting=4,
+            max_wait=1,
+            schedule=FakeTimers(),
+            adapt=LatencyLimit(ceiling=4, target=0.05, window=2),
+            monotonic=lambda: now[0],
+        )
+        s.set_limit(2)
+        first, second = Ticket(s), Ticket(s)
+        assert await s.acquire()
+        assert await s.acquire()
+        waiters = [asyncio.create_task(s.acquire()) for _ in range(3)]
+        await let_tasks_run()
+        assert s.waiting == 3
+        now[0] += 0.001
+        first.release()  # passed on to the first waiter
+        second.release()  # passed on to the second; its short hold ends a contended window:
+        assert s.limit == 3  # the limit rises, and the third waiter is let in at once
+        assert [await w for w in waiters] == [True, True, True]
+        assert (s.held, s.waiting) == (3, 0)
 
     run(scenario)
