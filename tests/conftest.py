@@ -106,6 +106,7 @@ def reused_service_account_keys(key_pool: KeyPool, monkeypatch: pytest.MonkeyPat
 FASTAPI_CALLABLE_CACHES = tuple(
     cache for cache in vars(fastapi_dependency_models).values() if hasattr(cache, "cache_clear")
 )
+assert FASTAPI_CALLABLE_CACHES, "FastAPI moved its callable caches: the suite would slow down"
 
 
 @pytest.fixture(autouse=True)
