@@ -150,9 +150,10 @@ class Slots:
         return False
 
     def held_for(self, seconds: float) -> None:
-        """A slot was held ``seconds`` (told by its :class:`Ticket` on release)."""
-        if self.adapt is not None:
-            self.set_limit(self.adapt.observe(seconds, self.limit))
+        """A slot was held ``seconds`` (told by its :class:`Ticket` on release, only when
+        ``adapt`` is set: with a fixed limit no request reads the clock)."""
+        assert self.adapt is not None
+        self.set_limit(self.adapt.observe(seconds, self.limit))
 
     def set_limit(self, limit: int) -> None:
         """From now on at most ``limit`` holders: more room goes to the waiters at once; with
@@ -232,14 +233,19 @@ class Ticket:
     def __init__(self, slots: Slots) -> None:
         self.slots = slots
         self.holding = True
-        self.since = slots.monotonic()
+        self.since = self._now()
+
+    def _now(self) -> float:
+        """The slots' clock where the limit follows holding times; nothing to read otherwise."""
+        return self.slots.monotonic() if self.slots.adapt is not None else 0.0
 
     def release(self) -> None:
         if self.holding:
             self.holding = False
             slots = self.slots
             slots.release()
-            slots.held_for(slots.monotonic() - self.since)
+            if slots.adapt is not None:
+                slots.held_for(slots.monotonic() - self.since)
 
     @contextlib.asynccontextmanager
     async def outside(self) -> AsyncIterator[None]:
@@ -252,7 +258,7 @@ class Ticket:
         finally:
             await self.slots.reacquire()
             self.holding = True
-            self.since = self.slots.monotonic()
+            self.since = self._now()
 
 
 # The ticket of the request being handled in this task, set by the API's middleware.

@@ -438,20 +438,27 @@ def test_a_latency_limit_needs_a_ceiling_and_a_target() -> None:
         LatencyLimit(ceiling=8, target=0)
 
 
+def adaptive_slots(
+    *, window: int, now: list[float], on_limit: Callable[[int], None] = lambda limit: None
+) -> Slots:
+    """Four slots whose limit follows a 50 ms target, on the test's clock ``now[0]``."""
+    return Slots(
+        4,
+        max_waiting=4,
+        max_wait=1,
+        schedule=FakeTimers(),
+        adapt=LatencyLimit(ceiling=4, target=0.05, window=window),
+        on_limit=on_limit,
+        monotonic=lambda: now[0],
+    )
+
+
 def test_a_busy_process_whose_requests_hold_too_long_hands_out_fewer_slots() -> None:
     now = [0.0]
     limits: list[int] = []
 
     async def scenario() -> None:
-        s = Slots(
-            4,
-            max_waiting=4,
-            max_wait=1,
-            schedule=FakeTimers(),
-            adapt=LatencyLimit(ceiling=4, target=0.05, window=4),
-            on_limit=limits.append,
-            monotonic=lambda: now[0],
-        )
+        s = adaptive_slots(window=4, now=now, on_limit=limits.append)
         tickets = []
         for _ in range(4):
             assert await s.acquire()
@@ -508,14 +515,7 @@ def test_short_holds_while_requests_wait_raise_the_limit_and_let_a_waiter_in() -
     now = [0.0]
 
     async def scenario() -> None:
-        s = Slots(
-            4,
-            max_waiting=4,
-            max_wait=1,
-            schedule=FakeTimers(),
-            adapt=LatencyLimit(ceiling=4, target=0.05, window=2),
-            monotonic=lambda: now[0],
-        )
+        s = adaptive_slots(window=2, now=now)
         s.set_limit(2)
         first, second = Ticket(s), Ticket(s)
         assert await s.acquire()

@@ -260,15 +260,14 @@ class DeviceGateway:
             tasks.append(self._pusher)
             self._pusher = None
         loop = asyncio.get_running_loop()
-        for task in tasks:
-            if task.get_loop() is loop:
-                task.cancel()
-            else:
-                # Started on another loop (tests run two apps on one container): cancelled
-                # there, and not waited for here, as that loop may have ended already.
-                with contextlib.suppress(RuntimeError):
-                    task.get_loop().call_soon_threadsafe(task.cancel)
+        for task in [task for task in tasks if task.get_loop() is not loop]:
+            # Started on another loop (tests run two apps on one container): cancelled
+            # there, and not waited for here, as that loop may have ended already.
+            with contextlib.suppress(RuntimeError):
+                task.get_loop().call_soon_threadsafe(task.cancel)
         tasks = [task for task in tasks if task.get_loop() is loop]
+        for task in tasks:
+            task.cancel()
         if tasks:
             done, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
             for task in done:
